@@ -444,6 +444,50 @@ static float mllm__vec_dot(uint32_t type, int64_t n, const void *w, const void *
 static void mllm__vec_dot_nx(uint32_t type, int64_t n, const void *w, const void *x, size_t x_stride,
                              int nx, float *out);
 
+#define MLLM__QK 32     /* elements per block of the legacy formats */
+#define MLLM__QK_K 256  /* elements per super-block of the K-quants */
+
+/* A switch over a plain table rather than designated initializers, so the header compiles as C++. */
+static const mllm__type_traits *mllm__traits(uint32_t type) {
+    static const mllm__type_traits t[] = {
+        /* name, elements per block, bytes per block, vec_dot_type */
+        {"F32", 1, 4, MLLM__F32},
+        {"F16", 1, 2, MLLM__F16},
+        {"Q4_0", MLLM__QK, 2 + 16, MLLM__Q8_0},
+        {"Q4_1", MLLM__QK, 4 + 16, MLLM__Q8_1},
+        {"Q5_0", MLLM__QK, 2 + 4 + 16, MLLM__Q8_0},
+        {"Q5_1", MLLM__QK, 4 + 4 + 16, MLLM__Q8_1},
+        {"Q8_0", MLLM__QK, 2 + 32, MLLM__Q8_0},
+        {"Q8_1", MLLM__QK, 4 + 32, MLLM__Q8_1},
+        {"Q4_K", MLLM__QK_K, 4 + 12 + 128, MLLM__Q8_K},
+        {"Q5_K", MLLM__QK_K, 4 + 12 + 32 + 128, MLLM__Q8_K},
+        {"Q6_K", MLLM__QK_K, 128 + 64 + 16 + 2, MLLM__Q8_K},
+        {"Q8_K", MLLM__QK_K, 4 + 256 + 32, MLLM__Q8_K},
+        {"BF16", 1, 2, MLLM__BF16},
+    };
+    switch (type) {
+    case MLLM__F32: return &t[0];
+    case MLLM__F16: return &t[1];
+    case MLLM__Q4_0: return &t[2];
+    case MLLM__Q4_1: return &t[3];
+    case MLLM__Q5_0: return &t[4];
+    case MLLM__Q5_1: return &t[5];
+    case MLLM__Q8_0: return &t[6];
+    case MLLM__Q8_1: return &t[7];
+    case MLLM__Q4_K: return &t[8];
+    case MLLM__Q5_K: return &t[9];
+    case MLLM__Q6_K: return &t[10];
+    case MLLM__Q8_K: return &t[11];
+    case MLLM__BF16: return &t[12];
+    default: return NULL;
+    }
+}
+
+static size_t mllm__row_bytes(uint32_t type, int64_t n) {
+    const mllm__type_traits *t = mllm__traits(type);
+    return t ? (size_t)(n / t->block) * (size_t)t->bytes : 0;
+}
+
 
 /* ============================================================ SECTION: tokenizer */
 
