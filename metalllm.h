@@ -494,6 +494,14 @@ static size_t mllm__row_bytes(uint32_t type, int64_t n) {
 /* ============================================================ SECTION: model (hyper-parameters, weights) */
 
 /* ============================================================ SECTION: CPU backend */
+/* Row-wise reference ops of the CPU backend (also what the Metal kernels are tested against). */
+static void mllm__rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+/* RoPE in place on one token's heads (x: n_heads * head_dim).  neox: rotate pairs (i, i + n_rot/2);
+   otherwise adjacent pairs (2i, 2i+1).  Only the first n_rot dims of each head rotate. */
+static void mllm__rope(float *x, int n_heads, int head_dim, int n_rot, int pos, float freq_base,
+                       float freq_scale, int neox);
+static void mllm__swiglu(float *out, const float *gate, const float *up, int n);  /* silu(g) * u */
+static void mllm__softmax(float *x, int n);
 
 /* ============================================================ SECTION: Metal backend */
 
