@@ -188,6 +188,8 @@ typedef struct mllm_seq_params {
     mllm_sampler_params sampler;
     int max_tokens;                /* stop after this many generated tokens; 0: until EOG or context */
     int ignore_eog;                /* keep generating past end-of-generation tokens */
+    int manual;                    /* no sampling: steps compute logits (mllm_seq_logits) and the caller
+                                      feeds the next tokens with mllm_seq_append */
 } mllm_seq_params;
 
 /* Add a sequence with its prompt (token ids).  The prompt is processed by the following steps. */
@@ -197,10 +199,14 @@ mllm_status mllm_seq_add(mllm_context *ctx, const mllm_token *prompt, int n_prom
 mllm_status mllm_seq_fork(mllm_context *ctx, mllm_seq_id src, const mllm_seq_params *p,
                           mllm_seq_id *out);
 mllm_status mllm_seq_remove(mllm_context *ctx, mllm_seq_id id);
+/* Append tokens to a sequence (a user turn after the reply, or the caller's own pick in manual mode).
+   A sequence that finished normally (EOG, max_tokens) resumes; its generated-token count restarts. */
+mllm_status mllm_seq_append(mllm_context *ctx, mllm_seq_id id, const mllm_token *tokens, int n);
 
 typedef struct mllm_step_token {
     mllm_seq_id seq;
-    mllm_token token;              /* -1 when the sequence finished without a token */
+    mllm_token token;              /* -1: no token (finished without one, or a manual sequence's logits
+                                      are ready) */
     int finished;                  /* 1: this sequence is done (EOG, max_tokens, context, error) */
     mllm_status status;            /* why it finished: MLLM_OK for EOG/max_tokens, else the error */
 } mllm_step_token;
@@ -1673,6 +1679,14 @@ mllm_status mllm_step(mllm_context *ctx, mllm_step_result *res) {
         float *lg;
         mllm_token tok;
         if (!s->used || s->finished || !s->sample_pending) continue;
+        if (s->params.manual) {   /* logits are ready; the caller appends the next token */
+            mllm_step_token *r = &ctx->results[n_res++];
+            memset(r, 0, sizeof *r);
+            r->seq = s->id;
+            r->token = -1;
+            s->sample_pending = 0;
+            continue;
+        }
         /* penalties modify a copy, so mllm_seq_logits shows the model's logits */
         lg = ctx->logits_tmp;
         memcpy(lg, ctx->logits + (size_t)i * V, sizeof(float) * (size_t)V);
@@ -1739,6 +1753,24 @@ mllm_status mllm_seq_fork(mllm_context *ctx, mllm_seq_id src_id, const mllm_seq_
         s->n_prompt = src->n_prompt;
     }
     *out = s->id;
+    return MLLM_OK;
+}
+
+mllm_status mllm_seq_append(mllm_context *ctx, mllm_seq_id id, const mllm_token *tokens, int n) {
+    mllm__seq *s;
+    int i;
+    if (!ctx || !(s = mllm__seq_get(ctx, id))) return mllm__fail(MLLM_ERR_INVALID_ARG, "no sequence %d", id);
+    if (n < 0 || (n && !tokens)) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_seq_append: bad tokens");
+    if (s->finished && s->status != MLLM_OK) return mllm__fail(s->status, "sequence %d ended with an error", id);
+    for (i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= ctx->model->hp.n_vocab)
+            return mllm__fail(MLLM_ERR_INVALID_ARG, "token %d at index %d is out of range [0, %d)", tokens[i], i, ctx->model->hp.n_vocab);
+    if (s->n_tokens + n >= s->cap_tokens)
+        return mllm__fail(MLLM_ERR_CONTEXT_FULL, "sequence %d: %d + %d tokens exceed the context of %d", id, s->n_tokens, n, s->cap_tokens);
+    memcpy(s->tokens + s->n_tokens, tokens, sizeof(mllm_token) * (size_t)n);
+    s->n_tokens += n;
+    s->sample_pending = 0;
+    if (s->finished) { s->finished = 0; s->n_generated = 0; }
     return MLLM_OK;
 }
 
