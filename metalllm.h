@@ -1286,19 +1286,19 @@ static void mllm__kv_copy_block(mllm__kv *kv, int32_t dst, int32_t src) {
 }
 
 /* Makes blocks for positions [seq->n_past, seq->n_past + n) exist and belong to seq alone
-   (copy-on-write of shared blocks).  On exhaustion returns MLLM_ERR_KV_FULL; blocks obtained so far
-   stay with the sequence and return to the pool when it is removed. */
+   (copy-on-write of shared blocks).  All or nothing: when the pool cannot cover the whole request it
+   changes nothing and returns MLLM_ERR_KV_FULL, so a failing sequence takes no blocks from others. */
 static mllm_status mllm__seq_reserve(mllm_context *ctx, mllm__seq *s, int n) {
     mllm__kv *kv = &ctx->kv;
-    int B = kv->block_tokens, i, last = (s->n_past + n - 1) / B;
-    for (i = s->n_past / B; i <= last; i++) {
+    int B = kv->block_tokens, i, first = s->n_past / B, last = (s->n_past + n - 1) / B, need = 0;
+    for (i = first; i <= last; i++) need += i >= s->n_blocks || kv->refcount[s->blocks[i]] > 1;
+    if (need > kv->n_free)
+        return mllm__fail(MLLM_ERR_KV_FULL, "KV pool exhausted: %d blocks needed, %d of %d free", need, kv->n_free, kv->n_blocks);
+    for (i = first; i <= last; i++) {
         if (i >= s->n_blocks) {
-            int32_t b = mllm__kv_alloc(kv);
-            if (b < 0) return mllm__fail(MLLM_ERR_KV_FULL, "KV pool exhausted (%d blocks of %d tokens)", kv->n_blocks, B);
-            s->blocks[s->n_blocks++] = b;
+            s->blocks[s->n_blocks++] = mllm__kv_alloc(kv);
         } else if (kv->refcount[s->blocks[i]] > 1) {
             int32_t b = mllm__kv_alloc(kv);
-            if (b < 0) return mllm__fail(MLLM_ERR_KV_FULL, "KV pool exhausted (%d blocks of %d tokens)", kv->n_blocks, B);
             mllm__kv_copy_block(kv, b, s->blocks[i]);
             mllm__kv_release(kv, s->blocks[i]);
             s->blocks[i] = b;
