@@ -515,6 +515,590 @@ static size_t mllm__row_bytes(uint32_t type, int64_t n) {
     return t ? (size_t)(n / t->block) * (size_t)t->bytes : 0;
 }
 
+#if defined(__GNUC__) || defined(__clang__)
+#define MLLM__INLINE static inline __attribute__((always_inline))
+#else
+#define MLLM__INLINE static inline
+#endif
+
+/* Always-compiled scalar kernels: the fallback, and the baseline the SIMD kernels are tested against. */
+static float mllm__vec_dot_scalar(uint32_t type, int64_t n, const void *w, const void *x);
+
+/* ---- half precision and bfloat16.  With F16C the instructions do the same IEEE conversions
+   (round to nearest even, NaN quieted with its payload kept), so both paths give identical bits. */
+static float mllm__f16_to_f32(uint16_t h) {
+#if MLLM__AVX2 && defined(__F16C__)
+    return _cvtsh_ss(h);
+#else
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 31, m = h & 0x3ff, u;
+    float f;
+    if (e == 31) u = sign | 0x7f800000 | (m ? 0x400000 | (m << 13) : 0);  /* inf, quiet NaN */
+    else if (e) u = sign | ((e + 112) << 23) | (m << 13);                   /* rebias 15 -> 127 */
+    else if (!m) u = sign;
+    else {                                                                  /* subnormal: normalize */
+        e = 113;
+        while (!(m & 0x400)) { m <<= 1; e--; }
+        u = sign | (e << 23) | ((m & 0x3ff) << 13);
+    }
+    memcpy(&f, &u, 4);
+    return f;
+#endif
+}
+
+static uint16_t mllm__f32_to_f16(float f) {
+#if MLLM__AVX2 && defined(__F16C__)
+    return (uint16_t)_cvtss_sh(f, 0);
+#else
+    uint32_t u, a, sign, h;
+    memcpy(&u, &f, 4);
+    sign = (u >> 16) & 0x8000;
+    a = u & 0x7fffffff;
+    if (a > 0x7f800000) return (uint16_t)(sign | 0x7e00 | ((a >> 13) & 0x3ff));   /* quiet NaN */
+    if (a >= 0x477ff000) return (uint16_t)(sign | 0x7c00);   /* >= 65520 rounds past 65504: inf */
+    if (a >= 0x38800000) {                                    /* normal half: drop 13 mantissa bits */
+        uint32_t rest = a & 0x1fff;
+        h = (a - 0x38000000) >> 13;
+        if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++;   /* a carry may bump the exponent */
+        return (uint16_t)(sign | h);
+    }
+    if (a < 0x33000000) return (uint16_t)sign;                /* below 2^-25: rounds to zero */
+    {                                                         /* subnormal half: units of 2^-24 */
+        uint32_t m = (a & 0x7fffff) | 0x800000, shift = 126 - (a >> 23), rest, halfway;
+        h = m >> shift;
+        rest = m & ((1u << shift) - 1);
+        halfway = 1u << (shift - 1);
+        if (rest > halfway || (rest == halfway && (h & 1))) h++;
+        return (uint16_t)(sign | h);
+    }
+#endif
+}
+
+static float mllm__bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static uint16_t mllm__f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 0x40);   /* quiet NaN */
+    return (uint16_t)((u + 0x7fff + ((u >> 16) & 1)) >> 16);                 /* nearest even */
+}
+
+/* GGUF data is little-endian, as are the hosts we run on; memcpy keeps unaligned reads defined. */
+static uint32_t mllm__rd32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
+static float mllm__rdf(const uint8_t *p) { float v; memcpy(&v, p, 4); return v; }
+static float mllm__rdh(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return mllm__f16_to_f32(v); }
+static float mllm__rdbf(const uint8_t *p) { uint16_t v; memcpy(&v, p, 2); return mllm__bf16_to_f32(v); }
+
+/* One element of a float-like row (F32, F16, BF16). */
+MLLM__INLINE float mllm__rd_elem(uint32_t type, const uint8_t *row, int64_t i) {
+    if (type == MLLM__F32) return mllm__rdf(row + 4 * i);
+    return type == MLLM__F16 ? mllm__rdh(row + 2 * i) : mllm__rdbf(row + 2 * i);
+}
+
+/* ---- legacy 32-element blocks (Q4_0 Q4_1 Q5_0 Q5_1 Q8_0 Q8_1).  Every block starts with an f16 scale d;
+   the formats differ in where the quants live and what is added.  Element i < 16 is the low nibble of
+   qs[i], element 16+i the high nibble; the 5-bit formats take bit 4 of element i from bit i of the
+   32-bit qh.  Value = d * (q - zero) + m. */
+typedef struct mllm__fmt32 {
+    int qs, qh, m, s;              /* byte offsets in the block (-1: absent); s: Q8_1's d*sum(q) */
+    int bits, zero;
+} mllm__fmt32;
+
+MLLM__INLINE mllm__fmt32 mllm__fmt32_of(uint32_t type) {
+    mllm__fmt32 f = {2, -1, -1, -1, 8, 0};   /* Q8_0 */
+    switch (type) {
+    case MLLM__Q4_0: f.bits = 4; f.zero = 8; break;
+    case MLLM__Q4_1: f.qs = 4; f.m = 2; f.bits = 4; break;
+    case MLLM__Q5_0: f.qs = 6; f.qh = 2; f.bits = 5; f.zero = 16; break;
+    case MLLM__Q5_1: f.qs = 8; f.qh = 4; f.m = 2; f.bits = 5; break;
+    case MLLM__Q8_1: f.qs = 4; f.s = 2; break;
+    default: break;
+    }
+    return f;
+}
+
+/* A decoded block: value i = d * q[i] + m.  Formats without a min use m = -0.0f, which adds exactly
+   nothing (it even keeps the sign of a zero product), so dequantization stays bit-identical to d*q. */
+typedef struct mllm__blk32 { float d, m, s; int8_t q[MLLM__QK]; } mllm__blk32;
+
+static void mllm__decode32(uint32_t type, const uint8_t *b, mllm__blk32 *o) {
+    mllm__fmt32 f = mllm__fmt32_of(type);
+    uint32_t qh = f.qh >= 0 ? mllm__rd32(b + f.qh) : 0;
+    int i;
+    o->d = mllm__rdh(b);
+    o->m = f.m >= 0 ? mllm__rdh(b + f.m) : -0.0f;
+    o->s = f.s >= 0 ? mllm__rdh(b + f.s) : 0.0f;
+    if (f.bits == 8) { memcpy(o->q, b + f.qs, MLLM__QK); return; }
+    for (i = 0; i < 16; i++) {
+        int lo = (b[f.qs + i] & 15) | (int)((qh >> i) & 1) << 4;
+        int hi = (b[f.qs + i] >> 4) | (int)((qh >> (i + 16)) & 1) << 4;
+        o->q[i] = (int8_t)(lo - f.zero);
+        o->q[i + 16] = (int8_t)(hi - f.zero);
+    }
+}
+
+/* ---- K-quant super-blocks of 256 (Q4_K Q5_K Q6_K, and Q8_K).  Decoded to 16 sub-blocks of 16 with
+   integer scale sc and min mn: value i = (d * sc[i/16]) * q[i] - dmin * mn[i/16].
+     Q4_K: d, dmin (f16), 12 bytes of 6-bit scales/mins for 8 sub-blocks of 32, 128 bytes of nibbles
+           (each 32 bytes hold sub-block 2c in the low and 2c+1 in the high nibbles).
+     Q5_K: as Q4_K plus qh[32] before qs: bit c of qh[l] is bit 4 of element 32c + l.
+     Q6_K: ql[128], qh[64], int8 scales[16], d; q = (4 low bits | 2 high bits << 4) - 32.
+     Q8_K: float d, int8 qs[256], int16 bsums[16] (sums of 16 quants). */
+typedef struct mllm__blk256 { float d, dmin; int sc[16], mn[16]; int8_t q[MLLM__QK_K]; } mllm__blk256;
+
+/* Sub-block j (0..7) of the 12-byte Q4_K/Q5_K scale field: bytes 0-3 hold the low 6 bits of scales
+   0-3, bytes 4-7 those of mins 0-3; scales/mins 4-7 are a nibble of bytes 8-11 plus the top two bits
+   of bytes 0-3 / 4-7. */
+static void mllm__k4_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
+        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+
+/* Scales and mins per 16 elements (mn and dmin are 0 for the symmetric formats). */
+static void mllm__kscales(uint32_t type, const uint8_t *b, mllm__blk256 *o) {
+    int j;
+    if (type == MLLM__Q4_K || type == MLLM__Q5_K) {
+        o->d = mllm__rdh(b);
+        o->dmin = mllm__rdh(b + 2);
+        for (j = 0; j < 8; j++) {
+            mllm__k4_scale_min(b + 4, j, &o->sc[2 * j], &o->mn[2 * j]);
+            o->sc[2 * j + 1] = o->sc[2 * j];
+            o->mn[2 * j + 1] = o->mn[2 * j];
+        }
+        return;
+    }
+    o->d = type == MLLM__Q6_K ? mllm__rdh(b + 208) : mllm__rdf(b);
+    o->dmin = 0.0f;
+    for (j = 0; j < 16; j++) {
+        o->sc[j] = type == MLLM__Q6_K ? (int8_t)b[192 + j] : 1;
+        o->mn[j] = 0;
+    }
+}
+
+static void mllm__decode256(uint32_t type, const uint8_t *b, mllm__blk256 *o) {
+    int c, l;
+    mllm__kscales(type, b, o);
+    if (type == MLLM__Q8_K) { memcpy(o->q, b + 4, MLLM__QK_K); return; }
+    if (type == MLLM__Q6_K) {
+        for (c = 0; c < 2; c++) {          /* 128 elements from ql[64c..], qh[32c..] */
+            const uint8_t *ql = b + 64 * c, *qh = b + 128 + 32 * c;
+            int8_t *q = o->q + 128 * c;
+            for (l = 0; l < 32; l++) {
+                q[l] = (int8_t)(((ql[l] & 15) | (qh[l] & 3) << 4) - 32);
+                q[l + 32] = (int8_t)(((ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4) - 32);
+                q[l + 64] = (int8_t)(((ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4) - 32);
+                q[l + 96] = (int8_t)(((ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4) - 32);
+            }
+        }
+        return;
+    }
+    {                                      /* Q4_K, Q5_K */
+        const uint8_t *qh = b + 16, *qs = b + (type == MLLM__Q5_K ? 48 : 16);
+        for (c = 0; c < 4; c++)
+            for (l = 0; l < 32; l++) {
+                int lo = qs[32 * c + l] & 15, hi = qs[32 * c + l] >> 4;
+                if (type == MLLM__Q5_K) {
+                    lo |= ((qh[l] >> (2 * c)) & 1) << 4;
+                    hi |= ((qh[l] >> (2 * c + 1)) & 1) << 4;
+                }
+                o->q[64 * c + l] = (int8_t)lo;
+                o->q[64 * c + 32 + l] = (int8_t)hi;
+            }
+    }
+}
+
+static int mllm__is_k(uint32_t type) {
+    return type == MLLM__Q4_K || type == MLLM__Q5_K || type == MLLM__Q6_K || type == MLLM__Q8_K;
+}
+
+static void mllm__dequant_row(uint32_t type, const void *src, float *dst, int64_t n) {
+    const uint8_t *s = (const uint8_t *)src;
+    const mllm__type_traits *t = mllm__traits(type);
+    int64_t i, nb;
+    int j;
+    MLLM_ASSERT(t && n % t->block == 0);
+    nb = n / t->block;
+    if (t->block == 1) {
+        for (i = 0; i < n; i++) dst[i] = mllm__rd_elem(type, s, i);
+    } else if (mllm__is_k(type)) {
+        mllm__blk256 b;
+        for (i = 0; i < nb; i++, dst += MLLM__QK_K) {
+            mllm__decode256(type, s + i * t->bytes, &b);
+            for (j = 0; j < MLLM__QK_K; j++) dst[j] = b.d * (float)b.sc[j / 16] * b.q[j] - b.dmin * (float)b.mn[j / 16];
+        }
+    } else {
+        mllm__blk32 b;
+        for (i = 0; i < nb; i++, dst += MLLM__QK) {
+            mllm__decode32(type, s + i * t->bytes, &b);
+            for (j = 0; j < MLLM__QK; j++) dst[j] = b.d * b.q[j] + b.m;
+        }
+    }
+}
+
+/* ---- activation quantization, rounding as llama.cpp's x86 build does (its fixtures are ours):
+   Q8_0/Q8_1: d = amax/127 stored as f16, q = round-half-even(x * (127/amax)); Q8_1 adds s = d*sum(q).
+   Q8_K: the element of largest magnitude maps to -127 (scale -127/max), d = 1/scale stays float, and
+   bsums hold the sums of each 16 quants. */
+static void mllm__quant_q8_32(const float *x, uint8_t *y, int with_sum) {
+    float amax = 0.0f, d, id;
+    int i, sum = 0, off = with_sum ? 4 : 2;
+    uint16_t h;
+    for (i = 0; i < MLLM__QK; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    d = amax / 127.0f;
+    id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    for (i = 0; i < MLLM__QK; i++) {
+        int q = (int)nearbyintf(x[i] * id);
+        y[off + i] = (uint8_t)(int8_t)q;
+        sum += q;
+    }
+    h = mllm__f32_to_f16(d);
+    memcpy(y, &h, 2);
+    if (with_sum) {
+        h = mllm__f32_to_f16(d * (float)sum);
+        memcpy(y + 2, &h, 2);
+    }
+}
+
+static void mllm__quant_q8_k(const float *x, uint8_t *y) {
+    float amax = 0.0f, max = 0.0f, iscale, d;
+    int16_t bsums[16] = {0};
+    int i;
+    for (i = 0; i < MLLM__QK_K; i++)
+        if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); max = x[i]; }
+    iscale = amax != 0.0f ? -127.0f / max : 0.0f;
+    for (i = 0; i < MLLM__QK_K; i++) {
+        int q = (int)nearbyintf(iscale * x[i]);
+        q = q > 127 ? 127 : q;
+        y[4 + i] = (uint8_t)(int8_t)q;
+        bsums[i / 16] = (int16_t)(bsums[i / 16] + q);
+    }
+    d = amax != 0.0f ? 1.0f / iscale : 0.0f;
+    memcpy(y, &d, 4);
+    memcpy(y + 4 + MLLM__QK_K, bsums, sizeof bsums);
+}
+
+static void mllm__quant_row(uint32_t type, const float *src, void *dst, int64_t n) {
+    uint8_t *y = (uint8_t *)dst;
+    int64_t i;
+    switch (type) {
+    case MLLM__F32: memcpy(y, src, (size_t)n * 4); break;
+    case MLLM__F16:
+    case MLLM__BF16:
+        for (i = 0; i < n; i++) {
+            uint16_t h = type == MLLM__F16 ? mllm__f32_to_f16(src[i]) : mllm__f32_to_bf16(src[i]);
+            memcpy(y + 2 * i, &h, 2);
+        }
+        break;
+    case MLLM__Q8_0:
+    case MLLM__Q8_1:
+        MLLM_ASSERT(n % MLLM__QK == 0);
+        for (i = 0; i < n / MLLM__QK; i++)
+            mllm__quant_q8_32(src + i * MLLM__QK, y + i * (type == MLLM__Q8_1 ? 36 : 34), type == MLLM__Q8_1);
+        break;
+    case MLLM__Q8_K:
+        MLLM_ASSERT(n % MLLM__QK_K == 0);
+        for (i = 0; i < n / MLLM__QK_K; i++) mllm__quant_q8_k(src + i * MLLM__QK_K, y + i * 292);
+        break;
+    default: MLLM_ASSERT(!"quant_row: not an activation format");
+    }
+}
+
+/* ---- scalar dot products.  Integer sums per block as llama.cpp does, so the only rounding is in
+   scaling and accumulating the block sums (float), which keeps us within its rounding. */
+static float mllm__vec_dot_scalar(uint32_t type, int64_t n, const void *w, const void *x) {
+    const uint8_t *wb = (const uint8_t *)w, *xb = (const uint8_t *)x;
+    const mllm__type_traits *t = mllm__traits(type), *tx;
+    int64_t i, nb;
+    int j, k;
+    float sum = 0.0f;
+    MLLM_ASSERT(t && n % t->block == 0);
+    tx = mllm__traits((uint32_t)t->vec_dot_type);
+    nb = n / t->block;
+    if (t->block == 1) {                   /* F32, F16, BF16: activations in the same format */
+        double acc = 0.0;
+        for (i = 0; i < n; i++) acc += (double)mllm__rd_elem(type, wb, i) * mllm__rd_elem(type, xb, i);
+        return (float)acc;
+    }
+    if (mllm__is_k(type)) {                /* against Q8_K */
+        mllm__blk256 a, b;
+        for (i = 0; i < nb; i++) {
+            int isum = 0, msum = 0;
+            mllm__decode256(type, wb + i * t->bytes, &a);
+            mllm__decode256(MLLM__Q8_K, xb + i * tx->bytes, &b);
+            for (j = 0; j < 16; j++) {
+                int s = 0, bs = 0;
+                for (k = 16 * j; k < 16 * j + 16; k++) { s += a.q[k] * b.q[k]; bs += b.q[k]; }
+                isum += a.sc[j] * s;
+                msum += a.mn[j] * bs;
+            }
+            sum += b.d * (a.d * (float)isum - a.dmin * (float)msum);
+        }
+        return sum;
+    }
+    {                                      /* legacy blocks against Q8_0 or Q8_1 */
+        mllm__blk32 a, b;
+        for (i = 0; i < nb; i++) {
+            int isum = 0;
+            mllm__decode32(type, wb + i * t->bytes, &a);
+            mllm__decode32((uint32_t)t->vec_dot_type, xb + i * tx->bytes, &b);
+            for (j = 0; j < MLLM__QK; j++) isum += a.q[j] * b.q[j];
+            sum += a.d * b.d * (float)isum;
+            if (t->vec_dot_type == MLLM__Q8_1) sum += a.m * b.s;   /* sum(m * x) = m * s */
+        }
+        return sum;
+    }
+}
+
+#if MLLM__AVX2
+/* ---- AVX2: each weight block is unpacked to bytes once and multiplied with up to four activation
+   rows by maddubs (u8 x s8 -> s16 pairs) and madd (-> s32), exact integer sums per block. */
+static float mllm__avx2_hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* 16 packed bytes -> 32 nibbles (low nibbles first, then high). */
+MLLM__INLINE __m256i mllm__avx2_nibbles(const uint8_t *p) {
+    __m128i v = _mm_loadu_si128((const __m128i *)p);
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
+}
+
+/* Bit i of a 32-bit word -> 0x10 in byte i (the fifth bit of the 5-bit formats). */
+MLLM__INLINE __m256i mllm__avx2_bit4(uint32_t bits) {
+    const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                          2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);   /* byte k: bit k%8 */
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)bits), pick);  /* byte i = byte i/8 */
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+/* The 32 quants of a legacy block, offset removed (signed bytes), per mllm__fmt32. */
+MLLM__INLINE __m256i mllm__avx2_q32(uint32_t type, const uint8_t *b) {
+    mllm__fmt32 f = mllm__fmt32_of(type);
+    __m256i q;
+    if (f.bits == 8) return _mm256_loadu_si256((const __m256i *)(b + f.qs));
+    q = mllm__avx2_nibbles(b + f.qs);
+    if (f.qh >= 0) q = _mm256_or_si256(q, mllm__avx2_bit4(mllm__rd32(b + f.qh)));
+    return f.zero ? _mm256_sub_epi8(q, _mm256_set1_epi8((char)f.zero)) : q;
+}
+
+MLLM__INLINE void mllm__avx2_dot32(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *x,
+                                   size_t xs, int nx, float *out) {
+    const mllm__fmt32 f = mllm__fmt32_of(type);
+    const int wbytes = mllm__traits(type)->bytes, q81 = f.m >= 0, xbytes = q81 ? 36 : 34;
+    __m256 acc[MLLM__DOT_MAX_NX];
+    float msum[MLLM__DOT_MAX_NX];
+    int64_t i;
+    int j;
+    for (j = 0; j < nx; j++) { acc[j] = _mm256_setzero_ps(); msum[j] = 0.0f; }
+    for (i = 0; i < nb; i++) {
+        const uint8_t *b = w + i * wbytes;
+        const __m256i q = mllm__avx2_q32(type, b), aq = _mm256_sign_epi8(q, q);
+        const float d = mllm__rdh(b), m = q81 ? mllm__rdh(b + f.m) : 0.0f;
+        for (j = 0; j < nx; j++) {
+            const uint8_t *xb = x + j * xs + i * xbytes;
+            __m256i y = _mm256_loadu_si256((const __m256i *)(xb + (q81 ? 4 : 2)));
+            /* unsigned quants multiply as they are; signed ones move their sign onto y */
+            __m256i p = f.zero || f.bits == 8 ? _mm256_maddubs_epi16(aq, _mm256_sign_epi8(y, q))
+                                              : _mm256_maddubs_epi16(q, y);
+            p = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * mllm__rdh(xb)), _mm256_cvtepi32_ps(p), acc[j]);
+            if (q81) msum[j] += m * mllm__rdh(xb + 2);
+        }
+    }
+    for (j = 0; j < nx; j++) out[j] = mllm__avx2_hsum(acc[j]) + msum[j];
+}
+
+/* A K-quant super-block as 8 x 32 unsigned quants plus, per 16 elements, the integer scale and the
+   integer min.  Q6_K's -32 offset is folded into its mins (mn = 32*sc, dmin = d) so that every format
+   multiplies unsigned quants: dot = d*dx*sum(sc*q.x) - dmin*dx*sum(mn*bsum). */
+MLLM__INLINE void mllm__avx2_unpack_k(uint32_t type, const uint8_t *b, __m256i q[8], int16_t sc[16],
+                                      int16_t mn[16], float *d, float *dmin) {
+    const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(0x30);
+    mllm__blk256 s;
+    int c;
+    mllm__kscales(type, b, &s);
+    for (c = 0; c < 16; c++) {
+        sc[c] = (int16_t)s.sc[c];
+        mn[c] = (int16_t)(type == MLLM__Q6_K ? 32 * s.sc[c] : s.mn[c]);
+    }
+    *d = s.d;
+    *dmin = type == MLLM__Q6_K ? s.d : s.dmin;
+    if (type == MLLM__Q6_K) {
+        for (c = 0; c < 2; c++) {
+            __m256i l0 = _mm256_loadu_si256((const __m256i *)(b + 64 * c));
+            __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * c + 32));
+            __m256i h = _mm256_loadu_si256((const __m256i *)(b + 128 + 32 * c));
+            q[4 * c + 0] = _mm256_or_si256(_mm256_and_si256(l0, m4), _mm256_and_si256(_mm256_slli_epi16(h, 4), m2));
+            q[4 * c + 1] = _mm256_or_si256(_mm256_and_si256(l1, m4), _mm256_and_si256(_mm256_slli_epi16(h, 2), m2));
+            q[4 * c + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l0, 4), m4), _mm256_and_si256(h, m2));
+            q[4 * c + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(l1, 4), m4),
+                                           _mm256_and_si256(_mm256_srli_epi16(h, 2), m2));
+        }
+        return;
+    }
+    {
+        const uint8_t *qs = b + (type == MLLM__Q5_K ? 48 : 16);
+        const __m256i hb = type == MLLM__Q5_K ? _mm256_loadu_si256((const __m256i *)(b + 16)) : _mm256_setzero_si256();
+        const __m256i one = _mm256_set1_epi8(1);
+        for (c = 0; c < 4; c++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            q[2 * c] = _mm256_and_si256(v, m4);
+            q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+            if (type == MLLM__Q5_K) {
+                __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * c), one);
+                __m256i h1 = _mm256_and_si256(_mm256_srli_epi16(hb, 2 * c + 1), one);
+                q[2 * c] = _mm256_or_si256(q[2 * c], _mm256_slli_epi16(h0, 4));
+                q[2 * c + 1] = _mm256_or_si256(q[2 * c + 1], _mm256_slli_epi16(h1, 4));
+            }
+        }
+    }
+}
+
+MLLM__INLINE void mllm__avx2_dotk(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *x,
+                                  size_t xs, int nx, float *out) {
+    const int wbytes = mllm__traits(type)->bytes, xbytes = 292;
+    __m256 acc[MLLM__DOT_MAX_NX];
+    int64_t i;
+    int j, k;
+    for (j = 0; j < nx; j++) acc[j] = _mm256_setzero_ps();
+    for (i = 0; i < nb; i++) {
+        __m256i q[8], scv[8], mnv;
+        int16_t sc[16], mn[16];
+        float d, dmin;
+        mllm__avx2_unpack_k(type, w + i * wbytes, q, sc, mn, &d, &dmin);
+        for (k = 0; k < 8; k++)             /* scale of elements 0-15 in the low lane, 16-31 high */
+            scv[k] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
+        mnv = _mm256_loadu_si256((const __m256i *)mn);
+        for (j = 0; j < nx; j++) {
+            const uint8_t *xb = x + j * xs + i * xbytes;
+            const float dx = mllm__rdf(xb);
+            __m256i s = _mm256_setzero_si256(), ms;
+            for (k = 0; k < 8; k++) {
+                __m256i y = _mm256_loadu_si256((const __m256i *)(xb + 4 + 32 * k));
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(q[k], y), scv[k]));
+            }
+            ms = _mm256_madd_epi16(mnv, _mm256_loadu_si256((const __m256i *)(xb + 4 + MLLM__QK_K)));
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(s), acc[j]);
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * dx), _mm256_cvtepi32_ps(ms), acc[j]);
+        }
+    }
+    for (j = 0; j < nx; j++) out[j] = mllm__avx2_hsum(acc[j]);
+}
+
+/* 8 elements of a float-like row as floats. */
+MLLM__INLINE __m256 mllm__avx2_load8(uint32_t type, const uint8_t *p) {
+    if (type == MLLM__F32) return _mm256_loadu_ps((const float *)p);
+#ifdef __F16C__
+    if (type == MLLM__F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+#endif
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+}
+
+MLLM__INLINE void mllm__avx2_dotf(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x,
+                                  size_t xs, int nx, float *out) {
+    const int es = type == MLLM__F32 ? 4 : 2;
+    __m256 acc[MLLM__DOT_MAX_NX];
+    int64_t i;
+    int j;
+    for (j = 0; j < nx; j++) acc[j] = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        const __m256 a = mllm__avx2_load8(type, w + i * es);
+        for (j = 0; j < nx; j++) acc[j] = _mm256_fmadd_ps(a, mllm__avx2_load8(type, x + j * xs + i * es), acc[j]);
+    }
+    for (j = 0; j < nx; j++) {
+        int64_t r;
+        out[j] = mllm__avx2_hsum(acc[j]);
+        for (r = i; r < n; r++) out[j] += mllm__rd_elem(type, w, r) * mllm__rd_elem(type, x + j * xs, r);
+    }
+}
+
+/* Returns 0 when the type has no AVX2 kernel.  The constant type arguments let each inlined kernel
+   specialize. */
+static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x, size_t xs,
+                             int nx, float *out) {
+    switch (type) {
+    case MLLM__Q4_0: mllm__avx2_dot32(MLLM__Q4_0, n / MLLM__QK, w, x, xs, nx, out); return 1;
+    case MLLM__Q4_1: mllm__avx2_dot32(MLLM__Q4_1, n / MLLM__QK, w, x, xs, nx, out); return 1;
+    case MLLM__Q5_0: mllm__avx2_dot32(MLLM__Q5_0, n / MLLM__QK, w, x, xs, nx, out); return 1;
+    case MLLM__Q5_1: mllm__avx2_dot32(MLLM__Q5_1, n / MLLM__QK, w, x, xs, nx, out); return 1;
+    case MLLM__Q8_0: mllm__avx2_dot32(MLLM__Q8_0, n / MLLM__QK, w, x, xs, nx, out); return 1;
+    case MLLM__Q4_K: mllm__avx2_dotk(MLLM__Q4_K, n / MLLM__QK_K, w, x, xs, nx, out); return 1;
+    case MLLM__Q5_K: mllm__avx2_dotk(MLLM__Q5_K, n / MLLM__QK_K, w, x, xs, nx, out); return 1;
+    case MLLM__Q6_K: mllm__avx2_dotk(MLLM__Q6_K, n / MLLM__QK_K, w, x, xs, nx, out); return 1;
+    case MLLM__F32: mllm__avx2_dotf(MLLM__F32, n, w, x, xs, nx, out); return 1;
+#ifdef __F16C__
+    case MLLM__F16: mllm__avx2_dotf(MLLM__F16, n, w, x, xs, nx, out); return 1;
+#endif
+    case MLLM__BF16: mllm__avx2_dotf(MLLM__BF16, n, w, x, xs, nx, out); return 1;
+    default: return 0;
+    }
+}
+
+#elif MLLM__NEON
+/* ---- NEON: legacy blocks (the 32-quant unpack is shared with the scalar decoder; the products are
+   8x8->16-bit multiply-accumulates, pairwise widened). K-quants and float rows use the scalar path. */
+static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x, size_t xs,
+                             int nx, float *out) {
+    const mllm__type_traits *t = mllm__traits(type);
+    const int q81 = t && t->vec_dot_type == MLLM__Q8_1, xbytes = q81 ? 36 : 34;
+    int64_t i;
+    int j;
+    if (!t || t->block != MLLM__QK || type == MLLM__Q8_1) return 0;
+    for (j = 0; j < nx; j++) out[j] = 0.0f;
+    for (i = 0; i < n / MLLM__QK; i++) {
+        mllm__blk32 a;
+        int8x16_t q0, q1;
+        mllm__decode32(type, w + i * t->bytes, &a);
+        q0 = vld1q_s8(a.q);
+        q1 = vld1q_s8(a.q + 16);
+        for (j = 0; j < nx; j++) {
+            const uint8_t *xb = x + j * xs + i * xbytes;
+            const int8x16_t y0 = vld1q_s8((const int8_t *)(xb + (q81 ? 4 : 2))), y1 = vld1q_s8((const int8_t *)(xb + (q81 ? 20 : 18)));
+            int16x8_t p0 = vmull_s8(vget_low_s8(q0), vget_low_s8(y0));
+            int16x8_t p1 = vmull_s8(vget_low_s8(q1), vget_low_s8(y1));
+            p0 = vmlal_s8(p0, vget_high_s8(q0), vget_high_s8(y0));
+            p1 = vmlal_s8(p1, vget_high_s8(q1), vget_high_s8(y1));
+            out[j] += a.d * mllm__rdh(xb) * (float)vaddvq_s32(vaddq_s32(vpaddlq_s16(p0), vpaddlq_s16(p1)));
+            if (q81) out[j] += a.m * mllm__rdh(xb + 2);
+        }
+    }
+    return 1;
+}
+#else
+static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x, size_t xs,
+                             int nx, float *out) {
+    (void)type; (void)n; (void)w; (void)x; (void)xs; (void)nx; (void)out;
+    return 0;
+}
+#endif
+
+static void mllm__vec_dot_nx(uint32_t type, int64_t n, const void *w, const void *x, size_t x_stride,
+                             int nx, float *out) {
+    int j;
+    MLLM_ASSERT(nx >= 1 && nx <= MLLM__DOT_MAX_NX);
+    if (mllm__simd_dot_nx(type, n, (const uint8_t *)w, (const uint8_t *)x, x_stride, nx, out)) return;
+    for (j = 0; j < nx; j++) out[j] = mllm__vec_dot_scalar(type, n, w, (const uint8_t *)x + j * x_stride);
+}
+
+static float mllm__vec_dot(uint32_t type, int64_t n, const void *w, const void *x) {
+    float r;
+    mllm__vec_dot_nx(type, n, w, x, 0, 1, &r);
+    return r;
+}
+
 
 /* ============================================================ SECTION: tokenizer */
 
