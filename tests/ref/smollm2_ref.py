@@ -16,10 +16,8 @@ prompt_tokens + greedy_tokens, and reports for each fixture:
   python3 tests/ref/smollm2_ref.py models/SmolLM2-135M-Instruct.Q4_1.gguf tests/fixtures/smollm2
   python3 tests/ref/smollm2_ref.py ../shared/testdata/tiny/models/tiny-llama-F32.gguf \
       ../shared/testdata/tiny/fixtures/tiny-llama-F32
-Options: --save     write <slug>.ref64.logits.bin (float64 prompt logits rounded to float32)
-         --json     write a machine-readable summary to this path
-         --emulate  diagnostic only, not a reference: mimic llama.cpp's activation rounding (Q8 blocks
-                    before Q4_1/Q8_0 matmuls, fp16 K/V) to show where the remaining difference comes from
+Options: --save  write <slug>.ref64.bin (float64 prompt logits rounded to float32)
+         --json  write a machine-readable summary to this path
 """
 import argparse
 import glob
@@ -68,22 +66,6 @@ class Model:
     def W(self, name):
         return self.w[name].astype(np.float64)
 
-    emulate = False
-
-    def act(self, x):
-        """Input of a matmul.  With --emulate, round it as llama.cpp's CPU backend does for Q4_1/Q8_0
-        weights: blocks of 32 to int8 with an fp16 scale (Q8_0/Q8_1).  Off: exact float64."""
-        if not self.emulate:
-            return x
-        b = x.astype(np.float32).reshape(-1, 32)
-        d = np.abs(b).max(axis=1, keepdims=True) / np.float32(127)
-        inv = np.divide(np.float32(1), d, out=np.zeros_like(d), where=d != 0)
-        q = np.sign(b * inv) * np.floor(np.abs(b * inv) + np.float32(0.5))   # roundf: half away from 0
-        return (q * d.astype(np.float16).astype(np.float64)).reshape(x.shape)
-
-    def kv(self, x):
-        return x.astype(np.float16).astype(np.float64) if self.emulate else x
-
     def rmsnorm(self, x, name):
         ms = np.mean(x * x, axis=-1, keepdims=True)
         return x / np.sqrt(ms + self.eps) * self.W(name)
@@ -110,11 +92,10 @@ class Model:
         for l in range(self.n_layer):
             b = f"blk.{l}."
             h = self.rmsnorm(x, b + "attn_norm.weight")
-            h = self.act(h)
             q = (h @ self.W(b + "attn_q.weight").T).reshape(T, H, D)
             k = (h @ self.W(b + "attn_k.weight").T).reshape(T, HKV, D)
-            v = self.kv((h @ self.W(b + "attn_v.weight").T).reshape(T, HKV, D))
-            q, k = self.rope(q, pos), self.kv(self.rope(k, pos))
+            v = (h @ self.W(b + "attn_v.weight").T).reshape(T, HKV, D)
+            q, k = self.rope(q, pos), self.rope(k, pos)
             att = np.empty((T, H, D))
             for hh in range(H):
                 kv = hh // (H // HKV)                       # GQA: consecutive q heads share a kv head
@@ -122,12 +103,12 @@ class Model:
                 s = np.exp(s - s.max(axis=1, keepdims=True))
                 s /= s.sum(axis=1, keepdims=True)
                 att[:, hh, :] = s @ v[:, kv, :]
-            x = x + self.act(att.reshape(T, H * D)) @ self.W(b + "attn_output.weight").T
-            h = self.act(self.rmsnorm(x, b + "ffn_norm.weight"))
+            x = x + att.reshape(T, H * D) @ self.W(b + "attn_output.weight").T
+            h = self.rmsnorm(x, b + "ffn_norm.weight")
             g = h @ self.W(b + "ffn_gate.weight").T
             u = h @ self.W(b + "ffn_up.weight").T
-            x = x + self.act(g / (1.0 + np.exp(-g)) * u) @ self.W(b + "ffn_down.weight").T
-        x = self.act(self.rmsnorm(x, "output_norm.weight"))
+            x = x + (g / (1.0 + np.exp(-g)) * u) @ self.W(b + "ffn_down.weight").T
+        x = self.rmsnorm(x, "output_norm.weight")
         out = self.W("token_embd.weight" if self.tied else "output.weight")
         return x @ out.T
 
@@ -136,14 +117,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
     ap.add_argument("fixtures", help="directory with <slug>.json and <slug>.logits.bin")
-    ap.add_argument("--save", action="store_true", help="write <slug>.ref64.logits.bin")
+    ap.add_argument("--save", action="store_true", help="write <slug>.ref64.bin")
     ap.add_argument("--json", help="write a summary JSON here")
-    ap.add_argument("--emulate", action="store_true",
-                    help="diagnostic: round matmul inputs to Q8 blocks and K/V to fp16 like llama.cpp's CPU path")
     a = ap.parse_args()
 
     m = Model(a.model)
-    m.emulate = a.emulate
     print(f"{os.path.basename(a.model)}: n_layer {m.n_layer} n_embd {m.n_embd} heads {m.n_head}/{m.n_head_kv} "
           f"head_dim {m.head_dim} n_rot {m.n_rot} rope_base {m.rope_base:g} eps {m.eps:g} "
           f"tied {m.tied} vocab {m.n_vocab}")
@@ -171,7 +149,7 @@ def main():
         for i, got, want, mg in dis:
             print(f"    step {i}: float64 argmax {got}, llama.cpp {want} (llama.cpp margin {mg:.3g})")
         if a.save:
-            mine.astype("<f4").tofile(os.path.join(a.fixtures, slug + ".ref64.logits.bin"))
+            mine.astype("<f4").tofile(os.path.join(a.fixtures, slug + ".ref64.bin"))
         summary.append(dict(slug=slug, n_prompt=len(pt), rel_l2=rel, max_abs=mad, top5_same=top5 == top5_ref,
                             tf_agree=len(gt) - len(dis), n_steps=len(gt),
                             disagreements=[dict(step=i, ref64=g, llamacpp=w, margin=mg) for i, g, w, mg in dis]))
