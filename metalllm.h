@@ -2544,8 +2544,9 @@ mllm_status mllm_model_load(mllm_model **out, const char *path, const mllm_model
         return st;
     }
     if (m->hp.head_dim > 512) {
+        st = mllm__fail(MLLM_ERR_UNSUPPORTED, "head dimension %d > 512", m->hp.head_dim);
         mllm_model_free(m);
-        return mllm__fail(MLLM_ERR_UNSUPPORTED, "head dimension %d > 512", m->hp.head_dim);
+        return st;
     }
     m->n_ctx = p.n_ctx ? p.n_ctx : (m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096);
     m->ops = &mllm__cpu_ops;
