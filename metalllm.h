@@ -415,6 +415,9 @@ static int mllm__str_eq(mllm__str a, const char *b);
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
 #endif
+#ifndef NOMINMAX
+#define NOMINMAX   /* keep windows.h from defining min/max macros */
+#endif
 #include <windows.h>
 #else
 #include <errno.h>

@@ -87,6 +87,18 @@ static uint64_t spec_nbytes(uint32_t type, uint64_t nel) {
     }
 }
 
+/* Elements and bytes per block of each type in the fixtures, by name, from the GGUF/ggml spec. */
+static uint64_t spec_nbytes_by_name(const char *type, uint64_t nel) {
+    static const struct { const char *name; int block, bytes; } t[] = {
+        {"F32", 1, 4}, {"F16", 1, 2}, {"BF16", 1, 2}, {"Q4_0", 32, 18}, {"Q4_1", 32, 20}, {"Q5_0", 32, 22},
+        {"Q5_1", 32, 24}, {"Q8_0", 32, 34}, {"Q4_K", 256, 144}, {"Q5_K", 256, 176}, {"Q6_K", 256, 210},
+    };
+    size_t i;
+    for (i = 0; i < sizeof t / sizeof t[0]; i++)
+        if (strcmp(t[i].name, type) == 0) return nel / (uint64_t)t[i].block * (uint64_t)t[i].bytes;
+    return 0;
+}
+
 typedef struct tdesc { const char *name; uint32_t n_dims; uint64_t ne[4]; uint32_t type; } tdesc;
 
 enum { F_DUP_KEY = 1, F_NESTED_ARRAY = 2, F_ALIGN_STRING = 4, F_ONLY_ONE_KV = 8 };
@@ -414,6 +426,8 @@ MALFORMED(test_n_kv_one_too_many, MLLM_ERR_FORMAT, NULL, put_le(w.p + L.n_kv, ml
 MALFORMED(test_huge_string_length, MLLM_ERR_FORMAT, "key", put_le(w.p + L.first_key_len, 1ull << 62, 8))
 MALFORMED(test_max_string_length, MLLM_ERR_FORMAT, "key", put_le(w.p + L.first_key_len, ~0ull, 8))
 MALFORMED(test_huge_array_count, MLLM_ERR_FORMAT, "t.arr_i32", put_le(w.p + L.arr_i32_count, 1ull << 61, 8))
+/* 2^62 + 1 four-byte values: the byte count wraps to 4 in 64 bits */
+MALFORMED(test_array_count_wrapping_size, MLLM_ERR_FORMAT, "t.arr_i32", put_le(w.p + L.arr_i32_count, (1ull << 62) + 1, 8))
 MALFORMED(test_huge_string_array_count, MLLM_ERR_FORMAT, "t.arr_str", put_le(w.p + L.arr_str_count, ~0ull, 8))
 MALFORMED(test_unknown_value_type, MLLM_ERR_FORMAT, "value type 13", put_le(w.p + L.first_vtype, 13, 4))
 MALFORMED(test_unknown_array_element_type, MLLM_ERR_FORMAT, "element type", put_le(w.p + L.arr_i32_type, 0x7fffffff, 4))
@@ -713,6 +727,8 @@ static void check_tiny_model(const char *models_dir, const char *fname) {
     CHECK(json_str(json, "architecture", s1, sizeof s1) && mllm__gguf_get_str(&g, "general.architecture", &s) &&
               str_is(s, s1), "%s: architecture", fname);
     arch = s1;
+/* Checks the integer key gkey (a format taking the architecture; "%.0s" drops it for keys without one)
+   against meta's jkey; a null in meta means the key must be absent. */
 #define META_INT(jkey, gkey)                                                                            \
     do {                                                                                                \
         char k_[128];                                                                                   \
@@ -795,6 +811,11 @@ static void check_tiny_model(const char *models_dir, const char *fname) {
                   (long long)t->ne[nd < 4 ? nd : 0], ne);
         }
         CHECK(nd == t->n_dims, "%s: %s n_dims %d, meta %d", fname, name, t->n_dims, nd);
+        {
+            uint64_t nel = (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
+            CHECK(t->nbytes == spec_nbytes_by_name(type, nel) && t->nbytes > 0, "%s: %s nbytes %zu, spec %llu",
+                  fname, name, t->nbytes, (unsigned long long)spec_nbytes_by_name(type, nel));
+        }
     }
     CHECK((uint64_t)n_lines == g.n_tensors, "%s: %d tensor lines", fname, n_lines);
     check_norm_values(&g, fname, "output_norm.weight");
@@ -950,6 +971,7 @@ int main(void) {
     RUN(test_huge_string_length);
     RUN(test_max_string_length);
     RUN(test_huge_array_count);
+    RUN(test_array_count_wrapping_size);
     RUN(test_huge_string_array_count);
     RUN(test_unknown_value_type);
     RUN(test_unknown_array_element_type);
