@@ -392,7 +392,8 @@ typedef struct mllm__gguf_kv {
     uint32_t type;                 /* mllm__gguf_vtype */
     uint32_t arr_type;             /* element type when type == ARRAY */
     uint64_t arr_n;                /* element count when type == ARRAY */
-    const uint8_t *val;            /* the value (for arrays: the first element) inside the mapping */
+    const uint8_t *val;            /* the value (arrays: the first element; strings: the u64 length
+                                      before the bytes) inside the mapping, little-endian */
 } mllm__gguf_kv;
 
 typedef struct mllm__gguf_tensor {
@@ -427,13 +428,509 @@ static int mllm__gguf_get_int(const mllm__gguf *g, const char *key, int64_t *out
 static int mllm__gguf_get_f32(const mllm__gguf *g, const char *key, float *out);
 static int mllm__gguf_get_bool(const mllm__gguf *g, const char *key, int *out);
 static int mllm__gguf_get_str(const mllm__gguf *g, const char *key, mllm__str *out);
-/* Array access: element i of a numeric array as int64/float (0 if out of range or not numeric);
-   string arrays are walked with mllm__gguf_arr_strings (fills n entries; arrays validated at parse). */
+/* Array access: element i as int64 (integer and bool arrays) or float (any numeric array); 0 when i
+   is out of range or the type does not fit.  String arrays are walked with mllm__gguf_arr_strings
+   (fills arr_n entries; arrays were validated at parse). */
 static int64_t mllm__gguf_arr_int(const mllm__gguf_kv *kv, uint64_t i);
 static float mllm__gguf_arr_f32(const mllm__gguf_kv *kv, uint64_t i);
 static mllm_status mllm__gguf_arr_strings(const mllm__gguf_kv *kv, mllm__str *out /* arr_n entries */);
 static const mllm__gguf_tensor *mllm__gguf_tensor_find(const mllm__gguf *g, const char *name);
 static int mllm__str_eq(mllm__str a, const char *b);
+
+/* ---- implementation */
+#ifdef _WIN32
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX   /* keep windows.h from defining min/max macros */
+#endif
+#include <windows.h>
+#else
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+
+#define MLLM__GGUF_DEFAULT_ALIGN 32
+#define MLLM__GGUF_MAX_ALIGN (1u << 20)   /* larger values are corruption, not a layout choice */
+#define MLLM__GGUF_MAX_DIMS 4
+/* Smallest encodings, used to bound the header's counts by the bytes that follow before allocating:
+   a kv is key length + key + type + a 1-byte value; a tensor info is name length + n_dims + one dim +
+   type + offset. */
+#define MLLM__GGUF_MIN_KV 13u
+#define MLLM__GGUF_MIN_TENSOR 32u
+
+/* Defined after the weight types section, whose traits it needs: checks a tensor's type and row length
+   and sets *nbytes from its element count. */
+static mllm_status mllm__gguf_tensor_bytes(const mllm__gguf_tensor *t, size_t info_pos, uint64_t nel,
+                                           uint64_t *nbytes);
+
+/* Little-endian loads from unaligned memory, independent of the host's byte order. */
+static uint32_t mllm__gguf_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t mllm__gguf_u64(const uint8_t *p) {
+    return mllm__gguf_u32(p) | (uint64_t)mllm__gguf_u32(p + 4) << 32;
+}
+
+/* Size of one scalar value; 0 for STRING and ARRAY, whose size depends on their contents. */
+static size_t mllm__gguf_vsize(uint32_t t) {
+    static const unsigned char sz[MLLM__GGUF_NTYPES] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
+    return t < MLLM__GGUF_NTYPES ? sz[t] : 0;
+}
+
+/* A bounds-checked cursor.  `where` names the entry being read, for error messages. */
+typedef struct mllm__gguf_rd {
+    const uint8_t *p;
+    size_t size, pos;
+    char where[160];
+} mllm__gguf_rd;
+
+#define MLLM__GGUF_TRY(x) do { mllm_status st_ = (x); if (st_ != MLLM_OK) return st_; } while (0)
+
+static mllm_status mllm__gguf_take(mllm__gguf_rd *r, uint64_t n, const char *what, const uint8_t **out) {
+    *out = NULL;
+    if (n > r->size - r->pos)
+        return mllm__fail(MLLM_ERR_FORMAT, "GGUF %s: %s at offset %zu needs %llu bytes, only %zu left "
+                          "(truncated or corrupt file)", r->where, what, r->pos, (unsigned long long)n,
+                          r->size - r->pos);
+    *out = r->p + r->pos;
+    r->pos += (size_t)n;
+    return MLLM_OK;
+}
+
+static mllm_status mllm__gguf_rd_u32(mllm__gguf_rd *r, const char *what, uint32_t *v) {
+    const uint8_t *q;
+    MLLM__GGUF_TRY(mllm__gguf_take(r, 4, what, &q));
+    *v = mllm__gguf_u32(q);
+    return MLLM_OK;
+}
+
+static mllm_status mllm__gguf_rd_u64(mllm__gguf_rd *r, const char *what, uint64_t *v) {
+    const uint8_t *q;
+    MLLM__GGUF_TRY(mllm__gguf_take(r, 8, what, &q));
+    *v = mllm__gguf_u64(q);
+    return MLLM_OK;
+}
+
+static mllm_status mllm__gguf_rd_str(mllm__gguf_rd *r, const char *what, mllm__str *s) {
+    uint64_t n;
+    const uint8_t *q;
+    MLLM__GGUF_TRY(mllm__gguf_rd_u64(r, what, &n));
+    MLLM__GGUF_TRY(mllm__gguf_take(r, n, what, &q));
+    s->p = (const char *)q;
+    s->n = (size_t)n;
+    return MLLM_OK;
+}
+
+/* Validates and skips n values of scalar or string type t; *first points at the first one. */
+static mllm_status mllm__gguf_skip_values(mllm__gguf_rd *r, uint32_t t, uint64_t n, const uint8_t **first) {
+    size_t sz = mllm__gguf_vsize(t);
+    const uint8_t *q;
+    uint64_t i;
+    *first = r->p + r->pos;
+    if (t == MLLM__GGUF_STRING) {
+        /* each string takes at least its 8-byte length, so a bogus n fails after size/8 steps */
+        for (i = 0; i < n; i++) {
+            mllm__str s;
+            MLLM__GGUF_TRY(mllm__gguf_rd_str(r, "string value", &s));
+        }
+        return MLLM_OK;
+    }
+    if (n > (r->size - r->pos) / sz)
+        return mllm__fail(MLLM_ERR_FORMAT, "GGUF %s: %llu values of %zu bytes at offset %zu exceed the "
+                          "%zu bytes left", r->where, (unsigned long long)n, sz, r->pos, r->size - r->pos);
+    MLLM__GGUF_TRY(mllm__gguf_take(r, n * sz, "values", &q));
+    if (t == MLLM__GGUF_BOOL)
+        for (i = 0; i < n; i++)
+            if (q[i] > 1)
+                return mllm__fail(MLLM_ERR_FORMAT, "GGUF %s: bool value %u at offset %zu (must be 0 or 1)",
+                                  r->where, q[i], (size_t)(q + i - r->p));
+    return MLLM_OK;
+}
+
+static mllm_status mllm__gguf_read_kv(mllm__gguf_rd *r, mllm__gguf_kv *kv) {
+    size_t at;
+    MLLM__GGUF_TRY(mllm__gguf_rd_str(r, "key", &kv->key));
+    snprintf(r->where + strlen(r->where), sizeof r->where - strlen(r->where), " '%.*s'",
+             (int)(kv->key.n < 64 ? kv->key.n : 64), kv->key.p);
+    at = r->pos;
+    MLLM__GGUF_TRY(mllm__gguf_rd_u32(r, "value type", &kv->type));
+    if (kv->type >= MLLM__GGUF_NTYPES)
+        return mllm__fail(MLLM_ERR_FORMAT, "GGUF %s: unknown value type %u at offset %zu", r->where,
+                          kv->type, at);
+    if (kv->type != MLLM__GGUF_ARRAY) return mllm__gguf_skip_values(r, kv->type, 1, &kv->val);
+    at = r->pos;
+    MLLM__GGUF_TRY(mllm__gguf_rd_u32(r, "array element type", &kv->arr_type));
+    MLLM__GGUF_TRY(mllm__gguf_rd_u64(r, "array length", &kv->arr_n));
+    /* the spec allows arrays of arrays, but no model uses them and nesting would need recursion */
+    if (kv->arr_type == MLLM__GGUF_ARRAY)
+        return mllm__fail(MLLM_ERR_UNSUPPORTED, "GGUF %s: nested arrays (offset %zu) are not supported",
+                          r->where, at);
+    if (kv->arr_type >= MLLM__GGUF_NTYPES)
+        return mllm__fail(MLLM_ERR_FORMAT, "GGUF %s: unknown array element type %u at offset %zu",
+                          r->where, kv->arr_type, at);
+    return mllm__gguf_skip_values(r, kv->arr_type, kv->arr_n, &kv->val);
+}
+
+static mllm_status mllm__gguf_read_tensor_info(mllm__gguf_rd *r, mllm__gguf_tensor *t) {
+    size_t at = r->pos;
+    uint32_t n_dims;
+    uint64_t nel = 1, nbytes;
+    int d;
+    MLLM__GGUF_TRY(mllm__gguf_rd_str(r, "name", &t->name));
+    snprintf(r->where + strlen(r->where), sizeof r->where - strlen(r->where), " '%.*s' (at offset %zu)",
+             (int)(t->name.n < 64 ? t->name.n : 64), t->name.p, at);
+    MLLM__GGUF_TRY(mllm__gguf_rd_u32(r, "n_dims", &n_dims));
+    if (n_dims < 1 || n_dims > MLLM__GGUF_MAX_DIMS)
+        return mllm__fail(MLLM_ERR_FORMAT, "GGUF %s: n_dims %u (must be 1..%d)", r->where, n_dims,
+                          MLLM__GGUF_MAX_DIMS);
+    t->n_dims = (int)n_dims;
+    for (d = 0; d < MLLM__GGUF_MAX_DIMS; d++) t->ne[d] = 1;
+    for (d = 0; d < t->n_dims; d++) {
+        uint64_t ne;
+        MLLM__GGUF_TRY(mllm__gguf_rd_u64(r, "dimension", &ne));
+        /* zero-sized tensors are legal in ggml but meaningless for a model: treat as corruption */
+        if (ne < 1 || ne > (uint64_t)INT64_MAX / nel)
+            return mllm__fail(MLLM_ERR_FORMAT, "GGUF %s: dimension %d is %llu (must be >= 1, and the "
+                              "element count must fit in int64)", r->where, d, (unsigned long long)ne);
+        t->ne[d] = (int64_t)ne;
+        nel *= ne;
+    }
+    MLLM__GGUF_TRY(mllm__gguf_rd_u32(r, "type", &t->type));
+    MLLM__GGUF_TRY(mllm__gguf_rd_u64(r, "data offset", &t->offset));
+    MLLM__GGUF_TRY(mllm__gguf_tensor_bytes(t, at, nel, &nbytes));
+    if (nbytes > r->size)
+        return mllm__fail(MLLM_ERR_FORMAT, "GGUF %s: needs %llu bytes of data, more than the whole file "
+                          "(%zu bytes)", r->where, (unsigned long long)nbytes, r->size);
+    t->nbytes = (size_t)nbytes;
+    return MLLM_OK;
+}
+
+/* Header, metadata and tensor infos, in file order. */
+static mllm_status mllm__gguf_read(mllm__gguf *g, mllm__gguf_rd *r) {
+    const uint8_t *magic;
+    uint64_t i;
+    int64_t align = MLLM__GGUF_DEFAULT_ALIGN;
+    size_t left;
+    snprintf(r->where, sizeof r->where, "header");
+    MLLM__GGUF_TRY(mllm__gguf_take(r, 4, "magic", &magic));
+    if (memcmp(magic, "GGUF", 4) != 0)
+        return mllm__fail(MLLM_ERR_FORMAT, "not a GGUF file: magic bytes %02x %02x %02x %02x (expected "
+                          "'GGUF')", magic[0], magic[1], magic[2], magic[3]);
+    MLLM__GGUF_TRY(mllm__gguf_rd_u32(r, "version", &g->version));
+    if (g->version == 1)
+        return mllm__fail(MLLM_ERR_UNSUPPORTED, "GGUF version 1 is not supported (re-convert the model)");
+    if (g->version == 0x02000000u || g->version == 0x03000000u)
+        return mllm__fail(MLLM_ERR_UNSUPPORTED, "big-endian GGUF files are not supported");
+    if (g->version != 2 && g->version != 3)
+        return mllm__fail(MLLM_ERR_UNSUPPORTED, "unknown GGUF version %u (this reader handles 2 and 3)",
+                          g->version);
+    MLLM__GGUF_TRY(mllm__gguf_rd_u64(r, "tensor count", &g->n_tensors));
+    MLLM__GGUF_TRY(mllm__gguf_rd_u64(r, "metadata count", &g->n_kv));
+    left = r->size - r->pos;
+    if (g->n_kv > left / MLLM__GGUF_MIN_KV ||
+        g->n_tensors > (left - g->n_kv * MLLM__GGUF_MIN_KV) / MLLM__GGUF_MIN_TENSOR)
+        return mllm__fail(MLLM_ERR_FORMAT, "GGUF header claims %llu metadata entries and %llu tensors, "
+                          "more than the %zu bytes after the header can hold", (unsigned long long)g->n_kv,
+                          (unsigned long long)g->n_tensors, left);
+    g->kv = MLLM__CAST(mllm__gguf_kv *, mllm__calloc((size_t)g->n_kv, sizeof *g->kv));
+    g->tensors = MLLM__CAST(mllm__gguf_tensor *, mllm__calloc((size_t)g->n_tensors, sizeof *g->tensors));
+    if (!g->kv || !g->tensors) return mllm__fail(MLLM_ERR_NOMEM, "GGUF: out of memory for the index");
+
+    for (i = 0; i < g->n_kv; i++) {
+        snprintf(r->where, sizeof r->where, "metadata entry %llu", (unsigned long long)i);
+        MLLM__GGUF_TRY(mllm__gguf_read_kv(r, &g->kv[i]));
+    }
+    if (mllm__gguf_find(g, "general.alignment") && !mllm__gguf_get_int(g, "general.alignment", &align))
+        return mllm__fail(MLLM_ERR_FORMAT, "GGUF general.alignment is not an integer");
+    if (align <= 0 || align > (int64_t)MLLM__GGUF_MAX_ALIGN || (align & (align - 1)) != 0)
+        return mllm__fail(MLLM_ERR_FORMAT, "GGUF general.alignment is %lld (must be a power of two "
+                          "up to %u)", (long long)align, MLLM__GGUF_MAX_ALIGN);
+    g->alignment = (size_t)align;
+
+    for (i = 0; i < g->n_tensors; i++) {
+        snprintf(r->where, sizeof r->where, "tensor %llu", (unsigned long long)i);
+        MLLM__GGUF_TRY(mllm__gguf_read_tensor_info(r, &g->tensors[i]));
+    }
+    /* the data section starts at the next multiple of the alignment (files without tensors may end
+       before it, which is harmless) */
+    g->data_offset = r->pos + (g->alignment - r->pos % g->alignment) % g->alignment;
+    return MLLM_OK;
+}
+
+/* A name with an interval, for the sort-based duplicate and overlap checks (O(n log n), so a crafted
+   file with many entries cannot make the checks quadratic). */
+typedef struct mllm__gguf_span { mllm__str name; uint64_t begin, end; } mllm__gguf_span;
+
+static int mllm__gguf_cmp_name(const void *a, const void *b) {
+    const mllm__str *x = &((const mllm__gguf_span *)a)->name, *y = &((const mllm__gguf_span *)b)->name;
+    size_t n = x->n < y->n ? x->n : y->n;
+    int c = n ? memcmp(x->p, y->p, n) : 0;
+    return c ? c : (x->n > y->n) - (x->n < y->n);
+}
+
+static int mllm__gguf_cmp_begin(const void *a, const void *b) {
+    uint64_t x = ((const mllm__gguf_span *)a)->begin, y = ((const mllm__gguf_span *)b)->begin;
+    return (x > y) - (x < y);
+}
+
+/* Sorts s by name and fails on the first name that appears twice. */
+static mllm_status mllm__gguf_unique(mllm__gguf_span *s, size_t n, const char *what) {
+    size_t i;
+    if (n > 1) qsort(s, n, sizeof *s, mllm__gguf_cmp_name);
+    for (i = 1; i < n; i++)
+        if (mllm__gguf_cmp_name(&s[i - 1], &s[i]) == 0)
+            return mllm__fail(MLLM_ERR_FORMAT, "GGUF: duplicate %s '%.*s'", what,
+                              (int)(s[i].name.n < 64 ? s[i].name.n : 64), s[i].name.p);
+    return MLLM_OK;
+}
+
+/* Tensor data placement: aligned, inside the file, not overlapping; and unique names and keys. */
+static mllm_status mllm__gguf_check_layout(mllm__gguf *g, mllm__gguf_span *s) {
+    size_t data_size = g->data_offset <= g->size ? g->size - g->data_offset : 0;
+    uint64_t i;
+    for (i = 0; i < g->n_kv; i++) s[i].name = g->kv[i].key;
+    MLLM__GGUF_TRY(mllm__gguf_unique(s, (size_t)g->n_kv, "metadata key"));
+    for (i = 0; i < g->n_tensors; i++) {
+        mllm__gguf_tensor *t = &g->tensors[i];
+        int nn = (int)(t->name.n < 64 ? t->name.n : 64);
+        if (t->offset % g->alignment != 0)
+            return mllm__fail(MLLM_ERR_FORMAT, "GGUF tensor '%.*s': data offset %llu is not a multiple of "
+                              "the alignment %zu", nn, t->name.p, (unsigned long long)t->offset, g->alignment);
+        if (t->offset > data_size || t->nbytes > data_size - t->offset)
+            return mllm__fail(MLLM_ERR_FORMAT, "GGUF tensor '%.*s': data at offset %llu + %zu bytes lies "
+                              "outside the file (data section at %zu, file size %zu)", nn, t->name.p,
+                              (unsigned long long)t->offset, t->nbytes, g->data_offset, g->size);
+        t->data = g->base + g->data_offset + t->offset;
+        s[i].name = t->name;
+        s[i].begin = t->offset;
+        s[i].end = t->offset + t->nbytes;
+    }
+    MLLM__GGUF_TRY(mllm__gguf_unique(s, (size_t)g->n_tensors, "tensor name"));
+    if (g->n_tensors > 1) qsort(s, (size_t)g->n_tensors, sizeof *s, mllm__gguf_cmp_begin);
+    for (i = 1; i < g->n_tensors; i++)
+        if (s[i].begin < s[i - 1].end)
+            return mllm__fail(MLLM_ERR_FORMAT, "GGUF tensors '%.*s' and '%.*s' overlap (data offsets %llu "
+                              "and %llu)", (int)(s[i - 1].name.n < 64 ? s[i - 1].name.n : 64),
+                              s[i - 1].name.p, (int)(s[i].name.n < 64 ? s[i].name.n : 64), s[i].name.p,
+                              (unsigned long long)s[i - 1].begin, (unsigned long long)s[i].begin);
+    return MLLM_OK;
+}
+
+static mllm_status mllm__gguf_parse(mllm__gguf *g, const void *data, size_t size) {
+    mllm__gguf_rd r;
+    mllm__gguf_span *spans = NULL;
+    mllm_status st;
+    if (!g) return mllm__fail(MLLM_ERR_INVALID_ARG, "GGUF: no output struct");
+    memset(g, 0, sizeof *g);
+    if (!data && size) return mllm__fail(MLLM_ERR_INVALID_ARG, "GGUF: NULL data");
+    g->base = (const uint8_t *)data;
+    g->size = size;
+    memset(&r, 0, sizeof r);
+    r.p = g->base;
+    r.size = size;
+    st = mllm__gguf_read(g, &r);
+    if (st == MLLM_OK) {
+        spans = MLLM__CAST(mllm__gguf_span *, mllm__calloc((size_t)(g->n_kv > g->n_tensors ? g->n_kv
+                                                                    : g->n_tensors), sizeof *spans));
+        st = spans ? mllm__gguf_check_layout(g, spans) : mllm__fail(MLLM_ERR_NOMEM, "GGUF: out of memory");
+        if (spans) MLLM_FREE(spans);
+    }
+    if (st != MLLM_OK) mllm__gguf_close(g);
+    return st;
+}
+
+/* Maps a whole file read-only; the mapping outlives the file handle. */
+static mllm_status mllm__gguf_map(const char *path, void **addr, size_t *size) {
+#ifdef _WIN32
+    LARGE_INTEGER sz;
+    HANDLE m, f = CreateFileA(path, GENERIC_READ, FILE_SHARE_READ, NULL, OPEN_EXISTING,
+                              FILE_ATTRIBUTE_NORMAL, NULL);
+    if (f == INVALID_HANDLE_VALUE)
+        return mllm__fail(MLLM_ERR_IO, "cannot open '%s' (error %lu)", path, (unsigned long)GetLastError());
+    if (!GetFileSizeEx(f, &sz) || sz.QuadPart <= 0 || (unsigned long long)sz.QuadPart > SIZE_MAX) {
+        CloseHandle(f);
+        return mllm__fail(MLLM_ERR_IO, "'%s' is empty or its size cannot be mapped", path);
+    }
+    m = CreateFileMappingA(f, NULL, PAGE_READONLY, 0, 0, NULL);
+    CloseHandle(f);
+    *addr = m ? MapViewOfFile(m, FILE_MAP_READ, 0, 0, 0) : NULL;
+    if (m) CloseHandle(m);
+    if (!*addr) return mllm__fail(MLLM_ERR_IO, "cannot map '%s' (error %lu)", path, (unsigned long)GetLastError());
+    *size = (size_t)sz.QuadPart;
+    return MLLM_OK;
+#else
+    struct stat sb;
+    void *p;
+    int fd = open(path, O_RDONLY), e;
+    if (fd < 0) return mllm__fail(MLLM_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode) || sb.st_size <= 0 ||
+        (unsigned long long)sb.st_size > SIZE_MAX) {
+        close(fd);
+        return mllm__fail(MLLM_ERR_IO, "'%s' is not a non-empty regular file", path);
+    }
+    p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    e = errno;
+    close(fd);
+    if (p == MAP_FAILED) return mllm__fail(MLLM_ERR_IO, "cannot map '%s': %s", path, strerror(e));
+    *addr = p;
+    *size = (size_t)sb.st_size;
+    return MLLM_OK;
+#endif
+}
+
+static void mllm__gguf_unmap(void *addr, size_t size) {
+#ifdef _WIN32
+    (void)size;
+    UnmapViewOfFile(addr);
+#else
+    munmap(addr, size);
+#endif
+}
+
+static mllm_status mllm__gguf_open(mllm__gguf *g, const char *path) {
+    void *addr = NULL;
+    size_t size = 0;
+    mllm_status st;
+    if (!g || !path) return mllm__fail(MLLM_ERR_INVALID_ARG, "GGUF: NULL argument");
+    memset(g, 0, sizeof *g);
+    MLLM__GGUF_TRY(mllm__gguf_map(path, &addr, &size));
+    st = mllm__gguf_parse(g, addr, size);
+    if (st != MLLM_OK) {
+        char msg[sizeof mllm__err_msg];
+        snprintf(msg, sizeof msg, "%s", mllm__err_msg);
+        mllm__gguf_unmap(addr, size);
+        return mllm__fail(st, "%s: %s", path, msg);   /* say which file */
+    }
+    g->map_handle = addr;
+    return MLLM_OK;
+}
+
+static void mllm__gguf_close(mllm__gguf *g) {
+    if (!g) return;
+    if (g->kv) MLLM_FREE(g->kv);
+    if (g->tensors) MLLM_FREE(g->tensors);
+    if (g->map_handle) mllm__gguf_unmap(g->map_handle, g->size);
+    memset(g, 0, sizeof *g);
+}
+
+static int mllm__str_eq(mllm__str a, const char *b) {
+    size_t n = strlen(b);
+    return a.n == n && (n == 0 || memcmp(a.p, b, n) == 0);
+}
+
+static const mllm__gguf_kv *mllm__gguf_find(const mllm__gguf *g, const char *key) {
+    size_t n = strlen(key);
+    uint64_t i;
+    for (i = 0; i < g->n_kv; i++)
+        if (g->kv[i].key.n == n && memcmp(g->kv[i].key.p, key, n) == 0) return &g->kv[i];
+    return NULL;
+}
+
+static const mllm__gguf_tensor *mllm__gguf_tensor_find(const mllm__gguf *g, const char *name) {
+    size_t n = strlen(name);
+    uint64_t i;
+    for (i = 0; i < g->n_tensors; i++)
+        if (g->tensors[i].name.n == n && memcmp(g->tensors[i].name.p, name, n) == 0) return &g->tensors[i];
+    return NULL;
+}
+
+/* One value of integer type t at p as int64; 0 when t is not an integer type or a U64 exceeds int64. */
+static int mllm__gguf_int_at(uint32_t t, const uint8_t *p, int64_t *out) {
+    uint64_t u;
+    switch (t) {
+    case MLLM__GGUF_U8: *out = p[0]; return 1;
+    case MLLM__GGUF_I8: *out = (int8_t)p[0]; return 1;
+    case MLLM__GGUF_U16: *out = (int64_t)(p[0] | p[1] << 8); return 1;
+    case MLLM__GGUF_I16: *out = (int16_t)(uint16_t)(p[0] | p[1] << 8); return 1;
+    case MLLM__GGUF_U32: *out = (int64_t)mllm__gguf_u32(p); return 1;
+    case MLLM__GGUF_I32: *out = (int32_t)mllm__gguf_u32(p); return 1;
+    case MLLM__GGUF_I64: *out = (int64_t)mllm__gguf_u64(p); return 1;
+    case MLLM__GGUF_U64:
+        u = mllm__gguf_u64(p);
+        if (u > (uint64_t)INT64_MAX) return 0;
+        *out = (int64_t)u;
+        return 1;
+    default: return 0;
+    }
+}
+
+/* One F32 or F64 value at p as float (F64 outside float's range becomes +-inf). */
+static int mllm__gguf_float_at(uint32_t t, const uint8_t *p, float *out) {
+    if (t == MLLM__GGUF_F32) {
+        uint32_t u = mllm__gguf_u32(p);
+        memcpy(out, &u, 4);
+        return 1;
+    }
+    if (t == MLLM__GGUF_F64) {
+        uint64_t u = mllm__gguf_u64(p);
+        double d;
+        memcpy(&d, &u, 8);
+        *out = d > FLT_MAX ? HUGE_VALF : d < -FLT_MAX ? -HUGE_VALF : (float)d;
+        return 1;
+    }
+    return 0;
+}
+
+static int mllm__gguf_get_int(const mllm__gguf *g, const char *key, int64_t *out) {
+    const mllm__gguf_kv *kv = mllm__gguf_find(g, key);
+    return kv ? mllm__gguf_int_at(kv->type, kv->val, out) : 0;
+}
+
+static int mllm__gguf_get_f32(const mllm__gguf *g, const char *key, float *out) {
+    const mllm__gguf_kv *kv = mllm__gguf_find(g, key);
+    return kv ? mllm__gguf_float_at(kv->type, kv->val, out) : 0;
+}
+
+static int mllm__gguf_get_bool(const mllm__gguf *g, const char *key, int *out) {
+    const mllm__gguf_kv *kv = mllm__gguf_find(g, key);
+    if (!kv || kv->type != MLLM__GGUF_BOOL) return 0;
+    *out = kv->val[0];
+    return 1;
+}
+
+static int mllm__gguf_get_str(const mllm__gguf *g, const char *key, mllm__str *out) {
+    const mllm__gguf_kv *kv = mllm__gguf_find(g, key);
+    if (!kv || kv->type != MLLM__GGUF_STRING) return 0;
+    out->n = (size_t)mllm__gguf_u64(kv->val);
+    out->p = (const char *)kv->val + 8;
+    return 1;
+}
+
+static int64_t mllm__gguf_arr_int(const mllm__gguf_kv *kv, uint64_t i) {
+    int64_t v = 0;
+    if (kv->type != MLLM__GGUF_ARRAY || i >= kv->arr_n || kv->arr_type == MLLM__GGUF_STRING) return 0;
+    if (kv->arr_type == MLLM__GGUF_BOOL) return kv->val[i];
+    return mllm__gguf_int_at(kv->arr_type, kv->val + i * mllm__gguf_vsize(kv->arr_type), &v) ? v : 0;
+}
+
+static float mllm__gguf_arr_f32(const mllm__gguf_kv *kv, uint64_t i) {
+    const uint8_t *p;
+    float f = 0;
+    int64_t v;
+    if (kv->type != MLLM__GGUF_ARRAY || i >= kv->arr_n || kv->arr_type == MLLM__GGUF_STRING) return 0;
+    p = kv->val + i * mllm__gguf_vsize(kv->arr_type);
+    if (mllm__gguf_float_at(kv->arr_type, p, &f)) return f;
+    return mllm__gguf_int_at(kv->arr_type, p, &v) ? (float)v : 0;
+}
+
+static mllm_status mllm__gguf_arr_strings(const mllm__gguf_kv *kv, mllm__str *out) {
+    const uint8_t *p = kv->val;
+    uint64_t i;
+    if (kv->type != MLLM__GGUF_ARRAY || kv->arr_type != MLLM__GGUF_STRING)
+        return mllm__fail(MLLM_ERR_INVALID_ARG, "GGUF '%.*s' is not an array of strings",
+                          (int)(kv->key.n < 64 ? kv->key.n : 64), kv->key.p);
+    for (i = 0; i < kv->arr_n; i++) {   /* lengths were bounds-checked by the parser */
+        out[i].n = (size_t)mllm__gguf_u64(p);
+        out[i].p = (const char *)p + 8;
+        p += 8 + out[i].n;
+    }
+    return MLLM_OK;
+}
 
 
 /* ============================================================ SECTION: weight types (dequantization, dot products) */
@@ -1099,6 +1596,28 @@ static float mllm__vec_dot(uint32_t type, int64_t n, const void *w, const void *
     return r;
 }
 
+
+/* ============================================================ SECTION: GGUF reader (tensor sizes) */
+/* The one part of the GGUF reader that needs the weight type traits, so it follows their section. */
+static mllm_status mllm__gguf_tensor_bytes(const mllm__gguf_tensor *t, size_t info_pos, uint64_t nel,
+                                           uint64_t *nbytes) {
+    const mllm__type_traits *tt = mllm__traits(t->type);
+    int nn = (int)(t->name.n < 64 ? t->name.n : 64);
+    *nbytes = 0;
+    if (!tt || !tt->name)
+        return mllm__fail(MLLM_ERR_UNSUPPORTED, "GGUF tensor '%.*s' (at offset %zu): type id %u is not "
+                          "supported", nn, t->name.p, info_pos, t->type);
+    if (t->ne[0] % tt->block != 0)
+        return mllm__fail(MLLM_ERR_FORMAT, "GGUF tensor '%.*s' (at offset %zu): row length %lld is not a "
+                          "multiple of the %s block size %d", nn, t->name.p, info_pos, (long long)t->ne[0],
+                          tt->name, tt->block);
+    /* nel < 2^63 and bytes per block < 2^9, so only absurd shapes can overflow here */
+    if (nel / (uint64_t)tt->block > UINT64_MAX / (uint64_t)tt->bytes)
+        return mllm__fail(MLLM_ERR_FORMAT, "GGUF tensor '%.*s' (at offset %zu): size overflows", nn,
+                          t->name.p, info_pos);
+    *nbytes = nel / (uint64_t)tt->block * (uint64_t)tt->bytes;
+    return MLLM_OK;
+}
 
 /* ============================================================ SECTION: tokenizer */
 
