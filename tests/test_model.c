@@ -38,6 +38,7 @@ typedef struct fixture {
     double margin[64];
     double router_gap[64];        /* MoE only; 1e9 otherwise */
     float *logits;
+    float *logits64;              /* float64 reference (SmolLM2 only), NULL if absent */
     int n_vocab;
 } fixture;
 
@@ -61,6 +62,8 @@ static int fixture_load(fixture *f, const char *dir, const char *name) {
     snprintf(path, sizeof path, "%s/%s.logits.bin", dir, name);
     f->logits = (float *)t_read_file(path, &len);
     f->n_vocab = (int)(len / 4);
+    snprintf(path, sizeof path, "%s/%s.ref64.bin", dir, name);
+    f->logits64 = (float *)t_read_file(path, NULL);
     return f->logits && f->n_prompt > 0 && f->n_greedy > 0;
 }
 
@@ -80,7 +83,8 @@ static double rel_l2(const float *a, const float *b, int n) {
 
 typedef struct check_opts {
     double logit_tol;          /* max abs difference of prompt logits (0: skip) */
-    double rel_tol;            /* relative L2 of prompt logits (0: skip) */
+    double rel_tol;            /* relative L2 of prompt logits vs llama.cpp (0: skip) */
+    double rel64_tol;          /* relative L2 vs the float64 reference (0: skip) */
     double margin_min;         /* teacher-forced greedy checked only where the reference margin exceeds this */
     double router_gap_min;     /* MoE: ... and the router gap exceeds this */
     int n_seqs;                /* run the fixtures as this many concurrent copies (checks batching) */
@@ -97,7 +101,7 @@ static void check_fixtures(const char *model_path, fixture *fx, int n_fix, const
     mllm_seq_id ids[64];
     int steps[64];
     int i, k, n = n_fix * (o->n_seqs ? o->n_seqs : 1), done = 0, checked = 0, agreed = 0;
-    double worst_abs = 0, worst_rel = 0;
+    double worst_abs = 0, worst_rel = 0, worst_rel64 = 0;
     memset(&mp, 0, sizeof mp);
     mp.n_threads = 2;
     if (mllm_model_load(&m, model_path, &mp) != MLLM_OK) {
@@ -138,6 +142,11 @@ static void check_fixtures(const char *model_path, fixture *fx, int n_fix, const
                 worst_rel = fmax(worst_rel, rl);
                 if (o->logit_tol > 0) CHECK(mx <= o->logit_tol, "%s seq %d: prompt logits max abs diff %.3g > %.3g", label, s, mx, o->logit_tol);
                 if (o->rel_tol > 0) CHECK(rl <= o->rel_tol, "%s seq %d: prompt logits rel L2 %.3g > %.3g", label, s, rl, o->rel_tol);
+                if (o->rel64_tol > 0) {
+                    double r64 = f->logits64 ? rel_l2(lg, f->logits64, f->n_vocab) : 1e9;
+                    worst_rel64 = fmax(worst_rel64, r64);
+                    CHECK(r64 <= o->rel64_tol, "%s seq %d: rel L2 vs float64 reference %.3g > %.3g", label, s, r64, o->rel64_tol);
+                }
             }
             if (f->margin[st] > o->margin_min && f->router_gap[st] > o->router_gap_min) {
                 checked++;
@@ -155,8 +164,9 @@ static void check_fixtures(const char *model_path, fixture *fx, int n_fix, const
             }
         }
     }
-    printf("  %-28s seqs %2d  prompt logits: max abs %.2e, rel L2 %.2e  greedy: %d/%d safe steps agree\n", label, n,
-           worst_abs, worst_rel, agreed, checked);
+    printf("  %-28s seqs %2d  prompt logits: max abs %.2e, rel L2 %.2e", label, n, worst_abs, worst_rel);
+    if (o->rel64_tol > 0) printf(" (vs float64: %.2e)", worst_rel64);
+    printf("  greedy: %d/%d safe steps agree\n", agreed, checked);
     mllm_context_free(ctx);
     mllm_model_free(m);
 }
@@ -179,7 +189,7 @@ static void check_tiny(const char *model, double tol, int n_seqs) {
     o.n_seqs = n_seqs;
     snprintf(label, sizeof label, "%s%s", model, n_seqs > 1 ? " (batched)" : "");
     if (ok) check_fixtures(path, fx, 3, &o, label);
-    for (i = 0; i < 3; i++) free(fx[i].logits);
+    for (i = 0; i < 3; i++) { free(fx[i].logits); free(fx[i].logits64); }
 }
 
 static void test_tiny_llama_f32(void) { check_tiny("tiny-llama-F32", 5e-3, 1); }
@@ -215,11 +225,15 @@ static void test_smollm2_vs_llamacpp(void) {
     for (i = 0; i < 4; i++) ok &= fixture_load(&fx[i], "tests/fixtures/smollm2", names[i]);
     CHECK(ok, "SmolLM2 fixtures missing");
     memset(&o, 0, sizeof o);
-    o.rel_tol = 2e-2;
-    o.margin_min = 3e-2;
+    /* Logits reach ~25 here; llama.cpp (AVX-512 build) and the float64 pass differ by 2-4.5e-2 relative L2
+       (fixtures README), so the independent float64 pass is the tight check and llama.cpp's greedy
+       tokens are compared where its margin (~1% of the logit scale) exceeds that noise. */
+    o.rel64_tol = 2e-2;
+    o.rel_tol = 6e-2;
+    o.margin_min = 0.3;
     o.n_seqs = 1;
     if (ok) check_fixtures(model, fx, 4, &o, "SmolLM2-135M Q4_1");
-    for (i = 0; i < 4; i++) free(fx[i].logits);
+    for (i = 0; i < 4; i++) { free(fx[i].logits); free(fx[i].logits64); }
 }
 
 int main(void) {
