@@ -720,7 +720,7 @@ static void mllm__dequant_row(uint32_t type, const void *src, float *dst, int64_
 
 /* ---- activation quantization, rounding as llama.cpp's x86 build does (its fixtures are ours):
    Q8_0/Q8_1: d = amax/127 stored as f16, q = round-half-even(x * (127/amax)); Q8_1 adds s = d*sum(q).
-   Q8_K: the element of largest magnitude maps to -127 (scale -127/max), d = 1/scale stays float, and
+   Q8_K: the (first) element of largest magnitude maps to -127 (scale -127/max), d = 1/scale stays float, and
    bsums hold the sums of each 16 quants. */
 static void mllm__quant_q8_32(const float *x, uint8_t *y, int with_sum) {
     float amax = 0.0f, d, id;
