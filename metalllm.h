@@ -1151,29 +1151,30 @@ static void mllm__decode32(uint32_t type, const uint8_t *b, mllm__blk32 *o) {
      Q8_K: float d, int8 qs[256], int16 bsums[16] (sums of 16 quants). */
 typedef struct mllm__blk256 { float d, dmin; int sc[16], mn[16]; int8_t q[MLLM__QK_K]; } mllm__blk256;
 
-/* Sub-block j (0..7) of the 12-byte Q4_K/Q5_K scale field: bytes 0-3 hold the low 6 bits of scales
-   0-3, bytes 4-7 those of mins 0-3; scales/mins 4-7 are a nibble of bytes 8-11 plus the top two bits
-   of bytes 0-3 / 4-7. */
-static void mllm__k4_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *mn = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 15) | (s[j - 4] >> 6) << 4;
-        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
+/* The 12-byte Q4_K/Q5_K scale field, 8 six-bit scales and 8 six-bit mins: bytes 0-3 hold the low 6 bits
+   of scales 0-3, bytes 4-7 those of mins 0-3; scale/min 4+k is the low/high nibble of byte 8+k with the
+   top two bits of byte k / 4+k above it.  Done on whole 32-bit words. */
+static void mllm__k4_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
+    uint32_t w0 = mllm__rd32(s), w1 = mllm__rd32(s + 4), w2 = mllm__rd32(s + 8), v[4];
+    v[0] = w0 & 0x3f3f3f3f;
+    v[1] = (w2 & 0x0f0f0f0f) | ((w0 >> 2) & 0x30303030);
+    v[2] = w1 & 0x3f3f3f3f;
+    v[3] = ((w2 >> 4) & 0x0f0f0f0f) | ((w1 >> 2) & 0x30303030);
+    memcpy(sc, v, 8);
+    memcpy(mn, v + 2, 8);
 }
 
 /* Scales and mins per 16 elements (mn and dmin are 0 for the symmetric formats). */
 static void mllm__kscales(uint32_t type, const uint8_t *b, mllm__blk256 *o) {
     int j;
     if (type == MLLM__Q4_K || type == MLLM__Q5_K) {
+        uint8_t sc[8], mn[8];
         o->d = mllm__rdh(b);
         o->dmin = mllm__rdh(b + 2);
-        for (j = 0; j < 8; j++) {
-            mllm__k4_scale_min(b + 4, j, &o->sc[2 * j], &o->mn[2 * j]);
-            o->sc[2 * j + 1] = o->sc[2 * j];
-            o->mn[2 * j + 1] = o->mn[2 * j];
+        mllm__k4_scales(b + 4, sc, mn);
+        for (j = 0; j < 16; j++) {
+            o->sc[j] = sc[j / 2];
+            o->mn[j] = mn[j / 2];
         }
         return;
     }
@@ -1247,7 +1248,7 @@ static void mllm__dequant_row(uint32_t type, const void *src, float *dst, int64_
 
 /* ---- activation quantization, rounding as llama.cpp's x86 build does (its fixtures are ours):
    Q8_0/Q8_1: d = amax/127 stored as f16, q = round-half-even(x * (127/amax)); Q8_1 adds s = d*sum(q).
-   Q8_K: the element of largest magnitude maps to -127 (scale -127/max), d = 1/scale stays float, and
+   Q8_K: the (first) element of largest magnitude maps to -127 (scale -127/max), d = 1/scale stays float, and
    bsums hold the sums of each 16 quants. */
 static void mllm__quant_q8_32(const float *x, uint8_t *y, int with_sum) {
     float amax = 0.0f, d, id;
@@ -1422,22 +1423,19 @@ MLLM__INLINE void mllm__avx2_dot32(uint32_t type, int64_t nb, const uint8_t *w, 
     for (j = 0; j < nx; j++) out[j] = mllm__avx2_hsum(acc[j]) + msum[j];
 }
 
-/* A K-quant super-block as 8 x 32 unsigned quants plus, per 16 elements, the integer scale and the
-   integer min.  Q6_K's -32 offset is folded into its mins (mn = 32*sc, dmin = d) so that every format
-   multiplies unsigned quants: dot = d*dx*sum(sc*q.x) - dmin*dx*sum(mn*bsum). */
-MLLM__INLINE void mllm__avx2_unpack_k(uint32_t type, const uint8_t *b, __m256i q[8], int16_t sc[16],
-                                      int16_t mn[16], float *d, float *dmin) {
+/* A K-quant super-block as 8 x 32 unsigned quants, the integer scales as int16 vectors (elements 0-15
+   of sub-block k scaled by the low lane of scv[k], 16-31 by the high lane) and the 16 integer mins.
+   Q6_K's -32 offset is folded into its mins (mn = 32*sc, dmin = d) so that every format multiplies
+   unsigned quants: dot = d*dx*sum(sc*q.x) - dmin*dx*sum(mn*bsum). */
+MLLM__INLINE void mllm__avx2_unpack_k(uint32_t type, const uint8_t *b, __m256i q[8], __m256i scv[8],
+                                      __m256i *mnv, float *d, float *dmin) {
     const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(0x30);
-    mllm__blk256 s;
     int c;
-    mllm__kscales(type, b, &s);
-    for (c = 0; c < 16; c++) {
-        sc[c] = (int16_t)s.sc[c];
-        mn[c] = (int16_t)(type == MLLM__Q6_K ? 32 * s.sc[c] : s.mn[c]);
-    }
-    *d = s.d;
-    *dmin = type == MLLM__Q6_K ? s.d : s.dmin;
     if (type == MLLM__Q6_K) {
+        const int8_t *sc = (const int8_t *)(b + 192);
+        *d = *dmin = mllm__rdh(b + 208);
+        for (c = 0; c < 8; c++) scv[c] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
+        *mnv = _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc)), 5);
         for (c = 0; c < 2; c++) {
             __m256i l0 = _mm256_loadu_si256((const __m256i *)(b + 64 * c));
             __m256i l1 = _mm256_loadu_si256((const __m256i *)(b + 64 * c + 32));
@@ -1454,8 +1452,17 @@ MLLM__INLINE void mllm__avx2_unpack_k(uint32_t type, const uint8_t *b, __m256i q
         const uint8_t *qs = b + (type == MLLM__Q5_K ? 48 : 16);
         const __m256i hb = type == MLLM__Q5_K ? _mm256_loadu_si256((const __m256i *)(b + 16)) : _mm256_setzero_si256();
         const __m256i one = _mm256_set1_epi8(1);
+        uint8_t sc[8], mn[8];
+        __m128i m8;
+        *d = mllm__rdh(b);
+        *dmin = mllm__rdh(b + 2);
+        mllm__k4_scales(b + 4, sc, mn);
+        m8 = _mm_loadl_epi64((const __m128i *)mn);
+        *mnv = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));   /* each min twice: per 16 */
         for (c = 0; c < 4; c++) {
             __m256i v = _mm256_loadu_si256((const __m256i *)(qs + 32 * c));
+            scv[2 * c] = _mm256_set1_epi16(sc[2 * c]);
+            scv[2 * c + 1] = _mm256_set1_epi16(sc[2 * c + 1]);
             q[2 * c] = _mm256_and_si256(v, m4);
             q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
             if (type == MLLM__Q5_K) {
@@ -1477,12 +1484,8 @@ MLLM__INLINE void mllm__avx2_dotk(uint32_t type, int64_t nb, const uint8_t *w, c
     for (j = 0; j < nx; j++) acc[j] = _mm256_setzero_ps();
     for (i = 0; i < nb; i++) {
         __m256i q[8], scv[8], mnv;
-        int16_t sc[16], mn[16];
         float d, dmin;
-        mllm__avx2_unpack_k(type, w + i * wbytes, q, sc, mn, &d, &dmin);
-        for (k = 0; k < 8; k++)             /* scale of elements 0-15 in the low lane, 16-31 high */
-            scv[k] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * k + 1]), _mm_set1_epi16(sc[2 * k]));
-        mnv = _mm256_loadu_si256((const __m256i *)mn);
+        mllm__avx2_unpack_k(type, w + i * wbytes, q, scv, &mnv, &d, &dmin);
         for (j = 0; j < nx; j++) {
             const uint8_t *xb = x + j * xs + i * xbytes;
             const float dx = mllm__rdf(xb);
@@ -1526,27 +1529,35 @@ MLLM__INLINE void mllm__avx2_dotf(uint32_t type, int64_t n, const uint8_t *w, co
     }
 }
 
-/* Returns 0 when the type has no AVX2 kernel.  The constant type arguments let each inlined kernel
-   specialize. */
+/* Returns 0 when the type has no AVX2 kernel.  The constant type and row-count arguments let each
+   inlined kernel specialize (accumulators in registers, loops over rows unrolled) for the common
+   cases: one row (decode) and four (prefill). */
+#define MLLM__AVX2_CASE(T, kernel, len)                                          \
+    case T:                                                                      \
+        if (nx == 1) kernel(T, len, w, x, xs, 1, out);                           \
+        else if (nx == 4) kernel(T, len, w, x, xs, 4, out);                      \
+        else kernel(T, len, w, x, xs, nx, out);                                  \
+        return 1;
 static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x, size_t xs,
                              int nx, float *out) {
     switch (type) {
-    case MLLM__Q4_0: mllm__avx2_dot32(MLLM__Q4_0, n / MLLM__QK, w, x, xs, nx, out); return 1;
-    case MLLM__Q4_1: mllm__avx2_dot32(MLLM__Q4_1, n / MLLM__QK, w, x, xs, nx, out); return 1;
-    case MLLM__Q5_0: mllm__avx2_dot32(MLLM__Q5_0, n / MLLM__QK, w, x, xs, nx, out); return 1;
-    case MLLM__Q5_1: mllm__avx2_dot32(MLLM__Q5_1, n / MLLM__QK, w, x, xs, nx, out); return 1;
-    case MLLM__Q8_0: mllm__avx2_dot32(MLLM__Q8_0, n / MLLM__QK, w, x, xs, nx, out); return 1;
-    case MLLM__Q4_K: mllm__avx2_dotk(MLLM__Q4_K, n / MLLM__QK_K, w, x, xs, nx, out); return 1;
-    case MLLM__Q5_K: mllm__avx2_dotk(MLLM__Q5_K, n / MLLM__QK_K, w, x, xs, nx, out); return 1;
-    case MLLM__Q6_K: mllm__avx2_dotk(MLLM__Q6_K, n / MLLM__QK_K, w, x, xs, nx, out); return 1;
-    case MLLM__F32: mllm__avx2_dotf(MLLM__F32, n, w, x, xs, nx, out); return 1;
+    MLLM__AVX2_CASE(MLLM__Q4_0, mllm__avx2_dot32, n / MLLM__QK)
+    MLLM__AVX2_CASE(MLLM__Q4_1, mllm__avx2_dot32, n / MLLM__QK)
+    MLLM__AVX2_CASE(MLLM__Q5_0, mllm__avx2_dot32, n / MLLM__QK)
+    MLLM__AVX2_CASE(MLLM__Q5_1, mllm__avx2_dot32, n / MLLM__QK)
+    MLLM__AVX2_CASE(MLLM__Q8_0, mllm__avx2_dot32, n / MLLM__QK)
+    MLLM__AVX2_CASE(MLLM__Q4_K, mllm__avx2_dotk, n / MLLM__QK_K)
+    MLLM__AVX2_CASE(MLLM__Q5_K, mllm__avx2_dotk, n / MLLM__QK_K)
+    MLLM__AVX2_CASE(MLLM__Q6_K, mllm__avx2_dotk, n / MLLM__QK_K)
+    MLLM__AVX2_CASE(MLLM__F32, mllm__avx2_dotf, n)
 #ifdef __F16C__
-    case MLLM__F16: mllm__avx2_dotf(MLLM__F16, n, w, x, xs, nx, out); return 1;
+    MLLM__AVX2_CASE(MLLM__F16, mllm__avx2_dotf, n)
 #endif
-    case MLLM__BF16: mllm__avx2_dotf(MLLM__BF16, n, w, x, xs, nx, out); return 1;
+    MLLM__AVX2_CASE(MLLM__BF16, mllm__avx2_dotf, n)
     default: return 0;
     }
 }
+#undef MLLM__AVX2_CASE
 
 #elif MLLM__NEON
 /* ---- NEON: legacy blocks (the 32-quant unpack is shared with the scalar decoder; the products are
