@@ -261,7 +261,7 @@ static void test_remove_mid_flight(void) {
     }
     CHECK(n[0] == N_GEN && !memcmp(got[0], alone[0], sizeof got[0]), "seq 0 intact");
     CHECK(n[2] == N_GEN && !memcmp(got[2], alone[2], sizeof got[2]), "seq 2 intact");
-    CHECK(n[1] == 3 && !memcmp(got[1], alone[1], 3 * sizeof(mllm_token)), "seq 1 stopped after 3 tokens");
+    CHECK(n[1] == 4 && !memcmp(got[1], alone[1], 4 * sizeof(mllm_token)), "seq 1 stopped after its 4 tokens");
     mllm_context_free(ctx);
     mllm_model_free(m);
 }

@@ -87,6 +87,7 @@ typedef struct check_opts {
     double rel64_tol;          /* relative L2 vs the float64 reference (0: skip) */
     double margin_min;         /* teacher-forced greedy checked only where the reference margin exceeds this */
     double router_gap_min;     /* MoE: ... and the router gap exceeds this */
+    int precise;               /* load with mllm_model_params.precise */
     int n_seqs;                /* run the fixtures as this many concurrent copies (checks batching) */
 } check_opts;
 
@@ -104,6 +105,7 @@ static void check_fixtures(const char *model_path, fixture *fx, int n_fix, const
     double worst_abs = 0, worst_rel = 0, worst_rel64 = 0;
     memset(&mp, 0, sizeof mp);
     mp.n_threads = 2;
+    mp.precise = o->precise;
     if (mllm_model_load(&m, model_path, &mp) != MLLM_OK) {
         CHECK(0, "%s: load failed: %s", label, mllm_last_error());
         return;
@@ -212,8 +214,9 @@ static void test_tiny_mixtral_batched(void) { check_tiny("tiny-mixtral-Q8_0", 3e
 static void test_tiny_qwen3moe_batched(void) { check_tiny("tiny-qwen3moe-Q8_0", 3e-2, 4); }
 static void test_tiny_llama_q4_k_m_batched(void) { check_tiny("tiny-llama-Q4_K_M", 3e-2, 4); }
 
-/* SmolLM2-135M-Instruct Q4_1 against llama.cpp (tests/fixtures/smollm2/README.md says how they were made). */
-static void test_smollm2_vs_llamacpp(void) {
+/* SmolLM2-135M-Instruct Q4_1 against llama.cpp and an independent float64 pass over the dequantized
+   weights (tests/fixtures/smollm2/README.md says how both were made).  Logits reach ~25 here. */
+static void check_smollm2(int precise) {
     static const char *const names[] = {"p1_chat", "p2_fox", "p3_code", "p4_story"};
     const char *model = getenv("MLLM_MODEL") ? getenv("MLLM_MODEL") : "models/SmolLM2-135M-Instruct.Q4_1.gguf";
     fixture fx[4];
@@ -225,16 +228,26 @@ static void test_smollm2_vs_llamacpp(void) {
     for (i = 0; i < 4; i++) ok &= fixture_load(&fx[i], "tests/fixtures/smollm2", names[i]);
     CHECK(ok, "SmolLM2 fixtures missing");
     memset(&o, 0, sizeof o);
-    /* Logits reach ~25 here; llama.cpp (AVX-512 build) and the float64 pass differ by 2-4.5e-2 relative L2
-       (fixtures README), so the independent float64 pass is the tight check and llama.cpp's greedy
-       tokens are compared where its margin (~1% of the logit scale) exceeds that noise. */
-    o.rel64_tol = 2e-2;
-    o.rel_tol = 6e-2;
-    o.margin_min = 0.3;
+    o.precise = precise;
+    if (precise) {
+        /* F32 activations: the float64 pass is matched tightly (measured 3.4e-4..1.4e-3), greedy tokens
+           teacher-forced wherever llama.cpp's margin is above the noise of its own 8-bit activations */
+        o.rel64_tol = 5e-3;
+        o.margin_min = 0.3;
+    } else {
+        /* 8-bit activations, as llama.cpp: both engines sit 2-7e-2 from the float64 pass and from each
+           other (llama.cpp's own distance to float64 is 2.2-4.5e-2), so the bound is that noise */
+        o.rel64_tol = 8e-2;
+        o.rel_tol = 6e-2;
+        o.margin_min = 0.3;
+    }
     o.n_seqs = 1;
-    if (ok) check_fixtures(model, fx, 4, &o, "SmolLM2-135M Q4_1");
+    if (ok) check_fixtures(model, fx, 4, &o, precise ? "SmolLM2-135M Q4_1 precise" : "SmolLM2-135M Q4_1");
     for (i = 0; i < 4; i++) { free(fx[i].logits); free(fx[i].logits64); }
 }
+
+static void test_smollm2_vs_references(void) { check_smollm2(0); }
+static void test_smollm2_precise_vs_float64(void) { check_smollm2(1); }
 
 int main(void) {
     RUN(test_tiny_llama_f32);
@@ -256,6 +269,7 @@ int main(void) {
     RUN(test_tiny_llama_q4_k_m_batched);
     RUN(test_tiny_mixtral_batched);
     RUN(test_tiny_qwen3moe_batched);
-    RUN(test_smollm2_vs_llamacpp);
+    RUN(test_smollm2_vs_references);
+    RUN(test_smollm2_precise_vs_float64);
     return t_finish();
 }
