@@ -174,6 +174,7 @@ int main(int argc, char **argv) {
     } else {
         st = mllm_generate_ex(model, prompt, &gp, on_piece, &o, &stats);
         printf("\n");
+        fflush(stdout);
         if (st) {
             fprintf(stderr, "error: %s\n", mllm_last_error());
             rc = 1;
