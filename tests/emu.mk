@@ -1,12 +1,13 @@
-# MSL emulator suite (tests/emu/, see notes in tests/emu/README.md): kernels/*.metal are translated
-# to C++ by tests/emu/mslc.py, compiled with clang-19 against tests/emu/include (the metal_stdlib shim)
-# and run on the CPU by tests/emu/runtime.cpp. Three builds of the same tests:
-#   $(BUILD)/test_emu        plain
-#   $(BUILD)/test_emu_tsan   kernels and tests under ThreadSanitizer (races between kernel threads)
-#   $(BUILD)/test_emu_check  CHECK mode (a script): every kernel type-checks with device/constant/
-#                            threadgroup as distinct address spaces; the planted mismatch must not
-# plus $(BUILD)/test_emu_static (embedded kernels up to date, Metal host code compiles on stubs).
-# Kernel tests: tests/emu/test_*.cpp (picked up automatically); self-tests' kernels: tests/emu/planted/.
+# MSL emulator suite (see /work/notes/emulator.md -> README): kernels/*.metal are translated to C++
+# by tests/emu/mslc.py, compiled with clang-19 against tests/emu/include (the metal_stdlib shim) and
+# run on the CPU by tests/emu/runtime.cpp. Every tests/emu/test_NAME.cpp becomes two programs, each
+# linking all kernels (kernels/*.metal and tests/emu/planted/*.metal):
+#   $(BUILD)/test_NAME       plain
+#   $(BUILD)/test_NAME_tsan  kernels and test under ThreadSanitizer (races between kernel threads)
+# plus two scripts run as tests:
+#   $(BUILD)/test_emu_check  CHECK mode: every kernel type-checks with device/constant/threadgroup as
+#                            distinct address spaces; the planted mismatch must fail to compile
+#   $(BUILD)/test_emu_static embedded kernels up to date; Metal host code compiles on ObjC stubs
 EMU_CXX  ?= clang++-19
 EMU      := $(BUILD)/emu
 EMU_DIR  := tests/emu
@@ -23,8 +24,6 @@ EMU_GEN   := $(patsubst %.metal,$(EMU)/gen/%.cpp,$(EMU_METAL))
 EMU_TESTS := $(wildcard $(EMU_DIR)/test_*.cpp)
 EMU_K_RUN := $(patsubst $(EMU)/gen/%.cpp,$(EMU)/run/%.o,$(EMU_GEN))
 EMU_K_TSAN := $(patsubst $(EMU)/gen/%.cpp,$(EMU)/tsan/%.o,$(EMU_GEN))
-EMU_T_RUN := $(patsubst %.cpp,$(EMU)/run/%.o,$(EMU_TESTS))
-EMU_T_TSAN := $(patsubst %.cpp,$(EMU)/tsan/%.o,$(EMU_TESTS))
 
 .PRECIOUS: $(EMU)/gen/%.cpp
 $(EMU)/gen/%.cpp: %.metal $(EMU_DIR)/mslc.py
@@ -59,9 +58,13 @@ $(EMU)/main_tsan.o: $(EMU_DIR)/main.cpp $(EMU_HOST)
 	@mkdir -p $(@D)
 	$(EMU_CXX) $(EMU_FLAGS) $(EMU_TSAN) -c $< -o $@
 
-$(BUILD)/test_emu: $(EMU_K_RUN) $(EMU_T_RUN) $(EMU)/runtime.o $(EMU)/main.o
+# one program per test file (each may #define METALLLM_IMPLEMENTATION), all kernels linked into each
+EMU_NAMES := $(notdir $(basename $(EMU_TESTS)))
+EMU_RUN_BINS := $(addprefix $(BUILD)/,$(EMU_NAMES))
+EMU_TSAN_BINS := $(addsuffix _tsan,$(EMU_RUN_BINS))
+$(EMU_RUN_BINS): $(BUILD)/%: $(EMU)/run/tests/emu/%.o $(EMU_K_RUN) $(EMU)/runtime.o $(EMU)/main.o
 	$(EMU_CXX) -o $@ $^ -lpthread -lm
-$(BUILD)/test_emu_tsan: $(EMU_K_TSAN) $(EMU_T_TSAN) $(EMU)/runtime_tsan.o $(EMU)/main_tsan.o
+$(EMU_TSAN_BINS): $(BUILD)/%_tsan: $(EMU)/tsan/tests/emu/%.o $(EMU_K_TSAN) $(EMU)/runtime_tsan.o $(EMU)/main_tsan.o
 	$(EMU_CXX) -fsanitize=thread -o $@ $^ -lpthread -lm
 # static checks, run as a test: embedded kernels fresh, Metal host code compiles (C and C++) on stubs
 $(BUILD)/test_emu_static: $(EMU_DIR)/static_checks.sh | $(BUILD)
@@ -69,7 +72,7 @@ $(BUILD)/test_emu_static: $(EMU_DIR)/static_checks.sh | $(BUILD)
 $(BUILD)/test_emu_check: $(EMU_DIR)/check_mode.sh | $(BUILD)
 	cp $< $@ && chmod +x $@
 
-EMU_BINS := $(BUILD)/test_emu $(BUILD)/test_emu_check $(BUILD)/test_emu_tsan $(BUILD)/test_emu_static
+EMU_BINS := $(EMU_RUN_BINS) $(EMU_TSAN_BINS) $(BUILD)/test_emu_check $(BUILD)/test_emu_static
 TEST_BINS += $(EMU_BINS)
 .PHONY: emu
 emu: $(EMU_BINS)
