@@ -93,10 +93,10 @@ struct blk_bf16 {
     MLLM_CONST int QK = 1, BYTES = 2;
     static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
         device const packed_ushort4 *p = (device const packed_ushort4 *)row + 4 * c;
-        for (int i = 0; i < 4; i++) v[i] = as_type<float4>(uint4(ushort4(p[i])) << 16);
+        for (int i = 0; i < 4; i++) v[i] = as_type<float4>(uint4(ushort4(p[i])) << 16u);
     }
     static METAL_FUNC float at(device const uchar *row, uint k) {
-        return as_type<float>(uint(((device const ushort *)row)[k]) << 16);
+        return as_type<float>(uint(((device const ushort *)row)[k]) << 16u);
     }
 };
 
@@ -121,7 +121,7 @@ struct blk_q4_0 {
         const float d = float(*(device const half *)b);
         const uint sh = 4 * (c & 1);
         device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 2);
-        for (int i = 0; i < 4; i++) v[i] = (float4((uchar4(q[i]) >> sh) & 15) - 8.0f) * d;
+        for (int i = 0; i < 4; i++) v[i] = (float4((uint4(uchar4(q[i])) >> sh) & 15u) - 8.0f) * d;
     }
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_0>(row, k); }
 };
@@ -134,7 +134,7 @@ struct blk_q4_1 {
         const float d = float(((device const half *)b)[0]), m = float(((device const half *)b)[1]);
         const uint sh = 4 * (c & 1);
         device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 4);
-        for (int i = 0; i < 4; i++) v[i] = float4((uchar4(q[i]) >> sh) & 15) * d + m;
+        for (int i = 0; i < 4; i++) v[i] = float4((uint4(uchar4(q[i])) >> sh) & 15u) * d + m;
     }
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_1>(row, k); }
 };
@@ -161,7 +161,7 @@ struct blk_q4_k {
         const float m = float(((device const half *)b)[1]) * float(min);
         const uint sh = 4 * (s & 1);
         device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 16 + 32 * (s / 2) + 16 * (c & 1));
-        for (int i = 0; i < 4; i++) v[i] = float4((uchar4(q[i]) >> sh) & 15) * d - m;
+        for (int i = 0; i < 4; i++) v[i] = float4((uint4(uchar4(q[i])) >> sh) & 15u) * d - m;
     }
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_k>(row, k); }
 };
@@ -180,7 +180,7 @@ struct blk_q6_k {
         device const packed_uchar4 *qh = (device const packed_uchar4 *)(b + 128 + 32 * h + l0);
         const uint shl = 4 * (t / 2), shh = 2 * t;
         for (int i = 0; i < 4; i++) {
-            const uchar4 q = ((uchar4(ql[i]) >> shl) & 15) | (((uchar4(qh[i]) >> shh) & 3) << 4);
+            const uint4 q = ((uint4(uchar4(ql[i])) >> shl) & 15u) | (((uint4(uchar4(qh[i])) >> shh) & 3u) << 4u);
             v[i] = (float4(q) - 32.0f) * d;
         }
     }

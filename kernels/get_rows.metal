@@ -18,7 +18,7 @@ kernel void get_rows(device const uchar *w [[buffer(0)]], device const int *ids 
     for (uint c = tid; c < nch; c += ntg) {
         float4 v[4];
         B::chunk(row, c, v);
-        for (int i = 0; i < 4; i++) o4[4 * c + i] = ok ? v[i] : 0.0f;
+        for (int i = 0; i < 4; i++) o4[4 * c + i] = ok ? v[i] : float4(0.0f);
     }
     for (uint k = 16 * nch + tid; k < a.K; k += ntg) o[k] = ok ? B::at(row, k) : 0.0f;
 }
