@@ -10,7 +10,7 @@ BUILD   ?= build
 OPT     ?= -O2 -march=native
 CFLAGS  ?= $(OPT) -g
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-function
-ALLCFLAGS := -std=c11 $(WARN) $(CFLAGS) -I.
+ALLCFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(CFLAGS) -I.
 LDLIBS  := -lm -lpthread
 PYTHON  ?= python3
 

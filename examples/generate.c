@@ -1,0 +1,189 @@
+/* generate: text generation from a GGUF model, with llama.cpp-like flags.
+   stdout gets only the generated text (or ids with --ids); timings go to stderr. */
+#define METALLLM_IMPLEMENTATION
+#include "metalllm.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: generate -m MODEL.gguf [-p PROMPT | -f FILE] [options]\n"
+            "  -n N                 tokens to generate (default 128)\n"
+            "  -t N                 threads (default: all cores)\n"
+            "  -c N                 context size (default: model's, at most 4096)\n"
+            "  --temp T             temperature, 0 = greedy (default 0.8)\n"
+            "  --top-k K            (default 40)     --top-p P  (default 0.95)\n"
+            "  --min-p P            (default 0.05)   --repeat-penalty R (default 1.0, off)\n"
+            "  --repeat-last-n N    penalty window (default 64)\n"
+            "  --seed S             sampling seed (default 42): same seed, same text\n"
+            "  --chat               wrap the prompt in the model's chat template\n"
+            "  --ids                print generated token ids instead of text\n"
+            "  --ignore-eos         keep generating after end-of-generation tokens\n"
+            "  --dump-logits FILE   write the last prompt token's logits (float32 LE) and exit\n");
+}
+
+typedef struct out_state { int ids, first; } out_state;
+
+static int on_piece(const char *piece, int len, mllm_token token, void *user) {
+    out_state *o = (out_state *)user;
+    if (o->ids) {
+        if (token >= 0) printf(o->first ? "%d" : " %d", token);
+        o->first = 0;
+    } else {
+        fwrite(piece, 1, (size_t)len, stdout);
+    }
+    fflush(stdout);
+    return 0;
+}
+
+static char *read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char *buf;
+    long n;
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    buf = (char *)malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
+    if (buf) buf[n] = 0;
+    fclose(f);
+    return buf;
+}
+
+/* Runs the prompt through one step and writes the logits that decide the first generated token. */
+static int dump_logits(mllm_model *model, const char *prompt, const char *path) {
+    const mllm_vocab *vocab = mllm_model_vocab(model);
+    mllm_context_params cp;
+    mllm_context *ctx;
+    mllm_seq_id id;
+    mllm_step_result r;
+    mllm_model_info info;
+    const float *logits;
+    mllm_token *toks;
+    int n = mllm_tokenize(vocab, prompt, strlen(prompt), NULL, 0, MLLM_TOKENIZE_ADD_SPECIAL | MLLM_TOKENIZE_PARSE_SPECIAL);
+    FILE *f;
+    if (n <= 0) { fprintf(stderr, "error: empty prompt\n"); return 1; }
+    toks = (mllm_token *)malloc(sizeof(mllm_token) * (size_t)n);
+    mllm_tokenize(vocab, prompt, strlen(prompt), toks, n, MLLM_TOKENIZE_ADD_SPECIAL | MLLM_TOKENIZE_PARSE_SPECIAL);
+    memset(&cp, 0, sizeof cp);
+    cp.n_seq_max = 1;
+    if (mllm_context_create(&ctx, model, &cp) || mllm_seq_add(ctx, toks, n, NULL, &id) || mllm_step(ctx, &r)) {
+        fprintf(stderr, "error: %s\n", mllm_last_error());
+        free(toks);
+        return 1;
+    }
+    mllm_model_get_info(model, &info);
+    logits = mllm_seq_logits(ctx, id);
+    f = fopen(path, "wb");
+    if (!f || fwrite(logits, sizeof(float), (size_t)info.n_vocab, f) != (size_t)info.n_vocab) {
+        fprintf(stderr, "error: cannot write %s\n", path);
+        if (f) fclose(f);
+        mllm_context_free(ctx);
+        free(toks);
+        return 1;
+    }
+    fclose(f);
+    mllm_context_free(ctx);
+    free(toks);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    const char *model_path = NULL, *prompt = NULL, *prompt_file = NULL, *dump = NULL;
+    char *prompt_buf = NULL, *chat_buf = NULL;
+    mllm_model_params mp;
+    mllm_generate_params gp;
+    mllm_generate_stats stats;
+    mllm_model *model;
+    mllm_status st;
+    out_state o;
+    int i, chat = 0, rc = 0;
+    double t0, t_load;
+    memset(&mp, 0, sizeof mp);
+    memset(&gp, 0, sizeof gp);
+    memset(&o, 0, sizeof o);
+    o.first = 1;
+    gp.max_tokens = 128;
+    gp.sampler.temperature = 0.8f;
+    gp.sampler.top_k = 40;
+    gp.sampler.top_p = 0.95f;
+    gp.sampler.min_p = 0.05f;
+    gp.sampler.seed = 42;
+    for (i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define ARG(name) (!strcmp(a, name) && v && (i++, 1))
+        if (ARG("-m")) model_path = v;
+        else if (ARG("-p")) prompt = v;
+        else if (ARG("-f")) prompt_file = v;
+        else if (ARG("-n")) gp.max_tokens = atoi(v);
+        else if (ARG("-t")) mp.n_threads = atoi(v);
+        else if (ARG("-c")) mp.n_ctx = atoi(v);
+        else if (ARG("--temp")) gp.sampler.temperature = (float)atof(v);
+        else if (ARG("--top-k")) gp.sampler.top_k = atoi(v);
+        else if (ARG("--top-p")) gp.sampler.top_p = (float)atof(v);
+        else if (ARG("--min-p")) gp.sampler.min_p = (float)atof(v);
+        else if (ARG("--repeat-penalty")) gp.sampler.repeat_penalty = (float)atof(v);
+        else if (ARG("--repeat-last-n")) gp.sampler.penalty_last_n = atoi(v);
+        else if (ARG("--seed")) gp.sampler.seed = strtoull(v, NULL, 10);
+        else if (ARG("--dump-logits")) dump = v;
+        else if (!strcmp(a, "--chat")) chat = 1;
+        else if (!strcmp(a, "--ids")) o.ids = 1;
+        else if (!strcmp(a, "--ignore-eos")) gp.ignore_eog = 1;
+        else { usage(); return 2; }
+#undef ARG
+    }
+    if (!model_path || (!prompt && !prompt_file)) { usage(); return 2; }
+    if (prompt_file && !(prompt = prompt_buf = read_file(prompt_file))) {
+        fprintf(stderr, "error: cannot read %s\n", prompt_file);
+        return 1;
+    }
+    t0 = (double)clock();
+    {
+        struct timespec a, b;
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        st = mllm_model_load(&model, model_path, &mp);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        t_load = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
+    }
+    (void)t0;
+    if (st) {
+        fprintf(stderr, "error: %s\n", mllm_last_error());
+        free(prompt_buf);
+        return 1;
+    }
+    if (chat) {
+        mllm_chat_message msg;
+        int need;
+        msg.role = "user";
+        msg.content = prompt;
+        need = mllm_chat_format(model, &msg, 1, NULL, 0);
+        if (need < 0 || !(chat_buf = (char *)malloc((size_t)need))) {
+            fprintf(stderr, "error: %s\n", mllm_last_error());
+            mllm_model_free(model);
+            free(prompt_buf);
+            return 1;
+        }
+        mllm_chat_format(model, &msg, 1, chat_buf, need);
+        prompt = chat_buf;
+    }
+    if (dump) {
+        rc = dump_logits(model, prompt, dump);
+    } else {
+        st = mllm_generate_ex(model, prompt, &gp, on_piece, &o, &stats);
+        printf("\n");
+        if (st) {
+            fprintf(stderr, "error: %s\n", mllm_last_error());
+            rc = 1;
+        }
+        fprintf(stderr, "load: %.3f s | prompt: %d tokens, %.1f tok/s | generated: %d tokens, %.1f tok/s\n", t_load,
+                stats.n_prompt, stats.prefill_seconds > 0 ? stats.n_prompt / stats.prefill_seconds : 0.0,
+                stats.n_generated, stats.decode_seconds > 0 ? (stats.n_generated - 1) / stats.decode_seconds : 0.0);
+    }
+    mllm_model_free(model);
+    free(chat_buf);
+    free(prompt_buf);
+    return rc;
+}

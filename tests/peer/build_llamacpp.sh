@@ -1,0 +1,46 @@
+#!/bin/sh
+# Build the llama.cpp peer (CPU only) used for reference fixtures and `make bench` ratios.
+# Sources come from the llama-cpp-python sdist on PyPI (it vendors llama.cpp); everything lands in
+# peer/ (git-ignored).  Idempotent: each stage is skipped when its output already exists.
+#   tests/peer/build_llamacpp.sh            -> peer/bin/{llama-bench,llama-simple,llama-tokenize,mllm-peer-ref}
+# Env: PEER_VERSION (llama-cpp-python version), JOBS (parallel build jobs, default 2).
+set -eu
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+PEER="$ROOT/peer"
+VER="${PEER_VERSION:-0.3.36}"
+JOBS="${JOBS:-2}"
+PYTHON="${PYTHON:-python3}"
+SRC="$PEER/src/llama_cpp_python-$VER/vendor/llama.cpp"
+BLD="$PEER/build-$VER"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need cmake || ! need g++ || ! need cc; then
+    echo "installing cmake/g++ via apt" >&2
+    SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+    $SUDO apt-get update -q && $SUDO apt-get install -y -q cmake g++ gcc make
+fi
+
+if [ ! -f "$SRC/CMakeLists.txt" ]; then
+    mkdir -p "$PEER/dl" "$PEER/src"
+    tgz="$PEER/dl/llama_cpp_python-$VER.tar.gz"
+    [ -f "$tgz" ] || "$PYTHON" -m pip download --no-deps --no-binary :all: -d "$PEER/dl" "llama-cpp-python==$VER"
+    tar xzf "$tgz" -C "$PEER/src"
+fi
+
+# Tools only: no tests, no server/cli (they pull the web UI), no HTTPS.  Shared libs so our small
+# reference program links against the same libllama the tools use.
+[ -f "$BLD/CMakeCache.txt" ] || cmake -S "$SRC" -B "$BLD" -DCMAKE_BUILD_TYPE=Release \
+    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON
+cmake --build "$BLD" -j "$JOBS" --target llama-bench llama-simple llama-tokenize
+
+# Our fixture generator against libllama (tests/peer/peer_ref.c).
+mkdir -p "$PEER/bin"
+LIBDIR="$BLD/bin"
+if [ ! -x "$PEER/bin/mllm-peer-ref" ] || [ "$ROOT/tests/peer/peer_ref.c" -nt "$PEER/bin/mllm-peer-ref" ]; then
+    cc -O2 -std=c11 -Wall -o "$PEER/bin/mllm-peer-ref" "$ROOT/tests/peer/peer_ref.c" \
+        -I"$SRC/include" -I"$SRC/ggml/include" -L"$LIBDIR" -lllama -lggml -lggml-base \
+        -Wl,-rpath,"$LIBDIR" -lm
+fi
+for t in llama-bench llama-simple llama-tokenize; do ln -sf "$LIBDIR/$t" "$PEER/bin/$t"; done
+echo "llama.cpp peer ready in $PEER/bin (llama-cpp-python $VER)"

@@ -1,0 +1,247 @@
+/* Model correctness against llama.cpp's outputs: the tiny random-weight models of every weight type and
+   architecture (../shared/testdata/tiny) and SmolLM2-135M-Instruct Q4_1 (tests/fixtures/smollm2).
+   Prompt ids come from the fixtures, so these tests do not depend on our tokenizer. */
+#define METALLLM_IMPLEMENTATION
+#include "metalllm.h"
+#include "test.h"
+#include <math.h>
+
+/* ---- tiny JSON helpers for the fixture files (flat numeric arrays by key) ---- */
+static int json_array(const char *json, const char *key, double *out, int max) {
+    char pat[128];
+    const char *p;
+    int n = 0;
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    if (!(p = strstr(json, pat))) return -1;
+    p = strchr(p, '[');
+    if (!p) return -1;
+    p++;
+    while (*p && *p != ']') {
+        char *end;
+        double v;
+        while (*p == ' ' || *p == ',' || *p == '\n') p++;
+        if (*p == ']') break;
+        if (!strncmp(p, "true", 4)) { v = 1; end = (char *)p + 4; }
+        else if (!strncmp(p, "false", 5)) { v = 0; end = (char *)p + 5; }
+        else v = strtod(p, &end);
+        if (end == p) return -1;
+        if (n < max) out[n] = v;
+        n++;
+        p = end;
+    }
+    return n;
+}
+
+typedef struct fixture {
+    int prompt[512], n_prompt;
+    int greedy[64], n_greedy;
+    double margin[64];
+    double router_gap[64];        /* MoE only; 1e9 otherwise */
+    float *logits;
+    int n_vocab;
+} fixture;
+
+static int fixture_load(fixture *f, const char *dir, const char *name) {
+    char path[1024];
+    double tmp[512];
+    size_t len;
+    char *json;
+    int i;
+    memset(f, 0, sizeof *f);
+    snprintf(path, sizeof path, "%s/%s.json", dir, name);
+    if (!(json = t_read_file(path, NULL))) return 0;
+    f->n_prompt = json_array(json, "prompt_tokens", tmp, 512);
+    for (i = 0; i < f->n_prompt && i < 512; i++) f->prompt[i] = (int)tmp[i];
+    f->n_greedy = json_array(json, "greedy_tokens", tmp, 64);
+    for (i = 0; i < f->n_greedy && i < 64; i++) f->greedy[i] = (int)tmp[i];
+    json_array(json, "greedy_top1_top2_margin", f->margin, 64);
+    if (json_array(json, "greedy_router_min_gap", f->router_gap, 64) < 0)
+        for (i = 0; i < 64; i++) f->router_gap[i] = 1e9;
+    free(json);
+    snprintf(path, sizeof path, "%s/%s.logits.bin", dir, name);
+    f->logits = (float *)t_read_file(path, &len);
+    f->n_vocab = (int)(len / 4);
+    return f->logits && f->n_prompt > 0 && f->n_greedy > 0;
+}
+
+static int argmax(const float *x, int n) {
+    int i, b = 0;
+    for (i = 1; i < n; i++)
+        if (x[i] > x[b]) b = i;
+    return b;
+}
+
+static double rel_l2(const float *a, const float *b, int n) {
+    double num = 0, den = 0;
+    int i;
+    for (i = 0; i < n; i++) { num += (double)(a[i] - b[i]) * (a[i] - b[i]); den += (double)b[i] * b[i]; }
+    return sqrt(num / den);
+}
+
+typedef struct check_opts {
+    double logit_tol;          /* max abs difference of prompt logits (0: skip) */
+    double rel_tol;            /* relative L2 of prompt logits (0: skip) */
+    double margin_min;         /* teacher-forced greedy checked only where the reference margin exceeds this */
+    double router_gap_min;     /* MoE: ... and the router gap exceeds this */
+    int n_seqs;                /* run the fixtures as this many concurrent copies (checks batching) */
+} check_opts;
+
+/* Runs n_fix fixtures at once in one context (each `copies` times), teacher-forced: every step compares the
+   argmax with the reference where the margin is safe, then feeds the reference token. */
+static void check_fixtures(const char *model_path, fixture *fx, int n_fix, const check_opts *o, const char *label) {
+    mllm_model *m;
+    mllm_context *ctx;
+    mllm_model_params mp;
+    mllm_context_params cp;
+    mllm_seq_params sp;
+    mllm_seq_id ids[64];
+    int steps[64];
+    int i, k, n = n_fix * (o->n_seqs ? o->n_seqs : 1), done = 0, checked = 0, agreed = 0;
+    double worst_abs = 0, worst_rel = 0;
+    memset(&mp, 0, sizeof mp);
+    mp.n_threads = 2;
+    if (mllm_model_load(&m, model_path, &mp) != MLLM_OK) {
+        CHECK(0, "%s: load failed: %s", label, mllm_last_error());
+        return;
+    }
+    memset(&cp, 0, sizeof cp);
+    cp.n_seq_max = n;
+    cp.kv_blocks = n * 8 + 64;
+    cp.n_batch = 96;   /* small enough that long prompts are split into chunks */
+    memset(&sp, 0, sizeof sp);
+    sp.manual = 1;
+    CHECK(mllm_context_create(&ctx, m, &cp) == MLLM_OK, "%s", mllm_last_error());
+    for (i = 0; i < n; i++) {
+        fixture *f = &fx[i % n_fix];
+        CHECK(mllm_seq_add(ctx, f->prompt, f->n_prompt, &sp, &ids[i]) == MLLM_OK, "%s", mllm_last_error());
+        steps[i] = 0;
+    }
+    while (done < n) {
+        mllm_step_result r;
+        if (mllm_step(ctx, &r) != MLLM_OK) { CHECK(0, "step failed: %s", mllm_last_error()); break; }
+        if (r.n_tokens == 0) { CHECK(0, "%s: step made no progress", label); break; }
+        for (k = 0; k < r.n_tokens; k++) {
+            int s = -1, st, j;
+            const float *lg;
+            fixture *f;
+            for (j = 0; j < n; j++)
+                if (ids[j] == r.tokens[k].seq) s = j;
+            CHECK(s >= 0 && !r.tokens[k].finished, "%s: unexpected result", label);
+            if (s < 0) continue;
+            f = &fx[s % n_fix];
+            st = steps[s];
+            lg = mllm_seq_logits(ctx, ids[s]);
+            if (st == 0) {
+                double mx = 0, rl = rel_l2(lg, f->logits, f->n_vocab);
+                for (j = 0; j < f->n_vocab; j++) mx = fmax(mx, fabs((double)lg[j] - f->logits[j]));
+                worst_abs = fmax(worst_abs, mx);
+                worst_rel = fmax(worst_rel, rl);
+                if (o->logit_tol > 0) CHECK(mx <= o->logit_tol, "%s seq %d: prompt logits max abs diff %.3g > %.3g", label, s, mx, o->logit_tol);
+                if (o->rel_tol > 0) CHECK(rl <= o->rel_tol, "%s seq %d: prompt logits rel L2 %.3g > %.3g", label, s, rl, o->rel_tol);
+            }
+            if (f->margin[st] > o->margin_min && f->router_gap[st] > o->router_gap_min) {
+                checked++;
+                agreed += argmax(lg, f->n_vocab) == f->greedy[st];
+                CHECK(argmax(lg, f->n_vocab) == f->greedy[st], "%s seq %d step %d: argmax %d, reference %d (margin %.3g)",
+                      label, s, st, argmax(lg, f->n_vocab), f->greedy[st], f->margin[st]);
+            }
+            steps[s]++;
+            if (steps[s] >= f->n_greedy) {
+                done++;
+                mllm_seq_remove(ctx, ids[s]);
+                ids[s] = -1;
+            } else {
+                CHECK(mllm_seq_append(ctx, ids[s], &f->greedy[st], 1) == MLLM_OK, "%s", mllm_last_error());
+            }
+        }
+    }
+    printf("  %-28s seqs %2d  prompt logits: max abs %.2e, rel L2 %.2e  greedy: %d/%d safe steps agree\n", label, n,
+           worst_abs, worst_rel, agreed, checked);
+    mllm_context_free(ctx);
+    mllm_model_free(m);
+}
+
+static const char *const prompts[] = {"p1_fox", "p2_hello", "p3_story"};
+
+static void check_tiny(const char *model, double tol, int n_seqs) {
+    char dir[512], path[512], label[64];
+    fixture fx[3];
+    check_opts o;
+    int i, ok = 1;
+    snprintf(dir, sizeof dir, "%s/tiny/fixtures/%s", t_testdata(), model);
+    snprintf(path, sizeof path, "%s/tiny/models/%s.gguf", t_testdata(), model);
+    for (i = 0; i < 3; i++) ok &= fixture_load(&fx[i], dir, prompts[i]);
+    CHECK(ok, "fixtures of %s missing", model);
+    memset(&o, 0, sizeof o);
+    o.logit_tol = tol;
+    o.margin_min = 3e-2;
+    o.router_gap_min = strstr(model, "qwen3moe") || strstr(model, "mixtral") ? 1e-2 : 0;
+    o.n_seqs = n_seqs;
+    snprintf(label, sizeof label, "%s%s", model, n_seqs > 1 ? " (batched)" : "");
+    if (ok) check_fixtures(path, fx, 3, &o, label);
+    for (i = 0; i < 3; i++) free(fx[i].logits);
+}
+
+static void test_tiny_llama_f32(void) { check_tiny("tiny-llama-F32", 5e-3, 1); }
+static void test_tiny_llama_f16(void) { check_tiny("tiny-llama-F16", 5e-3, 1); }
+static void test_tiny_llama_bf16(void) { check_tiny("tiny-llama-BF16", 5e-3, 1); }
+static void test_tiny_llama_q8_0(void) { check_tiny("tiny-llama-Q8_0", 3e-2, 1); }
+static void test_tiny_llama_q4_0(void) { check_tiny("tiny-llama-Q4_0", 3e-2, 1); }
+static void test_tiny_llama_q4_1(void) { check_tiny("tiny-llama-Q4_1", 3e-2, 1); }
+static void test_tiny_llama_q5_0(void) { check_tiny("tiny-llama-Q5_0", 3e-2, 1); }
+static void test_tiny_llama_q5_1(void) { check_tiny("tiny-llama-Q5_1", 3e-2, 1); }
+static void test_tiny_llama_q4_k(void) { check_tiny("tiny-llama-Q4_K", 3e-2, 1); }
+static void test_tiny_llama_q5_k(void) { check_tiny("tiny-llama-Q5_K", 3e-2, 1); }
+static void test_tiny_llama_q6_k(void) { check_tiny("tiny-llama-Q6_K", 3e-2, 1); }
+static void test_tiny_llama_q4_k_m(void) { check_tiny("tiny-llama-Q4_K_M", 3e-2, 1); }
+static void test_tiny_qwen2_q8_0(void) { check_tiny("tiny-qwen2-Q8_0", 3e-2, 1); }
+static void test_tiny_qwen3_q8_0(void) { check_tiny("tiny-qwen3-Q8_0", 3e-2, 1); }
+static void test_tiny_mixtral_q8_0(void) { check_tiny("tiny-mixtral-Q8_0", 3e-2, 1); }
+static void test_tiny_qwen3moe_q8_0(void) { check_tiny("tiny-qwen3moe-Q8_0", 3e-2, 1); }
+static void test_tiny_mixtral_batched(void) { check_tiny("tiny-mixtral-Q8_0", 3e-2, 4); }
+static void test_tiny_qwen3moe_batched(void) { check_tiny("tiny-qwen3moe-Q8_0", 3e-2, 4); }
+static void test_tiny_llama_q4_k_m_batched(void) { check_tiny("tiny-llama-Q4_K_M", 3e-2, 4); }
+
+/* SmolLM2-135M-Instruct Q4_1 against llama.cpp (tests/fixtures/smollm2/README.md says how they were made). */
+static void test_smollm2_vs_llamacpp(void) {
+    static const char *const names[] = {"p1_chat", "p2_fox", "p3_code", "p4_story"};
+    const char *model = getenv("MLLM_MODEL") ? getenv("MLLM_MODEL") : "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    fixture fx[4];
+    check_opts o;
+    FILE *f = fopen(model, "rb");
+    int i, ok = 1;
+    if (!f) { printf("  skipped: %s not present (make model)\n", model); return; }
+    fclose(f);
+    for (i = 0; i < 4; i++) ok &= fixture_load(&fx[i], "tests/fixtures/smollm2", names[i]);
+    CHECK(ok, "SmolLM2 fixtures missing");
+    memset(&o, 0, sizeof o);
+    o.rel_tol = 2e-2;
+    o.margin_min = 3e-2;
+    o.n_seqs = 1;
+    if (ok) check_fixtures(model, fx, 4, &o, "SmolLM2-135M Q4_1");
+    for (i = 0; i < 4; i++) free(fx[i].logits);
+}
+
+int main(void) {
+    RUN(test_tiny_llama_f32);
+    RUN(test_tiny_llama_f16);
+    RUN(test_tiny_llama_bf16);
+    RUN(test_tiny_llama_q8_0);
+    RUN(test_tiny_llama_q4_0);
+    RUN(test_tiny_llama_q4_1);
+    RUN(test_tiny_llama_q5_0);
+    RUN(test_tiny_llama_q5_1);
+    RUN(test_tiny_llama_q4_k);
+    RUN(test_tiny_llama_q5_k);
+    RUN(test_tiny_llama_q6_k);
+    RUN(test_tiny_llama_q4_k_m);
+    RUN(test_tiny_qwen2_q8_0);
+    RUN(test_tiny_qwen3_q8_0);
+    RUN(test_tiny_mixtral_q8_0);
+    RUN(test_tiny_qwen3moe_q8_0);
+    RUN(test_tiny_llama_q4_k_m_batched);
+    RUN(test_tiny_mixtral_batched);
+    RUN(test_tiny_qwen3moe_batched);
+    RUN(test_smollm2_vs_llamacpp);
+    return t_finish();
+}

@@ -1,0 +1,502 @@
+/* Weight types: f16/bf16 conversions, dequantization, activation quantization and dot products, each
+   against an independent reference written here from the GGUF format description (double precision).
+   Built twice: as is (SIMD kernels where the CPU has them) and with -DMLLM_NO_SIMD (tests/quant.mk). */
+#define METALLLM_IMPLEMENTATION
+#include "metalllm.h"
+#include "test.h"
+
+/* ---------------------------------------------------------------- helpers */
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint64_t rnd(void) {   /* splitmix64 */
+    uint64_t z = (rng_state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+static double rnd_unit(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }   /* [0,1) */
+static float rnd_normalish(void) { return (float)((rnd_unit() + rnd_unit() + rnd_unit() - 1.5) * 2.0); }
+
+static uint32_t f2u(float f) { uint32_t u; memcpy(&u, &f, 4); return u; }
+static float u2f(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
+
+/* IEEE half by its fields: sign, 5-bit exponent (bias 15), 10-bit fraction. */
+static double ref_half(uint16_t h) {
+    int e = (h >> 10) & 31, m = h & 1023;
+    double v = e == 0 ? ldexp(m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexp(1024 + m, e - 25);
+    return (h & 0x8000) ? -v : v;
+}
+/* bfloat16: the top half of a float32 (8-bit exponent, bias 127, 7-bit fraction). */
+static double ref_bf16(uint16_t h) {
+    int e = (h >> 7) & 255, m = h & 127;
+    double v = e == 0 ? ldexp(m, -133) : e == 255 ? (m ? NAN : INFINITY) : ldexp(128 + m, e - 134);
+    return (h & 0x8000) ? -v : v;
+}
+
+/* Nearest half to v by search over the ordered positive halves (ties to the even fraction).  The bit
+   pattern 0x7c00 stands for 65536 here, the value the next binade would start with, so everything that
+   rounds past 65504 becomes infinity as IEEE says. */
+static uint16_t ref_to_half(double v) {
+    uint16_t sign = (uint16_t)(signbit(v) ? 0x8000 : 0);
+    double a = fabs(v);
+    int lo = 0, hi = 0x7c00;
+    if (isnan(v)) return 0x7e00;
+    if (a >= 65536.0) return (uint16_t)(sign | 0x7c00);
+    while (hi - lo > 1) {   /* invariant: val(lo) <= a < val(hi) */
+        int mid = (lo + hi) / 2;
+        if ((mid == 0x7c00 ? 65536.0 : ref_half((uint16_t)mid)) <= a) lo = mid; else hi = mid;
+    }
+    {
+        double dl = a - ref_half((uint16_t)lo), dh = (hi == 0x7c00 ? 65536.0 : ref_half((uint16_t)hi)) - a;
+        int r = dl < dh ? lo : dh < dl ? hi : ((lo & 1) ? hi : lo);
+        return (uint16_t)(sign | r);
+    }
+}
+
+/* Nearest bfloat16: the two candidates are the truncation and the next pattern up. */
+static uint16_t ref_to_bf16(float f) {
+    uint32_t u = f2u(f), t = u & 0xffff0000u;
+    double a = fabs((double)f), dl, dh;
+    if (isnan(f)) return 0x7fc0;
+    dl = a - fabs(ref_bf16((uint16_t)(t >> 16)));
+    dh = ((t & 0x7fffffff) == 0x7f7f0000u ? ldexp(1.0, 128) : fabs(ref_bf16((uint16_t)((t >> 16) + 1)))) - a;
+    if (dl < dh || (dl == dh && !((t >> 16) & 1))) return (uint16_t)(t >> 16);
+    return (uint16_t)((t >> 16) + 1);
+}
+
+/* Round half to even, spelled out. */
+static int ref_round(float v) {
+    double fl = floor((double)v), diff = (double)v - fl;
+    if (diff > 0.5 || (diff == 0.5 && fmod(fl, 2.0) != 0.0)) fl += 1.0;
+    return (int)fl;
+}
+
+static uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+
+/* ---------------------------------------------------------------- reference block decoders */
+static const uint32_t WEIGHT_TYPES[] = {MLLM__F32, MLLM__F16, MLLM__BF16, MLLM__Q4_0, MLLM__Q4_1, MLLM__Q5_0,
+                                        MLLM__Q5_1, MLLM__Q8_0, MLLM__Q4_K, MLLM__Q5_K, MLLM__Q6_K};
+#define N_WEIGHT_TYPES ((int)(sizeof WEIGHT_TYPES / sizeof WEIGHT_TYPES[0]))
+
+static int block_of(uint32_t t) { return mllm__traits(t)->block; }
+static int bytes_of(uint32_t t) { return mllm__traits(t)->bytes; }
+
+/* Q4_K/Q5_K: 8 six-bit scales and mins in 12 bytes.  Scales 0-3 and mins 0-3 are the low 6 bits of
+   bytes 0-3 and 4-7.  Scale 4+k: low nibble of byte 8+k, high bits = top 2 bits of byte k.
+   Min 4+k: high nibble of byte 8+k, high bits = top 2 bits of byte 4+k. */
+static void ref_k4_scales(const uint8_t *s, int sc[8], int mn[8]) {
+    int k;
+    for (k = 0; k < 4; k++) {
+        sc[k] = s[k] % 64;
+        mn[k] = s[4 + k] % 64;
+        sc[4 + k] = s[8 + k] % 16 + (s[k] / 64) * 16;
+        mn[4 + k] = s[8 + k] / 16 + (s[4 + k] / 64) * 16;
+    }
+}
+
+/* Decodes one block to doubles.  min_out (legacy blocks): the additive min m of the block, or 0. */
+static void ref_block(uint32_t t, const uint8_t *b, double *v, double *min_out) {
+    int i;
+    if (min_out) *min_out = 0.0;
+    switch (t) {
+    case MLLM__F32: v[0] = u2f((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24); break;
+    case MLLM__F16: v[0] = ref_half(rd16(b)); break;
+    case MLLM__BF16: v[0] = ref_bf16(rd16(b)); break;
+    case MLLM__Q4_0: case MLLM__Q4_1: case MLLM__Q5_0: case MLLM__Q5_1: {
+        /* d [, m] [, qh(4)] , qs(16): element i<16 = low nibble of qs[i], i>=16 high nibble of qs[i-16];
+           5-bit formats: bit i of qh (little-endian) is bit 4 of element i. */
+        int has_m = t == MLLM__Q4_1 || t == MLLM__Q5_1, five = t == MLLM__Q5_0 || t == MLLM__Q5_1;
+        const uint8_t *qh = b + 2 + 2 * has_m, *qs = qh + 4 * five;
+        double d = ref_half(rd16(b)), m = has_m ? ref_half(rd16(b + 2)) : 0.0;
+        uint32_t hbits = five ? (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24 : 0;
+        for (i = 0; i < 32; i++) {
+            int q = i < 16 ? qs[i] & 15 : qs[i - 16] >> 4;
+            q += (int)((hbits >> i) & 1) * 16;
+            if (!has_m) q -= five ? 16 : 8;
+            v[i] = has_m ? d * q + m : d * q;
+        }
+        if (min_out) *min_out = m;
+        break;
+    }
+    case MLLM__Q8_0: case MLLM__Q8_1: {   /* d [, s], int8 qs[32] */
+        double d = ref_half(rd16(b));
+        for (i = 0; i < 32; i++) v[i] = d * (int8_t)b[(t == MLLM__Q8_1 ? 4 : 2) + i];
+        break;
+    }
+    case MLLM__Q4_K: case MLLM__Q5_K: {
+        /* d, dmin, scales(12), [qh(32)], qs(128).  Element i is in sub-block i/32; its 4 low bits are the
+           low (i%64 < 32) or high nibble of qs[32*(i/64) + i%32]; Q5_K's bit 4 is bit i/32 of qh[i%32]. */
+        int sc[8], mn[8];
+        double d = ref_half(rd16(b)), dmin = ref_half(rd16(b + 2));
+        const uint8_t *qh = b + 16, *qs = b + (t == MLLM__Q5_K ? 48 : 16);
+        ref_k4_scales(b + 4, sc, mn);
+        for (i = 0; i < 256; i++) {
+            int byte = qs[32 * (i / 64) + i % 32];
+            int q = (i % 64 < 32) ? byte & 15 : byte >> 4;
+            if (t == MLLM__Q5_K) q += ((qh[i % 32] >> (i / 32)) & 1) * 16;
+            v[i] = d * sc[i / 32] * q - dmin * mn[i / 32];
+        }
+        break;
+    }
+    case MLLM__Q6_K: {
+        /* ql(128), qh(64), int8 scales(16), d.  In each half h of 128 elements, quarter r (32 each), lane
+           l: low 4 bits from ql[64h + 32*(r%2) + l] (low nibble for r<2, high for r>=2), 2 high bits
+           from qh[32h + l] at bit 2r; value d * scale[i/16] * (q - 32). */
+        double d = ref_half(rd16(b + 208));
+        for (i = 0; i < 256; i++) {
+            int h = i / 128, r = (i % 128) / 32, l = i % 32;
+            int lowbyte = b[64 * h + 32 * (r % 2) + l];
+            int q = (r < 2 ? lowbyte & 15 : lowbyte >> 4) | ((b[128 + 32 * h + l] >> (2 * r)) & 3) << 4;
+            v[i] = d * (int8_t)b[192 + i / 16] * (q - 32);
+        }
+        break;
+    }
+    case MLLM__Q8_K: {   /* float d, int8 qs[256], int16 bsums[16] */
+        float d;
+        memcpy(&d, b, 4);
+        for (i = 0; i < 256; i++) v[i] = (double)d * (int8_t)b[4 + i];
+        break;
+    }
+    default: CHECK(0, "no reference for type %u", t);
+    }
+}
+
+/* Random f16: any finite value when wide, else a positive-or-negative scale of moderate size. */
+static uint16_t rnd_half(int wide) {
+    if (wide) {
+        uint16_t h;
+        do h = (uint16_t)rnd(); while (((h >> 10) & 31) == 31);
+        return h;
+    }
+    return mllm__f32_to_f16((float)((rnd() & 1 ? -1 : 1) * ldexp(1.0 + rnd_unit(), -8 - (int)(rnd() % 5))));
+}
+
+/* Sets the scale fields of nb blocks (and the value of float-like types) to random valid values
+   (wide: any finite half), leaving the quant bytes as they are. */
+static void set_scales(uint32_t t, uint8_t *p, int nb, int wide) {
+    int i, bytes = bytes_of(t);
+    for (i = 0; i < nb; i++, p += bytes) {
+        switch (t) {
+        case MLLM__F32: { float f = wide ? u2f((uint32_t)rnd() & 0xbfffffffu) : rnd_normalish(); memcpy(p, &f, 4); break; }
+        case MLLM__F16: wr16(p, wide ? rnd_half(1) : mllm__f32_to_f16(rnd_normalish())); break;
+        case MLLM__BF16: wr16(p, wide ? (uint16_t)(rnd() & 0xbfff) : mllm__f32_to_bf16(rnd_normalish())); break;
+        case MLLM__Q4_1: case MLLM__Q5_1: case MLLM__Q4_K: case MLLM__Q5_K:
+            wr16(p, rnd_half(wide)); wr16(p + 2, rnd_half(wide)); break;
+        case MLLM__Q6_K: wr16(p + 208, rnd_half(wide)); break;
+        case MLLM__Q8_K: { float d = (float)((rnd_unit() - 0.5) * ldexp(1.0, wide ? (int)(rnd() % 60) - 30 : -7)); memcpy(p, &d, 4); break; }
+        default: wr16(p, rnd_half(wide)); break;
+        }
+    }
+}
+
+/* nb random blocks: random quant bytes, valid scales. */
+static void rnd_blocks(uint32_t t, uint8_t *p, int nb, int wide) {
+    int i;
+    for (i = 0; i < nb * bytes_of(t); i++) p[i] = (uint8_t)rnd();
+    set_scales(t, p, nb, wide);
+}
+
+static void ref_row(uint32_t t, const uint8_t *p, int64_t n, double *v) {
+    int64_t i;
+    for (i = 0; i < n / block_of(t); i++) ref_block(t, p + i * bytes_of(t), v + i * block_of(t), NULL);
+}
+
+/* ---------------------------------------------------------------- f16 / bf16 */
+static void test_f16_exhaustive(void) {
+    static uint16_t all[65536];
+    static float deq[65536];
+    int i, bad = 0;
+    for (i = 0; i < 65536; i++) all[i] = (uint16_t)i;
+    mllm__dequant_row(MLLM__F16, all, deq, 65536);
+    for (i = 0; i < 65536; i++) {
+        double r = ref_half((uint16_t)i);
+        float f = mllm__f16_to_f32((uint16_t)i);
+        int ok = isnan(r) ? isnan(f) && !signbit(f) == !signbit(r) : f2u(f) == f2u((float)r);
+        ok = ok && f2u(f) == f2u(deq[i]);
+        /* every finite half converts back to itself; NaN stays NaN */
+        if (ok && !isnan(r)) ok = mllm__f32_to_f16(f) == (uint16_t)i;
+        if (ok && isnan(r)) ok = (mllm__f32_to_f16(f) & 0x7fff) > 0x7c00;
+        if (!ok && bad++ < 5) CHECK(0, "half 0x%04x: got %a (bits %08x), want %a", i, f, f2u(f), r);
+    }
+    CHECK(bad == 0, "%d halves wrong", bad);
+}
+
+static void test_bf16_exhaustive(void) {
+    static uint16_t all[65536];
+    static float deq[65536];
+    int i, bad = 0;
+    for (i = 0; i < 65536; i++) all[i] = (uint16_t)i;
+    mllm__dequant_row(MLLM__BF16, all, deq, 65536);
+    for (i = 0; i < 65536; i++) {
+        double r = ref_bf16((uint16_t)i);
+        float f = mllm__bf16_to_f32((uint16_t)i);
+        int ok = isnan(r) ? isnan(f) : f2u(f) == f2u((float)r);
+        ok = ok && f2u(f) == f2u(deq[i]);
+        if (ok && !isnan(r)) ok = mllm__f32_to_bf16(f) == (uint16_t)i;
+        if (!ok && bad++ < 5) CHECK(0, "bf16 0x%04x: got %a, want %a", i, f, r);
+    }
+    CHECK(bad == 0, "%d bf16 values wrong", bad);
+}
+
+static int check_to_half(float f) {
+    uint16_t got = mllm__f32_to_f16(f), want = ref_to_half((double)f);
+    if (isnan(f)) return (got & 0x7fff) > 0x7c00 && (got & 0x8000) == (f2u(f) >> 16 & 0x8000);
+    return got == want;
+}
+
+/* f32 -> f16 round to nearest even: every midpoint between neighbouring halves and its float
+   neighbours (ties, just-below, just-above), plus a sweep over all float exponents. */
+static void test_f32_to_f16_rounding(void) {
+    int h, bad = 0;
+    long i;
+    for (h = 0; h < 0x7c00; h++) {
+        double lo = ref_half((uint16_t)h), hi = h + 1 == 0x7c00 ? 65536.0 : ref_half((uint16_t)(h + 1));
+        float mid = (float)((lo + hi) / 2);   /* exact: halves have 11 significant bits */
+        float probes[5];
+        int k;
+        probes[0] = (float)lo; probes[1] = mid; probes[2] = nextafterf(mid, 0.0f);
+        probes[3] = nextafterf(mid, INFINITY); probes[4] = -mid;
+        for (k = 0; k < 5; k++)
+            if (!check_to_half(probes[k]) && bad++ < 5)
+                CHECK(0, "f32->f16 %a: got 0x%04x want 0x%04x", probes[k], mllm__f32_to_f16(probes[k]), ref_to_half(probes[k]));
+    }
+    for (i = 0; i < 2000000; i++) {
+        float f = u2f((uint32_t)(i * 2147.0 + (double)(rnd() & 2047)));   /* strides over every exponent */
+        if (!check_to_half(f) && bad++ < 5)
+            CHECK(0, "f32->f16 %a (bits %08x): got 0x%04x want 0x%04x", f, f2u(f), mllm__f32_to_f16(f), ref_to_half(f));
+    }
+    CHECK(bad == 0, "%d f32->f16 conversions wrong", bad);
+    CHECK(mllm__f32_to_f16(65519.99f) == 0x7bff && mllm__f32_to_f16(65520.0f) == 0x7c00, "overflow threshold");
+    CHECK(mllm__f32_to_f16(-INFINITY) == 0xfc00, "-inf");
+}
+
+static void test_f32_to_bf16_rounding(void) {
+    long i;
+    int bad = 0;
+    for (i = 0; i < 3000000; i++) {
+        uint32_t u = (uint32_t)(i * 1431.0) ^ (uint32_t)(rnd() & 0xffff);
+        float f = u2f(u);
+        uint16_t got = mllm__f32_to_bf16(f);
+        int ok = isnan(f) ? (got & 0x7fff) > 0x7f80 : got == ref_to_bf16(f);
+        if (!ok && bad++ < 5) CHECK(0, "f32->bf16 %a: got 0x%04x want 0x%04x", f, got, ref_to_bf16(f));
+    }
+    /* exact ties: low half 0x8000, both parities */
+    CHECK(mllm__f32_to_bf16(u2f(0x3f808000u)) == 0x3f80 && mllm__f32_to_bf16(u2f(0x3f818000u)) == 0x3f82, "bf16 ties to even");
+    CHECK(bad == 0, "%d f32->bf16 conversions wrong", bad);
+}
+
+/* ---------------------------------------------------------------- dequantization */
+static void test_dequant_all_types(void) {
+    static const uint32_t types[] = {MLLM__F32, MLLM__F16, MLLM__BF16, MLLM__Q4_0, MLLM__Q4_1, MLLM__Q5_0,
+                                     MLLM__Q5_1, MLLM__Q8_0, MLLM__Q8_1, MLLM__Q4_K, MLLM__Q5_K, MLLM__Q6_K, MLLM__Q8_K};
+    int ti;
+    for (ti = 0; ti < (int)(sizeof types / sizeof types[0]); ti++) {
+        uint32_t t = types[ti];
+        int64_t n = 256 * 16, i;
+        int pass, bad = 0;
+        uint8_t *row = (uint8_t *)malloc(mllm__row_bytes(t, n));
+        float *got = (float *)malloc((size_t)n * sizeof(float));
+        double *want = (double *)malloc((size_t)n * sizeof(double));
+        for (pass = 0; pass < 8; pass++) {
+            rnd_blocks(t, row, (int)(n / block_of(t)), pass % 2);
+            mllm__dequant_row(t, row, got, n);
+            ref_row(t, row, n, want);
+            for (i = 0; i < n; i++)
+                if (f2u(got[i]) != f2u((float)want[i]) && !(isnan(got[i]) && isnan(want[i])) && bad++ < 3)
+                    CHECK(0, "%s element %ld: got %a want %a", mllm__traits(t)->name, (long)i, got[i], (float)want[i]);
+        }
+        CHECK(bad == 0, "%s: %d elements differ", mllm__traits(t)->name, bad);
+        free(row); free(got); free(want);
+    }
+}
+
+/* ---------------------------------------------------------------- activation quantizers */
+/* Straightforward references: Q8_0/Q8_1 scale by 127/amax, round half to even, store d = amax/127 as
+   f16 (Q8_1 also s = d * sum(q)); Q8_K maps the largest-magnitude element to -127, keeps d = 1/scale
+   as float and stores per-16 sums. */
+static void ref_quant(uint32_t t, const float *x, uint8_t *y) {
+    int i;
+    if (t == MLLM__Q8_K) {
+        float amax = 0, max = 0, is, d;
+        for (i = 0; i < 256; i++) if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); max = x[i]; }
+        is = amax ? -127.0f / max : 0.0f;
+        d = amax ? 1.0f / is : 0.0f;
+        memcpy(y, &d, 4);
+        for (i = 0; i < 16; i++) wr16(y + 260 + 2 * i, 0);
+        for (i = 0; i < 256; i++) {
+            int q = ref_round(is * x[i]);
+            if (q > 127) q = 127;
+            y[4 + i] = (uint8_t)q;
+            wr16(y + 260 + 2 * (i / 16), (uint16_t)((int16_t)rd16(y + 260 + 2 * (i / 16)) + q));
+        }
+    } else {
+        float amax = 0, d, id;
+        int sum = 0, off = t == MLLM__Q8_1 ? 4 : 2;
+        for (i = 0; i < 32; i++) if (fabsf(x[i]) > amax) amax = fabsf(x[i]);
+        d = amax / 127.0f;
+        id = amax ? 127.0f / amax : 0.0f;
+        for (i = 0; i < 32; i++) { int q = ref_round(x[i] * id); y[off + i] = (uint8_t)q; sum += q; }
+        wr16(y, ref_to_half(d));
+        if (t == MLLM__Q8_1) wr16(y + 2, ref_to_half(d * (float)sum));
+    }
+}
+
+static void test_quant_activations(void) {
+    static const uint32_t types[] = {MLLM__Q8_0, MLLM__Q8_1, MLLM__Q8_K, MLLM__F16, MLLM__BF16, MLLM__F32};
+    int ti;
+    for (ti = 0; ti < 6; ti++) {
+        uint32_t t = types[ti];
+        const int n = 1024, bs = block_of(t), by = bytes_of(t);
+        float x[1024];
+        double back[1024];
+        uint8_t got[2048], want[2048];
+        int pass, i, b;
+        for (pass = 0; pass < 40; pass++) {
+            double scale = ldexp(1.0, (int)(rnd() % 40) - 20);
+            for (i = 0; i < n; i++) x[i] = (float)(rnd_normalish() * scale);
+            if (pass == 1) memset(x, 0, sizeof x);                 /* all-zero blocks */
+            if (pass == 2)                                          /* exact .5 ties: scale is 1 */
+                for (i = 0; i < n; i++) x[i] = i % 32 == 0 ? ((i / 32) % 2 ? -127.0f : 127.0f) : (float)((int)(rnd() % 253) - 126) + 0.5f;
+            mllm__quant_row(t, x, got, n);
+            if (t == MLLM__F16 || t == MLLM__BF16 || t == MLLM__F32) {
+                for (i = 0; i < n; i++) {
+                    uint16_t h = rd16(got + 2 * i);
+                    if (t == MLLM__F32) CHECK(memcmp(got + 4 * i, &x[i], 4) == 0, "f32 copy");
+                    else CHECK(h == (t == MLLM__F16 ? ref_to_half(x[i]) : ref_to_bf16(x[i])), "%s %a -> %04x", mllm__traits(t)->name, x[i], h);
+                    if (t == MLLM__F32 && i == 15) break;
+                }
+                continue;
+            }
+            for (b = 0; b < n / bs; b++) ref_quant(t, x + b * bs, want + b * by);
+            CHECK(memcmp(got, want, (size_t)(n / bs * by)) == 0, "%s pass %d differs from the reference", mllm__traits(t)->name, pass);
+            /* and it is a good quantization: each element within half a step, plus 127 times the f16
+               rounding of d (relative 2^-11, or absolute 2^-25 once d is an f16 subnormal) */
+            ref_row(t, got, n, back);
+            for (b = 0; b < n / bs; b++) {
+                float amax = 0;
+                for (i = b * bs; i < (b + 1) * bs; i++) amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+                for (i = b * bs; i < (b + 1) * bs; i++)
+                    CHECK(fabs(back[i] - x[i]) <= amax / 127.0 * (0.5 + 127.0 / 2048) + 127 * ldexp(1, -25), "%s round trip %g vs %g", mllm__traits(t)->name, back[i], x[i]);
+            }
+            if (pass == 2 && t != MLLM__Q8_K) CHECK((int8_t)got[(t == MLLM__Q8_1 ? 4 : 2) + 1] % 2 == 0, "ties go to even");
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- dot products */
+/* Reference dot in double from the reference decoders.  Q8_1 partners are the exception to
+   "dequantized weights . dequantized activations": the min term uses the block's stored s (f16 of
+   d*sum(q)), as the format intends, so the reference does too. */
+static double ref_dot(uint32_t t, int64_t n, const uint8_t *w, const uint8_t *x, double *mag) {
+    uint32_t tx = (uint32_t)mllm__traits(t)->vec_dot_type;
+    int bs = block_of(t), j;
+    int64_t b;
+    double dot = 0, wv[256], xv[256];
+    *mag = 0;
+    for (b = 0; b < n / bs; b++) {
+        double m;
+        ref_block(t, w + b * bytes_of(t), wv, &m);
+        if (bs == 1) ref_block(tx, x + b * bytes_of(tx), xv, NULL);
+        else ref_row(tx, x + b * (bs / block_of(tx)) * bytes_of(tx), bs, xv);
+        for (j = 0; j < bs; j++) {
+            double wq = wv[j] - m;   /* exact: d*q + m with moderate scales */
+            dot += wq * xv[j];
+            *mag += fabs(wq * xv[j]);
+        }
+        if (tx == MLLM__Q8_1) {
+            double s = ref_half(rd16(x + b * 36 + 2));
+            dot += m * s;
+            *mag += fabs(m * s);
+        }
+    }
+    return dot;
+}
+
+static void test_vec_dot(void) {
+    static const int64_t lens[] = {1, 32, 256, 576, 1536, 4096, 37};
+    int ti, li, j;
+    float *xf = (float *)malloc(4 * 4096 * sizeof(float));
+    uint8_t *w = (uint8_t *)malloc(4096 * 4 + 64), *x = (uint8_t *)malloc(4 * (4096 * 4 + 64));
+    double worst = 0, worst_simd = 0;
+    for (ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        uint32_t t = WEIGHT_TYPES[ti], tx = (uint32_t)mllm__traits(t)->vec_dot_type;
+        for (li = 0; li < 7; li++) {
+            int64_t n = lens[li] == 1 ? block_of(t) : lens[li] == 32 ? 8 * block_of(t) : lens[li];
+            size_t xs = mllm__row_bytes(tx, n) + 4 * (size_t)li;   /* odd strides: unaligned rows */
+            int rep;
+            if (n % block_of(t)) continue;
+            for (rep = 0; rep < 3; rep++) {
+                float got[4], nx_out[4], scalar;
+                double mag, want, tol;
+                int nx;
+                rnd_blocks(t, w, (int)(n / block_of(t)), 0);
+                for (j = 0; j < 4 * n; j++) xf[j] = rnd_normalish() * (rep == 2 ? 1e3f : 1.0f);
+                for (j = 0; j < 4; j++) mllm__quant_row(tx, xf + j * n, x + j * xs, n);
+                for (j = 0; j < 4; j++) {
+                    want = ref_dot(t, n, w, x + j * xs, &mag);
+                    tol = 1e-5 * mag + 1e-30;
+                    got[j] = mllm__vec_dot(t, n, w, x + j * xs);
+                    scalar = mllm__vec_dot_scalar(t, n, w, x + j * xs);
+                    CHECK(fabs(got[j] - want) <= tol, "%s n=%ld: vec_dot %.9g want %.9g (|err|/mag %.2g)",
+                          mllm__traits(t)->name, (long)n, got[j], want, fabs(got[j] - want) / mag);
+                    CHECK(fabs(scalar - want) <= tol, "%s n=%ld: scalar %.9g want %.9g", mllm__traits(t)->name, (long)n, scalar, want);
+                    CHECK(fabs(got[j] - scalar) <= tol, "%s n=%ld: simd %.9g scalar %.9g", mllm__traits(t)->name, (long)n, got[j], scalar);
+                    if (mag > 0 && fabs(got[j] - want) / mag > worst) worst = fabs(got[j] - want) / mag;
+                    if (mag > 0 && fabs(got[j] - scalar) / mag > worst_simd) worst_simd = fabs(got[j] - scalar) / mag;
+                }
+                /* the multi-row kernel does per row exactly what the single-row one does */
+                for (nx = 1; nx <= MLLM__DOT_MAX_NX; nx++) {
+                    mllm__vec_dot_nx(t, n, w, x, xs, nx, nx_out);
+                    CHECK(memcmp(nx_out, got, (size_t)nx * sizeof(float)) == 0, "%s n=%ld nx=%d: %.9g vs %.9g",
+                          mllm__traits(t)->name, (long)n, nx, nx_out[nx - 1], got[nx - 1]);
+                }
+            }
+        }
+    }
+    printf("  worst |dot - ref| / sum|w*x|: %.2g; simd vs scalar: %.2g\n", worst, worst_simd);
+    free(xf); free(w); free(x);
+}
+
+/* Saturated quants (every byte 0x00 or 0xff: all-max or all-min values, extreme Q6_K scales) must not
+   overflow the integer paths, and neither must activations at +-127. */
+static void test_vec_dot_extremes(void) {
+    const int64_t n = 1024;
+    uint8_t *w = (uint8_t *)malloc(4096), *x = (uint8_t *)malloc(4096);
+    float xf[1024];
+    int ti, rep, i;
+    for (ti = 3; ti < N_WEIGHT_TYPES; ti++) {
+        uint32_t t = WEIGHT_TYPES[ti], tx = (uint32_t)mllm__traits(t)->vec_dot_type;
+        int nb = (int)(n / block_of(t));
+        for (rep = 0; rep < 8; rep++) {
+            double mag, want;
+            float got;
+            for (i = 0; i < nb * bytes_of(t); i++) w[i] = rep < 2 ? (uint8_t)(rep ? 0xff : 0x00) : (rnd() & 1 ? 0xff : 0x00);
+            set_scales(t, w, nb, 0);
+            for (i = 0; i < n; i++) xf[i] = rep % 2 ? (i % 3 ? 1.0f : -1.0f) : rnd_normalish();
+            mllm__quant_row(tx, xf, x, n);
+            want = ref_dot(t, n, w, x, &mag);
+            got = mllm__vec_dot(t, n, w, x);
+            CHECK(fabs(got - want) <= 1e-5 * mag + 1e-30, "%s extreme rep %d: %.9g want %.9g", mllm__traits(t)->name, rep, got, want);
+        }
+    }
+    free(w); free(x);
+}
+
+int main(void) {
+#if MLLM__AVX2
+    printf("SIMD: AVX2\n");
+#elif MLLM__NEON
+    printf("SIMD: NEON\n");
+#else
+    printf("SIMD: none (scalar kernels)\n");
+#endif
+    RUN(test_f16_exhaustive);
+    RUN(test_bf16_exhaustive);
+    RUN(test_f32_to_f16_rounding);
+    RUN(test_f32_to_bf16_rounding);
+    RUN(test_dequant_all_types);
+    RUN(test_quant_activations);
+    RUN(test_vec_dot);
+    RUN(test_vec_dot_extremes);
+    return t_finish();
+}
