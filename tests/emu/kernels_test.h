@@ -1,9 +1,11 @@
 // Shared helpers of the kernel tests (tests/emu/test_kernels_*.cpp): run one kernel under several
 // emulator schedules with poisoned threadgroup memory, random inputs, weight rows of every type, and
-// double-precision references.  Each test binary includes this once and ends with t_finish().
+// references from the CPU backend in metalllm.h.  Each test binary includes this once and ends with t_finish().
 #ifndef MLLM_KERNELS_TEST_H
 #define MLLM_KERNELS_TEST_H
 #include "msl_host.hpp"
+#define METALLLM_IMPLEMENTATION   // the CPU backend's ops and dequantization are the references
+#include "metalllm.h"   // (built with -I at the repository root)
 #include "../test.h"
 #include "../../kernels/common.h"
 #include <cmath>
@@ -70,106 +72,48 @@ static bool kt_close(const char *what, const float *got, const double *ref, cons
 }
 
 // ---------------------------------------------------------------- weight rows of every type
-// GGUF type ids (metalllm.h's mllm__type) with the kernel-name suffix and block geometry.
+// Weight types by GGUF id (metalllm.h's mllm__type) with the kernel-name suffix; block geometry comes
+// from the CPU side's type traits.
 struct kt_type { uint32_t id; const char *name; int qk, bytes; };
+static kt_type kt_mk(uint32_t id, const char *name) {
+    const mllm__type_traits *tr = mllm__traits(id);
+    kt_type t = {id, name, tr->block, tr->bytes};
+    return t;
+}
 static const kt_type kt_types[] = {
-    {0, "f32", 1, 4}, {1, "f16", 1, 2}, {30, "bf16", 1, 2}, {8, "q8_0", 32, 34},
-    {2, "q4_0", 32, 18}, {3, "q4_1", 32, 20}, {12, "q4_k", 256, 144}, {14, "q6_k", 256, 210},
+    kt_mk(MLLM__F32, "f32"), kt_mk(MLLM__F16, "f16"), kt_mk(MLLM__BF16, "bf16"), kt_mk(MLLM__Q8_0, "q8_0"),
+    kt_mk(MLLM__Q4_0, "q4_0"), kt_mk(MLLM__Q4_1, "q4_1"), kt_mk(MLLM__Q4_K, "q4_k"), kt_mk(MLLM__Q6_K, "q6_k"),
 };
 #define KT_NTYPES 8
 
-static uint16_t kt_f16_bits(float f) { _Float16 h = (_Float16)f; uint16_t b; memcpy(&b, &h, 2); return b; }
-static double kt_f16(const uint8_t *p) { _Float16 h; memcpy(&h, p, 2); return (double)(float)h; }
-static double kt_bf16(const uint8_t *p) {
-    uint32_t u = (uint32_t)(p[0] | p[1] << 8) << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static void kt_put_f16(uint8_t *p, float f) { uint16_t b = kt_f16_bits(f); memcpy(p, &b, 2); }
+static void kt_put_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static void kt_put_f16(uint8_t *p, float f) { kt_put_u16(p, mllm__f32_to_f16(f)); }
 
-// n rows of k random weights: random quants with scales of moderate size so values are O(1).
+// n rows of k random weights: random quant bits, scales of moderate size so that values are O(1).
 static uint8_t *kt_weights(const kt_type &t, uint32_t nrows, uint32_t k) {
     const size_t rb = (size_t)k / t.qk * t.bytes;
     uint8_t *w = kt_buf<uint8_t>(rb * nrows);
     for (size_t i = 0; i < rb * nrows; i++) w[i] = (uint8_t)kt_u32();
-    for (uint32_t r = 0; r < nrows; r++) {
-        uint8_t *row = w + r * rb;
-        for (uint32_t b = 0; b < k / t.qk; b++) {
-            uint8_t *blk = row + (size_t)b * t.bytes;
-            switch (t.id) {
-            case 0: { float f = kt_uniform(-1, 1); memcpy(blk, &f, 4); break; }
-            case 1: kt_put_f16(blk, kt_uniform(-1, 1)); break;
-            case 30: { float f = kt_uniform(-1, 1); uint32_t u; memcpy(&u, &f, 4); blk[0] = (uint8_t)(u >> 16); blk[1] = (uint8_t)(u >> 24); break; }
-            case 8: kt_put_f16(blk, kt_uniform(-1, 1) / 127); break;
-            case 2: kt_put_f16(blk, kt_uniform(-1, 1) / 8); break;
-            case 3: kt_put_f16(blk, kt_uniform(0, 1) / 15); kt_put_f16(blk + 2, kt_uniform(-1, 0)); break;
-            case 12: kt_put_f16(blk, kt_uniform(0, 1) / 600); kt_put_f16(blk + 2, kt_uniform(0, 1) / 60); break;
-            case 14: kt_put_f16(blk + 208, kt_uniform(-1, 1) / 4000); break;
-            }
+    for (size_t b = 0; b < rb * nrows / t.bytes; b++) {
+        uint8_t *blk = w + b * t.bytes;
+        switch (t.id) {
+        case MLLM__F32: { float f = kt_uniform(-1, 1); memcpy(blk, &f, 4); break; }
+        case MLLM__F16: kt_put_f16(blk, kt_uniform(-1, 1)); break;
+        case MLLM__BF16: kt_put_u16(blk, mllm__f32_to_bf16(kt_uniform(-1, 1))); break;
+        case MLLM__Q8_0: kt_put_f16(blk, kt_uniform(-1, 1) / 127); break;
+        case MLLM__Q4_0: kt_put_f16(blk, kt_uniform(-1, 1) / 8); break;
+        case MLLM__Q4_1: kt_put_f16(blk, kt_uniform(0, 1) / 15); kt_put_f16(blk + 2, kt_uniform(-1, 0)); break;
+        case MLLM__Q4_K: kt_put_f16(blk, kt_uniform(0, 1) / 600); kt_put_f16(blk + 2, kt_uniform(0, 1) / 60); break;
+        case MLLM__Q6_K: kt_put_f16(blk + 208, kt_uniform(-1, 1) / 4000); break;
         }
     }
     return w;
 }
 
-// Dequantizes one row to double, straight from the GGUF block definitions (element by element, no
-// chunking: independent of the kernels' loaders).
-// TODO(quant): compare against metalllm.h's mllm__dequant_row once the quant branch has landed.
+// One row dequantized by the CPU backend (metalllm.h's mllm__dequant_row), widened to double.
 static void kt_dequant(const kt_type &t, const uint8_t *row, uint32_t k, double *out) {
-    for (uint32_t b = 0; b < k / t.qk; b++) {
-        const uint8_t *x = row + (size_t)b * t.bytes;
-        double *y = out + (size_t)b * t.qk;
-        switch (t.id) {
-        case 0: { float f; memcpy(&f, x, 4); y[0] = f; break; }
-        case 1: y[0] = kt_f16(x); break;
-        case 30: y[0] = kt_bf16(x); break;
-        case 8:
-            for (int j = 0; j < 32; j++) y[j] = kt_f16(x) * (int8_t)x[2 + j];
-            break;
-        case 2:
-            for (int j = 0; j < 16; j++) {
-                y[j] = kt_f16(x) * ((x[2 + j] & 15) - 8);
-                y[j + 16] = kt_f16(x) * ((x[2 + j] >> 4) - 8);
-            }
-            break;
-        case 3:
-            for (int j = 0; j < 16; j++) {
-                y[j] = kt_f16(x) * (x[4 + j] & 15) + kt_f16(x + 2);
-                y[j + 16] = kt_f16(x) * (x[4 + j] >> 4) + kt_f16(x + 2);
-            }
-            break;
-        case 12: {
-            const uint8_t *sc = x + 4, *q = x + 16;
-            for (int s = 0; s < 8; s++) {   // sub-block s: 6-bit scale and min
-                int scale, min;
-                if (s < 4) { scale = sc[s] & 63; min = sc[s + 4] & 63; }
-                else { scale = (sc[s + 4] & 15) | ((sc[s - 4] >> 6) << 4); min = (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4); }
-                for (int l = 0; l < 32; l++) {
-                    const int nib = (s & 1) ? q[32 * (s / 2) + l] >> 4 : q[32 * (s / 2) + l] & 15;
-                    y[32 * s + l] = kt_f16(x) * scale * nib - kt_f16(x + 2) * min;
-                }
-            }
-            break;
-        }
-        case 14: {
-            const uint8_t *ql = x, *qh = x + 128;
-            const int8_t *sc = (const int8_t *)(x + 192);
-            for (int h = 0; h < 2; h++)
-                for (int l = 0; l < 32; l++) {
-                    const int q0 = ((ql[64 * h + l] & 15) | ((qh[32 * h + l] >> 0 & 3) << 4)) - 32;
-                    const int q1 = ((ql[64 * h + l + 32] & 15) | ((qh[32 * h + l] >> 2 & 3) << 4)) - 32;
-                    const int q2 = ((ql[64 * h + l] >> 4) | ((qh[32 * h + l] >> 4 & 3) << 4)) - 32;
-                    const int q3 = ((ql[64 * h + l + 32] >> 4) | ((qh[32 * h + l] >> 6 & 3) << 4)) - 32;
-                    const double d = kt_f16(x + 208);
-                    const int is = 8 * h + l / 16;
-                    y[128 * h + l] = d * sc[is] * q0;
-                    y[128 * h + l + 32] = d * sc[is + 2] * q1;
-                    y[128 * h + l + 64] = d * sc[is + 4] * q2;
-                    y[128 * h + l + 96] = d * sc[is + 6] * q3;
-                }
-            break;
-        }
-        }
-    }
+    std::vector<float> f(k);
+    mllm__dequant_row(t.id, row, f.data(), k);
+    for (uint32_t i = 0; i < k; i++) out[i] = f[i];
 }
 #endif

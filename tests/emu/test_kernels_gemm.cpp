@@ -1,5 +1,5 @@
 // gemm_<type> and gemm_add_<type> (kernels/gemm.metal, simdgroup_matrix tiles) against a
-// double-precision product with weight rows dequantized from the GGUF block definitions: every weight
+// double-precision product with weight rows dequantized by the CPU backend (mllm__dequant_row): every weight
 // type, shapes that are and are not tile multiples (M, N, and K for the float types), the full-tile
 // direct-store path and the masked path, three schedules, NaN-poisoned threadgroup memory.
 #include "kernels_test.h"
@@ -49,7 +49,7 @@ static void run_type(const kt_type &t) {
         }
 }
 
-#define GEMM_TEST(name, idx) static void test_gemm_##name##_matches_double_reference(void) { run_type(kt_types[idx]); }
+#define GEMM_TEST(name, idx) static void test_gemm_##name##_matches_dequantized_product(void) { run_type(kt_types[idx]); }
 GEMM_TEST(f32, 0)
 GEMM_TEST(f16, 1)
 GEMM_TEST(bf16, 2)
@@ -60,13 +60,13 @@ GEMM_TEST(q4_k, 6)
 GEMM_TEST(q6_k, 7)
 
 int main(void) {
-    RUN(test_gemm_f32_matches_double_reference);
-    RUN(test_gemm_f16_matches_double_reference);
-    RUN(test_gemm_bf16_matches_double_reference);
-    RUN(test_gemm_q8_0_matches_double_reference);
-    RUN(test_gemm_q4_0_matches_double_reference);
-    RUN(test_gemm_q4_1_matches_double_reference);
-    RUN(test_gemm_q4_k_matches_double_reference);
-    RUN(test_gemm_q6_k_matches_double_reference);
+    RUN(test_gemm_f32_matches_dequantized_product);
+    RUN(test_gemm_f16_matches_dequantized_product);
+    RUN(test_gemm_bf16_matches_dequantized_product);
+    RUN(test_gemm_q8_0_matches_dequantized_product);
+    RUN(test_gemm_q4_0_matches_dequantized_product);
+    RUN(test_gemm_q4_1_matches_dequantized_product);
+    RUN(test_gemm_q4_k_matches_dequantized_product);
+    RUN(test_gemm_q6_k_matches_dequantized_product);
     return t_finish();
 }

@@ -1,5 +1,5 @@
 // gemv_<type> and gemv_add_<type> (kernels/gemv.metal) against a double-precision product with the
-// weight rows dequantized from the GGUF block definitions, for every weight type, aligned and odd
+// weight rows dequantized by the CPU backend (mllm__dequant_row), for every weight type, aligned and odd
 // shapes, three schedules, NaN-poisoned threadgroup memory.
 #include "kernels_test.h"
 
@@ -51,7 +51,7 @@ static void run_type(const kt_type &t) {
         }
 }
 
-#define GEMV_TEST(name, idx) static void test_gemv_##name##_matches_double_reference(void) { run_type(kt_types[idx]); }
+#define GEMV_TEST(name, idx) static void test_gemv_##name##_matches_dequantized_product(void) { run_type(kt_types[idx]); }
 GEMV_TEST(f32, 0)
 GEMV_TEST(f16, 1)
 GEMV_TEST(bf16, 2)
@@ -62,13 +62,13 @@ GEMV_TEST(q4_k, 6)
 GEMV_TEST(q6_k, 7)
 
 int main(void) {
-    RUN(test_gemv_f32_matches_double_reference);
-    RUN(test_gemv_f16_matches_double_reference);
-    RUN(test_gemv_bf16_matches_double_reference);
-    RUN(test_gemv_q8_0_matches_double_reference);
-    RUN(test_gemv_q4_0_matches_double_reference);
-    RUN(test_gemv_q4_1_matches_double_reference);
-    RUN(test_gemv_q4_k_matches_double_reference);
-    RUN(test_gemv_q6_k_matches_double_reference);
+    RUN(test_gemv_f32_matches_dequantized_product);
+    RUN(test_gemv_f16_matches_dequantized_product);
+    RUN(test_gemv_bf16_matches_dequantized_product);
+    RUN(test_gemv_q8_0_matches_dequantized_product);
+    RUN(test_gemv_q4_0_matches_dequantized_product);
+    RUN(test_gemv_q4_1_matches_dequantized_product);
+    RUN(test_gemv_q4_k_matches_dequantized_product);
+    RUN(test_gemv_q6_k_matches_dequantized_product);
     return t_finish();
 }

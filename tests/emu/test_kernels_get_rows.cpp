@@ -1,5 +1,5 @@
 // get_rows_<type> (kernels/get_rows.metal): embedding rows of every weight type against the rows
-// dequantized from the GGUF block definitions; ids outside the table give zero rows, not a fault.
+// dequantized by the CPU backend (mllm__dequant_row); ids outside the table give zero rows, not a fault.
 #include "kernels_test.h"
 
 static void run_type(const kt_type &t) {
