@@ -25,6 +25,12 @@ template <class T> static T *kt_buf(size_t n) {
     memset((void *)p, 0, (n ? n : 1) * sizeof(T));
     return p;
 }
+// Output buffers start as NaN, so an element the kernel never writes cannot pass.
+static float *kt_out(size_t n) {
+    float *p = kt_buf<float>(n);
+    for (size_t i = 0; i < n; i++) p[i] = NAN;
+    return p;
+}
 static float *kt_rand(size_t n, float lo = -1.0f, float hi = 1.0f) {
     float *p = kt_buf<float>(n);
     for (size_t i = 0; i < n; i++) p[i] = kt_uniform(lo, hi);

@@ -9,8 +9,7 @@ struct shape { uint32_t K, N, M; };
 static void check_gemm(const kt_type &t, shape s, int sched, bool add) {
     const size_t rb = (size_t)s.K / t.qk * t.bytes;
     uint8_t *w = kt_weights(t, s.N, s.K);
-    float *x = kt_rand((size_t)s.M * s.K), *r = kt_rand((size_t)s.M * s.N), *y = kt_buf<float>((size_t)s.M * s.N);
-    for (size_t i = 0; i < (size_t)s.M * s.N; i++) y[i] = NAN;
+    float *x = kt_rand((size_t)s.M * s.K), *r = kt_rand((size_t)s.M * s.N), *y = kt_out((size_t)s.M * s.N);
     mllm__mat_args a = {s.K, s.N, s.M, (uint32_t)rb};
     void *bufs[] = {w, x, y, &a, r};
     char name[64];

@@ -14,7 +14,7 @@ static void run_type(const kt_type &t) {
             int *ids = kt_buf<int>(M);
             const int want_ids[M] = {3, 0, 4, -1, 5, 3};   // -1 and 5 are outside the 5-row table
             memcpy(ids, want_ids, sizeof want_ids);
-            float *out = kt_buf<float>((size_t)M * K);
+            float *out = kt_out((size_t)M * K);
             mllm__mat_args a = {K, N, M, (uint32_t)rb};
             void *bufs[] = {w, ids, out, &a};
             char name[64];

@@ -15,7 +15,7 @@ static void test_rms_norm_matches_cpu(void) {
                 const uint32_t n = lens[li], rows = 3, tpt = tpts[(li + s) % 3];
                 const float eps = 1e-5f;
                 float *x = kt_rand((size_t)rows * n, -2.0f, 2.0f), *w = kt_rand(n, 0.5f, 1.5f);
-                float *y = kt_buf<float>((size_t)rows * n);
+                float *y = kt_out((size_t)rows * n);
                 mllm__norm_args a = {n, eps};
                 void *plain[] = {x, y, &a}, *fused[] = {x, w, y, &a};
                 const char *k = mul ? "rms_norm_mul" : "rms_norm";
@@ -88,7 +88,7 @@ static void check_elementwise(bool swiglu) {
     for (int li = 0; li < NLENS; li++)
         for (int s = 0; s < KT_NSCHED; s++) {
             const uint32_t n = lens[li], threads = (n + 3) / 4, tpt = s == 1 ? 32 : 64;
-            float *g = kt_rand(n, -6.0f, 6.0f), *u = kt_rand(n), *out = kt_buf<float>(n);
+            float *g = kt_rand(n, -6.0f, 6.0f), *u = kt_rand(n), *out = kt_out(n);
             std::vector<float> g0(g, g + n);
             const bool in_place = s == 2 && !swiglu;   // add as the residual stream uses it: x += y
             mllm__vec_args a = {n};

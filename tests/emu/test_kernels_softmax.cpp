@@ -11,7 +11,7 @@ static void test_softmax_matches_cpu(void) {
     for (int li = 0; li < 7; li++)
         for (int s = 0; s < KT_NSCHED; s++) {
             const uint32_t n = lens[li], rows = 2, tpt = tpts[(li + s) % 3];
-            float *x = kt_rand((size_t)rows * n, -12.0f, 12.0f), *y = kt_buf<float>((size_t)rows * n);
+            float *x = kt_rand((size_t)rows * n, -12.0f, 12.0f), *y = kt_out((size_t)rows * n);
             mllm__vec_args a = {n};
             void *bufs[] = {x, y, &a};
             if (!kt_dispatch("softmax", kt_scheds[s], rows, 1, tpt, bufs, 3)) continue;
@@ -45,6 +45,7 @@ static void test_argmax_matches_cpu_greedy_sampler(void) {
             const uint32_t n = lens[li], rows = 4, tpt = tpts[(li + s) % 3];
             float *x = kt_rand((size_t)rows * n, -3.0f, 3.0f);
             int *out = kt_buf<int>(rows);
+            for (uint32_t r = 0; r < rows; r++) out[r] = -2;   // never a valid answer
             // row 1: a tie between two planted maxima; row 2: NaN planted before the maximum;
             // row 3: all -inf.
             const uint32_t a0 = kt_u32() % n, a1 = a0 + (n - a0) / 2;
