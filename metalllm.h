@@ -1792,6 +1792,291 @@ static void mllm__cpu_rmsnorm_rows(mllm__exec *ex, float *out, const float *x, c
 }
 
 /* ============================================================ SECTION: Metal backend */
+/* The engine drives a GPU only through this small host interface (a table of functions), with two
+   implementations: Metal itself (below, MLLM__HAVE_METAL: Objective-C runtime calls from plain C,
+   no .m files) and the MSL emulator of the test suite (tests/emu/emu_device.h), so the engine's GPU
+   path runs unchanged on Linux. Semantics follow Metal's concurrent compute encoder: dispatches
+   between two memory barriers may run in any order (the emulator runs them in reverse), and a
+   command buffer's results are visible to the CPU only after wait. */
+enum { MLLM__GPU_SHARED = 0, MLLM__GPU_PRIVATE = 1 };   /* private: no CPU access (contents == NULL) */
+typedef struct mllm__gpu_buf mllm__gpu_buf;               /* opaque, backend-defined */
+typedef struct mllm__gpu_pipe mllm__gpu_pipe;
+typedef struct mllm__gpu_cmd mllm__gpu_cmd;               /* a command buffer with one open compute encoder */
+
+typedef struct mllm__gpu_vt {
+    const char *name;
+    void (*destroy)(void *dev);
+    mllm__gpu_buf *(*buf_new)(void *dev, size_t bytes, int storage);   /* zero-filled; NULL on failure */
+    mllm__gpu_buf *(*buf_wrap)(void *dev, void *ptr, size_t bytes);    /* no copy; ptr and bytes page-aligned */
+    void *(*buf_contents)(mllm__gpu_buf *b);                           /* NULL for private buffers */
+    void (*buf_free)(mllm__gpu_buf *b);
+    mllm__gpu_pipe *(*pipeline)(void *dev, const char *kernel);        /* cached by the backend; NULL + mllm__fail */
+    mllm__gpu_cmd *(*begin)(void *dev);
+    void (*set_buffer)(mllm__gpu_cmd *c, mllm__gpu_buf *b, size_t offset, int index);
+    void (*set_bytes)(mllm__gpu_cmd *c, const void *data, size_t bytes, int index);   /* copied now */
+    void (*set_tg_memory)(mllm__gpu_cmd *c, size_t bytes, int index);
+    void (*dispatch)(mllm__gpu_cmd *c, mllm__gpu_pipe *p, const uint32_t tgs[3], const uint32_t tpt[3]);
+    void (*barrier)(mllm__gpu_cmd *c);          /* dispatches after it see the buffer writes before it */
+    void (*commit)(mllm__gpu_cmd *c);
+    mllm_status (*wait)(mllm__gpu_cmd *c);      /* waits for c, then releases it */
+} mllm__gpu_vt;
+
+/* What the engine asked of the GPU, for the performance checks (e.g. one commit per decode step). */
+typedef struct mllm__gpu_counters {
+    uint64_t dispatches, barriers, commits, waits, bytes_read;
+} mllm__gpu_counters;
+
+typedef struct mllm__gpu {
+    const mllm__gpu_vt *vt;
+    void *dev;
+    mllm__gpu_counters n;
+} mllm__gpu;
+
+/* The engine calls these (not the table) so that every backend is counted the same way. */
+static void mllm__gpu_dispatch(mllm__gpu *g, mllm__gpu_cmd *c, mllm__gpu_pipe *p, uint32_t gx, uint32_t gy,
+                               uint32_t gz, uint32_t tx, uint32_t ty, uint32_t tz) {
+    uint32_t tgs[3], tpt[3];
+    tgs[0] = gx; tgs[1] = gy; tgs[2] = gz;
+    tpt[0] = tx; tpt[1] = ty; tpt[2] = tz;
+    g->n.dispatches++;
+    g->vt->dispatch(c, p, tgs, tpt);
+}
+static void mllm__gpu_barrier(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.barriers++; g->vt->barrier(c); }
+static void mllm__gpu_commit(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.commits++; g->vt->commit(c); }
+static mllm_status mllm__gpu_wait(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.waits++; return g->vt->wait(c); }
+/* Copies GPU results to the CPU (shared buffers only; after wait). */
+static mllm_status mllm__gpu_read(mllm__gpu *g, mllm__gpu_buf *b, size_t offset, void *dst, size_t bytes) {
+    const char *src = (const char *)g->vt->buf_contents(b);
+    if (!src) return mllm__fail(MLLM_ERR_BACKEND, "gpu: reading a private buffer");
+    memcpy(dst, src + offset, bytes);
+    g->n.bytes_read += bytes;
+    return MLLM_OK;
+}
+static void mllm__gpu_close(mllm__gpu *g) {
+    if (g->vt && g->vt->destroy) g->vt->destroy(g->dev);
+    g->vt = NULL;
+    g->dev = NULL;
+}
+
+/* The kernels' MSL source (the files kernels/NAME.metal), embedded by gen/embed_kernels.sh; the Metal backend
+   compiles them at start-up. (On a Mac with Xcode a precompiled .metallib could be embedded instead.) */
+typedef struct mllm__kernel_src {
+    const char *name;
+    const unsigned char *src;
+    unsigned int len;
+} mllm__kernel_src;
+/* BEGIN GENERATED KERNELS */
+static const mllm__kernel_src mllm__kernel_sources[] = {
+    {NULL, NULL, 0}   /* (keeps the array non-empty) */
+};
+static const size_t mllm__n_kernel_sources = 0;
+/* END GENERATED KERNELS */
+
+#if MLLM__HAVE_METAL || defined(MLLM__FORCE_METAL_STUBS)
+/* Metal through the Objective-C runtime: every message is objc_msgSend cast to the exact C prototype
+   of the method (the ABI requires the cast). MLLM__FORCE_METAL_STUBS compiles this on Linux against
+   tests/emu/objc_stub, so that the test suite type-checks it. Link with -framework Metal -framework
+   Foundation. */
+#include <objc/runtime.h>
+#include <objc/message.h>
+typedef unsigned long mllm__nsuint;   /* NSUInteger on 64-bit Apple platforms */
+typedef struct mllm__mtl_size { mllm__nsuint width, height, depth; } mllm__mtl_size;   /* MTLSize */
+#ifdef __cplusplus
+extern "C" {
+#endif
+id MTLCreateSystemDefaultDevice(void);
+void *objc_autoreleasePoolPush(void);
+void objc_autoreleasePoolPop(void *pool);
+#ifdef __cplusplus
+}
+#endif
+enum {
+    MLLM__MTL_STORAGE_SHARED = 0 << 4,    /* MTLResourceStorageModeShared */
+    MLLM__MTL_STORAGE_PRIVATE = 2 << 4,   /* MTLResourceStorageModePrivate */
+    MLLM__MTL_DISPATCH_CONCURRENT = 1,    /* MTLDispatchTypeConcurrent */
+    MLLM__MTL_BARRIER_BUFFERS = 1,        /* MTLBarrierScopeBuffers */
+    MLLM__MTL_STATUS_ERROR = 5,           /* MTLCommandBufferStatusError */
+    MLLM__NS_UTF8 = 4                     /* NSUTF8StringEncoding */
+};
+#define MLLM__SEL(s) sel_registerName(s)
+/* Typed message sends: MLLM__MSG(return type, argument types...)(receiver, selector, arguments...).
+   objc_msgSend goes through void (*)(void), the generic function pointer type, so that neither its
+   declared type nor gcc's check of calls through casts gets in the way. */
+typedef void (*mllm__objc_fn)(void);
+static mllm__objc_fn mllm__msgsend(void) { return (mllm__objc_fn)objc_msgSend; }
+#define MLLM__MSG(R, ...) ((R (*)(id, SEL, __VA_ARGS__))mllm__msgsend())
+#define MLLM__MSG0(R) ((R (*)(id, SEL))mllm__msgsend())
+
+#define MLLM__MTL_MAX_LIBS 32
+#define MLLM__MTL_MAX_PIPES 128
+struct mllm__gpu_pipe { char name[64]; id state; };
+struct mllm__gpu_buf { id buf; int storage; };
+struct mllm__gpu_cmd { id cb, enc; void *pool; };
+typedef struct mllm__mtl {
+    id device, queue;
+    id libs[MLLM__MTL_MAX_LIBS];
+    int n_libs, n_pipes;
+    struct mllm__gpu_pipe pipes[MLLM__MTL_MAX_PIPES];
+} mllm__mtl;
+
+static void mllm__mtl_release(id o) { if (o) MLLM__MSG0(void)(o, MLLM__SEL("release")); }
+static id mllm__mtl_string(const char *s, size_t len) {   /* owned NSString */
+    id str = MLLM__MSG0(id)((id)objc_getClass("NSString"), MLLM__SEL("alloc"));
+    return MLLM__MSG(id, const void *, mllm__nsuint, mllm__nsuint)(str, MLLM__SEL("initWithBytes:length:encoding:"), s,
+                                                                   (mllm__nsuint)len, (mllm__nsuint)MLLM__NS_UTF8);
+}
+static const char *mllm__mtl_error_text(id err) {   /* NSError -> C string (autoreleased) */
+    id d;
+    if (!err) return "unknown error";
+    d = MLLM__MSG0(id)(err, MLLM__SEL("localizedDescription"));
+    return d ? MLLM__MSG0(const char *)(d, MLLM__SEL("UTF8String")) : "unknown error";
+}
+
+static void mllm__mtl_destroy(void *dev) {
+    mllm__mtl *m = (mllm__mtl *)dev;
+    int i;
+    if (!m) return;
+    for (i = 0; i < m->n_pipes; i++) mllm__mtl_release(m->pipes[i].state);
+    for (i = 0; i < m->n_libs; i++) mllm__mtl_release(m->libs[i]);
+    mllm__mtl_release(m->queue);
+    mllm__mtl_release(m->device);
+    MLLM_FREE(m);
+}
+static mllm__gpu_buf *mllm__mtl_buf_make(id buf, int storage) {
+    mllm__gpu_buf *b;
+    if (!buf) return NULL;
+    b = MLLM__CAST(mllm__gpu_buf *, mllm__calloc(1, sizeof *b));
+    if (!b) { mllm__mtl_release(buf); return NULL; }
+    b->buf = buf;
+    b->storage = storage;
+    return b;
+}
+static mllm__gpu_buf *mllm__mtl_buf_new(void *dev, size_t bytes, int storage) {
+    mllm__mtl *m = (mllm__mtl *)dev;
+    mllm__nsuint opt = storage == MLLM__GPU_PRIVATE ? MLLM__MTL_STORAGE_PRIVATE : MLLM__MTL_STORAGE_SHARED;
+    id buf = MLLM__MSG(id, mllm__nsuint, mllm__nsuint)(m->device, MLLM__SEL("newBufferWithLength:options:"),
+                                                      (mllm__nsuint)(bytes ? bytes : 1), opt);
+    return mllm__mtl_buf_make(buf, storage);
+}
+static mllm__gpu_buf *mllm__mtl_buf_wrap(void *dev, void *ptr, size_t bytes) {
+    mllm__mtl *m = (mllm__mtl *)dev;
+    id buf = MLLM__MSG(id, void *, mllm__nsuint, mllm__nsuint, void *)(
+        m->device, MLLM__SEL("newBufferWithBytesNoCopy:length:options:deallocator:"), ptr, (mllm__nsuint)bytes,
+        (mllm__nsuint)MLLM__MTL_STORAGE_SHARED, NULL);
+    return mllm__mtl_buf_make(buf, MLLM__GPU_SHARED);
+}
+static void *mllm__mtl_buf_contents(mllm__gpu_buf *b) {
+    return b->storage == MLLM__GPU_PRIVATE ? NULL : MLLM__MSG0(void *)(b->buf, MLLM__SEL("contents"));
+}
+static void mllm__mtl_buf_free(mllm__gpu_buf *b) {
+    if (!b) return;
+    mllm__mtl_release(b->buf);
+    MLLM_FREE(b);
+}
+static mllm__gpu_pipe *mllm__mtl_pipeline(void *dev, const char *kernel) {
+    mllm__mtl *m = (mllm__mtl *)dev;
+    id name, fn = NULL, state, err = NULL;
+    int i;
+    for (i = 0; i < m->n_pipes; i++)
+        if (!strcmp(m->pipes[i].name, kernel)) return &m->pipes[i];
+    if (m->n_pipes == MLLM__MTL_MAX_PIPES || strlen(kernel) >= sizeof m->pipes[0].name) {
+        mllm__fail(MLLM_ERR_BACKEND, "metal: too many pipelines or name too long: %s", kernel);
+        return NULL;
+    }
+    name = mllm__mtl_string(kernel, strlen(kernel));
+    for (i = 0; i < m->n_libs && !fn; i++) fn = MLLM__MSG(id, id)(m->libs[i], MLLM__SEL("newFunctionWithName:"), name);
+    mllm__mtl_release(name);
+    if (!fn) {
+        mllm__fail(MLLM_ERR_BACKEND, "metal: no kernel named %s", kernel);
+        return NULL;
+    }
+    state = MLLM__MSG(id, id, id *)(m->device, MLLM__SEL("newComputePipelineStateWithFunction:error:"), fn, &err);
+    mllm__mtl_release(fn);
+    if (!state) {
+        mllm__fail(MLLM_ERR_BACKEND, "metal: pipeline %s: %s", kernel, mllm__mtl_error_text(err));
+        return NULL;
+    }
+    snprintf(m->pipes[m->n_pipes].name, sizeof m->pipes[0].name, "%s", kernel);
+    m->pipes[m->n_pipes].state = state;
+    return &m->pipes[m->n_pipes++];
+}
+static mllm__gpu_cmd *mllm__mtl_begin(void *dev) {
+    mllm__mtl *m = (mllm__mtl *)dev;
+    mllm__gpu_cmd *c = MLLM__CAST(mllm__gpu_cmd *, mllm__calloc(1, sizeof *c));
+    if (!c) return NULL;
+    c->pool = objc_autoreleasePoolPush();   /* the command buffer and encoder are autoreleased */
+    c->cb = MLLM__MSG0(id)(m->queue, MLLM__SEL("commandBuffer"));
+    c->enc = MLLM__MSG(id, mllm__nsuint)(c->cb, MLLM__SEL("computeCommandEncoderWithDispatchType:"),
+                                         (mllm__nsuint)MLLM__MTL_DISPATCH_CONCURRENT);
+    return c;
+}
+static void mllm__mtl_set_buffer(mllm__gpu_cmd *c, mllm__gpu_buf *b, size_t offset, int index) {
+    MLLM__MSG(void, id, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__SEL("setBuffer:offset:atIndex:"), b->buf,
+                                                    (mllm__nsuint)offset, (mllm__nsuint)index);
+}
+static void mllm__mtl_set_bytes(mllm__gpu_cmd *c, const void *data, size_t bytes, int index) {
+    MLLM__MSG(void, const void *, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__SEL("setBytes:length:atIndex:"), data,
+                                                              (mllm__nsuint)bytes, (mllm__nsuint)index);
+}
+static void mllm__mtl_set_tg_memory(mllm__gpu_cmd *c, size_t bytes, int index) {
+    MLLM__MSG(void, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__SEL("setThreadgroupMemoryLength:atIndex:"),
+                                                (mllm__nsuint)bytes, (mllm__nsuint)index);
+}
+static void mllm__mtl_dispatch(mllm__gpu_cmd *c, mllm__gpu_pipe *p, const uint32_t tgs[3], const uint32_t tpt[3]) {
+    mllm__mtl_size g, t;
+    g.width = tgs[0]; g.height = tgs[1]; g.depth = tgs[2];
+    t.width = tpt[0]; t.height = tpt[1]; t.depth = tpt[2];
+    MLLM__MSG(void, id)(c->enc, MLLM__SEL("setComputePipelineState:"), p->state);
+    MLLM__MSG(void, mllm__mtl_size, mllm__mtl_size)(c->enc, MLLM__SEL("dispatchThreadgroups:threadsPerThreadgroup:"), g, t);
+}
+static void mllm__mtl_barrier(mllm__gpu_cmd *c) {
+    MLLM__MSG(void, mllm__nsuint)(c->enc, MLLM__SEL("memoryBarrierWithScope:"), (mllm__nsuint)MLLM__MTL_BARRIER_BUFFERS);
+}
+static void mllm__mtl_commit(mllm__gpu_cmd *c) {
+    MLLM__MSG0(void)(c->enc, MLLM__SEL("endEncoding"));
+    MLLM__MSG0(void)(c->cb, MLLM__SEL("commit"));
+}
+static mllm_status mllm__mtl_wait(mllm__gpu_cmd *c) {
+    mllm_status st = MLLM_OK;
+    MLLM__MSG0(void)(c->cb, MLLM__SEL("waitUntilCompleted"));
+    if (MLLM__MSG0(mllm__nsuint)(c->cb, MLLM__SEL("status")) == MLLM__MTL_STATUS_ERROR)
+        st = mllm__fail(MLLM_ERR_BACKEND, "metal: command buffer failed: %s",
+                        mllm__mtl_error_text(MLLM__MSG0(id)(c->cb, MLLM__SEL("error"))));
+    objc_autoreleasePoolPop(c->pool);
+    MLLM_FREE(c);
+    return st;
+}
+static const mllm__gpu_vt mllm__mtl_vt = {
+    "metal", mllm__mtl_destroy, mllm__mtl_buf_new, mllm__mtl_buf_wrap, mllm__mtl_buf_contents, mllm__mtl_buf_free,
+    mllm__mtl_pipeline, mllm__mtl_begin, mllm__mtl_set_buffer, mllm__mtl_set_bytes, mllm__mtl_set_tg_memory,
+    mllm__mtl_dispatch, mllm__mtl_barrier, mllm__mtl_commit, mllm__mtl_wait};
+
+/* Opens the default GPU and compiles the embedded kernels. */
+static mllm_status mllm__mtl_open(mllm__gpu *g) {
+    mllm__mtl *m = MLLM__CAST(mllm__mtl *, mllm__calloc(1, sizeof *m));
+    size_t i;
+    if (!m) return mllm__fail(MLLM_ERR_NOMEM, "metal: out of memory");
+    m->device = MTLCreateSystemDefaultDevice();
+    if (!m->device) { MLLM_FREE(m); return mllm__fail(MLLM_ERR_BACKEND, "metal: no GPU"); }
+    m->queue = MLLM__MSG0(id)(m->device, MLLM__SEL("newCommandQueue"));
+    for (i = 0; i < mllm__n_kernel_sources && m->n_libs < MLLM__MTL_MAX_LIBS; i++) {
+        id err = NULL, lib, src = mllm__mtl_string((const char *)mllm__kernel_sources[i].src, mllm__kernel_sources[i].len);
+        lib = MLLM__MSG(id, id, id, id *)(m->device, MLLM__SEL("newLibraryWithSource:options:error:"), src, (id)NULL, &err);
+        mllm__mtl_release(src);
+        if (!lib) {
+            mllm__fail(MLLM_ERR_BACKEND, "metal: compiling %s: %s", mllm__kernel_sources[i].name, mllm__mtl_error_text(err));
+            mllm__mtl_destroy(m);
+            return MLLM_ERR_BACKEND;
+        }
+        m->libs[m->n_libs++] = lib;
+    }
+    g->vt = &mllm__mtl_vt;
+    g->dev = m;
+    memset(&g->n, 0, sizeof g->n);
+    return MLLM_OK;
+}
+#endif /* MLLM__HAVE_METAL || MLLM__FORCE_METAL_STUBS */
+
 
 /* ============================================================ SECTION: engine (paged KV, batched step, sampler) */
 

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Embeds kernels/*.metal (MSL source, as xxd -i byte arrays) into metalllm.h between the markers
+# /* BEGIN GENERATED KERNELS */ and /* END GENERATED KERNELS */ in the Metal backend section.
+#   gen/embed_kernels.sh           rewrite metalllm.h
+#   gen/embed_kernels.sh --check   exit 1 (and say which) if the embedded copy is stale
+# (With Xcode on a Mac one could embed a precompiled .metallib instead: `xcrun metal` + `xcrun
+# metallib`, and newLibraryWithData:error:; not done here, the source is compiled at start-up.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HDR=${HDR:-metalllm.h}
+BEGIN='/* BEGIN GENERATED KERNELS */'
+END='/* END GENERATED KERNELS */'
+
+block() {
+    local names=() f id
+    for f in kernels/*.metal; do
+        [ -e "$f" ] || continue
+        id=mllm__kernel_$(basename "$f" .metal | tr -c 'A-Za-z0-9_\n' '_')
+        echo "static const unsigned char ${id}[] = {"
+        xxd -i < "$f"
+        echo "};"
+        names+=("$f:$id:$(wc -c < "$f" | tr -d ' ')")
+    done
+    echo "static const mllm__kernel_src mllm__kernel_sources[] = {"
+    for f in "${names[@]+"${names[@]}"}"; do
+        IFS=: read -r path id len <<< "$f"
+        echo "    {\"$(basename "$path")\", $id, ${len}u},"
+    done
+    echo "    {NULL, NULL, 0}   /* (keeps the array non-empty) */"
+    echo "};"
+    echo "static const size_t mllm__n_kernel_sources = ${#names[@]};"
+}
+
+grep -qF "$BEGIN" "$HDR" && grep -qF "$END" "$HDR" || { echo "embed_kernels: markers missing in $HDR" >&2; exit 2; }
+new=$(mktemp); trap 'rm -f "$new" "$new.blk"' EXIT
+block > "$new.blk"
+awk -v b="$BEGIN" -v e="$END" -v blk="$new.blk" '
+    index($0, b) == 1 { print; while ((getline line < blk) > 0) print line; skip = 1; next }
+    index($0, e) == 1 { skip = 0 }
+    !skip { print }' "$HDR" > "$new"
+if [ "${1:-}" = "--check" ]; then
+    if cmp -s "$new" "$HDR"; then echo "embedded kernels up to date"; exit 0; fi
+    echo "embedded kernels in $HDR are stale: run gen/embed_kernels.sh" >&2
+    diff "$HDR" "$new" | head -5 >&2 || true
+    exit 1
+fi
+cmp -s "$new" "$HDR" || cp "$new" "$HDR"
+echo "embedded $(ls kernels/*.metal 2>/dev/null | wc -l) kernel file(s) into $HDR"

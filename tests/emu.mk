@@ -1,0 +1,75 @@
+# MSL emulator suite (tests/emu/, see notes in tests/emu/README.md): kernels/*.metal are translated
+# to C++ by tests/emu/mslc.py, compiled with clang-19 against tests/emu/include (the metal_stdlib shim)
+# and run on the CPU by tests/emu/runtime.cpp. Three builds of the same tests:
+#   $(BUILD)/test_emu        plain
+#   $(BUILD)/test_emu_tsan   kernels and tests under ThreadSanitizer (races between kernel threads)
+#   $(BUILD)/test_emu_check  CHECK mode (a script): every kernel type-checks with device/constant/
+#                            threadgroup as distinct address spaces; the planted mismatch must not
+# plus $(BUILD)/test_emu_static (embedded kernels up to date, Metal host code compiles on stubs).
+# Kernel tests: tests/emu/test_*.cpp (picked up automatically); self-tests' kernels: tests/emu/planted/.
+EMU_CXX  ?= clang++-19
+EMU      := $(BUILD)/emu
+EMU_DIR  := tests/emu
+EMU_FLAGS := -std=c++17 -O1 -g -Xclang -ffloat16-excess-precision=none -Xclang -fbfloat16-excess-precision=none \
+             -I$(EMU_DIR)/include -I$(EMU_DIR) -I. -Wall -Wextra -Wno-unused-function -Wno-unused-parameter \
+             -Wno-unknown-attributes -Wno-unused-variable -Wno-unused-but-set-variable -Wno-gcc-compat
+EMU_TSAN := -fsanitize=thread -DMSL_TSAN_BUILD
+EMU_SHIM := $(EMU_DIR)/include/metal_shim.hpp $(EMU_DIR)/include/msl_rt.hpp
+EMU_HOST := $(EMU_DIR)/msl_host.hpp $(EMU_DIR)/emu_test.hpp
+
+# bad_*.metal are planted compile errors: never linked, compiled by the self-test to see them fail
+EMU_METAL := $(wildcard kernels/*.metal) $(filter-out $(EMU_DIR)/planted/bad_%,$(wildcard $(EMU_DIR)/planted/*.metal))
+EMU_GEN   := $(patsubst %.metal,$(EMU)/gen/%.cpp,$(EMU_METAL))
+EMU_TESTS := $(wildcard $(EMU_DIR)/test_*.cpp)
+EMU_K_RUN := $(patsubst $(EMU)/gen/%.cpp,$(EMU)/run/%.o,$(EMU_GEN))
+EMU_K_TSAN := $(patsubst $(EMU)/gen/%.cpp,$(EMU)/tsan/%.o,$(EMU_GEN))
+EMU_T_RUN := $(patsubst %.cpp,$(EMU)/run/%.o,$(EMU_TESTS))
+EMU_T_TSAN := $(patsubst %.cpp,$(EMU)/tsan/%.o,$(EMU_TESTS))
+
+.PRECIOUS: $(EMU)/gen/%.cpp
+$(EMU)/gen/%.cpp: %.metal $(EMU_DIR)/mslc.py
+	@mkdir -p $(@D)
+	$(PYTHON) $(EMU_DIR)/mslc.py $< -o $@ --dep $@.d --cxx $(EMU_CXX)
+-include $(patsubst %.cpp,%.cpp.d,$(EMU_GEN))
+
+$(EMU)/run/%.o: $(EMU)/gen/%.cpp $(EMU_SHIM)
+	@mkdir -p $(@D)
+	$(EMU_CXX) $(EMU_FLAGS) -c $< -o $@
+$(EMU)/tsan/%.o: $(EMU)/gen/%.cpp $(EMU_SHIM)
+	@mkdir -p $(@D)
+	$(EMU_CXX) $(EMU_FLAGS) $(EMU_TSAN) -c $< -o $@
+# test sources (kernel tests and self-tests), once per build
+$(EMU)/run/%.o: %.cpp $(EMU_HOST) $(HDR)
+	@mkdir -p $(@D)
+	$(EMU_CXX) $(EMU_FLAGS) -c $< -o $@
+$(EMU)/tsan/%.o: %.cpp $(EMU_HOST) $(HDR)
+	@mkdir -p $(@D)
+	$(EMU_CXX) $(EMU_FLAGS) $(EMU_TSAN) -c $< -o $@
+# the runtime is never instrumented (the TSan build only adds fiber / happens-before annotations)
+$(EMU)/runtime.o: $(EMU_DIR)/runtime.cpp $(EMU_DIR)/msl_host.hpp $(EMU_SHIM)
+	@mkdir -p $(@D)
+	$(EMU_CXX) $(EMU_FLAGS) -O2 -c $< -o $@
+$(EMU)/runtime_tsan.o: $(EMU_DIR)/runtime.cpp $(EMU_DIR)/msl_host.hpp $(EMU_SHIM)
+	@mkdir -p $(@D)
+	$(EMU_CXX) $(EMU_FLAGS) -O2 -DMSL_TSAN -c $< -o $@
+$(EMU)/main.o: $(EMU_DIR)/main.cpp $(EMU_HOST)
+	@mkdir -p $(@D)
+	$(EMU_CXX) $(EMU_FLAGS) -c $< -o $@
+$(EMU)/main_tsan.o: $(EMU_DIR)/main.cpp $(EMU_HOST)
+	@mkdir -p $(@D)
+	$(EMU_CXX) $(EMU_FLAGS) $(EMU_TSAN) -c $< -o $@
+
+$(BUILD)/test_emu: $(EMU_K_RUN) $(EMU_T_RUN) $(EMU)/runtime.o $(EMU)/main.o
+	$(EMU_CXX) -o $@ $^ -lpthread -lm
+$(BUILD)/test_emu_tsan: $(EMU_K_TSAN) $(EMU_T_TSAN) $(EMU)/runtime_tsan.o $(EMU)/main_tsan.o
+	$(EMU_CXX) -fsanitize=thread -o $@ $^ -lpthread -lm
+# static checks, run as a test: embedded kernels fresh, Metal host code compiles (C and C++) on stubs
+$(BUILD)/test_emu_static: $(EMU_DIR)/static_checks.sh | $(BUILD)
+	cp $< $@ && chmod +x $@
+$(BUILD)/test_emu_check: $(EMU_DIR)/check_mode.sh | $(BUILD)
+	cp $< $@ && chmod +x $@
+
+EMU_BINS := $(BUILD)/test_emu $(BUILD)/test_emu_check $(BUILD)/test_emu_tsan $(BUILD)/test_emu_static
+TEST_BINS += $(EMU_BINS)
+.PHONY: emu
+emu: $(EMU_BINS)

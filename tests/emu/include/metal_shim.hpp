@@ -1,0 +1,640 @@
+// metal_shim.hpp - the part of the Metal Shading Language standard library that compute kernels use,
+// written in C++17 for clang, so that kernels/*.metal (after tests/emu/mslc.py) compile and run on the
+// CPU under tests/emu/runtime.cpp.
+//
+// Two modes:
+//   default   address-space keywords expand to nothing: plain C++ pointers.
+//   MSL_AS    device/constant/threadgroup are distinct clang address spaces 1/2/3 (thread = the
+//             default space 0), so passing a pointer to the wrong space is a compile error, as with
+//             Apple's compiler. x86-64 code generation treats all spaces alike, so MSL_AS kernels
+//             still run: this is the "CHECK" build (build/test_emu_check).
+#pragma once
+#pragma clang diagnostic ignored "-Wunknown-attributes"
+#pragma clang diagnostic ignored "-Wuser-defined-literals"
+#pragma clang diagnostic ignored "-Wduplicate-decl-specifier"
+#pragma clang diagnostic ignored "-Wunused-parameter"
+#include <stddef.h>
+#include <stdint.h>
+#include "msl_rt.hpp"
+
+// ------------------------------------------------------------------------------ address spaces
+#if defined(MSL_AS)
+#define device __attribute__((opencl_global))
+#define constant const __attribute__((opencl_constant))
+#define threadgroup __attribute__((opencl_local))
+#define MSL_TG_SPACE threadgroup
+#else
+#define device
+#define constant const
+#define threadgroup
+#define MSL_TG_SPACE
+#endif
+#define thread
+#define kernel
+// `threadgroup T name[dims];` inside a kernel is rewritten by mslc.py into MSL_TG_VAR(name, (dims), T):
+// a reference to storage shared by the threads of the running threadgroup.
+#define MSL_PAREN_STRIP(...) __VA_ARGS__
+#define MSL_TG_VAR(name, dims, ...)                                                                    \
+    typedef __VA_ARGS__ msl_tg_type_##name MSL_PAREN_STRIP dims;                                        \
+    static char msl_tg_key_##name;                                                                     \
+    MSL_TG_SPACE msl_tg_type_##name& name = *(MSL_TG_SPACE msl_tg_type_##name*)::msl::rt::tg_var(       \
+        &msl_tg_key_##name, sizeof(msl_tg_type_##name), alignof(msl_tg_type_##name))
+#define METAL_FUNC inline __attribute__((always_inline))
+// Call site of barriers and SIMD-group operations (for reports); filled in by default arguments.
+#define MSL_SITE const char *msl_file_ = __builtin_FILE(), int msl_line_ = __builtin_LINE()
+
+#define INFINITY __builtin_huge_valf()
+#define NAN __builtin_nanf("")
+#define MAXFLOAT 3.402823466e+38f
+#define FLT_MAX 3.402823466e+38f
+#define FLT_MIN 1.175494351e-38f
+#define FLT_EPSILON 1.192092896e-07f
+#define HALF_MAX ((half)65504.0f)
+#define HALF_MIN ((half)6.10351562e-05f)
+#define M_PI_F 3.14159265358979323846f
+#define M_PI_2_F 1.57079632679489661923f
+#define M_E_F 2.71828182845904523536f
+#define M_LN2_F 0.693147180559945309417f
+#define M_LOG2E_F 1.44269504088896340736f
+#define M_SQRT2_F 1.41421356237309504880f
+#define M_SQRT1_2_F 0.707106781186547524401f
+#define M_2_SQRTPI_F 1.12837916709551257390f
+
+// ------------------------------------------------------------------------------ scalar and vector types
+typedef unsigned char uchar;
+typedef unsigned short ushort;
+typedef unsigned int uint;
+typedef unsigned long ulong;
+typedef _Float16 half;   // with -ffloat16-excess-precision=none every half operation rounds, as on the GPU
+typedef __bf16 bfloat;
+#define MSL_VECTYPES(T)                                  \
+    typedef T T##2 __attribute__((ext_vector_type(2)));  \
+    typedef T T##3 __attribute__((ext_vector_type(3)));  \
+    typedef T T##4 __attribute__((ext_vector_type(4)));
+MSL_VECTYPES(float) MSL_VECTYPES(half) MSL_VECTYPES(bfloat) MSL_VECTYPES(bool) MSL_VECTYPES(char)
+MSL_VECTYPES(uchar) MSL_VECTYPES(short) MSL_VECTYPES(ushort) MSL_VECTYPES(int) MSL_VECTYPES(uint)
+MSL_VECTYPES(long) MSL_VECTYPES(ulong)
+#undef MSL_VECTYPES
+
+namespace metal {
+template <class T, int N> using vec = T __attribute__((ext_vector_type(N)));
+// element type and length of scalars and vectors
+template <class T> struct vtraits { using elem = T; static constexpr int n = 1; };
+template <class T, int N> struct vtraits<T __attribute__((ext_vector_type(N)))> { using elem = T; static constexpr int n = N; };
+// packed_T3: 3 elements without the padding of T3 (12 bytes for float); converts to and from T3.
+template <class T> struct packed3 {
+    T x, y, z;
+    packed3() = default;
+    METAL_FUNC packed3(vec<T, 3> v) : x(v.x), y(v.y), z(v.z) {}
+    METAL_FUNC operator vec<T, 3>() const { return vec<T, 3>{x, y, z}; }
+    METAL_FUNC T& operator[](int i) { return (&x)[i]; }
+    METAL_FUNC T operator[](int i) const { return (&x)[i]; }
+};
+template <class T> struct vtraits<packed3<T>> { using elem = T; static constexpr int n = 3; };
+}  // namespace metal
+// packed vectors of 2 and 4 elements: same layout as the vector, element alignment
+#define MSL_PACKED(T)                                                          \
+    typedef T##2 packed_##T##2 __attribute__((aligned(sizeof(T))));            \
+    typedef T##4 packed_##T##4 __attribute__((aligned(sizeof(T))));            \
+    typedef metal::packed3<T> packed_##T##3;
+MSL_PACKED(float) MSL_PACKED(half) MSL_PACKED(bfloat) MSL_PACKED(char) MSL_PACKED(uchar) MSL_PACKED(short)
+MSL_PACKED(ushort) MSL_PACKED(int) MSL_PACKED(uint)
+#undef MSL_PACKED
+
+constexpr half operator""h(long double v) { return (half)v; }                  // 1.0h
+constexpr half operator""h(unsigned long long v) { return (half)v; }           // 1h
+
+namespace metal {
+template <bool B, class T = void> struct enable_if {};
+template <class T> struct enable_if<true, T> { using type = T; };
+template <bool B, class T = void> using enable_if_t = typename enable_if<B, T>::type;
+template <class A, class B> constexpr bool is_same_v = __is_same(A, B);
+template <class A, class B> struct is_same { static constexpr bool value = __is_same(A, B); };
+template <class T> constexpr bool is_floating_point_v =
+    is_same_v<T, float> || is_same_v<T, half> || is_same_v<T, bfloat>;
+template <class T> constexpr bool is_scalar_float_v = is_floating_point_v<T>;
+template <class T> struct vec_elements { static constexpr uint value = vtraits<T>::n; };
+template <class T, size_t N> struct array {
+    T e_[N];
+    METAL_FUNC T& operator[](size_t i) { return e_[i]; }
+    METAL_FUNC const T& operator[](size_t i) const { return e_[i]; }
+    static constexpr size_t size() { return N; }
+};
+
+template <class T> struct numeric_limits;
+#define MSL_LIMITS(T, LO, HI, EPS, INF)                                        \
+    template <> struct numeric_limits<T> {                                     \
+        static constexpr T min() { return LO; }                                \
+        static constexpr T max() { return HI; }                                \
+        static constexpr T lowest() { return -HI; }                            \
+        static constexpr T epsilon() { return EPS; }                           \
+        static constexpr T infinity() { return INF; }                          \
+    };
+MSL_LIMITS(float, 1.175494351e-38f, 3.402823466e+38f, 1.192092896e-07f, __builtin_huge_valf())
+MSL_LIMITS(half, (half)6.10351562e-05f, (half)65504.0f, (half)9.765625e-04f, (half)__builtin_huge_valf())
+MSL_LIMITS(bfloat, (bfloat)1.175494351e-38f, (bfloat)3.38953139e38f, (bfloat)7.8125e-03f, (bfloat)__builtin_huge_valf())
+#undef MSL_LIMITS
+#define MSL_ILIMITS(T, LO, HI)                                                 \
+    template <> struct numeric_limits<T> {                                     \
+        static constexpr T min() { return LO; }                                \
+        static constexpr T max() { return HI; }                                \
+        static constexpr T lowest() { return LO; }                             \
+    };
+MSL_ILIMITS(char, -128, 127) MSL_ILIMITS(uchar, 0, 255) MSL_ILIMITS(short, -32768, 32767) MSL_ILIMITS(ushort, 0, 65535)
+MSL_ILIMITS(int, -2147483647 - 1, 2147483647) MSL_ILIMITS(uint, 0, 4294967295u)
+MSL_ILIMITS(long, -9223372036854775807L - 1, 9223372036854775807L) MSL_ILIMITS(ulong, 0, 18446744073709551615ul)
+#undef MSL_ILIMITS
+
+template <class To, class From> METAL_FUNC To as_type(From v) {
+    static_assert(sizeof(To) == sizeof(From), "as_type: sizes differ");
+    return __builtin_bit_cast(To, v);
+}
+
+// ------------------------------------------------------------------------------ math
+// Scalars are computed in float and rounded to the argument type (half/bfloat); vectors per element.
+// fast:: and precise:: are both the precise version here (the GPU's fast:: is less accurate).
+#define MSL_MAP1(name)                                                                             \
+    METAL_FUNC half name(half x) { return (half)name((float)x); }                                  \
+    METAL_FUNC bfloat name(bfloat x) { return (bfloat)name((float)x); }                            \
+    template <class T, int N> METAL_FUNC vec<T, N> name(vec<T, N> x) {                             \
+        vec<T, N> r;                                                                               \
+        for (int i = 0; i < N; i++) r[i] = name((T)x[i]);                                          \
+        return r;                                                                                  \
+    }
+#define MSL_MAP2(name)                                                                             \
+    METAL_FUNC half name(half x, half y) { return (half)name((float)x, (float)y); }                \
+    METAL_FUNC bfloat name(bfloat x, bfloat y) { return (bfloat)name((float)x, (float)y); }        \
+    template <class T, int N> METAL_FUNC vec<T, N> name(vec<T, N> x, vec<T, N> y) {                \
+        vec<T, N> r;                                                                               \
+        for (int i = 0; i < N; i++) r[i] = name((T)x[i], (T)y[i]);                                 \
+        return r;                                                                                  \
+    }                                                                                              \
+    template <class T, int N> METAL_FUNC vec<T, N> name(vec<T, N> x, T y) { return name(x, (vec<T, N>)y); }
+#define MSL_F1(name, expr) METAL_FUNC float name(float x) { return expr; } MSL_MAP1(name)
+MSL_F1(exp, __builtin_expf(x)) MSL_F1(exp2, __builtin_exp2f(x)) MSL_F1(exp10, __builtin_powf(10.0f, x))
+MSL_F1(log, __builtin_logf(x)) MSL_F1(log2, __builtin_log2f(x)) MSL_F1(log10, __builtin_log10f(x))
+MSL_F1(sqrt, __builtin_sqrtf(x)) MSL_F1(rsqrt, 1.0f / __builtin_sqrtf(x)) MSL_F1(recip, 1.0f / x)
+MSL_F1(sin, __builtin_sinf(x)) MSL_F1(cos, __builtin_cosf(x)) MSL_F1(tan, __builtin_tanf(x))
+MSL_F1(asin, __builtin_asinf(x)) MSL_F1(acos, __builtin_acosf(x)) MSL_F1(atan, __builtin_atanf(x))
+MSL_F1(sinh, __builtin_sinhf(x)) MSL_F1(cosh, __builtin_coshf(x)) MSL_F1(tanh, __builtin_tanhf(x))
+MSL_F1(erf, __builtin_erff(x)) MSL_F1(floor, __builtin_floorf(x)) MSL_F1(ceil, __builtin_ceilf(x))
+MSL_F1(round, __builtin_roundf(x)) MSL_F1(rint, __builtin_rintf(x)) MSL_F1(trunc, __builtin_truncf(x))
+MSL_F1(fabs, __builtin_fabsf(x)) MSL_F1(fract, __builtin_fminf(x - __builtin_floorf(x), 0x1.fffffep-1f))
+MSL_F1(saturate, __builtin_fminf(__builtin_fmaxf(x, 0.0f), 1.0f))
+#undef MSL_F1
+#define MSL_F2(name, expr) METAL_FUNC float name(float x, float y) { return expr; } MSL_MAP2(name)
+MSL_F2(pow, __builtin_powf(x, y)) MSL_F2(powr, __builtin_powf(x, y)) MSL_F2(atan2, __builtin_atan2f(x, y))
+MSL_F2(fmod, __builtin_fmodf(x, y)) MSL_F2(fmax, __builtin_fmaxf(x, y)) MSL_F2(fmin, __builtin_fminf(x, y))
+MSL_F2(max, __builtin_fmaxf(x, y)) MSL_F2(min, __builtin_fminf(x, y)) MSL_F2(copysign, __builtin_copysignf(x, y))
+MSL_F2(step, y < x ? 0.0f : 1.0f) MSL_F2(divide, x / y)
+#undef MSL_F2
+METAL_FUNC float abs(float x) { return __builtin_fabsf(x); }
+MSL_MAP1(abs)
+METAL_FUNC float sign(float x) { return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : 0.0f; }
+MSL_MAP1(sign)
+METAL_FUNC bool isnan(float x) { return __builtin_isnan(x); }
+METAL_FUNC bool isinf(float x) { return __builtin_isinf(x); }
+METAL_FUNC bool isfinite(float x) { return __builtin_isfinite(x); }
+METAL_FUNC bool signbit(float x) { return __builtin_signbit(x); }
+METAL_FUNC bool isnan(half x) { return __builtin_isnan((float)x); }
+METAL_FUNC bool isinf(half x) { return __builtin_isinf((float)x); }
+METAL_FUNC bool isfinite(half x) { return __builtin_isfinite((float)x); }
+#undef MSL_MAP1
+#undef MSL_MAP2
+// three-argument float functions
+#define MSL_F3(name, expr)                                                                         \
+    METAL_FUNC float name(float x, float y, float z) { return expr; }                              \
+    METAL_FUNC half name(half x, half y, half z) { return (half)name((float)x, (float)y, (float)z); } \
+    template <class T, int N> METAL_FUNC vec<T, N> name(vec<T, N> x, vec<T, N> y, vec<T, N> z) {    \
+        vec<T, N> r;                                                                               \
+        for (int i = 0; i < N; i++) r[i] = name((T)x[i], (T)y[i], (T)z[i]);                        \
+        return r;                                                                                  \
+    }
+MSL_F3(fma, __builtin_fmaf(x, y, z)) MSL_F3(mix, x + (y - x) * z)
+MSL_F3(clamp, __builtin_fminf(__builtin_fmaxf(x, y), z))
+#undef MSL_F3
+template <class T, int N> METAL_FUNC vec<T, N> clamp(vec<T, N> x, T lo, T hi) { return clamp(x, (vec<T, N>)lo, (vec<T, N>)hi); }
+template <class T, int N> METAL_FUNC vec<T, N> mix(vec<T, N> x, vec<T, N> y, T a) { return mix(x, y, (vec<T, N>)a); }
+// integer min/max/clamp/abs
+#define MSL_INT(T)                                                                                 \
+    METAL_FUNC T max(T a, T b) { return a > b ? a : b; }                                           \
+    METAL_FUNC T min(T a, T b) { return a < b ? a : b; }                                           \
+    METAL_FUNC T clamp(T x, T lo, T hi) { return min(max(x, lo), hi); }
+MSL_INT(char) MSL_INT(uchar) MSL_INT(short) MSL_INT(ushort) MSL_INT(int) MSL_INT(uint) MSL_INT(long) MSL_INT(ulong)
+#undef MSL_INT
+METAL_FUNC int abs(int x) { return x < 0 ? -x : x; }
+METAL_FUNC short abs(short x) { return x < 0 ? (short)-x : x; }
+METAL_FUNC long abs(long x) { return x < 0 ? -x : x; }
+template <class T> METAL_FUNC T clz(T x) {
+    return x == 0 ? T(sizeof(T) * 8) : T(__builtin_clzll((unsigned long long)x) - (64 - sizeof(T) * 8));
+}
+template <class T> METAL_FUNC T ctz(T x) { return x == 0 ? T(sizeof(T) * 8) : T(__builtin_ctzll((unsigned long long)x)); }
+template <class T> METAL_FUNC T popcount(T x) {
+    return T(__builtin_popcountll((unsigned long long)x & (~0ull >> (64 - sizeof(T) * 8))));
+}
+template <class T> METAL_FUNC T mulhi(T a, T b) { return T(((long long)a * (long long)b) >> (sizeof(T) * 8)); }
+template <class T> METAL_FUNC T extract_bits(T x, uint offset, uint bits) {
+    return bits == 0 ? T(0) : T((x >> offset) & (T)((bits >= sizeof(T) * 8) ? ~0ull : ((1ull << bits) - 1)));
+}
+// geometric / relational
+template <class T, int N> METAL_FUNC T dot(vec<T, N> a, vec<T, N> b) {
+    T s = a[0] * b[0];
+    for (int i = 1; i < N; i++) s += a[i] * b[i];
+    return s;
+}
+template <class T, int N> METAL_FUNC T length(vec<T, N> a) { return sqrt(dot(a, a)); }
+template <class T, int N> METAL_FUNC T length_squared(vec<T, N> a) { return dot(a, a); }
+template <class T, int N> METAL_FUNC vec<T, N> normalize(vec<T, N> a) { return a * rsqrt(dot(a, a)); }
+template <class T> METAL_FUNC vec<T, 3> cross(vec<T, 3> a, vec<T, 3> b) { return a.yzx * b.zxy - a.zxy * b.yzx; }
+template <class T> METAL_FUNC T select(T a, T b, bool c) { return c ? b : a; }
+template <class T, int N, class C> METAL_FUNC vec<T, N> select(vec<T, N> a, vec<T, N> b, C c) {
+    static_assert(vtraits<C>::n == N, "select: condition length");
+    vec<T, N> r;
+    for (int i = 0; i < N; i++) r[i] = c[i] ? b[i] : a[i];
+    return r;
+}
+template <class V> METAL_FUNC bool all(V v) {
+    for (int i = 0; i < vtraits<V>::n; i++)
+        if (!v[i]) return false;
+    return true;
+}
+template <class V> METAL_FUNC bool any(V v) {
+    for (int i = 0; i < vtraits<V>::n; i++)
+        if (v[i]) return true;
+    return false;
+}
+METAL_FUNC bool all(bool b) { return b; }
+METAL_FUNC bool any(bool b) { return b; }
+namespace fast {
+using metal::abs; using metal::ceil; using metal::clamp; using metal::cos; using metal::divide; using metal::exp;
+using metal::exp2; using metal::exp10; using metal::fabs; using metal::floor; using metal::fma; using metal::fmax;
+using metal::fmin; using metal::fract; using metal::length; using metal::log; using metal::log2; using metal::max;
+using metal::min; using metal::normalize; using metal::pow; using metal::powr; using metal::recip; using metal::round;
+using metal::rsqrt; using metal::saturate; using metal::sin; using metal::sqrt; using metal::tanh; using metal::trunc;
+using metal::erf; using metal::sign;
+}  // namespace fast
+namespace precise { using namespace fast; }
+
+// ------------------------------------------------------------------------------ barriers
+enum class mem_flags { mem_none = 0, mem_device = 1, mem_threadgroup = 2, mem_texture = 4, mem_threadgroup_imageblock = 8, mem_object_data = 16 };
+constexpr mem_flags operator|(mem_flags a, mem_flags b) { return (mem_flags)((int)a | (int)b); }
+enum memory_order { memory_order_relaxed, memory_order_seq_cst };
+enum class thread_scope { thread_scope_thread, thread_scope_simdgroup, thread_scope_threadgroup, thread_scope_device };
+METAL_FUNC void threadgroup_barrier(mem_flags f, MSL_SITE) { ::msl::rt::barrier((int)f, msl_file_, msl_line_); }
+METAL_FUNC void atomic_thread_fence(mem_flags, memory_order, thread_scope = thread_scope::thread_scope_device) {
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+}
+}  // namespace metal
+
+// ------------------------------------------------------------------------------ SIMD-group collectives
+namespace msl {
+namespace coll {
+using namespace ::metal;
+enum Op { SUM, PROD, MAX, MIN, AND, OR, XOR, ALL, ANY, PSUM_EX, PSUM_IN, PPROD_EX, PPROD_IN,
+          SHUF, SHUF_DOWN, SHUF_UP, SHUF_XOR, BCAST, BCAST_FIRST, BALLOT, ACTIVE, IS_FIRST, NOP };
+template <class T> struct In { T v; uint32_t arg; };
+template <class T> METAL_FUNC T combine(int op, T a, T b) {
+    if (op == SUM || op == PSUM_EX || op == PSUM_IN) return a + b;
+    if (op == PROD || op == PPROD_EX || op == PPROD_IN) return a * b;
+    if (op == MAX) return metal::max(a, b);
+    if (op == MIN) return metal::min(a, b);
+    if constexpr (!is_floating_point_v<typename vtraits<T>::elem>) {
+        if (op == AND || op == ALL) return a & b;
+        if (op == OR || op == ANY) return a | b;
+        if (op == XOR) return a ^ b;
+    }
+    return a;
+}
+template <class T> METAL_FUNC T identity(int op) {
+    return (op == PPROD_EX || op == PPROD_IN) ? T(1) : T(0);
+}
+// Computes the results of one SIMD-group operation for every participating lane (bit set in mask).
+template <class T, int OP>
+void run(const unsigned char* in, size_t insz, unsigned char* out, size_t outsz, uint32_t mask, const char* file, int line) {
+    auto I = [&](int l) -> const In<T>& { return *reinterpret_cast<const In<T>*>(in + l * insz); };
+    auto O = [&](int l) -> unsigned char* { return out + l * outsz; };
+    auto put = [&](int l, auto v) { __builtin_memcpy(O(l), &v, sizeof v); };
+    auto active = [&](int l) { return l >= 0 && l < 32 && ((mask >> l) & 1u); };
+    const int first = __builtin_ctz(mask);
+    if (OP == SHUF_DOWN || OP == SHUF_UP || OP == SHUF_XOR || OP == BCAST)   // the argument must be uniform
+        for (int l = first + 1; l < 32; l++)
+            if (active(l) && I(l).arg != I(first).arg) {
+                ::msl::rt::warn(file, line, "SIMD-group shuffle/broadcast argument differs between lanes (lane %d: %u, lane %d: %u)",
+                                first, I(first).arg, l, I(l).arg);
+                break;
+            }
+    if constexpr (OP <= ANY) {   // reductions: pairwise tree over the active lanes
+        T v[32];
+        int n = 0;
+        for (int l = 0; l < 32; l++)
+            if (active(l)) v[n++] = I(l).v;
+        for (int s = 1; s < n; s *= 2)
+            for (int i = 0; i + s < n; i += 2 * s) v[i] = combine<T>(OP, v[i], v[i + s]);
+        for (int l = 0; l < 32; l++)
+            if (active(l)) put(l, v[0]);
+        return;
+    }
+    else if constexpr (OP == BALLOT || OP == ACTIVE) {
+        uint64_t bits = 0;
+        for (int l = 0; l < 32; l++)
+            if (active(l) && (OP == ACTIVE || I(l).v)) bits |= 1ull << l;
+        for (int l = 0; l < 32; l++)
+            if (active(l)) put(l, bits);
+        return;
+    } else {
+    T run = identity<T>(OP);
+    for (int l = 0; l < 32; l++) {
+        if (!active(l)) continue;
+        int src = l;
+        switch (OP) {
+        case PSUM_EX: case PPROD_EX: put(l, run); run = combine<T>(OP, run, I(l).v); continue;
+        case PSUM_IN: case PPROD_IN: run = combine<T>(OP, run, I(l).v); put(l, run); continue;
+        case IS_FIRST: put(l, (int)(l == first)); continue;
+        case NOP: continue;
+        case SHUF: case BCAST: src = (int)I(l).arg; break;
+        case SHUF_DOWN: src = l + (int)I(l).arg; if (src >= 32) src = l; break;   // top lanes keep their value
+        case SHUF_UP: src = l - (int)I(l).arg; if (src < 0) src = l; break;
+        case SHUF_XOR: src = l ^ (int)(I(l).arg & 31); break;
+        case BCAST_FIRST: src = first; break;
+        default: break;
+        }
+        if (!active(src)) {
+            ::msl::rt::warn(file, line, "lane %d reads lane %d, which is not active in this SIMD-group operation (undefined value)", l, src);
+            src = l;
+        }
+        put(l, I(src).v);
+    }
+    }
+}
+template <class R, class T, int OP> METAL_FUNC R op(T x, uint32_t arg, const char* file, int line) {
+    static_assert(sizeof(In<T>) <= ::msl::rt::kMaxPayload, "SIMD-group operand too large");
+    In<T> p{x, arg};
+    R r;
+    ::msl::rt::collective(&p, sizeof p, &r, sizeof r, &run<T, OP>, file, line);
+    return r;
+}
+}  // namespace coll
+}  // namespace msl
+
+namespace metal {
+#define MSL_SIMD1(name, OP)                                                                        \
+    template <class T> METAL_FUNC T name(T x, MSL_SITE) { return ::msl::coll::op<T, T, ::msl::coll::OP>(x, 0, msl_file_, msl_line_); }
+#define MSL_SIMD2(name, OP)                                                                        \
+    template <class T> METAL_FUNC T name(T x, ushort a, MSL_SITE) {                                \
+        return ::msl::coll::op<T, T, ::msl::coll::OP>(x, a, msl_file_, msl_line_);                  \
+    }
+MSL_SIMD1(simd_sum, SUM) MSL_SIMD1(simd_product, PROD) MSL_SIMD1(simd_max, MAX) MSL_SIMD1(simd_min, MIN)
+MSL_SIMD1(simd_and, AND) MSL_SIMD1(simd_or, OR) MSL_SIMD1(simd_xor, XOR) MSL_SIMD1(simd_broadcast_first, BCAST_FIRST)
+MSL_SIMD1(simd_prefix_exclusive_sum, PSUM_EX) MSL_SIMD1(simd_prefix_inclusive_sum, PSUM_IN)
+MSL_SIMD1(simd_prefix_exclusive_product, PPROD_EX) MSL_SIMD1(simd_prefix_inclusive_product, PPROD_IN)
+MSL_SIMD2(simd_shuffle, SHUF) MSL_SIMD2(simd_shuffle_down, SHUF_DOWN) MSL_SIMD2(simd_shuffle_up, SHUF_UP)
+MSL_SIMD2(simd_shuffle_xor, SHUF_XOR) MSL_SIMD2(simd_broadcast, BCAST)
+#undef MSL_SIMD1
+#undef MSL_SIMD2
+// simd_ballot result: one bit per lane
+struct simd_vote {
+    typedef ulong vote_t;
+    vote_t v_;
+    METAL_FUNC explicit operator vote_t() const { return v_; }
+    METAL_FUNC bool all() const { return v_ == 0xffffffffull; }
+    METAL_FUNC bool any() const { return v_ != 0; }
+};
+METAL_FUNC bool simd_all(bool b, MSL_SITE) { return ::msl::coll::op<int, int, ::msl::coll::ALL>(b ? 1 : 0, 0, msl_file_, msl_line_); }
+METAL_FUNC bool simd_any(bool b, MSL_SITE) { return ::msl::coll::op<int, int, ::msl::coll::ANY>(b ? 1 : 0, 0, msl_file_, msl_line_); }
+METAL_FUNC simd_vote simd_ballot(bool b, MSL_SITE) {
+    return simd_vote{::msl::coll::op<ulong, int, ::msl::coll::BALLOT>(b ? 1 : 0, 0, msl_file_, msl_line_)};
+}
+METAL_FUNC simd_vote simd_active_threads_mask(MSL_SITE) {
+    return simd_vote{::msl::coll::op<ulong, int, ::msl::coll::ACTIVE>(1, 0, msl_file_, msl_line_)};
+}
+METAL_FUNC bool simd_is_first(MSL_SITE) { return ::msl::coll::op<int, int, ::msl::coll::IS_FIRST>(0, 0, msl_file_, msl_line_); }
+METAL_FUNC void simdgroup_barrier(mem_flags, MSL_SITE) { (void)::msl::coll::op<int, int, ::msl::coll::NOP>(0, 0, msl_file_, msl_line_); }
+
+// ------------------------------------------------------------------------------ simdgroup_matrix (8x8)
+// Apple's per-lane fragment layout (the one MLX's steel GEMM and metal-flash-attention rely on):
+// lane l holds row ((l>>4)&1)*4 + ((l>>1)&3), columns c and c+1 with c = ((l>>3)&1)*4 + (l&1)*2.
+METAL_FUNC void sg_frag_coord(uint lane, uint& row, uint& col) {
+    row = ((lane >> 4) & 1) * 4 + ((lane >> 1) & 3);
+    col = ((lane >> 3) & 1) * 4 + (lane & 1) * 2;
+}
+template <class T, int Cols, int Rows> struct simdgroup_matrix {
+    static_assert(Cols == 8 && Rows == 8, "only 8x8 simdgroup matrices are emulated");
+    vec<T, 2> e_;
+    simdgroup_matrix() = default;
+    METAL_FUNC explicit simdgroup_matrix(T d) {   // diagonal matrix
+        uint r, c;
+        sg_frag_coord(::msl::rt::ids().tiisg, r, c);
+        e_[0] = r == c ? d : T(0);
+        e_[1] = r == c + 1 ? d : T(0);
+    }
+    METAL_FUNC thread vec<T, 2>& thread_elements() { return e_; }
+};
+typedef simdgroup_matrix<float, 8, 8> simdgroup_float8x8;
+typedef simdgroup_matrix<half, 8, 8> simdgroup_half8x8;
+typedef simdgroup_matrix<bfloat, 8, 8> simdgroup_bfloat8x8;
+template <class T, int C, int R> METAL_FUNC simdgroup_matrix<T, C, R> make_filled_simdgroup_matrix(T v) {
+    simdgroup_matrix<T, C, R> m;
+    m.e_ = v;
+    return m;
+}
+// Every lane loads/stores only the two elements it holds. matrix_origin is (column, row).
+template <class T, int C, int R, class P>
+METAL_FUNC void simdgroup_load(thread simdgroup_matrix<T, C, R>& d, P src, ulong elements_per_row = C,
+                               ulong2 matrix_origin = 0, bool transpose_matrix = false) {
+    uint r, c;
+    sg_frag_coord(::msl::rt::ids().tiisg, r, c);
+    for (uint i = 0; i < 2; i++) {
+        ulong row = transpose_matrix ? c + i : r, col = transpose_matrix ? r : c + i;
+        d.e_[i] = (T)src[(matrix_origin.y + row) * elements_per_row + matrix_origin.x + col];
+    }
+}
+template <class T, int C, int R, class P>
+METAL_FUNC void simdgroup_store(simdgroup_matrix<T, C, R> a, P dst, ulong elements_per_row = C,
+                                ulong2 matrix_origin = 0, bool transpose_matrix = false) {
+    uint r, c;
+    sg_frag_coord(::msl::rt::ids().tiisg, r, c);
+    for (uint i = 0; i < 2; i++) {
+        ulong row = transpose_matrix ? c + i : r, col = transpose_matrix ? r : c + i;
+        dst[(matrix_origin.y + row) * elements_per_row + matrix_origin.x + col] = a.e_[i];
+    }
+}
+}  // namespace metal
+
+namespace msl {
+namespace coll {
+template <class TA, class TB, class TC> struct MmaIn { vec<TA, 2> a; vec<TB, 2> b; vec<TC, 2> c; };
+// D = A*B + C over the 32 lanes' fragments; products summed in float with fma in k order, rounded
+// once to D's type (Apple does not document its internal precision; see notes/emulator.md).
+template <class TD, class TA, class TB, class TC>
+void mma(const unsigned char* in, size_t insz, unsigned char* out, size_t outsz, uint32_t mask, const char* file, int line) {
+    if (mask != 0xffffffffu)
+        ::msl::rt::warn(file, line, "simdgroup_multiply_accumulate by a partial SIMD-group (lanes %08x): undefined on the GPU", mask);
+    float A[8][8] = {}, B[8][8] = {}, Cm[8][8] = {};
+    for (uint l = 0; l < 32; l++) {
+        if (!((mask >> l) & 1)) continue;
+        const MmaIn<TA, TB, TC>& p = *reinterpret_cast<const MmaIn<TA, TB, TC>*>(in + l * insz);
+        uint r, c;
+        metal::sg_frag_coord(l, r, c);
+        for (int i = 0; i < 2; i++) { A[r][c + i] = (float)p.a[i]; B[r][c + i] = (float)p.b[i]; Cm[r][c + i] = (float)p.c[i]; }
+    }
+    for (uint l = 0; l < 32; l++) {
+        if (!((mask >> l) & 1)) continue;
+        uint r, c;
+        metal::sg_frag_coord(l, r, c);
+        vec<TD, 2> o;
+        for (int i = 0; i < 2; i++) {
+            float s = Cm[r][c + i];
+            for (int k = 0; k < 8; k++) s = __builtin_fmaf(A[r][k], B[k][c + i], s);
+            o[i] = (TD)s;
+        }
+        __builtin_memcpy(out + l * outsz, &o, sizeof o);
+    }
+}
+}  // namespace coll
+}  // namespace msl
+
+namespace metal {
+template <class TD, class TA, class TB, class TC>
+METAL_FUNC void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, 8, 8>& d, simdgroup_matrix<TA, 8, 8> a,
+                                              simdgroup_matrix<TB, 8, 8> b, simdgroup_matrix<TC, 8, 8> c, MSL_SITE) {
+    ::msl::coll::MmaIn<TA, TB, TC> p{a.e_, b.e_, c.e_};
+    ::msl::rt::collective(&p, sizeof p, &d.e_, sizeof d.e_, &::msl::coll::mma<TD, TA, TB, TC>, msl_file_, msl_line_);
+}
+template <class TD, class TA, class TB>
+METAL_FUNC void simdgroup_multiply(thread simdgroup_matrix<TD, 8, 8>& d, simdgroup_matrix<TA, 8, 8> a,
+                                   simdgroup_matrix<TB, 8, 8> b, MSL_SITE) {
+    simdgroup_multiply_accumulate(d, a, b, make_filled_simdgroup_matrix<TD, 8, 8>(TD(0)), msl_file_, msl_line_);
+}
+
+// ------------------------------------------------------------------------------ atomics
+template <class T> struct atomic { typedef T value_type; T v_; };
+typedef atomic<int> atomic_int;
+typedef atomic<uint> atomic_uint;
+typedef atomic<float> atomic_float;
+typedef atomic<bool> atomic_bool;
+// P is a pointer to atomic<T> in any address space; the casts drop the space (one flat memory here).
+template <class P> struct atomic_of;
+template <class A> struct atomic_of<A*> { typedef typename A::value_type type; };
+template <class P> using atomic_t = typename atomic_of<P>::type;
+template <class P> METAL_FUNC atomic_t<P>* msl_atomic_ptr(P obj) { return (atomic_t<P>*)&obj->v_; }
+template <class P> METAL_FUNC atomic_t<P> atomic_load_explicit(P obj, memory_order) { return __atomic_load_n(msl_atomic_ptr(obj), __ATOMIC_RELAXED); }
+template <class P, class T> METAL_FUNC void atomic_store_explicit(P obj, T v, memory_order) {
+    __atomic_store_n(msl_atomic_ptr(obj), (atomic_t<P>)v, __ATOMIC_RELAXED);
+}
+template <class P, class T> METAL_FUNC atomic_t<P> atomic_exchange_explicit(P obj, T v, memory_order) {
+    return __atomic_exchange_n(msl_atomic_ptr(obj), (atomic_t<P>)v, __ATOMIC_RELAXED);
+}
+template <class P, class E, class T>
+METAL_FUNC bool atomic_compare_exchange_weak_explicit(P obj, E expected, T desired, memory_order, memory_order) {
+    return __atomic_compare_exchange_n(msl_atomic_ptr(obj), (atomic_t<P>*)expected, (atomic_t<P>)desired, true,
+                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+// read-modify-write through a CAS loop: one definition for every operation and type (float included)
+template <class P, class T, class F> METAL_FUNC atomic_t<P> msl_atomic_rmw(P obj, T v, F f) {
+    typedef atomic_t<P> V;
+    V* p = msl_atomic_ptr(obj);
+    V old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(p, &old, (V)f(old, (V)v), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
+#define MSL_ATOMIC_RMW(name, expr)                                                                 \
+    template <class P, class T> METAL_FUNC auto atomic_fetch_##name##_explicit(P obj, T v, memory_order) { \
+        return msl_atomic_rmw(obj, v, [](auto a, auto b) { return expr; });                        \
+    }
+MSL_ATOMIC_RMW(add, a + b) MSL_ATOMIC_RMW(sub, a - b) MSL_ATOMIC_RMW(and, a & b) MSL_ATOMIC_RMW(or, a | b)
+MSL_ATOMIC_RMW(xor, a ^ b) MSL_ATOMIC_RMW(min, a < b ? a : b) MSL_ATOMIC_RMW(max, a > b ? a : b)
+#undef MSL_ATOMIC_RMW
+}  // namespace metal
+
+// ------------------------------------------------------------------------------ vector constructors
+// float4(a, b, c, d), float4(v.xy, 0, 1), float4(x) (splat), float4(half4) (conversion)
+namespace msl {
+template <class V, class X> METAL_FUNC void vput(V& r, int& i, X x) {
+    using E = typename metal::vtraits<V>::elem;
+    if constexpr (metal::vtraits<X>::n == 1) r[i++] = (E)x;
+    else
+        for (int k = 0; k < metal::vtraits<X>::n; k++) r[i++] = (E)x[k];
+}
+template <class V, class... A> METAL_FUNC V make_vec(A... a) {
+    using E = typename metal::vtraits<V>::elem;
+    constexpr int n = metal::vtraits<V>::n;
+    if constexpr (sizeof...(A) == 0) return (V)(E)0;
+    else if constexpr (sizeof...(A) == 1 && ((metal::vtraits<A>::n == 1) && ...)) return (V)(E)(a, ...);
+    else {
+        static_assert(((metal::vtraits<A>::n) + ...) == n, "vector constructor: wrong number of components");
+        metal::vec<E, n> r;
+        int i = 0;
+        (vput(r, i, a), ...);
+        return (V)r;
+    }
+}
+
+// ------------------------------------------------------------------------------ kernel parameter binding
+// (used by the launch trampolines that mslc.py appends to every kernel file)
+template <class F> struct fn_traits;
+template <class R, class... A> struct fn_traits<R (*)(A...)> { template <size_t I> using arg = __type_pack_element<I, A...>; };
+template <class F, size_t I> using arg_t = typename fn_traits<F>::template arg<I>;
+template <class T> struct no_ref { using type = T; };
+template <class T> struct no_ref<T&> { using type = T; };
+template <class T> METAL_FUNC T bind(int kind, int idx) {
+    if constexpr (__is_pointer(T)) return (T)(kind == B_TGMEM ? rt::tg_param(idx) : rt::buffer(idx));
+    else if constexpr (__is_reference(T)) return *(typename no_ref<T>::type*)rt::buffer(idx);
+    else {
+        const rt::Ids& d = rt::ids();
+        const uint32_t* v = nullptr;
+        uint32_t s = 0;
+        switch (kind) {
+        case B_TPIG: v = d.tpig; break;
+        case B_TGPIG: v = d.tgpig; break;
+        case B_TPITG: v = d.tpitg; break;
+        case B_TPTG: v = d.tptg; break;
+        case B_TGPG: v = d.tgpg; break;
+        case B_TPG: v = d.tpg; break;
+        case B_TIITG: s = d.tiitg; break;
+        case B_TIISG: s = d.tiisg; break;
+        case B_SGITG: s = d.sgitg; break;
+        case B_SGPTG: s = d.sgptg; break;
+        case B_TPSG: s = d.tpsg; break;
+        default: return *(T*)rt::buffer(idx);   // a struct passed by value in [[buffer(i)]]
+        }
+        if constexpr (metal::vtraits<T>::n == 1) return (T)(v ? v[0] : s);
+        else {
+            T r;
+            for (int i = 0; i < metal::vtraits<T>::n; i++) r[i] = v ? v[i] : s;
+            return r;
+        }
+    }
+}
+struct Registrar { Registrar(const char* name, void (*thunk)()) { rt::register_kernel(name, thunk); } };
+}  // namespace msl
+#define MSL_VEC_CTOR(T) ::msl::make_vec<::T>
+#define float2(...) MSL_VEC_CTOR(float2)(__VA_ARGS__)
+#define float3(...) MSL_VEC_CTOR(float3)(__VA_ARGS__)
+#define float4(...) MSL_VEC_CTOR(float4)(__VA_ARGS__)
+#define half2(...) MSL_VEC_CTOR(half2)(__VA_ARGS__)
+#define half3(...) MSL_VEC_CTOR(half3)(__VA_ARGS__)
+#define half4(...) MSL_VEC_CTOR(half4)(__VA_ARGS__)
+#define bfloat2(...) MSL_VEC_CTOR(bfloat2)(__VA_ARGS__)
+#define bfloat3(...) MSL_VEC_CTOR(bfloat3)(__VA_ARGS__)
+#define bfloat4(...) MSL_VEC_CTOR(bfloat4)(__VA_ARGS__)
+#define int2(...) MSL_VEC_CTOR(int2)(__VA_ARGS__)
+#define int3(...) MSL_VEC_CTOR(int3)(__VA_ARGS__)
+#define int4(...) MSL_VEC_CTOR(int4)(__VA_ARGS__)
+#define uint2(...) MSL_VEC_CTOR(uint2)(__VA_ARGS__)
+#define uint3(...) MSL_VEC_CTOR(uint3)(__VA_ARGS__)
+#define uint4(...) MSL_VEC_CTOR(uint4)(__VA_ARGS__)
+#define short2(...) MSL_VEC_CTOR(short2)(__VA_ARGS__)
+#define short3(...) MSL_VEC_CTOR(short3)(__VA_ARGS__)
+#define short4(...) MSL_VEC_CTOR(short4)(__VA_ARGS__)
+#define ushort2(...) MSL_VEC_CTOR(ushort2)(__VA_ARGS__)
+#define ushort3(...) MSL_VEC_CTOR(ushort3)(__VA_ARGS__)
+#define ushort4(...) MSL_VEC_CTOR(ushort4)(__VA_ARGS__)
+#define char2(...) MSL_VEC_CTOR(char2)(__VA_ARGS__)
+#define char4(...) MSL_VEC_CTOR(char4)(__VA_ARGS__)
+#define uchar2(...) MSL_VEC_CTOR(uchar2)(__VA_ARGS__)
+#define uchar4(...) MSL_VEC_CTOR(uchar4)(__VA_ARGS__)
+#define long2(...) MSL_VEC_CTOR(long2)(__VA_ARGS__)
+#define ulong2(...) MSL_VEC_CTOR(ulong2)(__VA_ARGS__)
+#define bool2(...) MSL_VEC_CTOR(bool2)(__VA_ARGS__)
+#define bool4(...) MSL_VEC_CTOR(bool4)(__VA_ARGS__)
