@@ -1,0 +1,209 @@
+/* kernels/common.h - what the Metal kernels share with the host.
+
+   Compiled twice: by the Metal compiler (as part of every .metal file in kernels/) and by C/C++ host code
+   (metalllm.h's Metal backend, the emulator tests).  The parameter structs below are therefore plain C
+   with fixed-width fields and no padding surprises: one definition, read by both sides.  Everything
+   MSL-only (the per-type block loaders) is under __METAL_VERSION__.
+
+   Shapes, for every matrix kernel: the weight W has N rows of K elements (GGUF ne[0] = K, rows are
+   row_bytes apart); activations X have M rows of K floats; outputs Y have M rows of N floats. */
+#ifndef MLLM_KERNELS_COMMON_H
+#define MLLM_KERNELS_COMMON_H
+
+#ifdef __METAL_VERSION__
+#include <metal_stdlib>
+using namespace metal;
+#else
+#include <stdint.h>
+#endif
+
+/* ---------------------------------------------------------------- launch geometry (host must match) */
+#define MLLM__GEMV_NSG 2         /* simdgroups per threadgroup: threads per threadgroup = 32 * NSG */
+#define MLLM__GEMV_ROWS 4        /* weight rows per simdgroup: threadgroups.x = ceil(N / (NSG * ROWS)) */
+#define MLLM__GEMM_BM 32         /* activation rows (tokens) per threadgroup tile: threadgroups.y */
+#define MLLM__GEMM_BN 64         /* weight rows (outputs) per threadgroup tile: threadgroups.x */
+#define MLLM__GEMM_BK 32         /* depth of one tile step */
+#define MLLM__GEMM_THREADS 128   /* 4 simdgroups in a 2 x 2 arrangement */
+#define MLLM__REDUCE_MAX_THREADS 1024  /* row reductions (norm, softmax, argmax) use <= this many */
+
+/* ---------------------------------------------------------------- kernel parameters */
+typedef struct mllm__mat_args {  /* gemv_*, gemm_*, get_rows_* */
+    uint32_t K;                  /* elements per weight row (a multiple of the type's block) */
+    uint32_t N;                  /* weight rows */
+    uint32_t M;                  /* activation rows (gemv/gemm) or ids (get_rows) */
+    uint32_t row_bytes;          /* bytes between weight rows */
+} mllm__mat_args;
+
+typedef struct mllm__norm_args { /* rms_norm, rms_norm_mul: one threadgroup per row of n floats */
+    uint32_t n;
+    float eps;
+} mllm__norm_args;
+
+typedef struct mllm__rope_args { /* rope, rope_neox: in place on [tokens][n_heads][head_dim] */
+    uint32_t n_heads;
+    uint32_t head_dim;
+    uint32_t n_rot;              /* leading dims of each head that rotate (even, <= head_dim) */
+    uint32_t stride;             /* floats between consecutive tokens (>= n_heads * head_dim) */
+    float freq_base;
+    float freq_scale;
+} mllm__rope_args;
+
+typedef struct mllm__vec_args {  /* swiglu, add, softmax, argmax */
+    uint32_t n;                  /* elements (per row for softmax/argmax, in total otherwise) */
+} mllm__vec_args;
+
+/* ---------------------------------------------------------------- MSL: per-type block loaders */
+#ifdef __METAL_VERSION__
+#define MLLM_CONST static constant constexpr const
+
+/* Every weight type is read through one small loader struct, so each kernel family is written once:
+     QK          elements per block (1 for the float types)
+     BYTES       bytes per block
+     chunk(r,c)  dequantizes elements [16c, 16c + 16) of the row at r into four float4 registers
+     at(r,k)     one element; only the float types have rows that end inside a chunk (K % 16 != 0)
+   Block layouts are GGUF's.  Rows of odd length are not 4-byte aligned, hence the packed_* loads. */
+
+/* Element k of a row through its chunk: used by the quantized types, whose rows never end in a chunk. */
+template <typename B> METAL_FUNC float chunk_elem(device const uchar *row, uint k) {
+    float4 v[4];
+    B::chunk(row, k / 16, v);
+    return v[(k % 16) / 4][k % 4];
+}
+
+struct blk_f32 {
+    MLLM_CONST int QK = 1, BYTES = 4;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const packed_float4 *p = (device const packed_float4 *)row + 4 * c;
+        for (int i = 0; i < 4; i++) v[i] = float4(p[i]);
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return ((device const float *)row)[k]; }
+};
+
+struct blk_f16 {
+    MLLM_CONST int QK = 1, BYTES = 2;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const packed_half4 *p = (device const packed_half4 *)row + 4 * c;
+        for (int i = 0; i < 4; i++) v[i] = float4(half4(p[i]));
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return float(((device const half *)row)[k]); }
+};
+
+/* bfloat16 is the top half of a float32: widen by shifting (works on every Metal version). */
+struct blk_bf16 {
+    MLLM_CONST int QK = 1, BYTES = 2;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const packed_ushort4 *p = (device const packed_ushort4 *)row + 4 * c;
+        for (int i = 0; i < 4; i++) v[i] = as_type<float4>(uint4(ushort4(p[i])) << 16u);
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) {
+        return as_type<float>(uint(((device const ushort *)row)[k]) << 16u);
+    }
+};
+
+/* Q8_0: {half d; int8 q[32]}, x = d * q.  Chunk c is half c & 1 of block c / 2. */
+struct blk_q8_0 {
+    MLLM_CONST int QK = 32, BYTES = 34;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const uchar *b = row + (c / 2) * BYTES;
+        const float d = float(*(device const half *)b);
+        device const packed_char4 *q = (device const packed_char4 *)(b + 2 + 16 * (c & 1));
+        for (int i = 0; i < 4; i++) v[i] = float4(char4(q[i])) * d;
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q8_0>(row, k); }
+};
+
+/* Q4_0: {half d; uint8 q[16]}, element j < 16 is the low nibble of q[j], j >= 16 the high nibble of
+   q[j - 16]; x = d * (nibble - 8).  Chunk c & 1 selects the nibble. */
+struct blk_q4_0 {
+    MLLM_CONST int QK = 32, BYTES = 18;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const uchar *b = row + (c / 2) * BYTES;
+        const float d = float(*(device const half *)b);
+        const uint sh = 4 * (c & 1);
+        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 2);
+        for (int i = 0; i < 4; i++) v[i] = (float4((uint4(uchar4(q[i])) >> sh) & 15u) - 8.0f) * d;
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_0>(row, k); }
+};
+
+/* Q4_1: {half d, m; uint8 q[16]}, nibbles as Q4_0; x = d * nibble + m. */
+struct blk_q4_1 {
+    MLLM_CONST int QK = 32, BYTES = 20;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const uchar *b = row + (c / 2) * BYTES;
+        const float d = float(((device const half *)b)[0]), m = float(((device const half *)b)[1]);
+        const uint sh = 4 * (c & 1);
+        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 4);
+        for (int i = 0; i < 4; i++) v[i] = float4((uint4(uchar4(q[i])) >> sh) & 15u) * d + m;
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_1>(row, k); }
+};
+
+/* Q4_K super-block of 256: {half d, dmin; uint8 scales[12]; uint8 q[128]}.  Eight sub-blocks of 32
+   with 6-bit scale sc and min m packed in scales[]; x = d * sc * nibble - dmin * m.  Sub-block s uses
+   the low (s even) or high (s odd) nibbles of q[32 * (s / 2) .. + 32). */
+struct blk_q4_k {
+    MLLM_CONST int QK = 256, BYTES = 144;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const uchar *b = row + (c / 16) * BYTES;
+        c %= 16;
+        const uint s = c / 2;
+        device const uchar *sc = b + 4;
+        uint scale, min;
+        if (s < 4) {
+            scale = sc[s] & 63;
+            min = sc[s + 4] & 63;
+        } else {
+            scale = (sc[s + 4] & 15) | ((sc[s - 4] >> 6) << 4);
+            min = (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4);
+        }
+        const float d = float(((device const half *)b)[0]) * float(scale);
+        const float m = float(((device const half *)b)[1]) * float(min);
+        const uint sh = 4 * (s & 1);
+        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 16 + 32 * (s / 2) + 16 * (c & 1));
+        for (int i = 0; i < 4; i++) v[i] = float4((uint4(uchar4(q[i])) >> sh) & 15u) * d - m;
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_k>(row, k); }
+};
+
+/* Q6_K super-block of 256: {uint8 ql[128], qh[64]; int8 scales[16]; half d}.  Each 128-element half h
+   uses ql[64h..], qh[32h..]; its quarter t (32 elements) takes nibble t / 2 of ql[64h + 32(t & 1) + l]
+   and bits 2t..2t+1 of qh[32h + l] as the 6-bit q; x = d * scales[chunk] * (q - 32). */
+struct blk_q6_k {
+    MLLM_CONST int QK = 256, BYTES = 210;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const uchar *b = row + (c / 16) * BYTES;
+        c %= 16;
+        const uint h = c / 8, t = (c % 8) / 2, l0 = 16 * (c & 1);
+        const float d = float(*(device const half *)(b + 208)) * float(((device const char *)(b + 192))[c]);
+        device const packed_uchar4 *ql = (device const packed_uchar4 *)(b + 64 * h + 32 * (t & 1) + l0);
+        device const packed_uchar4 *qh = (device const packed_uchar4 *)(b + 128 + 32 * h + l0);
+        const uint shl = 4 * (t / 2), shh = 2 * t;
+        for (int i = 0; i < 4; i++) {
+            const uint4 q = ((uint4(uchar4(ql[i])) >> shl) & 15u) | (((uint4(uchar4(qh[i])) >> shh) & 3u) << 4u);
+            v[i] = (float4(q) - 32.0f) * d;
+        }
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q6_k>(row, k); }
+};
+
+/* Row reductions over a whole threadgroup (<= 1024 threads = 32 simdgroups): simd_* inside each
+   simdgroup, then one slot per simdgroup in threadgroup memory.  All threads get the result.  The
+   scratch array must hold 32 floats; the leading barrier lets callers reuse it back to back. */
+METAL_FUNC float tg_sum(float v, threadgroup float *scratch, ushort sg, ushort lane, ushort nsg) {
+    v = simd_sum(v);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (lane == 0) scratch[sg] = v;
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    return simd_sum(lane < nsg ? scratch[lane] : 0.0f);
+}
+
+METAL_FUNC float tg_max(float v, threadgroup float *scratch, ushort sg, ushort lane, ushort nsg) {
+    v = simd_max(v);
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (lane == 0) scratch[sg] = v;
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    return simd_max(lane < nsg ? scratch[lane] : -INFINITY);
+}
+#endif /* __METAL_VERSION__ */
+#endif /* MLLM_KERNELS_COMMON_H */

@@ -1,0 +1,28 @@
+// Elementwise ops over n floats: one thread per float4 (packed loads: buffers may start at any
+// float offset), so threads = ceil(n / 4) in any grouping.
+#include <metal_stdlib>
+#include "common.h"
+
+// The FFN gate: out = silu(gate) * up, silu(g) = g / (1 + e^-g).
+kernel void swiglu(device const float *gate [[buffer(0)]], device const float *up [[buffer(1)]],
+                   device float *out [[buffer(2)]], constant mllm__vec_args &a [[buffer(3)]],
+                   uint i [[thread_position_in_grid]]) {
+    if (4 * i + 4 <= a.n) {
+        const float4 g = float4(((device const packed_float4 *)gate)[i]);
+        ((device packed_float4 *)out)[i] = g / (1.0f + exp(-g)) * float4(((device const packed_float4 *)up)[i]);
+    } else {
+        for (uint k = 4 * i; k < a.n; k++) out[k] = gate[k] / (1.0f + exp(-gate[k])) * up[k];
+    }
+}
+
+// Residual add: out = a + b (out may alias either input).
+kernel void add(device const float *x [[buffer(0)]], device const float *y [[buffer(1)]],
+                device float *out [[buffer(2)]], constant mllm__vec_args &a [[buffer(3)]],
+                uint i [[thread_position_in_grid]]) {
+    if (4 * i + 4 <= a.n) {
+        ((device packed_float4 *)out)[i] = float4(((device const packed_float4 *)x)[i]) +
+                                           float4(((device const packed_float4 *)y)[i]);
+    } else {
+        for (uint k = 4 * i; k < a.n; k++) out[k] = x[k] + y[k];
+    }
+}
