@@ -22,7 +22,12 @@ TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRCS))
 HDR       := metalllm.h
 
-.PHONY: all test test-san model run bench clean check-gen gen
+.PHONY: all test test-san model run bench clean
+.DEFAULT_GOAL := all
+
+# Fragments add their own binaries to TEST_BINS (e.g. the MSL emulator suite, tokenizer table check).
+-include tests/*.mk
+
 all: $(EXAMPLES) $(TEST_BINS)
 
 $(BUILD)/%: examples/%.c $(HDR) | $(BUILD)
@@ -33,9 +38,6 @@ $(BUILD)/test_%: tests/test_%.c $(HDR) tests/test.h | $(BUILD)
 
 $(BUILD):
 	mkdir -p $(BUILD)
-
-# Fragments add their own binaries to TEST_BINS (e.g. the MSL emulator suite).
--include tests/*.mk
 
 test: all
 	MLLM_MODEL=$(MODEL) tests/run.sh $(TEST_BINS)

@@ -73,6 +73,7 @@ int main(int argc, char **argv) {
     cp.kv_blocks = n_seqs * ((1024 + 15) / 16);
     if (mllm_context_create(&ctx, model, &cp)) { fprintf(stderr, "error: %s\n", mllm_last_error()); return 1; }
     outs = (seq_out *)calloc((size_t)n_seqs, sizeof *outs);
+    for (i = 0; i < n_seqs; i++) outs[i].dt.n_tokens = 1;   /* continuing the prompt's text */
     for (i = 0; i < n_seqs; i++) {
         const char *p = prompts[i % n_prompts];
         char buf[4096];
@@ -99,7 +100,7 @@ int main(int argc, char **argv) {
     t0 = now();
     for (;;) {
         mllm_step_result r;
-        char piece[64];
+        char piece[512];
         if (mllm_step(ctx, &r)) { fprintf(stderr, "error: %s\n", mllm_last_error()); break; }
         for (i = 0; i < r.n_tokens; i++) {
             int s;
