@@ -368,7 +368,7 @@ static MLLM__PRINTF(2, 3) mllm_status mllm__fail(mllm_status st, const char *fmt
     return st;
 }
 
-static MLLM__PRINTF(2, 3) void mllm__log(mllm_log_level level, const char *fmt, ...) {
+static MLLM__PRINTF(2, 3) MLLM__UNUSED void mllm__log(mllm_log_level level, const char *fmt, ...) {
     char buf[512];
     va_list ap;
     if (!mllm__log_fn) return;
@@ -2136,7 +2136,7 @@ static size_t mllm__match_gpt2(const mllm__utext *t, size_t pos, size_t end) {
 }
 
 static size_t mllm__match_llama3(const mllm__utext *t, size_t pos, size_t end, int max_digits, int marks) {
-    const unsigned LET = MLLM__U_L | (marks ? MLLM__U_M : 0u);
+    const unsigned LET = MLLM__U_L | (marks ? (unsigned)MLLM__U_M : 0u);
     const unsigned OTHER = MLLM__U_WS | MLLM__U_N | LET;            /* [^\s\p{L}(\p{M})\p{N}] avoids these */
     uint32_t c = t->cp[pos];
     unsigned f = t->fl[pos];
@@ -3346,10 +3346,10 @@ static mllm_status mllm__load_model_meta(mllm_model *m) {
 static void mllm__rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 /* RoPE in place on one token's heads (x: n_heads * head_dim).  neox: rotate pairs (i, i + n_rot/2);
    otherwise adjacent pairs (2i, 2i+1).  Only the first n_rot dims of each head rotate. */
-static void mllm__rope(float *x, int n_heads, int head_dim, int n_rot, int pos, float freq_base,
+static MLLM__UNUSED void mllm__rope(float *x, int n_heads, int head_dim, int n_rot, int pos, float freq_base,
                        float freq_scale, int neox);
 static void mllm__swiglu(float *out, const float *gate, const float *up, int n);  /* silu(g) * u */
-static void mllm__softmax(float *x, int n);
+static MLLM__UNUSED void mllm__softmax(float *x, int n);
 
 /* ---- the batch a step runs, and the paged KV cache it attends over ---- */
 
@@ -3863,7 +3863,7 @@ typedef struct mllm__gpu {
 } mllm__gpu;
 
 /* The engine calls these (not the table) so that every backend is counted the same way. */
-static void mllm__gpu_dispatch(mllm__gpu *g, mllm__gpu_cmd *c, mllm__gpu_pipe *p, uint32_t gx, uint32_t gy,
+static MLLM__UNUSED void mllm__gpu_dispatch(mllm__gpu *g, mllm__gpu_cmd *c, mllm__gpu_pipe *p, uint32_t gx, uint32_t gy,
                                uint32_t gz, uint32_t tx, uint32_t ty, uint32_t tz) {
     uint32_t tgs[3], tpt[3];
     tgs[0] = gx; tgs[1] = gy; tgs[2] = gz;
@@ -3871,18 +3871,18 @@ static void mllm__gpu_dispatch(mllm__gpu *g, mllm__gpu_cmd *c, mllm__gpu_pipe *p
     g->n.dispatches++;
     g->vt->dispatch(c, p, tgs, tpt);
 }
-static void mllm__gpu_barrier(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.barriers++; g->vt->barrier(c); }
-static void mllm__gpu_commit(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.commits++; g->vt->commit(c); }
-static mllm_status mllm__gpu_wait(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.waits++; return g->vt->wait(c); }
+static MLLM__UNUSED void mllm__gpu_barrier(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.barriers++; g->vt->barrier(c); }
+static MLLM__UNUSED void mllm__gpu_commit(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.commits++; g->vt->commit(c); }
+static MLLM__UNUSED mllm_status mllm__gpu_wait(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.waits++; return g->vt->wait(c); }
 /* Copies GPU results to the CPU (shared buffers only; after wait). */
-static mllm_status mllm__gpu_read(mllm__gpu *g, mllm__gpu_buf *b, size_t offset, void *dst, size_t bytes) {
+static MLLM__UNUSED mllm_status mllm__gpu_read(mllm__gpu *g, mllm__gpu_buf *b, size_t offset, void *dst, size_t bytes) {
     const char *src = (const char *)g->vt->buf_contents(b);
     if (!src) return mllm__fail(MLLM_ERR_BACKEND, "gpu: reading a private buffer");
     memcpy(dst, src + offset, bytes);
     g->n.bytes_read += bytes;
     return MLLM_OK;
 }
-static void mllm__gpu_close(mllm__gpu *g) {
+static MLLM__UNUSED void mllm__gpu_close(mllm__gpu *g) {
     if (g->vt && g->vt->destroy) g->vt->destroy(g->dev);
     g->vt = NULL;
     g->dev = NULL;
