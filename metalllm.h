@@ -1866,6 +1866,62 @@ typedef struct mllm__kernel_src {
     unsigned int len;
 } mllm__kernel_src;
 /* BEGIN GENERATED KERNELS */
+/* kernels/common.h (host part): kernel parameter structs, launch geometry */
+/* kernels/common.h - what the Metal kernels share with the host.
+
+   Compiled twice: by the Metal compiler (as part of every .metal file in kernels/) and by C/C++ host code
+   (metalllm.h's Metal backend, the emulator tests).  The parameter structs below are therefore plain C
+   with fixed-width fields and no padding surprises: one definition, read by both sides.  Everything
+   MSL-only (the per-type block loaders) is under __METAL_VERSION__.
+
+   Shapes, for every matrix kernel: the weight W has N rows of K elements (GGUF ne[0] = K, rows are
+   row_bytes apart); activations X have M rows of K floats; outputs Y have M rows of N floats. */
+#ifndef MLLM_KERNELS_COMMON_H
+#define MLLM_KERNELS_COMMON_H
+
+#ifdef __METAL_VERSION__
+#include <metal_stdlib>
+using namespace metal;
+#else
+#include <stdint.h>
+#endif
+
+/* ---------------------------------------------------------------- launch geometry (host must match) */
+#define MLLM__GEMV_NSG 2         /* simdgroups per threadgroup: threads per threadgroup = 32 * NSG */
+#define MLLM__GEMV_ROWS 4        /* weight rows per simdgroup: threadgroups.x = ceil(N / (NSG * ROWS)) */
+#define MLLM__GEMM_BM 32         /* activation rows (tokens) per threadgroup tile: threadgroups.y */
+#define MLLM__GEMM_BN 64         /* weight rows (outputs) per threadgroup tile: threadgroups.x */
+#define MLLM__GEMM_BK 32         /* depth of one tile step */
+#define MLLM__GEMM_THREADS 128   /* 4 simdgroups in a 2 x 2 arrangement */
+#define MLLM__REDUCE_MAX_THREADS 1024  /* row reductions (norm, softmax, argmax) use <= this many */
+
+/* ---------------------------------------------------------------- kernel parameters */
+typedef struct mllm__mat_args {  /* gemv_*, gemm_*, get_rows_* */
+    uint32_t K;                  /* elements per weight row (a multiple of the type's block) */
+    uint32_t N;                  /* weight rows */
+    uint32_t M;                  /* activation rows (gemv/gemm) or ids (get_rows) */
+    uint32_t row_bytes;          /* bytes between weight rows */
+} mllm__mat_args;
+
+typedef struct mllm__norm_args { /* rms_norm, rms_norm_mul: one threadgroup per row of n floats */
+    uint32_t n;
+    float eps;
+} mllm__norm_args;
+
+typedef struct mllm__rope_args { /* rope, rope_neox: in place on [tokens][n_heads][head_dim] */
+    uint32_t n_heads;
+    uint32_t head_dim;
+    uint32_t n_rot;              /* leading dims of each head that rotate (even, <= head_dim) */
+    uint32_t stride;             /* floats between consecutive tokens (>= n_heads * head_dim) */
+    float freq_base;
+    float freq_scale;
+} mllm__rope_args;
+
+typedef struct mllm__vec_args {  /* swiglu, add, softmax, argmax */
+    uint32_t n;                  /* elements (per row for softmax/argmax, in total otherwise) */
+} mllm__vec_args;
+
+#endif /* MLLM_KERNELS_COMMON_H */
 static const unsigned char mllm__kernels_metal[] = {
   0x23, 0x69, 0x6e, 0x63, 0x6c, 0x75, 0x64, 0x65, 0x20, 0x3c, 0x6d, 0x65,
   0x74, 0x61, 0x6c, 0x5f, 0x73, 0x74, 0x64, 0x6c, 0x69, 0x62, 0x3e, 0x0a,

@@ -25,6 +25,10 @@ all_kernels() {
 }
 
 block() {
+    # the host half of kernels/common.h as C: the kernels' parameter structs and launch geometry
+    echo "/* kernels/common.h (host part): kernel parameter structs, launch geometry */"
+    awk '/^\/\* -+ MSL: per-type block loaders/ { skip = 1 } !skip { print } /^#endif \/\* __METAL_VERSION__ \*\// { skip = 0 }' \
+        kernels/common.h
     echo "static const unsigned char mllm__kernels_metal[] = {"
     all_kernels | xxd -i
     echo "};"
