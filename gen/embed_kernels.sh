@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Embeds kernels/*.metal (MSL source, as xxd -i byte arrays) into metalllm.h between the markers
+# Embeds kernels/*.metal (MSL source, one xxd -i byte array) into metalllm.h between the markers
 # /* BEGIN GENERATED KERNELS */ and /* END GENERATED KERNELS */ in the Metal backend section.
 #   gen/embed_kernels.sh           rewrite metalllm.h
 #   gen/embed_kernels.sh --check   exit 1 (and say which) if the embedded copy is stale
@@ -11,24 +11,32 @@ HDR=${HDR:-metalllm.h}
 BEGIN='/* BEGIN GENERATED KERNELS */'
 END='/* END GENERATED KERNELS */'
 
-block() {
-    local names=() f id
+# All kernels as one MSL source, so one library compiled once at start-up: kernels/common.h (the structs
+# and block loaders the kernels share with the host) once, then every kernels/*.metal without its
+# #include "common.h" (newLibraryWithSource has no include path).
+all_kernels() {
+    echo '#include <metal_stdlib>'
+    cat kernels/common.h
     for f in kernels/*.metal; do
         [ -e "$f" ] || continue
-        id=mllm__kernel_$(basename "$f" .metal | tr -c 'A-Za-z0-9_\n' '_')
-        echo "static const unsigned char ${id}[] = {"
-        xxd -i < "$f"
-        echo "};"
-        names+=("$f:$id:$(wc -c < "$f" | tr -d ' ')")
+        printf '\n// ---- %s\n' "$f"
+        grep -vxF '#include "common.h"' "$f" || true
     done
+}
+
+block() {
+    # the host half of kernels/common.h as C: the kernels' parameter structs and launch geometry
+    echo "/* kernels/common.h (host part): kernel parameter structs, launch geometry */"
+    awk '/^\/\* -+ MSL: per-type block loaders/ { skip = 1 } !skip { print } /^#endif \/\* __METAL_VERSION__ \*\// { skip = 0 }' \
+        kernels/common.h
+    echo "static const unsigned char mllm__kernels_metal[] = {"
+    all_kernels | xxd -i
+    echo "};"
     echo "static const mllm__kernel_src mllm__kernel_sources[] = {"
-    for f in "${names[@]+"${names[@]}"}"; do
-        IFS=: read -r path id len <<< "$f"
-        echo "    {\"$(basename "$path")\", $id, ${len}u},"
-    done
+    echo "    {\"kernels.metal\", mllm__kernels_metal, $(all_kernels | wc -c | tr -d ' ')u},"
     echo "    {NULL, NULL, 0}   /* (keeps the array non-empty) */"
     echo "};"
-    echo "static const size_t mllm__n_kernel_sources = ${#names[@]};"
+    echo "static const size_t mllm__n_kernel_sources = 1;"
 }
 
 grep -qF "$BEGIN" "$HDR" && grep -qF "$END" "$HDR" || { echo "embed_kernels: markers missing in $HDR" >&2; exit 2; }
@@ -45,4 +53,4 @@ if [ "${1:-}" = "--check" ]; then
     exit 1
 fi
 cmp -s "$new" "$HDR" || cp "$new" "$HDR"
-echo "embedded $(ls kernels/*.metal 2>/dev/null | wc -l) kernel file(s) into $HDR"
+echo "embedded $(ls kernels/*.metal 2>/dev/null | wc -l) kernel file(s) into $HDR as one source"

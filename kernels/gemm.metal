@@ -11,7 +11,7 @@
 #define BM MLLM__GEMM_BM
 #define BN MLLM__GEMM_BN
 #define BK MLLM__GEMM_BK
-#define BKP (BK + 4)   // padded tile rows: spreads the simdgroup loads over more memory banks
+enum { BKP = BK + 4 };   // padded tile rows: spreads the simdgroup loads over more memory banks
 
 template <typename B>
 METAL_FUNC void gemm_impl(device const uchar *w, device const float *x, device float *y, device const float *r,

@@ -1,28 +1,55 @@
-// Shared helpers of the kernel tests (tests/emu/test_kernels_*.cpp): run one kernel under several
-// emulator schedules with poisoned threadgroup memory, random inputs, weight rows of every type, and
-// references from the CPU backend in metalllm.h.  Each test binary includes this once and ends with t_finish().
+// Shared helpers of the kernel tests (tests/emu/test_kernels_*.cpp, linked into build/test_emu): run
+// one kernel under the emulator's schedule/poison variants, random inputs, weight rows of every type,
+// and the CPU backend's ops as references (wrapped in test_kernels_ref.cpp, the one translation unit of
+// the emulator suite that compiles metalllm.h's implementation).
 #ifndef MLLM_KERNELS_TEST_H
 #define MLLM_KERNELS_TEST_H
-#include "msl_host.hpp"
-#define METALLLM_IMPLEMENTATION   // the CPU backend's ops and dequantization are the references
-#include "metalllm.h"   // (built with -I at the repository root)
-#include "../test.h"
-#include "../../kernels/common.h"
-#include <cmath>
-#include <cstdint>
-#include <cstring>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
 #include <random>
 #include <vector>
 
-static std::mt19937 kt_rng(12345);
-static float kt_uniform(float lo, float hi) { return std::uniform_real_distribution<float>(lo, hi)(kt_rng); }
-static uint32_t kt_u32() { return kt_rng(); }
+#include "emu_test.hpp"
+#include "kernels/common.h"
 
-// Device buffers: the end of each touches a guard page, so an overrun faults (and is reported).
-// Never freed: a test binary makes a few hundred small ones.
+// ---------------------------------------------------------------- CPU references (test_kernels_ref.cpp)
+struct kt_type { uint32_t id; const char *name; int qk, bytes; };   // a weight type, kernel-name suffix
+extern const kt_type kt_types[];
+#define KT_NTYPES 8
+enum { KT_F32, KT_F16, KT_BF16, KT_Q8_0, KT_Q4_0, KT_Q4_1, KT_Q4_K, KT_Q6_K };   // indices into kt_types
+uint16_t kt_f16_bits(float f);
+uint16_t kt_bf16_bits(float f);
+void kt_cpu_dequant(const kt_type &t, const uint8_t *row, uint32_t k, double *out);   // mllm__dequant_row
+void kt_cpu_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+void kt_cpu_rope(float *x, int n_heads, int head_dim, int n_rot, int pos, float base, float scale, int neox);
+void kt_cpu_swiglu(float *out, const float *gate, const float *up, int n);
+void kt_cpu_softmax(float *x, int n);
+int kt_cpu_greedy(float *logits, int n);   // the sampler at temperature 0
+
+// ---------------------------------------------------------------- buffers, randomness
+static std::mt19937 kt_rng(12345);
+static inline float kt_uniform(float lo, float hi) { return std::uniform_real_distribution<float>(lo, hi)(kt_rng); }
+static inline uint32_t kt_u32() { return kt_rng(); }
+
+// Guarded device buffers (an overrun is reported by the dispatch), freed when the enclosing kt_scope
+// ends: each check function opens one.
+static std::vector<void *> kt_live;
+struct kt_scope {
+    size_t mark = kt_live.size();
+    ~kt_scope() {
+        while (kt_live.size() > mark) { msl::free_guarded(kt_live.back()); kt_live.pop_back(); }
+    }
+};
 template <class T> static T *kt_buf(size_t n) {
-    T *p = (T *)msl::alloc_guarded((n ? n : 1) * sizeof(T));
-    memset((void *)p, 0, (n ? n : 1) * sizeof(T));
+    T *p = (T *)msl::alloc_guarded((n ? n : 1) * sizeof(T));   // zero-filled
+    kt_live.push_back(p);
+    return p;
+}
+static float *kt_rand(size_t n, float lo = -1.0f, float hi = 1.0f) {
+    float *p = kt_buf<float>(n);
+    for (size_t i = 0; i < n; i++) p[i] = kt_uniform(lo, hi);
     return p;
 }
 // Output buffers start as NaN, so an element the kernel never writes cannot pass.
@@ -31,33 +58,29 @@ static float *kt_out(size_t n) {
     for (size_t i = 0; i < n; i++) p[i] = NAN;
     return p;
 }
-static float *kt_rand(size_t n, float lo = -1.0f, float hi = 1.0f) {
-    float *p = kt_buf<float>(n);
-    for (size_t i = 0; i < n; i++) p[i] = kt_uniform(lo, hi);
-    return p;
+
+// ---------------------------------------------------------------- dispatch and compare
+// The emulator's schedule/poison variants (>= 3 schedules, poisoned threadgroup memory); under
+// ThreadSanitizer one is enough (its race detection does not depend on the order) and kernels run
+// ~10x slower.
+static inline std::vector<emu::Variant> kt_variants() {
+    std::vector<emu::Variant> v = emu::variants();
+    if (emu::tsan) v.resize(1);
+    return v;
 }
 
-// The three schedules every kernel must pass (fiber order inside each scheduling pass, and whole
-// simdgroups running to the next barrier in reverse or random order), all with threadgroup memory
-// poisoned with NaN so that a read before a write shows up in the result.
-struct kt_sched { int policy; int poison; const char *name; };
-static const kt_sched kt_scheds[] = {
-    {msl::SCHED_FORWARD, msl::POISON_NAN, "fwd"},
-    {msl::SCHED_SG_REVERSE, msl::POISON_NAN, "sg-rev"},
-    {msl::SCHED_RANDOM, msl::POISON_NAN, "rand"},
-};
-#define KT_NSCHED 3
-
-// Dispatches kernel under schedule s; a failed dispatch (fault, divergent barrier...) or a warning
-// (e.g. a non-uniform shuffle) fails the current test.
-static bool kt_dispatch(const char *kernel, const kt_sched &s, uint32_t gx, uint32_t gy, uint32_t tpt,
+// Dispatches kernel; a failed dispatch (fault, divergent barrier...) or a warning (e.g. a
+// non-uniform shuffle) fails the current test.
+static bool kt_dispatch(const char *kernel, const emu::Variant &v, uint32_t gx, uint32_t gy, uint32_t tpt,
                         void *const *bufs, int nbuf) {
     msl::Dispatch d;
     d.tgs[0] = gx; d.tgs[1] = gy; d.tpt[0] = tpt;
-    d.policy = s.policy; d.poison = s.poison; d.seed = kt_u32();
+    d.policy = v.policy; d.poison = v.poison; d.seed = kt_u32();
     msl::Result r = msl::dispatch(kernel, d, bufs, nbuf);
-    CHECK(r.ok, "%s (%s, grid %ux%u, %u threads): %s", kernel, s.name, gx, gy, tpt, r.error.c_str());
-    CHECK(r.warnings.empty(), "%s (%s): %s", kernel, s.name, r.warnings.empty() ? "" : r.warnings[0].c_str());
+    char what[160];
+    snprintf(what, sizeof what, "%s (%s, %s, grid %ux%u, %u threads)", kernel, msl::sched_name(v.policy),
+             msl::poison_name(v.poison), gx, gy, tpt);
+    CHECK_DISPATCH(r, what);
     return r.ok;
 }
 
@@ -67,9 +90,9 @@ static bool kt_close(const char *what, const float *got, const double *ref, cons
     size_t bad = 0, worst = 0;
     double worst_r = 0;
     for (size_t i = 0; i < n; i++) {
-        const double err = std::fabs((double)got[i] - ref[i]), lim = tol * scale[i] + 1e-30;
+        const double err = fabs((double)got[i] - ref[i]), lim = tol * scale[i] + 1e-30;
         if (!(err <= lim)) bad++;
-        const double rr = std::isnan(err) ? INFINITY : err / lim;
+        const double rr = isnan(err) ? INFINITY : err / lim;
         if (rr > worst_r) { worst_r = rr; worst = i; }
     }
     CHECK(bad == 0, "%s: %zu of %zu elements off; worst [%zu] got %.8g want %.8g (err/limit %.3g)", what, bad, n,
@@ -78,22 +101,8 @@ static bool kt_close(const char *what, const float *got, const double *ref, cons
 }
 
 // ---------------------------------------------------------------- weight rows of every type
-// Weight types by GGUF id (metalllm.h's mllm__type) with the kernel-name suffix; block geometry comes
-// from the CPU side's type traits.
-struct kt_type { uint32_t id; const char *name; int qk, bytes; };
-static kt_type kt_mk(uint32_t id, const char *name) {
-    const mllm__type_traits *tr = mllm__traits(id);
-    kt_type t = {id, name, tr->block, tr->bytes};
-    return t;
-}
-static const kt_type kt_types[] = {
-    kt_mk(MLLM__F32, "f32"), kt_mk(MLLM__F16, "f16"), kt_mk(MLLM__BF16, "bf16"), kt_mk(MLLM__Q8_0, "q8_0"),
-    kt_mk(MLLM__Q4_0, "q4_0"), kt_mk(MLLM__Q4_1, "q4_1"), kt_mk(MLLM__Q4_K, "q4_k"), kt_mk(MLLM__Q6_K, "q6_k"),
-};
-#define KT_NTYPES 8
-
-static void kt_put_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static void kt_put_f16(uint8_t *p, float f) { kt_put_u16(p, mllm__f32_to_f16(f)); }
+static inline void kt_put_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+static inline void kt_put_f16(uint8_t *p, float f) { kt_put_u16(p, kt_f16_bits(f)); }
 
 // n rows of k random weights: random quant bits, scales of moderate size so that values are O(1).
 static uint8_t *kt_weights(const kt_type &t, uint32_t nrows, uint32_t k) {
@@ -102,24 +111,18 @@ static uint8_t *kt_weights(const kt_type &t, uint32_t nrows, uint32_t k) {
     for (size_t i = 0; i < rb * nrows; i++) w[i] = (uint8_t)kt_u32();
     for (size_t b = 0; b < rb * nrows / t.bytes; b++) {
         uint8_t *blk = w + b * t.bytes;
-        switch (t.id) {
-        case MLLM__F32: { float f = kt_uniform(-1, 1); memcpy(blk, &f, 4); break; }
-        case MLLM__F16: kt_put_f16(blk, kt_uniform(-1, 1)); break;
-        case MLLM__BF16: kt_put_u16(blk, mllm__f32_to_bf16(kt_uniform(-1, 1))); break;
-        case MLLM__Q8_0: kt_put_f16(blk, kt_uniform(-1, 1) / 127); break;
-        case MLLM__Q4_0: kt_put_f16(blk, kt_uniform(-1, 1) / 8); break;
-        case MLLM__Q4_1: kt_put_f16(blk, kt_uniform(0, 1) / 15); kt_put_f16(blk + 2, kt_uniform(-1, 0)); break;
-        case MLLM__Q4_K: kt_put_f16(blk, kt_uniform(0, 1) / 600); kt_put_f16(blk + 2, kt_uniform(0, 1) / 60); break;
-        case MLLM__Q6_K: kt_put_f16(blk + 208, kt_uniform(-1, 1) / 4000); break;
+        switch (t.id) {   // GGUF type ids
+        case 0: { float f = kt_uniform(-1, 1); memcpy(blk, &f, 4); break; }
+        case 1: kt_put_f16(blk, kt_uniform(-1, 1)); break;
+        case 30: kt_put_u16(blk, kt_bf16_bits(kt_uniform(-1, 1))); break;
+        case 8: kt_put_f16(blk, kt_uniform(-1, 1) / 127); break;
+        case 2: kt_put_f16(blk, kt_uniform(-1, 1) / 8); break;
+        case 3: kt_put_f16(blk, kt_uniform(0, 1) / 15); kt_put_f16(blk + 2, kt_uniform(-1, 0)); break;
+        case 12: kt_put_f16(blk, kt_uniform(0, 1) / 600); kt_put_f16(blk + 2, kt_uniform(0, 1) / 60); break;
+        case 14: kt_put_f16(blk + 208, kt_uniform(-1, 1) / 4000); break;
         }
     }
     return w;
 }
 
-// One row dequantized by the CPU backend (metalllm.h's mllm__dequant_row), widened to double.
-static void kt_dequant(const kt_type &t, const uint8_t *row, uint32_t k, double *out) {
-    std::vector<float> f(k);
-    mllm__dequant_row(t.id, row, f.data(), k);
-    for (uint32_t i = 0; i < k; i++) out[i] = f[i];
-}
 #endif

@@ -1,12 +1,14 @@
 // gemm_<type> and gemm_add_<type> (kernels/gemm.metal, simdgroup_matrix tiles) against a
-// double-precision product with weight rows dequantized by the CPU backend (mllm__dequant_row): every weight
-// type, shapes that are and are not tile multiples (M, N, and K for the float types), the full-tile
-// direct-store path and the masked path, three schedules, NaN-poisoned threadgroup memory.
+// double-precision product with weight rows dequantized by the CPU backend (mllm__dequant_row): every
+// weight type, shapes that are and are not tile multiples (M, N, and K for the float types), the
+// full-tile direct-store path and the masked one, the emulator's schedule/poison variants.
 #include "kernels_test.h"
 
+namespace {
 struct shape { uint32_t K, N, M; };
 
-static void check_gemm(const kt_type &t, shape s, int sched, bool add) {
+void check_gemm(const kt_type &t, shape s, const emu::Variant &v, bool add) {
+    kt_scope scope;
     const size_t rb = (size_t)s.K / t.qk * t.bytes;
     uint8_t *w = kt_weights(t, s.N, s.K);
     float *x = kt_rand((size_t)s.M * s.K), *r = kt_rand((size_t)s.M * s.N), *y = kt_out((size_t)s.M * s.N);
@@ -14,58 +16,47 @@ static void check_gemm(const kt_type &t, shape s, int sched, bool add) {
     void *bufs[] = {w, x, y, &a, r};
     char name[64];
     snprintf(name, sizeof name, "%s_%s", add ? "gemm_add" : "gemm", t.name);
-    if (!kt_dispatch(name, kt_scheds[sched], (s.N + MLLM__GEMM_BN - 1) / MLLM__GEMM_BN,
-                     (s.M + MLLM__GEMM_BM - 1) / MLLM__GEMM_BM, MLLM__GEMM_THREADS, bufs, add ? 5 : 4))
+    if (!kt_dispatch(name, v, (s.N + MLLM__GEMM_BN - 1) / MLLM__GEMM_BN, (s.M + MLLM__GEMM_BM - 1) / MLLM__GEMM_BM,
+                     MLLM__GEMM_THREADS, bufs, add ? 5 : 4))
         return;
     std::vector<double> wd((size_t)s.N * s.K), ref((size_t)s.M * s.N), scale((size_t)s.M * s.N);
-    for (uint32_t n = 0; n < s.N; n++) kt_dequant(t, w + n * rb, s.K, &wd[(size_t)n * s.K]);
+    for (uint32_t n = 0; n < s.N; n++) kt_cpu_dequant(t, w + n * rb, s.K, &wd[(size_t)n * s.K]);
     for (uint32_t m = 0; m < s.M; m++)
         for (uint32_t n = 0; n < s.N; n++) {
-            double acc = add ? r[(size_t)m * s.N + n] : 0, mag = add ? std::fabs(acc) : 0;
+            const size_t o = (size_t)m * s.N + n;
+            double acc = add ? r[o] : 0, mag = fabs(acc);
             for (uint32_t k = 0; k < s.K; k++) {
                 const double p = wd[(size_t)n * s.K + k] * x[(size_t)m * s.K + k];
                 acc += p;
-                mag += std::fabs(p);
+                mag += fabs(p);
             }
-            ref[(size_t)m * s.N + n] = acc;
-            scale[(size_t)m * s.N + n] = mag;
+            ref[o] = acc;
+            scale[o] = mag;
         }
-    char what[128];
-    snprintf(what, sizeof what, "%s K=%u N=%u M=%u %s", name, s.K, s.N, s.M, kt_scheds[sched].name);
+    char what[160];
+    snprintf(what, sizeof what, "%s K=%u N=%u M=%u %s", name, s.K, s.N, s.M, msl::sched_name(v.policy));
     kt_close(what, y, ref.data(), scale.data(), (size_t)s.M * s.N, 2e-5);
 }
 
-static void run_type(const kt_type &t) {
+void run_type(const kt_type &t) {
     static const shape s1[] = {{1, 1, 1}, {7, 33, 7}, {33, 7, 33}, {576, 64, 32}, {4097, 7, 2}};
     static const shape s32[] = {{32, 1, 7}, {576, 65, 33}, {1536, 64, 32}};
     static const shape s256[] = {{256, 7, 1}, {512, 64, 32}, {1536, 33, 7}};
     const shape *sh = t.qk == 1 ? s1 : t.qk == 32 ? s32 : s256;
     const int ns = t.qk == 1 ? 5 : 3;
     for (int i = 0; i < ns; i++)
-        for (int sched = 0; sched < KT_NSCHED; sched++) {
-            check_gemm(t, sh[i], sched, false);
-            check_gemm(t, sh[i], sched, true);
+        for (const emu::Variant &v : kt_variants()) {
+            check_gemm(t, sh[i], v, false);
+            check_gemm(t, sh[i], v, true);
         }
 }
+}  // namespace
 
-#define GEMM_TEST(name, idx) static void test_gemm_##name##_matches_dequantized_product(void) { run_type(kt_types[idx]); }
-GEMM_TEST(f32, 0)
-GEMM_TEST(f16, 1)
-GEMM_TEST(bf16, 2)
-GEMM_TEST(q8_0, 3)
-GEMM_TEST(q4_0, 4)
-GEMM_TEST(q4_1, 5)
-GEMM_TEST(q4_k, 6)
-GEMM_TEST(q6_k, 7)
-
-int main(void) {
-    RUN(test_gemm_f32_matches_dequantized_product);
-    RUN(test_gemm_f16_matches_dequantized_product);
-    RUN(test_gemm_bf16_matches_dequantized_product);
-    RUN(test_gemm_q8_0_matches_dequantized_product);
-    RUN(test_gemm_q4_0_matches_dequantized_product);
-    RUN(test_gemm_q4_1_matches_dequantized_product);
-    RUN(test_gemm_q4_k_matches_dequantized_product);
-    RUN(test_gemm_q6_k_matches_dequantized_product);
-    return t_finish();
-}
+EMU_TEST(gemm_f32_matches_dequantized_product) { run_type(kt_types[KT_F32]); }
+EMU_TEST(gemm_f16_matches_dequantized_product) { run_type(kt_types[KT_F16]); }
+EMU_TEST(gemm_bf16_matches_dequantized_product) { run_type(kt_types[KT_BF16]); }
+EMU_TEST(gemm_q8_0_matches_dequantized_product) { run_type(kt_types[KT_Q8_0]); }
+EMU_TEST(gemm_q4_0_matches_dequantized_product) { run_type(kt_types[KT_Q4_0]); }
+EMU_TEST(gemm_q4_1_matches_dequantized_product) { run_type(kt_types[KT_Q4_1]); }
+EMU_TEST(gemm_q4_k_matches_dequantized_product) { run_type(kt_types[KT_Q4_K]); }
+EMU_TEST(gemm_q6_k_matches_dequantized_product) { run_type(kt_types[KT_Q6_K]); }
