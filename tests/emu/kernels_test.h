@@ -1,7 +1,6 @@
-// Shared helpers of the kernel tests (tests/emu/test_kernels_*.cpp, linked into build/test_emu): run
-// one kernel under the emulator's schedule/poison variants, random inputs, weight rows of every type,
-// and the CPU backend's ops as references (wrapped in test_kernels_ref.cpp, the one translation unit of
-// the emulator suite that compiles metalllm.h's implementation).
+// Shared helpers of the kernel tests (tests/emu/test_kernels_*.cpp; each is its own emulator program
+// and includes this once): run one kernel under the emulator's schedule/poison variants, random inputs,
+// weight rows of every type, and the CPU backend's ops (metalllm.h) as references.
 #ifndef MLLM_KERNELS_TEST_H
 #define MLLM_KERNELS_TEST_H
 #include <math.h>
@@ -11,22 +10,37 @@
 #include <random>
 #include <vector>
 
+#define METALLLM_IMPLEMENTATION   // the CPU backend's ops and dequantization are the references
+#include "metalllm.h"
 #include "emu_test.hpp"
-#include "kernels/common.h"
+#include "kernels/common.h"          // (already pasted into metalllm.h: the include guard skips it)
 
-// ---------------------------------------------------------------- CPU references (test_kernels_ref.cpp)
+// ---------------------------------------------------------------- CPU references
 struct kt_type { uint32_t id; const char *name; int qk, bytes; };   // a weight type, kernel-name suffix
-extern const kt_type kt_types[];
-#define KT_NTYPES 8
+static inline kt_type kt_mk(uint32_t id, const char *name) {
+    const mllm__type_traits *tr = mllm__traits(id);
+    kt_type t = {id, name, tr->block, tr->bytes};
+    return t;
+}
+static const kt_type kt_types[] = {
+    kt_mk(MLLM__F32, "f32"), kt_mk(MLLM__F16, "f16"), kt_mk(MLLM__BF16, "bf16"), kt_mk(MLLM__Q8_0, "q8_0"),
+    kt_mk(MLLM__Q4_0, "q4_0"), kt_mk(MLLM__Q4_1, "q4_1"), kt_mk(MLLM__Q4_K, "q4_k"), kt_mk(MLLM__Q6_K, "q6_k"),
+};
 enum { KT_F32, KT_F16, KT_BF16, KT_Q8_0, KT_Q4_0, KT_Q4_1, KT_Q4_K, KT_Q6_K };   // indices into kt_types
-uint16_t kt_f16_bits(float f);
-uint16_t kt_bf16_bits(float f);
-void kt_cpu_dequant(const kt_type &t, const uint8_t *row, uint32_t k, double *out);   // mllm__dequant_row
-void kt_cpu_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
-void kt_cpu_rope(float *x, int n_heads, int head_dim, int n_rot, int pos, float base, float scale, int neox);
-void kt_cpu_swiglu(float *out, const float *gate, const float *up, int n);
-void kt_cpu_softmax(float *x, int n);
-int kt_cpu_greedy(float *logits, int n);   // the sampler at temperature 0
+
+// One weight row dequantized by the CPU backend, widened to double.
+static void kt_cpu_dequant(const kt_type &t, const uint8_t *row, uint32_t k, double *out) {
+    std::vector<float> f(k);
+    mllm__dequant_row(t.id, row, f.data(), k);
+    for (uint32_t i = 0; i < k; i++) out[i] = f[i];
+}
+// The sampler at temperature 0 (greedy).
+static int kt_cpu_greedy(float *logits, int n) {
+    mllm_sampler_params greedy;
+    memset(&greedy, 0, sizeof greedy);
+    std::vector<mllm__cand> cand((size_t)n);
+    return mllm__sample(logits, n, NULL, 0, &greedy, 0, cand.data());
+}
 
 // ---------------------------------------------------------------- buffers, randomness
 static std::mt19937 kt_rng(12345);
@@ -102,7 +116,7 @@ static bool kt_close(const char *what, const float *got, const double *ref, cons
 
 // ---------------------------------------------------------------- weight rows of every type
 static inline void kt_put_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
-static inline void kt_put_f16(uint8_t *p, float f) { kt_put_u16(p, kt_f16_bits(f)); }
+static inline void kt_put_f16(uint8_t *p, float f) { kt_put_u16(p, mllm__f32_to_f16(f)); }
 
 // n rows of k random weights: random quant bits, scales of moderate size so that values are O(1).
 static uint8_t *kt_weights(const kt_type &t, uint32_t nrows, uint32_t k) {
@@ -114,7 +128,7 @@ static uint8_t *kt_weights(const kt_type &t, uint32_t nrows, uint32_t k) {
         switch (t.id) {   // GGUF type ids
         case 0: { float f = kt_uniform(-1, 1); memcpy(blk, &f, 4); break; }
         case 1: kt_put_f16(blk, kt_uniform(-1, 1)); break;
-        case 30: kt_put_u16(blk, kt_bf16_bits(kt_uniform(-1, 1))); break;
+        case 30: kt_put_u16(blk, mllm__f32_to_bf16(kt_uniform(-1, 1))); break;
         case 8: kt_put_f16(blk, kt_uniform(-1, 1) / 127); break;
         case 2: kt_put_f16(blk, kt_uniform(-1, 1) / 8); break;
         case 3: kt_put_f16(blk, kt_uniform(0, 1) / 15); kt_put_f16(blk + 2, kt_uniform(-1, 0)); break;

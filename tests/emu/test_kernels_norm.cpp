@@ -22,7 +22,7 @@ void check_elementwise(bool swiglu) {
             const char *k = swiglu ? "swiglu" : "add";
             if (!kt_dispatch(k, v, (threads + tpt - 1) / tpt, 1, tpt, bufs, 4)) continue;
             std::vector<float> cpu(n);
-            if (swiglu) kt_cpu_swiglu(cpu.data(), g0.data(), u, (int)n);
+            if (swiglu) mllm__swiglu(cpu.data(), g0.data(), u, (int)n);
             std::vector<double> ref(n), scale(n);
             for (uint32_t i = 0; i < n; i++) {
                 ref[i] = swiglu ? (double)cpu[i] : (double)g0[i] + u[i];
@@ -53,7 +53,7 @@ EMU_TEST(rms_norm_matches_cpu) {
                 std::vector<float> ones(n, 1.0f), cpu(n);
                 std::vector<double> ref((size_t)rows * n), scale((size_t)rows * n);
                 for (uint32_t r = 0; r < rows; r++) {
-                    kt_cpu_rmsnorm(cpu.data(), x + r * n, mul ? w : ones.data(), (int)n, eps);
+                    mllm__rmsnorm(cpu.data(), x + r * n, mul ? w : ones.data(), (int)n, eps);
                     for (uint32_t i = 0; i < n; i++) {
                         ref[r * n + i] = cpu[i];
                         scale[r * n + i] = fabs(cpu[i]);
@@ -91,7 +91,7 @@ EMU_TEST(rope_matches_cpu) {
                 std::vector<float> cpu(x0);
                 std::vector<double> scale(n, 0.0);   // 0: not rotated, must be unchanged
                 for (uint32_t t = 0; t < c.tokens; t++) {
-                    kt_cpu_rope(&cpu[(size_t)t * stride], (int)c.n_heads, (int)c.head_dim, (int)c.n_rot, pos[t],
+                    mllm__rope(&cpu[(size_t)t * stride], (int)c.n_heads, (int)c.head_dim, (int)c.n_rot, pos[t],
                                 c.base, c.fscale, neox);
                     for (uint32_t h = 0; h < c.n_heads; h++)
                         for (uint32_t i = 0; i < c.n_rot / 2; i++) {

@@ -19,7 +19,7 @@ EMU_TEST(softmax_matches_cpu) {
             void *bufs[] = {x, y, &a};
             if (!kt_dispatch("softmax", v, rows, 1, tpt, bufs, 3)) continue;
             std::vector<float> cpu(x, x + (size_t)rows * n);
-            for (uint32_t r = 0; r < rows; r++) kt_cpu_softmax(&cpu[(size_t)r * n], (int)n);
+            for (uint32_t r = 0; r < rows; r++) mllm__softmax(&cpu[(size_t)r * n], (int)n);
             std::vector<double> ref(cpu.begin(), cpu.end()), scale(ref);
             char what[128];
             snprintf(what, sizeof what, "softmax n=%u tpt=%u %s", n, tpt, msl::sched_name(v.policy));
@@ -36,7 +36,7 @@ EMU_TEST(softmax_in_place_matches_cpu) {
     mllm__vec_args a = {n};
     void *bufs[] = {x, x, &a};
     if (!kt_dispatch("softmax", kt_variants().back(), 1, 1, 256, bufs, 3)) return;
-    kt_cpu_softmax(cpu.data(), (int)n);
+    mllm__softmax(cpu.data(), (int)n);
     std::vector<double> ref(cpu.begin(), cpu.end()), scale(ref);
     kt_close("softmax in place n=4097", x, ref.data(), scale.data(), n, 1e-5);
 }
