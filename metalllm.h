@@ -6898,7 +6898,7 @@ static const mllm__ops mllm__cpu_ops = {"cpu", mllm__cpu_embed, mllm__cpu_rmsnor
 
 typedef struct mllm__seq {
     int used;                      /* slot holds a sequence */
-    mllm_seq_id id;
+    mllm_seq_id sid;
     mllm_seq_params params;
     mllm_token *tokens;            /* history: prompt, then generated tokens */
     int n_tokens, cap_tokens, n_prompt;
@@ -7037,9 +7037,9 @@ static void mllm__apply_penalties(float *logits, int n_vocab, const mllm_token *
         scratch[j + 1] = c;
     }
     for (i = 0; i < n;) {
-        int id = scratch[i].id, cnt = 0;
-        float *l = &logits[id];
-        while (i < n && scratch[i].id == id) { cnt++; i++; }
+        int tok = scratch[i].id, cnt = 0;
+        float *l = &logits[tok];
+        while (i < n && scratch[i].id == tok) { cnt++; i++; }
         if (rep) *l = *l > 0 ? *l / sp->repeat_penalty : *l * sp->repeat_penalty;
         *l -= sp->frequency_penalty * (float)cnt + sp->presence_penalty;
     }
@@ -7246,10 +7246,10 @@ static void mllm__forward(mllm_context *ctx, const mllm__batch *b) {
 }
 
 /* ---- sequences and steps ---- */
-static mllm__seq *mllm__seq_get(const mllm_context *ctx, mllm_seq_id id) {
+static mllm__seq *mllm__seq_get(const mllm_context *ctx, mllm_seq_id sid) {
     int i;
     for (i = 0; i < ctx->p.n_seq_max; i++)
-        if (ctx->seqs[i].used && ctx->seqs[i].id == id) return &ctx->seqs[i];
+        if (ctx->seqs[i].used && ctx->seqs[i].sid == sid) return &ctx->seqs[i];
     return NULL;
 }
 
@@ -7283,14 +7283,14 @@ static mllm_status mllm__seq_init(mllm_context *ctx, mllm__seq *s, const mllm_se
     }
     if (p) s->params = *p;
     s->used = 1;
-    s->id = ctx->next_id++;
+    s->sid = ctx->next_id++;
     return MLLM_OK;
 }
 
 /* Appends a sampled token and decides whether the sequence is done. */
 static void mllm__seq_accept(mllm_context *ctx, mllm__seq *s, mllm_token tok, mllm_step_token *r) {
     const mllm_vocab *vocab = &ctx->model->vocab;
-    r->seq = s->id;
+    r->seq = s->sid;
     r->token = tok;
     r->finished = 0;
     r->status = MLLM_OK;
@@ -7329,7 +7329,7 @@ mllm_status mllm_step(mllm_context *ctx, mllm_step_result *res) {
             n = todo < budget ? todo : budget;
             if (mllm__seq_reserve(ctx, s, n)) {
                 mllm_step_token *r = &ctx->results[n_res++];
-                r->seq = s->id;
+                r->seq = s->sid;
                 r->token = -1;
                 r->finished = 1;
                 r->status = MLLM_ERR_KV_FULL;
@@ -7371,7 +7371,7 @@ mllm_status mllm_step(mllm_context *ctx, mllm_step_result *res) {
         if (s->params.manual) {   /* logits are ready; the caller appends the next token */
             mllm_step_token *r = &ctx->results[n_res++];
             memset(r, 0, sizeof *r);
-            r->seq = s->id;
+            r->seq = s->sid;
             r->token = -1;
             s->sample_pending = 0;
             continue;
@@ -7406,7 +7406,7 @@ mllm_status mllm_seq_add(mllm_context *ctx, const mllm_token *prompt, int n_prom
     if ((st = mllm__seq_init(ctx, s, p))) return st;
     memcpy(s->tokens, prompt, sizeof(mllm_token) * (size_t)n_prompt);
     s->n_tokens = s->n_prompt = n_prompt;
-    *out = s->id;
+    *out = s->sid;
     return MLLM_OK;
 }
 
@@ -7441,21 +7441,21 @@ mllm_status mllm_seq_fork(mllm_context *ctx, mllm_seq_id src_id, const mllm_seq_
         s->n_tokens = src->n_tokens;
         s->n_prompt = src->n_prompt;
     }
-    *out = s->id;
+    *out = s->sid;
     return MLLM_OK;
 }
 
-mllm_status mllm_seq_append(mllm_context *ctx, mllm_seq_id id, const mllm_token *tokens, int n) {
+mllm_status mllm_seq_append(mllm_context *ctx, mllm_seq_id sid, const mllm_token *tokens, int n) {
     mllm__seq *s;
     int i;
-    if (!ctx || !(s = mllm__seq_get(ctx, id))) return mllm__fail(MLLM_ERR_INVALID_ARG, "no sequence %d", id);
+    if (!ctx || !(s = mllm__seq_get(ctx, sid))) return mllm__fail(MLLM_ERR_INVALID_ARG, "no sequence %d", sid);
     if (n < 0 || (n && !tokens)) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_seq_append: bad tokens");
-    if (s->finished && s->status != MLLM_OK) return mllm__fail(s->status, "sequence %d ended with an error", id);
+    if (s->finished && s->status != MLLM_OK) return mllm__fail(s->status, "sequence %d ended with an error", sid);
     for (i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= ctx->model->hp.n_vocab)
             return mllm__fail(MLLM_ERR_INVALID_ARG, "token %d at index %d is out of range [0, %d)", tokens[i], i, ctx->model->hp.n_vocab);
     if (s->n_tokens + n >= s->cap_tokens)
-        return mllm__fail(MLLM_ERR_CONTEXT_FULL, "sequence %d: %d + %d tokens exceed the context of %d", id, s->n_tokens, n, s->cap_tokens);
+        return mllm__fail(MLLM_ERR_CONTEXT_FULL, "sequence %d: %d + %d tokens exceed the context of %d", sid, s->n_tokens, n, s->cap_tokens);
     memcpy(s->tokens + s->n_tokens, tokens, sizeof(mllm_token) * (size_t)n);
     s->n_tokens += n;
     s->sample_pending = 0;
@@ -7463,15 +7463,15 @@ mllm_status mllm_seq_append(mllm_context *ctx, mllm_seq_id id, const mllm_token 
     return MLLM_OK;
 }
 
-mllm_status mllm_seq_remove(mllm_context *ctx, mllm_seq_id id) {
+mllm_status mllm_seq_remove(mllm_context *ctx, mllm_seq_id sid) {
     mllm__seq *s;
-    if (!ctx || !(s = mllm__seq_get(ctx, id))) return mllm__fail(MLLM_ERR_INVALID_ARG, "no sequence %d", id);
+    if (!ctx || !(s = mllm__seq_get(ctx, sid))) return mllm__fail(MLLM_ERR_INVALID_ARG, "no sequence %d", sid);
     mllm__seq_clear(ctx, s);
     return MLLM_OK;
 }
 
-const float *mllm_seq_logits(const mllm_context *ctx, mllm_seq_id id) {
-    mllm__seq *s = ctx ? mllm__seq_get(ctx, id) : NULL;
+const float *mllm_seq_logits(const mllm_context *ctx, mllm_seq_id sid) {
+    mllm__seq *s = ctx ? mllm__seq_get(ctx, sid) : NULL;
     if (!s || !s->has_logits) return NULL;
     return ctx->logits + (size_t)(s - ctx->seqs) * ctx->model->hp.n_vocab;
 }
@@ -7741,7 +7741,7 @@ mllm_status mllm_generate_ex(mllm_model *model, const char *prompt, const mllm_g
     mllm_context *ctx = NULL;
     mllm_context_params cp;
     mllm_seq_params sp;
-    mllm_seq_id id;
+    mllm_seq_id sid;
     mllm_token *toks = NULL;
     mllm_detok dt;
     mllm_status st;
@@ -7767,7 +7767,7 @@ mllm_status mllm_generate_ex(mllm_model *model, const char *prompt, const mllm_g
     sp.max_tokens = p.max_tokens > 0 ? p.max_tokens : 128;
     sp.ignore_eog = p.ignore_eog;
     t0 = mllm__now();
-    if ((st = mllm_context_create(&ctx, model, &cp)) || (st = mllm_seq_add(ctx, toks, n, &sp, &id))) goto done;
+    if ((st = mllm_context_create(&ctx, model, &cp)) || (st = mllm_seq_add(ctx, toks, n, &sp, &sid))) goto done;
     memset(&dt, 0, sizeof dt);
     dt.n_tokens = 1;   /* the text continues the prompt: keep the space of the first piece */
     if (mllm_vocab_max_piece(&model->vocab) + 3 > (int)sizeof piece) { st = mllm__fail(MLLM_ERR_UNSUPPORTED, "token pieces longer than %d bytes", (int)sizeof piece - 3); goto done; }

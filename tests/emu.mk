@@ -16,7 +16,7 @@ EMU_FLAGS := -std=c++17 -O1 -g -Xclang -ffloat16-excess-precision=none -Xclang -
              -Wno-unknown-attributes -Wno-unused-variable -Wno-unused-but-set-variable -Wno-gcc-compat
 EMU_TSAN := -fsanitize=thread -DMSL_TSAN_BUILD
 EMU_SHIM := $(EMU_DIR)/include/metal_shim.hpp $(EMU_DIR)/include/msl_rt.hpp
-EMU_HOST := $(EMU_DIR)/msl_host.hpp $(EMU_DIR)/emu_test.hpp
+EMU_HOST := $(EMU_DIR)/msl_host.hpp $(EMU_DIR)/emu_test.hpp $(wildcard $(EMU_DIR)/*.h)
 
 # bad_*.metal are planted compile errors: never linked, compiled by the self-test to see them fail
 EMU_METAL := $(wildcard kernels/*.metal) $(filter-out $(EMU_DIR)/planted/bad_%,$(wildcard $(EMU_DIR)/planted/*.metal))
