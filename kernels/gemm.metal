@@ -12,6 +12,7 @@
 #define BN MLLM__GEMM_BN
 #define BK MLLM__GEMM_BK
 enum { BKP = BK + 4 };   // padded tile rows: spreads the simdgroup loads over more memory banks
+enum { XS4 = BM * BKP / 4, WS4 = BN * BKP / 4, YS4 = BM * BN / 4 };   // tile sizes in float4
 
 template <typename B>
 METAL_FUNC void gemm_impl(device const uchar *w, device const float *x, device float *y, device const float *r,
@@ -87,10 +88,11 @@ kernel void gemm(device const uchar *w [[buffer(0)]], device const float *x [[bu
                  device float *y [[buffer(2)]], constant mllm__mat_args &a [[buffer(3)]],
                  uint2 tg [[threadgroup_position_in_grid]], ushort tid [[thread_index_in_threadgroup]],
                  ushort sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float Xs[BM][BKP];
-    threadgroup float Ws[BN][BKP];
-    threadgroup float Ys[BM][BN];
-    gemm_impl<B>(w, x, y, nullptr, a, Xs, Ws, Ys, tg, tid, sg);
+    threadgroup float4 Xs[XS4];   // float4 arrays: 16-byte aligned for the float4 stores
+    threadgroup float4 Ws[WS4];
+    threadgroup float4 Ys[YS4];
+    gemm_impl<B>(w, x, y, nullptr, a, (threadgroup float(*)[BKP])Xs, (threadgroup float(*)[BKP])Ws,
+                 (threadgroup float(*)[BN])Ys, tg, tid, sg);
 }
 
 // Fused with the residual add: Y = X W^T + R (Y may alias R).
@@ -99,10 +101,11 @@ kernel void gemm_add(device const uchar *w [[buffer(0)]], device const float *x 
                      device float *y [[buffer(2)]], constant mllm__mat_args &a [[buffer(3)]],
                      device const float *r [[buffer(4)]], uint2 tg [[threadgroup_position_in_grid]],
                      ushort tid [[thread_index_in_threadgroup]], ushort sg [[simdgroup_index_in_threadgroup]]) {
-    threadgroup float Xs[BM][BKP];
-    threadgroup float Ws[BN][BKP];
-    threadgroup float Ys[BM][BN];
-    gemm_impl<B>(w, x, y, r, a, Xs, Ws, Ys, tg, tid, sg);
+    threadgroup float4 Xs[XS4];   // float4 arrays: 16-byte aligned for the float4 stores
+    threadgroup float4 Ws[WS4];
+    threadgroup float4 Ys[YS4];
+    gemm_impl<B>(w, x, y, r, a, (threadgroup float(*)[BKP])Xs, (threadgroup float(*)[BKP])Ws,
+                 (threadgroup float(*)[BN])Ys, tg, tid, sg);
 }
 
 #define MLLM_GEMM(name, B)                                                                          \
