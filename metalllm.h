@@ -1406,6 +1406,19 @@ MLLM__INLINE __m256i mllm__avx2_q32(uint32_t type, const uint8_t *b) {
     return f.zero ? _mm256_sub_epi8(q, _mm256_set1_epi8((char)f.zero)) : q;
 }
 
+/* Sums of 4 adjacent u8 x s8 products per int32 lane: one VNNI instruction where the CPU has it.
+   Without VNNI the 16-bit pair sums cannot saturate for our operands (|q| <= 128, |y| <= 127, two
+   products), so both paths give the same integers. */
+MLLM__INLINE __m256i mllm__avx2_dot_u8s8(__m256i u, __m256i s) {
+#if defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
+#elif defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
+#endif
+}
+
 MLLM__INLINE void mllm__avx2_dot32(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *x,
                                    size_t xs, int nx, float *out) {
     const mllm__fmt32 f = mllm__fmt32_of(type);
@@ -1423,9 +1436,8 @@ MLLM__INLINE void mllm__avx2_dot32(uint32_t type, int64_t nb, const uint8_t *w, 
             const uint8_t *xb = x + j * xs + i * xbytes;
             __m256i y = _mm256_loadu_si256((const __m256i *)(xb + (q81 ? 4 : 2)));
             /* unsigned quants multiply as they are; signed ones move their sign onto y */
-            __m256i p = f.zero || f.bits == 8 ? _mm256_maddubs_epi16(aq, _mm256_sign_epi8(y, q))
-                                              : _mm256_maddubs_epi16(q, y);
-            p = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+            const __m256i p = f.zero || f.bits == 8 ? mllm__avx2_dot_u8s8(aq, _mm256_sign_epi8(y, q))
+                                                    : mllm__avx2_dot_u8s8(q, y);
             acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * mllm__rdh(xb)), _mm256_cvtepi32_ps(p), acc[j]);
             if (q81) msum[j] += m * mllm__rdh(xb + 2);
         }
