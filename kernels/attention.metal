@@ -11,6 +11,9 @@
 
 #define NSG MLLM__ATTN_NSG
 #define NT (32 * NSG)
+// "Minus infinity" for masks and empty maxima: finite, because Metal compiles with fast math (which
+// may assume no infinities); exp(NEG_BIG - any real score) is still exactly 0.
+#define NEG_BIG (-0.5f * FLT_MAX)
 
 // Element offset of position p's row for KV head h in one layer's pool.
 METAL_FUNC uint kv_row(device const int *table, uint p, uint h, constant mllm__attn_args &a) {
@@ -71,7 +74,7 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
 
     float m[G], l[G], acc[G][DPL];      // l: this lane's share of the sum (the max is simdgroup-uniform)
     for (int g = 0; g < G; g++) {
-        m[g] = -INFINITY;
+        m[g] = NEG_BIG;
         l[g] = 0.0f;
         for (int i = 0; i < DPL; i++) acc[g][i] = 0.0f;
     }
@@ -90,7 +93,7 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
         }
         for (int g = 0; g < G; g++) {
             if (uint(g) >= ng) break;
-            const float sc = ok ? a.scale * s[g] : -INFINITY;
+            const float sc = ok ? a.scale * s[g] : NEG_BIG;
             const float mn = max(m[g], simd_max(sc));   // finite: lane 0 is always in range
             const float corr = exp(m[g] - mn), pr = exp(sc - mn);
             l[g] = l[g] * corr + pr;
@@ -111,7 +114,7 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
         simdgroup_barrier(mem_flags::mem_threadgroup);    // read before the next tile overwrites
     }
 
-    // Merge the simdgroups (one with no tile has max -inf and weighs 0), write this chunk's partials.
+    // Merge the simdgroups (one with no tile has max NEG_BIG and weighs 0), write this chunk's partials.
     for (int g = 0; g < G; g++) {
         if (uint(g) >= ng) break;
         const float lsum = simd_sum(l[g]);
@@ -121,7 +124,7 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
     threadgroup_barrier(mem_flags::mem_threadgroup);
     for (uint e = tid; e < ng * HD; e += NT) {
         const uint g = e / HD, d = e % HD;
-        float mx = -INFINITY;
+        float mx = NEG_BIG;
         for (int i = 0; i < NSG; i++) mx = max(mx, ml[i][g].x);
         float sum = 0.0f, o = 0.0f;
         for (int i = 0; i < NSG; i++) {
@@ -143,7 +146,7 @@ kernel void attn_reduce(device float *out [[buffer(5)]], device const float *par
     const mllm__attn_seq sq = seqs[tg.y];
     const uint hd = a.head_dim, nc = (uint(sq.pos0 + sq.n) + MLLM__ATTN_CHUNK - 1) / MLLM__ATTN_CHUNK;
     device const float *pp = part + (ulong)(tg.y * a.n_head + tg.x) * a.n_chunks * (hd + 2);
-    float mx = -INFINITY;
+    float mx = NEG_BIG;
     for (uint c = 0; c < nc; c++) mx = max(mx, pp[c * (hd + 2)]);
     float sum = 0.0f, o = 0.0f;
     for (uint c = 0; c < nc; c++) {
@@ -202,7 +205,7 @@ kernel void attn_prefill(device const float *q [[buffer(0)]], device const half 
     // This lane's softmax row and columns; padding rows act as the tile's last query (never stored).
     const uint r = lane / 4, cq = lane % 4;
     const uint qpos = min(uint(sq.pos0) + q0 + 8 * sg + r, kend - 1);
-    float m = -INFINITY, l = 0.0f;      // l: this lane's share of the row sum
+    float m = NEG_BIG, l = 0.0f;      // l: this lane's share of the row sum
     for (uint k0 = 0; k0 < kend; k0 += BK) {
         for (uint e = 4 * tid; e < BK * HD; e += 4 * NT) {   // zero past kend: P = 0 there, V must not be NaN
             const uint j = e / HD, d = e % HD, p = k0 + j;
@@ -227,10 +230,10 @@ kernel void attn_prefill(device const float *q [[buffer(0)]], device const half 
         }
         simdgroup_barrier(mem_flags::mem_threadgroup);
 
-        float mx = -INFINITY;
+        float mx = NEG_BIG;
         for (int c = 0; c < CPL; c++) {
             const uint col = cq * CPL + c;
-            mx = max(mx, k0 + col <= qpos ? a.scale * ss[sg][r][col] : -INFINITY);
+            mx = max(mx, k0 + col <= qpos ? a.scale * ss[sg][r][col] : NEG_BIG);
         }
         mx = max(mx, simd_shuffle_xor(mx, 1));
         mx = max(mx, simd_shuffle_xor(mx, 2));
