@@ -221,8 +221,9 @@ EMU_TEST(attn_decode_matches_cpu_at_contexts_1_15_16_17_300_2000) {
     report_worst();
 }
 
-EMU_TEST(attn_decode_gqa_16_uses_two_head_slices) {
-    for (const emu::Variant& v : kt_variants()) run_case("decode gqa16", {16, 1, 64}, decode_batch({33, 520}), v);
+EMU_TEST(attn_decode_gqa_16_and_chunk_edges) {
+    // 16 query heads per KV head: two GROUP slices; contexts at the 256-position chunk edges.
+    for (const emu::Variant& v : kt_variants()) run_case("decode gqa16", {16, 1, 64}, decode_batch({33, 256, 257, 512, 520}), v);
     report_worst();
 }
 
