@@ -52,6 +52,30 @@ typedef struct mllm__vec_args {  /* swiglu, add, softmax, argmax */
     uint32_t n;                  /* elements (per row for softmax/argmax, in total otherwise) */
 } mllm__vec_args;
 
+/* ---------------------------------------------------------------- attention (kernels/attention.metal)
+   Paged KV exactly as the CPU engine's mllm__kv: F16 pools [n_layer][n_blocks][n_head_kv][block_tokens]
+   [head_dim]; the host binds each pool at its layer's offset, so kernels index [block][head][t][d].
+   Every attention kernel takes the same bindings (the host sets them once per layer):
+     0 q [n_tokens][n_head*hd]   1 k, 2 v [n_tokens][n_head_kv*hd] (new rows, f32)
+     3 K pool, 4 V pool (f16, layer base)   5 out [n_tokens][n_head*hd]   6 decode partials (f32)
+     7 mllm__attn_seq[n_seqs]   8 int tok_seq[n_tokens]   9 int block tables   10 mllm__attn_args */
+#define MLLM__ATTN_NSG 4          /* simdgroups per threadgroup (128 threads) in every attention kernel */
+#define MLLM__ATTN_CHUNK 256      /* decode: context positions per threadgroup (split-K); multiple of 32 */
+#define MLLM__ATTN_GROUP 8        /* decode: query heads of one KV head handled per threadgroup */
+#define MLLM__ATTN_BQ 32          /* prefill: query tokens per threadgroup (8 per simdgroup) */
+
+typedef struct mllm__attn_seq {  /* one sequence of the batch: tokens [first, first + n) at pos0.. */
+    int32_t first, n, pos0;
+    int32_t blocks;              /* index of its block table (ceil((pos0 + n) / block_tokens) ids) in buffer 9 */
+} mllm__attn_seq;
+
+typedef struct mllm__attn_args {
+    uint32_t n_seqs, n_tokens;
+    uint32_t n_head, n_head_kv, head_dim, block_tokens;
+    uint32_t n_chunks;           /* decode: splits of the longest context (grid x, partials per head) */
+    float scale;                 /* 1 / sqrt(head_dim) */
+} mllm__attn_args;
+
 /* ---------------------------------------------------------------- MSL: per-type block loaders */
 #ifdef __METAL_VERSION__
 #define MLLM_CONST static constant constexpr const

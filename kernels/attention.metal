@@ -1,0 +1,287 @@
+// Causal attention over the paged F16 KV cache (mllm__kv's layout), with the step's new K/V written
+// into their blocks on the GPU.  One layer, one batch of sequences; the host encodes
+//   attn_kv_write, barrier, then either
+//   attn_decode_hd<D>, barrier, attn_reduce        (every sequence has exactly one new token)
+//   attn_prefill_hd<D>                             (any n >= 1: prompts, continuations, mixed batches)
+// Numerics follow the CPU engine (mllm__attn_task): new K/V rounded to half, Q rounded to half,
+// scores scale * dot(q, k) in float, softmax in float (online here, exact-max there).
+// Bindings: see the attention block of common.h (the same indices in every kernel).
+#include <metal_stdlib>
+#include "common.h"
+
+#define NSG MLLM__ATTN_NSG
+#define NT (32 * NSG)
+// "Minus infinity" for masks and empty maxima: finite, because Metal compiles with fast math (which
+// may assume no infinities); exp(NEG_BIG - any real score) is still exactly 0.
+#define NEG_BIG (-0.5f * FLT_MAX)
+
+// Element offset of position p's row for KV head h in one layer's pool.
+METAL_FUNC uint kv_row(device const int *table, uint p, uint h, constant mllm__attn_args &a) {
+    const uint B = a.block_tokens;
+    return ((uint(table[p / B]) * a.n_head_kv + h) * B + p % B) * a.head_dim;
+}
+
+// ---------------------------------------------------------------- new K/V into their blocks
+// Grid: n_tokens threadgroups, any threads.  Each token's slot belongs to its own sequence only (the
+// engine did copy-on-write before the step), so no two threads write the same element.
+kernel void attn_kv_write(device const float *k [[buffer(1)]], device const float *v [[buffer(2)]],
+                          device half *kp [[buffer(3)]], device half *vp [[buffer(4)]],
+                          device const mllm__attn_seq *seqs [[buffer(7)]], device const int *tok_seq [[buffer(8)]],
+                          device const int *tables [[buffer(9)]], constant mllm__attn_args &a [[buffer(10)]],
+                          uint t [[threadgroup_position_in_grid]], ushort tid [[thread_index_in_threadgroup]],
+                          ushort ntg [[threads_per_threadgroup]]) {
+    const mllm__attn_seq sq = seqs[tok_seq[t]];
+    const uint pos = uint(sq.pos0 + (int(t) - sq.first)), hd = a.head_dim, n = a.n_head_kv * hd;
+    for (uint e = tid; e < n; e += ntg) {
+        const uint o = kv_row(tables + sq.blocks, pos, e / hd, a) + e % hd;
+        kp[o] = half(k[(ulong)t * n + e]);
+        vp[o] = half(v[(ulong)t * n + e]);
+    }
+}
+
+// ---------------------------------------------------------------- decode: one query per sequence
+// Grid (n_chunks, n_head_kv * ceil(group / GROUP), n_seqs), NT threads.  A threadgroup takes up to
+// GROUP query heads sharing one KV head over one chunk of the context, so each K/V row is read once
+// for the whole group.  Lane = position inside a 32-position tile (each lane does full dot products:
+// no reduction per score); simdgroups take every NSG-th tile with their own online-softmax state,
+// merged at the end.  Output: partial (max, sum, acc[hd]) per (sequence, head, chunk) for attn_reduce.
+template <int HD>
+kernel void attn_decode(device const float *q [[buffer(0)]], device const half *kp [[buffer(3)]],
+                        device const half *vp [[buffer(4)]], device float *part [[buffer(6)]],
+                        device const mllm__attn_seq *seqs [[buffer(7)]], device const int *tables [[buffer(9)]],
+                        constant mllm__attn_args &a [[buffer(10)]], uint3 tg [[threadgroup_position_in_grid]],
+                        ushort tid [[thread_index_in_threadgroup]], ushort sg [[simdgroup_index_in_threadgroup]],
+                        ushort lane [[thread_index_in_simdgroup]]) {
+    constexpr int G = MLLM__ATTN_GROUP, DPL = HD / 32;   // dims of the output each lane accumulates
+    threadgroup float4 qs[G][HD / 4];
+    threadgroup float ps[NSG][G][32];   // this tile's probabilities, shared inside the simdgroup
+    threadgroup uint rows[NSG][32];     // this tile's K/V row offsets
+    threadgroup float red[NSG][G][HD];  // per-simdgroup accumulators for the final merge
+    threadgroup float2 ml[NSG][G];      // per-simdgroup (max, sum)
+
+    const mllm__attn_seq sq = seqs[tg.z];
+    const uint n_ctx = uint(sq.pos0 + sq.n), c0 = tg.x * MLLM__ATTN_CHUNK;
+    if (c0 >= n_ctx) return;            // uniform: this sequence has fewer chunks
+    const uint c1 = min(c0 + MLLM__ATTN_CHUNK, n_ctx);
+    const uint group = a.n_head / a.n_head_kv, nslice = (group + G - 1) / G;
+    const uint kvh = tg.y / nslice, g0 = (tg.y % nslice) * G, ng = min(uint(G), group - g0);
+    const uint hq0 = kvh * group + g0;  // first query head of this threadgroup
+    device const int *table = tables + sq.blocks;
+    device const float *qrow = q + ((ulong)(sq.first + sq.n - 1) * a.n_head + hq0) * HD;
+
+    for (uint e = tid; e < ng * HD; e += NT) ((threadgroup float *)qs)[e] = float(half(qrow[e]));   // as the CPU
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+
+    float m[G], l[G], acc[G][DPL];      // l: this lane's share of the sum (the max is simdgroup-uniform)
+    for (int g = 0; g < G; g++) {
+        m[g] = NEG_BIG;
+        l[g] = 0.0f;
+        for (int i = 0; i < DPL; i++) acc[g][i] = 0.0f;
+    }
+    for (uint t0 = c0 + 32 * sg; t0 < c1; t0 += 32 * NSG) {   // uniform per simdgroup
+        const uint p = t0 + lane;
+        const bool ok = p < c1;
+        const uint row = ok ? kv_row(table, p, kvh, a) : 0;
+        rows[sg][lane] = row;
+        float s[G];
+        for (int g = 0; g < G; g++) s[g] = 0.0f;
+        device const packed_half4 *kr = (device const packed_half4 *)(kp + row);
+        for (int d4 = 0; d4 < HD / 4; d4++) {
+            const float4 kk = float4(half4(kr[d4]));
+            for (int g = 0; g < G; g++)
+                if (uint(g) < ng) s[g] += dot(qs[g][d4], kk);
+        }
+        for (int g = 0; g < G; g++) {
+            if (uint(g) >= ng) break;
+            const float sc = ok ? a.scale * s[g] : NEG_BIG;
+            const float mn = max(m[g], simd_max(sc));   // finite: lane 0 is always in range
+            const float corr = exp(m[g] - mn), pr = exp(sc - mn);
+            l[g] = l[g] * corr + pr;
+            for (int i = 0; i < DPL; i++) acc[g][i] *= corr;
+            m[g] = mn;
+            ps[sg][g][lane] = pr;
+        }
+        simdgroup_barrier(mem_flags::mem_threadgroup);    // ps, rows complete for the simdgroup
+        const uint nv = min(32u, c1 - t0);
+        for (uint j = 0; j < nv; j++) {
+            device const half *vr = vp + rows[sg][j] + DPL * lane;
+            float vv[DPL];
+            for (int i = 0; i < DPL; i++) vv[i] = float(vr[i]);
+            for (int g = 0; g < G; g++)
+                if (uint(g) < ng)
+                    for (int i = 0; i < DPL; i++) acc[g][i] += ps[sg][g][j] * vv[i];
+        }
+        simdgroup_barrier(mem_flags::mem_threadgroup);    // read before the next tile overwrites
+    }
+
+    // Merge the simdgroups (one with no tile has max NEG_BIG and weighs 0), write this chunk's partials.
+    for (int g = 0; g < G; g++) {
+        if (uint(g) >= ng) break;
+        const float lsum = simd_sum(l[g]);
+        if (lane == 0) ml[sg][g] = float2(m[g], lsum);
+        for (int i = 0; i < DPL; i++) red[sg][g][DPL * lane + i] = acc[g][i];
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    for (uint e = tid; e < ng * HD; e += NT) {
+        const uint g = e / HD, d = e % HD;
+        float mx = NEG_BIG;
+        for (int i = 0; i < NSG; i++) mx = max(mx, ml[i][g].x);
+        float sum = 0.0f, o = 0.0f;
+        for (int i = 0; i < NSG; i++) {
+            const float w = exp(ml[i][g].x - mx);
+            sum += w * ml[i][g].y;
+            o += w * red[i][g][d];
+        }
+        device float *pp = part + ((ulong)(tg.z * a.n_head + hq0 + g) * a.n_chunks + tg.x) * (HD + 2);
+        if (d == 0) { pp[0] = mx; pp[1] = sum; }
+        pp[2 + d] = o;
+    }
+}
+
+// Merges a sequence's chunk partials: out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c.
+// Grid (n_head, n_seqs), head_dim threads (one output element each).
+kernel void attn_reduce(device float *out [[buffer(5)]], device const float *part [[buffer(6)]],
+                        device const mllm__attn_seq *seqs [[buffer(7)]], constant mllm__attn_args &a [[buffer(10)]],
+                        uint2 tg [[threadgroup_position_in_grid]], ushort d [[thread_index_in_threadgroup]]) {
+    const mllm__attn_seq sq = seqs[tg.y];
+    const uint hd = a.head_dim, nc = (uint(sq.pos0 + sq.n) + MLLM__ATTN_CHUNK - 1) / MLLM__ATTN_CHUNK;
+    device const float *pp = part + (ulong)(tg.y * a.n_head + tg.x) * a.n_chunks * (hd + 2);
+    float mx = NEG_BIG;
+    for (uint c = 0; c < nc; c++) mx = max(mx, pp[c * (hd + 2)]);
+    float sum = 0.0f, o = 0.0f;
+    for (uint c = 0; c < nc; c++) {
+        const float w = exp(pp[c * (hd + 2)] - mx);
+        sum += w * pp[c * (hd + 2) + 1];
+        o += w * pp[c * (hd + 2) + 2 + d];
+    }
+    out[((ulong)(sq.first + sq.n - 1) * a.n_head + tg.x) * hd + d] = o / sum;
+}
+
+// ---------------------------------------------------------------- prefill: flash attention
+// Grid (ceil(max n / BQ), n_head, n_seqs), NT threads.  A threadgroup takes BQ queries of one head;
+// simdgroup sg owns query rows [8 sg, 8 sg + 8) and keeps Q (8 x HD) and O (8 x HD) as 8x8
+// simdgroup matrices.  Per key tile of BK positions (staged once in threadgroup memory, f16 -> f32):
+// S = Q K^T, online softmax by rows (4 lanes per row), O = O * corr + P V.  Causal mask: key position
+// <= query position; key tiles stop at the last query of the tile.
+METAL_FUNC uint frag_row(ushort lane) { return ((lane >> 4) & 1) * 4 + ((lane >> 1) & 3); }   // Apple's 8x8 layout
+
+template <int HD>
+kernel void attn_prefill(device const float *q [[buffer(0)]], device const half *kp [[buffer(3)]],
+                         device const half *vp [[buffer(4)]], device float *out [[buffer(5)]],
+                         device const mllm__attn_seq *seqs [[buffer(7)]], device const int *tables [[buffer(9)]],
+                         constant mllm__attn_args &a [[buffer(10)]], uint3 tg [[threadgroup_position_in_grid]],
+                         ushort tid [[thread_index_in_threadgroup]], ushort sg [[simdgroup_index_in_threadgroup]],
+                         ushort lane [[thread_index_in_simdgroup]]) {
+    constexpr int BQ = MLLM__ATTN_BQ, BK = 2048 / HD;   // BK keys per tile: K + V tiles stay at 16 KiB
+    constexpr int LD = HD + 4;                          // padded rows: fewer bank conflicts
+    constexpr int CPL = BK / 4;                         // score columns per lane (4 lanes per row)
+    constexpr int KV4 = BK * LD / 2;                    // float4s of the K and V tiles together
+    threadgroup float4 kvbuf[KV4];                      // K tile, V tile; also Q and O staging (BQ x LD)
+    threadgroup float ss[NSG][8][BK];                   // per simdgroup: scores, then probabilities
+    threadgroup float rs[NSG][8];                       // per simdgroup row: rescale factor, then 1 / sum
+    threadgroup float(*Ks)[LD] = (threadgroup float(*)[LD])kvbuf;
+    threadgroup float(*Vs)[LD] = Ks + BK;
+    threadgroup float(*Qs)[LD] = Ks;
+
+    const mllm__attn_seq sq = seqs[tg.z];
+    const uint q0 = tg.x * BQ;
+    if (q0 >= uint(sq.n)) return;       // uniform: a shorter sequence
+    const uint hq = tg.y, kvh = hq / (a.n_head / a.n_head_kv);
+    const uint nq = min(uint(BQ), uint(sq.n) - q0), kend = uint(sq.pos0) + q0 + nq;   // keys [0, kend)
+    device const int *table = tables + sq.blocks;
+
+    for (uint e = tid; e < BQ * HD; e += NT) {
+        const uint r = e / HD, d = e % HD;
+        Qs[r][d] = r < nq ? float(half(q[((ulong)(sq.first + q0 + r) * a.n_head + hq) * HD + d])) : 0.0f;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    simdgroup_matrix<float, 8, 8> qm[HD / 8], om[HD / 8];
+    for (int k = 0; k < HD / 8; k++) {
+        simdgroup_load(qm[k], &Qs[8 * sg][8 * k], LD);
+        om[k] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);   // Q read before the K/V tiles overwrite it
+
+    // This lane's softmax row and columns; padding rows act as the tile's last query (never stored).
+    const uint r = lane / 4, cq = lane % 4;
+    const uint qpos = min(uint(sq.pos0) + q0 + 8 * sg + r, kend - 1);
+    float m = NEG_BIG, l = 0.0f;      // l: this lane's share of the row sum
+    for (uint k0 = 0; k0 < kend; k0 += BK) {
+        for (uint e = 4 * tid; e < BK * HD; e += 4 * NT) {   // zero past kend: P = 0 there, V must not be NaN
+            const uint j = e / HD, d = e % HD, p = k0 + j;
+            float4 kk = 0.0f, vv = 0.0f;
+            if (p < kend) {
+                const uint o = kv_row(table, p, kvh, a) + d;
+                kk = float4(half4(*(device const packed_half4 *)(kp + o)));
+                vv = float4(half4(*(device const packed_half4 *)(vp + o)));
+            }
+            *(threadgroup float4 *)&Ks[j][d] = kk;
+            *(threadgroup float4 *)&Vs[j][d] = vv;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+
+        for (int jb = 0; jb < BK / 8; jb++) {             // S = Q K^T, 8 keys at a time
+            simdgroup_matrix<float, 8, 8> s = make_filled_simdgroup_matrix<float, 8, 8>(0.0f), kt;
+            for (int k = 0; k < HD / 8; k++) {
+                simdgroup_load(kt, &Ks[8 * jb][8 * k], LD, ulong2(0, 0), true);
+                simdgroup_multiply_accumulate(s, qm[k], kt, s);
+            }
+            simdgroup_store(s, &ss[sg][0][8 * jb], BK);
+        }
+        simdgroup_barrier(mem_flags::mem_threadgroup);
+
+        float mx = NEG_BIG;
+        for (int c = 0; c < CPL; c++) {
+            const uint col = cq * CPL + c;
+            mx = max(mx, k0 + col <= qpos ? a.scale * ss[sg][r][col] : NEG_BIG);
+        }
+        mx = max(mx, simd_shuffle_xor(mx, 1));
+        mx = max(mx, simd_shuffle_xor(mx, 2));
+        const float mn = max(m, mx);      // finite: key 0 is in every row's first tile
+        float ls = 0.0f;
+        for (int c = 0; c < CPL; c++) {
+            const uint col = cq * CPL + c;
+            const float p = k0 + col <= qpos ? exp(a.scale * ss[sg][r][col] - mn) : 0.0f;
+            ss[sg][r][col] = p;
+            ls += p;
+        }
+        const float corr = exp(m - mn);
+        l = l * corr + ls;
+        m = mn;
+        if (cq == 0) rs[sg][r] = corr;
+        simdgroup_barrier(mem_flags::mem_threadgroup);
+
+        const float f = rs[sg][frag_row(lane)];          // rescale the rows of O this lane holds
+        for (int k = 0; k < HD / 8; k++) om[k].thread_elements() *= f;
+        for (int kb = 0; kb < BK / 8; kb++) {             // O += P V
+            simdgroup_matrix<float, 8, 8> pm, vm;
+            simdgroup_load(pm, &ss[sg][0][8 * kb], BK);
+            for (int k = 0; k < HD / 8; k++) {
+                simdgroup_load(vm, &Vs[8 * kb][8 * k], LD);
+                simdgroup_multiply_accumulate(om[k], pm, vm, om[k]);
+            }
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);   // tiles, ss and rs read before reuse
+    }
+
+    l += simd_shuffle_xor(l, 1);
+    l += simd_shuffle_xor(l, 2);
+    if (cq == 0) rs[sg][r] = 1.0f / l;
+    threadgroup float(*Os)[LD] = Ks + 8 * sg;            // this simdgroup's 8 rows of staging
+    for (int k = 0; k < HD / 8; k++) simdgroup_store(om[k], &Os[0][8 * k], LD);
+    simdgroup_barrier(mem_flags::mem_threadgroup);
+    for (uint e = lane; e < 8 * HD; e += 32) {
+        const uint rr = e / HD, d = e % HD, qi = q0 + 8 * sg + rr;
+        if (qi < uint(sq.n)) out[((ulong)(sq.first + qi) * a.n_head + hq) * HD + d] = Os[rr][d] * rs[sg][rr];
+    }
+}
+
+#define MLLM_ATTN(D)                                                                                         \
+    template [[host_name("attn_decode_hd" #D)]] [[kernel]] void attn_decode<D>(device const float *,         \
+        device const half *, device const half *, device float *, device const mllm__attn_seq *,             \
+        device const int *, constant mllm__attn_args &, uint3, ushort, ushort, ushort);                      \
+    template [[host_name("attn_prefill_hd" #D)]] [[kernel]] void attn_prefill<D>(device const float *,       \
+        device const half *, device const half *, device float *, device const mllm__attn_seq *,             \
+        device const int *, constant mllm__attn_args &, uint3, ushort, ushort, ushort);
+MLLM_ATTN(64)
+MLLM_ATTN(128)
