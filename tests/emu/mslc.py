@@ -229,7 +229,14 @@ def rewrite_threadgroup_vars(tk, notes):
             while tk.text(e) != ';':
                 e += 1
             texts = [tk.text(q) for q in range(a + 1, e)]
-            if '*' in texts or '&' in texts or '(' in texts or '=' in texts:
+            # pointers, references and initializers are left alone; array sizes may be expressions
+            outer, nest = [], 0
+            for x in texts:
+                nest += x == '['
+                nest -= x == ']'
+                if nest == 0 and x != ']':
+                    outer.append(x)
+            if '*' in outer or '&' in outer or '(' in outer or '=' in outer:
                 if '=' in texts and '*' not in texts and '&' not in texts:
                     notes.append('threadgroup variable with initializer left alone: ' + ' '.join(texts))
                 a = e

@@ -270,3 +270,15 @@ EMU_TEST(language_features) {
               count[3], count[4]);
     }
 }
+
+EMU_TEST(threadgroup_array_with_expression_size_is_shared) {
+    emu::Buffer<float> y(16);
+    void* b[] = {y};
+    Dispatch d;
+    d.tpt[0] = 16;
+    Result r = msl::dispatch("tg_expr_array", d, b, 1);
+    CHECK_DISPATCH(r, "tg_expr_array");
+    int bad = 0;
+    for (int i = 0; i < 16; i++) bad += y[i] != (float)(15 - i);
+    CHECK(bad == 0, "%d threads read another thread's element wrong (array became per-thread?)", bad);
+}

@@ -42,3 +42,13 @@ template <typename T>
 }
 INSTANTIATE("features_f32", float)
 INSTANTIATE("features_f16", half)
+
+// A threadgroup array whose size is an expression (parentheses, '*') must still be one array shared
+// by the threadgroup, next to a threadgroup pointer into it: each thread reads what another wrote.
+kernel void tg_expr_array(device float *y [[buffer(0)]], uint t [[thread_index_in_threadgroup]]) {
+    threadgroup float4 buf[(2 * 8 * 4) / 4];
+    threadgroup float *p = (threadgroup float *)buf;
+    buf[t] = float4(float(t));
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    y[t] = p[4 * (15 - t)];
+}
