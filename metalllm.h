@@ -6706,6 +6706,173 @@ static const mllm__kernel_src mllm__kernel_sources[] = {
 static const size_t mllm__n_kernel_sources = 1;
 /* END GENERATED KERNELS */
 
+/* ---- one MoE layer on the GPU (kernels/moe.metal): host side of the mllm__moe_* kernels ---- */
+/* Weight type -> kernel-name suffix (gemv_<suffix>, moe_gemm_<suffix>...); NULL: no kernel reads it. */
+static MLLM__UNUSED const char *mllm__gpu_type_suffix(uint32_t type) {
+    switch (type) {
+    case MLLM__F32: return "f32";
+    case MLLM__F16: return "f16";
+    case MLLM__BF16: return "bf16";
+    case MLLM__Q8_0: return "q8_0";
+    case MLLM__Q4_0: return "q4_0";
+    case MLLM__Q4_1: return "q4_1";
+    case MLLM__Q4_K: return "q4_k";
+    case MLLM__Q6_K: return "q6_k";
+    default: return NULL;
+    }
+}
+
+typedef struct mllm__gpu_ref { mllm__gpu_buf *buf; size_t off; } mllm__gpu_ref;   /* bytes at buf + off */
+
+typedef struct mllm__gpu_moe_io {
+    mllm__gpu_ref router;          /* F32 [n_expert][n_embd] */
+    mllm__gpu_ref gate, up, down;  /* the expert stacks of mllm__layer's gate_exps, up_exps, down_exps */
+    mllm__gpu_ref x, out;          /* [T][n_embd]: normalized input, combined output (not aliased) */
+    mllm__gpu_ref scratch;         /* mllm__gpu_moe_scratch(hp, T).bytes */
+} mllm__gpu_moe_io;
+
+/* The scratch of one MoE layer of T tokens (byte offsets, 256-aligned for any binding). */
+typedef struct mllm__gpu_moe_scratch {
+    size_t logits, sel, wts, map, hg, hu, yd, bytes;
+} mllm__gpu_moe_scratch;
+
+static MLLM__UNUSED mllm__gpu_moe_scratch mllm__gpu_moe_scratch_of(const mllm__hparams *hp, int T) {
+    const size_t NE = (size_t)hp->n_expert, TK = (size_t)T * (size_t)hp->n_expert_used;
+    const size_t map = MLLM__MOE_MAP_TILES(NE, TK) + 2 * (size_t)MLLM__MOE_MAX_TILES(NE, TK);
+    mllm__gpu_moe_scratch s;
+    size_t o = 0;
+#define MLLM__MOE_TAKE(field, n) (s.field = o, o += ((n) * 4 + 255) / 256 * 256)
+    MLLM__MOE_TAKE(logits, (size_t)T * NE);
+    MLLM__MOE_TAKE(sel, TK);
+    MLLM__MOE_TAKE(wts, TK);
+    MLLM__MOE_TAKE(map, map);
+    MLLM__MOE_TAKE(hg, TK * (size_t)hp->n_ff_exp);
+    MLLM__MOE_TAKE(hu, TK * (size_t)hp->n_ff_exp);
+    MLLM__MOE_TAKE(yd, TK * (size_t)hp->n_embd);
+#undef MLLM__MOE_TAKE
+    s.bytes = o;
+    return s;
+}
+
+/* Decode sizes take the grouped GEMV; from this many tokens on, the grouped simdgroup-matrix GEMM. */
+#define MLLM__GPU_MOE_GEMM_MIN_TOKENS 8
+
+static mllm__gpu_pipe *mllm__gpu_pipe_of(mllm__gpu *g, const char *family, uint32_t type) {
+    char name[48];
+    const char *sfx = mllm__gpu_type_suffix(type);
+    if (!sfx) {
+        mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu: no %s kernel for weight type %u", family, (unsigned)type);
+        return NULL;
+    }
+    snprintf(name, sizeof name, "%s_%s", family, sfx);
+    return g->vt->pipeline(g->dev, name);
+}
+
+/* Encodes one MoE layer, x -> out, for T tokens on c: router product, route, [map,] gate and up, swiglu,
+   down, combine, with a barrier between dependent steps.  The dispatch count is a constant (7 on the
+   GEMV path, 8 on the GEMM path), independent of n_expert and of which experts are active: each
+   expert product is one grid over all (token, slot) rows.  use_gemm < 0 chooses by T. */
+static MLLM__UNUSED mllm_status mllm__gpu_encode_moe(mllm__gpu *g, mllm__gpu_cmd *c, const mllm__hparams *hp,
+                                                     const mllm__layer *L, const mllm__gpu_moe_io *io, int T,
+                                                     int use_gemm) {
+    const uint32_t NE = (uint32_t)hp->n_expert, K = (uint32_t)hp->n_expert_used, E = (uint32_t)hp->n_embd;
+    const uint32_t F = (uint32_t)hp->n_ff_exp, TK = (uint32_t)T * K;
+    const mllm__gpu_moe_scratch s = mllm__gpu_moe_scratch_of(hp, T);
+    const int mm = use_gemm < 0 ? T >= MLLM__GPU_MOE_GEMM_MIN_TOKENS : use_gemm != 0;
+    const char *fam = mm ? "moe_gemm" : "moe_gemv";
+    mllm__gpu_pipe *p_router, *p_route, *p_map = NULL, *p_gate, *p_up, *p_down, *p_swiglu, *p_combine;
+    mllm__gpu_buf *sb = io->scratch.buf;
+    const size_t so = io->scratch.off;
+    mllm__mat_args ra;
+    mllm__moe_args ma;
+    mllm__moe_mat_args ga, da;
+    mllm__vec_args va;
+    const mllm__weight *mats[3];
+    const mllm__gpu_ref *refs[3];
+    int i;
+
+    if (T < 1 || K < 1 || K > NE || K > MLLM__MOE_MAX_USED || NE > MLLM__MOE_MAX_EXPERT)
+        return mllm__fail(MLLM_ERR_INVALID_ARG, "gpu moe: %d tokens, %u of %u experts not supported", T, K, NE);
+    p_router = g->vt->pipeline(g->dev, mm ? "gemm_f32" : "gemv_f32");
+    p_route = g->vt->pipeline(g->dev, "moe_route");
+    if (mm) p_map = g->vt->pipeline(g->dev, "moe_map");
+    p_gate = mllm__gpu_pipe_of(g, fam, L->gate_exps.type);
+    p_up = mllm__gpu_pipe_of(g, fam, L->up_exps.type);
+    p_down = mllm__gpu_pipe_of(g, fam, L->down_exps.type);
+    p_swiglu = g->vt->pipeline(g->dev, "swiglu");
+    p_combine = g->vt->pipeline(g->dev, "moe_combine");
+    if (!p_router || !p_route || (mm && !p_map) || !p_gate || !p_up || !p_down || !p_swiglu || !p_combine)
+        return MLLM_ERR_BACKEND;   /* (the lookup said why) */
+
+    /* router logits [T][NE] = x router^T */
+    ra.K = E; ra.N = NE; ra.M = (uint32_t)T; ra.row_bytes = E * 4;
+    g->vt->set_buffer(c, io->router.buf, io->router.off, 0);
+    g->vt->set_buffer(c, io->x.buf, io->x.off, 1);
+    g->vt->set_buffer(c, sb, so + s.logits, 2);
+    g->vt->set_bytes(c, &ra, sizeof ra, 3);
+    if (mm) mllm__gpu_dispatch(g, c, p_router, (NE + MLLM__GEMM_BN - 1) / MLLM__GEMM_BN,
+                               (TK / K + MLLM__GEMM_BM - 1) / MLLM__GEMM_BM, 1, MLLM__GEMM_THREADS, 1, 1);
+    else mllm__gpu_dispatch(g, c, p_router, (NE + MLLM__GEMV_NSG * MLLM__GEMV_ROWS - 1) / (MLLM__GEMV_NSG * MLLM__GEMV_ROWS),
+                            (uint32_t)T, 1, 32 * MLLM__GEMV_NSG, 1, 1);
+    mllm__gpu_barrier(g, c);
+
+    /* top-k and weights per token; then (GEMM path) the rows sorted by expert and the tile list */
+    ma.n_expert = NE; ma.n_used = K; ma.n_tokens = (uint32_t)T; ma.n = E;
+    g->vt->set_buffer(c, sb, so + s.logits, 0);
+    g->vt->set_buffer(c, sb, so + s.sel, 1);
+    g->vt->set_buffer(c, sb, so + s.wts, 2);
+    g->vt->set_bytes(c, &ma, sizeof ma, 3);
+    mllm__gpu_dispatch(g, c, p_route, (uint32_t)T, 1, 1, 32, 1, 1);
+    mllm__gpu_barrier(g, c);
+    if (mm) {
+        g->vt->set_buffer(c, sb, so + s.sel, 0);
+        g->vt->set_buffer(c, sb, so + s.map, 1);
+        g->vt->set_bytes(c, &ma, sizeof ma, 2);
+        mllm__gpu_dispatch(g, c, p_map, 1, 1, 1, MLLM__MOE_MAP_THREADS, 1, 1);
+        mllm__gpu_barrier(g, c);
+    }
+
+    /* gate and up (independent: no barrier between them), swiglu, down */
+    mats[0] = &L->gate_exps; mats[1] = &L->up_exps; mats[2] = &L->down_exps;
+    refs[0] = &io->gate; refs[1] = &io->up; refs[2] = &io->down;
+    for (i = 0; i < 3; i++) {
+        mllm__moe_mat_args *a = i < 2 ? &ga : &da;
+        mllm__gpu_pipe *pp = i == 0 ? p_gate : i == 1 ? p_up : p_down;
+        const uint32_t N = i < 2 ? F : E;
+        a->K = i < 2 ? E : F; a->N = N; a->row_bytes = (uint32_t)mats[i]->row_bytes;
+        a->n_rows = TK; a->n_used = K; a->n_expert = NE; a->gather = i < 2;
+        if (i == 2) {   /* swiglu in place on the gate rows, then down reads them */
+            va.n = TK * F;
+            mllm__gpu_barrier(g, c);
+            g->vt->set_buffer(c, sb, so + s.hg, 0);
+            g->vt->set_buffer(c, sb, so + s.hu, 1);
+            g->vt->set_buffer(c, sb, so + s.hg, 2);
+            g->vt->set_bytes(c, &va, sizeof va, 3);
+            mllm__gpu_dispatch(g, c, p_swiglu, (va.n / 4 + 256) / 256, 1, 1, 256, 1, 1);
+            mllm__gpu_barrier(g, c);
+        }
+        g->vt->set_buffer(c, refs[i]->buf, refs[i]->off, 0);
+        g->vt->set_buffer(c, i < 2 ? io->x.buf : sb, i < 2 ? io->x.off : so + s.hg, 1);
+        g->vt->set_buffer(c, sb, so + (i == 0 ? s.hg : i == 1 ? s.hu : s.yd), 2);
+        g->vt->set_bytes(c, a, sizeof *a, 3);
+        g->vt->set_buffer(c, sb, so + (mm ? s.map : s.sel), 4);
+        if (mm) mllm__gpu_dispatch(g, c, pp, (N + MLLM__GEMM_BN - 1) / MLLM__GEMM_BN, MLLM__MOE_MAX_TILES(NE, TK), 1,
+                                   MLLM__GEMM_THREADS, 1, 1);
+        else mllm__gpu_dispatch(g, c, pp, (N + MLLM__GEMV_NSG * MLLM__GEMV_ROWS - 1) / (MLLM__GEMV_NSG * MLLM__GEMV_ROWS),
+                                TK, 1, 32 * MLLM__GEMV_NSG, 1, 1);
+    }
+    mllm__gpu_barrier(g, c);
+
+    /* out[t] = sum_k w[t,k] y[t,k] */
+    g->vt->set_buffer(c, sb, so + s.yd, 0);
+    g->vt->set_buffer(c, sb, so + s.wts, 1);
+    g->vt->set_buffer(c, io->out.buf, io->out.off, 2);
+    g->vt->set_bytes(c, &ma, sizeof ma, 3);
+    mllm__gpu_dispatch(g, c, p_combine, (E + 4 * MLLM__MOE_COMBINE_THREADS - 1) / (4 * MLLM__MOE_COMBINE_THREADS),
+                       (uint32_t)T, 1, MLLM__MOE_COMBINE_THREADS, 1, 1);
+    return MLLM_OK;
+}
+
 #if MLLM__HAVE_METAL || defined(MLLM__FORCE_METAL_STUBS)
 /* Metal through the Objective-C runtime: every message is objc_msgSend cast to the exact C prototype
    of the method (the ABI requires the cast). MLLM__FORCE_METAL_STUBS compiles this on Linux against
