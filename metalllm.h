@@ -7963,7 +7963,7 @@ static MLLM__UNUSED mllm__gpu_moe_scratch mllm__gpu_moe_scratch_of(const mllm__h
 /* Decode sizes take the grouped GEMV; from this many tokens on, the grouped simdgroup-matrix GEMM. */
 #define MLLM__GPU_MOE_GEMM_MIN_TOKENS 8
 
-static mllm__gpu_pipe *mllm__gpu_pipe_of(mllm__gpu *g, const char *family, uint32_t type) {
+static MLLM__UNUSED mllm__gpu_pipe *mllm__gpu_pipe_of(mllm__gpu *g, const char *family, uint32_t type) {
     char name[48];
     const char *sfx = mllm__gpu_type_suffix(type);
     if (!sfx) {
