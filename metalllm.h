@@ -8017,7 +8017,7 @@ static MLLM__UNUSED mllm_status mllm__gpu_encode_moe(mllm__gpu *g, mllm__gpu_cmd
     g->vt->set_buffer(c, sb, so + s.logits, 2);
     g->vt->set_bytes(c, &ra, sizeof ra, 3);
     if (mm) mllm__gpu_dispatch(g, c, p_router, (NE + MLLM__GEMM_BN - 1) / MLLM__GEMM_BN,
-                               (TK / K + MLLM__GEMM_BM - 1) / MLLM__GEMM_BM, 1, MLLM__GEMM_THREADS, 1, 1);
+                               ((uint32_t)T + MLLM__GEMM_BM - 1) / MLLM__GEMM_BM, 1, MLLM__GEMM_THREADS, 1, 1);
     else mllm__gpu_dispatch(g, c, p_router, (NE + MLLM__GEMV_NSG * MLLM__GEMV_ROWS - 1) / (MLLM__GEMV_NSG * MLLM__GEMV_ROWS),
                             (uint32_t)T, 1, 32 * MLLM__GEMV_NSG, 1, 1);
     mllm__gpu_barrier(g, c);
