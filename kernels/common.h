@@ -76,6 +76,43 @@ typedef struct mllm__attn_args {
     float scale;                 /* 1 / sqrt(head_dim) */
 } mllm__attn_args;
 
+/* ---------------------------------------------------------------- mllm__moe_*: mixture of experts
+   (kernels/moe.metal).  One MoE layer is a fixed chain of dispatches, whatever n_expert and however
+   many experts are active: route (top-k per token) -> [map (counting sort by expert), gemm path only]
+   -> grouped gate and up products -> swiglu -> grouped down product -> combine.  An "assigned row" is
+   r = token * n_used + slot; the gemm path works on them in sorted order p (grouped by expert). */
+#define MLLM__MOE_MAX_EXPERT 1024  /* moe_route keeps a 32-bit "taken" mask per lane (32 x 32 experts) */
+#define MLLM__MOE_MAX_USED 8       /* experts per token */
+#define MLLM__MOE_MAP_THREADS 256  /* moe_map: one threadgroup of this many threads */
+#define MLLM__MOE_COMBINE_THREADS 64
+
+typedef struct mllm__moe_args {  /* moe_route, moe_map, moe_combine */
+    uint32_t n_expert;
+    uint32_t n_used;             /* experts per token (<= n_expert, <= MLLM__MOE_MAX_USED) */
+    uint32_t n_tokens;
+    uint32_t n;                  /* moe_combine: floats per row */
+} mllm__moe_args;
+
+typedef struct mllm__moe_mat_args {  /* moe_gemv_*, moe_gemm_*: W holds n_expert matrices of N rows */
+    uint32_t K, N, row_bytes;    /* as mllm__mat_args, for one expert's matrix (N * row_bytes apart) */
+    uint32_t n_rows;             /* assigned rows: n_tokens * n_used */
+    uint32_t n_used;
+    uint32_t n_expert;
+    uint32_t gather;             /* 1 (gate, up): X has a row per token, Y a row per sorted row p;
+                                    0 (down): X has a row per sorted row p, Y a row per assigned row r
+                                    (gemv: p = r, there is no sort) */
+} mllm__moe_mat_args;
+
+/* moe_map's output, one uint buffer: offsets[n_expert + 1] (first sorted row of each expert), then
+   rows[n_rows] (assigned row r at sorted position p), then the gemm tile count, then per tile
+   {expert, first sorted row}.  At most ceil(n_rows / BM) + min(n_expert, n_rows) tiles. */
+#define MLLM__MOE_MAP_ROWS(n_expert) ((n_expert) + 1)
+#define MLLM__MOE_MAP_NTILES(n_expert, n_rows) ((n_expert) + 1 + (n_rows))
+#define MLLM__MOE_MAP_TILES(n_expert, n_rows) ((n_expert) + 2 + (n_rows))
+#define MLLM__MOE_MAX_TILES(n_expert, n_rows) \
+    (((n_rows) + MLLM__GEMM_BM - 1) / MLLM__GEMM_BM + ((n_expert) < (n_rows) ? (n_expert) : (n_rows)))
+/* ---------------------------------------------------------------- end of mllm__moe_* */
+
 /* ---------------------------------------------------------------- MSL: per-type block loaders */
 #ifdef __METAL_VERSION__
 #define MLLM_CONST static constant constexpr const
@@ -210,6 +247,97 @@ struct blk_q6_k {
     }
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q6_k>(row, k); }
 };
+
+/* ---- matmul inner loops, shared by the plain (gemv.metal, gemm.metal) and grouped (moe.metal) kernels */
+
+/* GEMV: simdgroup sg of threadgroup column tgx computes ym[n] = dot(W[n], xm) (+ rm[n]) for its
+   MLLM__GEMV_ROWS rows n of W.  Lane l walks the 16-element chunks l, l + 32, ... of the row, loads its
+   x chunk once into registers and reuses it for all of its rows, and keeps per-lane partial sums: the
+   only reduction is one simd_sum per row at the end.  No barriers: a simdgroup may leave on its own. */
+template <typename B>
+METAL_FUNC void gemv_rows(device const uchar *w, device const float *xm, device float *ym, device const float *rm,
+                          uint K, uint N, uint row_bytes, uint tgx, ushort sg, ushort lane) {
+    const uint R = MLLM__GEMV_ROWS;
+    const uint n0 = (tgx * MLLM__GEMV_NSG + sg) * R;
+    if (n0 >= N) return;
+    const uint nr = min(R, N - n0);           // rows of this simdgroup inside W
+    device const uchar *w0 = w + (ulong)n0 * row_bytes;
+    device const packed_float4 *x4 = (device const packed_float4 *)xm;
+
+    float acc[R] = {0.0f};
+    const uint nch = K / 16;
+    for (uint c = lane; c < nch; c += 32) {
+        const float4 x0 = x4[4 * c], x1 = x4[4 * c + 1], x2 = x4[4 * c + 2], x3 = x4[4 * c + 3];
+        for (uint i = 0; i < R; i++) {
+            if (i < nr) {
+                float4 v[4];
+                B::chunk(w0 + i * row_bytes, c, v);
+                acc[i] += dot(v[0], x0) + dot(v[1], x1) + dot(v[2], x2) + dot(v[3], x3);
+            }
+        }
+    }
+    // Float types only: the elements after the last whole chunk.
+    for (uint k = 16 * nch + lane; k < K; k += 32)
+        for (uint i = 0; i < nr; i++) acc[i] += B::at(w0 + i * row_bytes, k) * xm[k];
+
+    for (uint i = 0; i < R; i++) {
+        const float s = simd_sum(acc[i]);
+        if (lane == 0 && i < nr) ym[n0 + i] = rm ? s + rm[n0 + i] : s;
+    }
+}
+
+/* GEMM: one threadgroup (MLLM__GEMM_THREADS = 4 simdgroups, 2 x 2) accumulates a BM x BN tile
+   acc = X W^T for weight rows [n0, n0 + BN); each simdgroup owns 16 x 32 of it as 2 x 4 simdgroup_matrix
+   8x8 accumulators (acc[4 * i + j]).  The K loop stages BM x BK of X and BN x BK of W per step.
+   Which activation rows form the tile is the caller's business: thread tid stages row tid / 4 of the
+   tile from xrow (NULL: a row outside the tile, zero-filled).  Edges are zero-filled, so any N and any
+   float-type K work.  The caller stores acc (the barrier at the end of each step lets it reuse Xs/Ws). */
+enum { MLLM__GEMM_BKP = MLLM__GEMM_BK + 4 };   // padded tile rows: spreads the loads over more banks
+
+template <typename B>
+METAL_FUNC void gemm_tile(device const uchar *w, uint N, uint K, uint row_bytes, uint n0, device const float *xrow,
+                          threadgroup float (*Xs)[MLLM__GEMM_BKP], threadgroup float (*Ws)[MLLM__GEMM_BKP],
+                          thread simdgroup_matrix<float, 8, 8> *acc, ushort tid, ushort sg) {
+    const uint BK = MLLM__GEMM_BK, BKP = MLLM__GEMM_BKP;
+    const uint sm = sg / 2, sn = sg % 2;      // this simdgroup's 16 x 32 part of the tile
+    // What this thread stages: half (16 elements, one loader chunk) of one W row, 8 floats of one X row.
+    const uint wn = tid / 2, wh = tid % 2;
+    const uint xm = tid / 4, xq = tid % 4;
+    const bool wok = n0 + wn < N, xok = xrow != nullptr;
+    device const uchar *wrow = w + (ulong)(wok ? n0 + wn : 0) * row_bytes;
+
+    for (int i = 0; i < 8; i++) acc[i] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+
+    for (uint k0 = 0; k0 < K; k0 += BK) {
+        const uint kw = k0 + 16 * wh;
+        float4 v[4];
+        if (wok && kw + 16 <= K) {
+            B::chunk(wrow, kw / 16, v);
+        } else {
+            for (uint i = 0; i < 16; i++) v[i / 4][i % 4] = wok && kw + i < K ? B::at(wrow, kw + i) : 0.0f;
+        }
+        for (int i = 0; i < 4; i++) *(threadgroup float4 *)&Ws[wn][16 * wh + 4 * i] = v[i];
+
+        for (uint j = 0; j < 2; j++) {
+            const uint kx = k0 + 8 * xq + 4 * j;
+            float4 u;
+            if (xok && kx + 4 <= K) u = *(device const packed_float4 *)(xrow + kx);
+            else for (uint i = 0; i < 4; i++) u[i] = xok && kx + i < K ? xrow[kx + i] : 0.0f;
+            *(threadgroup float4 *)&Xs[xm][8 * xq + 4 * j] = u;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);   // tiles complete before anyone multiplies
+
+        for (uint kk = 0; kk < BK; kk += 8) {
+            simdgroup_matrix<float, 8, 8> xa[2], wb[4];
+            for (int i = 0; i < 2; i++) simdgroup_load(xa[i], &Xs[16 * sm + 8 * i][kk], BKP);
+            // W is stored row = output, so load it transposed: wb[j](k, n) = Ws[n][k].
+            for (int j = 0; j < 4; j++) simdgroup_load(wb[j], &Ws[32 * sn + 8 * j][kk], BKP, ulong2(0, 0), true);
+            for (int i = 0; i < 2; i++)
+                for (int j = 0; j < 4; j++) simdgroup_multiply_accumulate(acc[4 * i + j], xa[i], wb[j], acc[4 * i + j]);
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);   // everyone done reading before the next stage
+    }
+}
 
 /* Row reductions over a whole threadgroup (<= 1024 threads = 32 simdgroups): simd_* inside each
    simdgroup, then one slot per simdgroup in threadgroup memory.  All threads get the result.  The
