@@ -3672,29 +3672,37 @@ typedef struct mllm__matmul_job {
     size_t row_buf_floats;
 } mllm__matmul_job;
 
-static void mllm__matmul_task(void *arg, int task, int thread) {
-    const mllm__matmul_job *j = (const mllm__matmul_job *)arg;
-    const int64_t K = j->w->cols, N = j->w->rows;
-    int64_t r0 = (int64_t)task * j->rows_per_task, r1 = r0 + j->rows_per_task, r;
+/* out[t * N + r] = dot(W[r], x[t]) for weight rows [r0, r1) of wdata and n_tok activation rows of xq
+   (in the weight's vec_dot_type, xq_stride bytes apart; F32 with row_buf set: precise mode, each weight
+   row dequantized into row_buf first).  Token groups outermost: the weight rows stay in L1 while each
+   group of activation rows is reused across them. */
+static void mllm__matmul_rows(const mllm__weight *w, const uint8_t *wdata, const uint8_t *xq, size_t xq_stride,
+                              int n_tok, float *out, int64_t r0, int64_t r1, float *row_buf) {
+    const int64_t K = w->cols, N = w->rows;
+    int64_t r;
     int t, k;
     float res[MLLM__DOT_MAX_NX];
-    if (r1 > N) r1 = N;
-    /* Token groups outermost: this task's weight rows stay in L1 while each group of activation rows
-       is reused across them. */
-    for (t = 0; t < j->n_tok; t += MLLM__DOT_MAX_NX) {
-        int nx = j->n_tok - t < MLLM__DOT_MAX_NX ? j->n_tok - t : MLLM__DOT_MAX_NX;
-        const uint8_t *x = j->xq + (size_t)t * j->xq_stride;
+    for (t = 0; t < n_tok; t += MLLM__DOT_MAX_NX) {
+        int nx = n_tok - t < MLLM__DOT_MAX_NX ? n_tok - t : MLLM__DOT_MAX_NX;
+        const uint8_t *x = xq + (size_t)t * xq_stride;
         for (r = r0; r < r1; r++) {
-            const uint8_t *wr = j->wdata + (size_t)r * j->w->row_bytes;
-            if (j->row_buf) {
-                float *row = j->row_buf + (size_t)thread * j->row_buf_floats;
-                mllm__dequant_row(j->w->type, wr, row, K);
-                for (k = 0; k < nx; k++) res[k] = mllm__vec_dot(MLLM__F32, K, row, x + (size_t)k * j->xq_stride);
-            } else if (nx == 1) res[0] = mllm__vec_dot(j->w->type, K, wr, x);
-            else mllm__vec_dot_nx(j->w->type, K, wr, x, j->xq_stride, nx, res);
-            for (k = 0; k < nx; k++) j->out[(size_t)(t + k) * N + r] = res[k];
+            const uint8_t *wr = wdata + (size_t)r * w->row_bytes;
+            if (row_buf) {
+                mllm__dequant_row(w->type, wr, row_buf, K);
+                for (k = 0; k < nx; k++) res[k] = mllm__vec_dot(MLLM__F32, K, row_buf, x + (size_t)k * xq_stride);
+            } else if (nx == 1) res[0] = mllm__vec_dot(w->type, K, wr, x);
+            else mllm__vec_dot_nx(w->type, K, wr, x, xq_stride, nx, res);
+            for (k = 0; k < nx; k++) out[(size_t)(t + k) * N + r] = res[k];
         }
     }
+}
+
+static void mllm__matmul_task(void *arg, int task, int thread) {
+    const mllm__matmul_job *j = (const mllm__matmul_job *)arg;
+    int64_t r0 = (int64_t)task * j->rows_per_task, r1 = r0 + j->rows_per_task;
+    if (r1 > j->w->rows) r1 = j->w->rows;
+    mllm__matmul_rows(j->w, j->wdata, j->xq, j->xq_stride, j->n_tok, j->out, r0, r1,
+                      j->row_buf ? j->row_buf + (size_t)thread * j->row_buf_floats : NULL);
 }
 
 typedef struct mllm__quant_job {
@@ -3709,6 +3717,12 @@ static void mllm__quant_task(void *arg, int task, int thread) {
     const mllm__quant_job *j = (const mllm__quant_job *)arg;
     (void)thread;
     mllm__quant_row(j->type, j->x + (size_t)task * j->cols, j->dst + (size_t)task * j->stride, j->cols);
+}
+
+/* ~8 tasks per thread balances load; at least 4 rows per task keeps overhead low. */
+static int mllm__rows_per_task(int64_t rows, int n_threads) {
+    int64_t n = (rows + n_threads * 8 - 1) / (n_threads * 8);
+    return n < 4 ? 4 : (int)n;
 }
 
 static void mllm__cpu_matmul(mllm__exec *ex, const mllm__weight *w, int mat, const float *x, int n_tok, float *out) {
@@ -3738,9 +3752,7 @@ static void mllm__cpu_matmul(mllm__exec *ex, const mllm__weight *w, int mat, con
         j.xq = q.dst;
         j.xq_stride = q.stride;
     }
-    /* ~8 tasks per thread balances load; at least 4 rows per task keeps overhead low. */
-    j.rows_per_task = (int)((w->rows + n_thr * 8 - 1) / (n_thr * 8));
-    if (j.rows_per_task < 4) j.rows_per_task = 4;
+    j.rows_per_task = mllm__rows_per_task(w->rows, n_thr);
     n_tasks = (int)((w->rows + j.rows_per_task - 1) / j.rows_per_task);
     mllm__pool_run(ex->pool, mllm__matmul_task, &j, n_tasks);
 }
@@ -9978,6 +9990,23 @@ typedef struct mllm__seq {
     int has_logits;
 } mllm__seq;
 
+/* MoE step scratch (see "mixture of experts" below) */
+typedef struct mllm__moe_buf {
+    float *logits;                 /* [T][n_expert] router logits */
+    int32_t *sel;                  /* [T][K] selected experts, best first */
+    float *w;                      /* [T][K] their routing weights */
+    int32_t *seg;                  /* [n_expert + 1]: sorted rows of expert e are [seg[e], seg[e + 1]) */
+    int32_t *pos;                  /* [T * K]: sorted position of row token * K + slot */
+    int32_t *row;                  /* [T * K]: the row token * K + slot at each sorted position */
+    int32_t *active;               /* experts with rows this step */
+    int n_active;
+    uint8_t *xq;                   /* [T * K] sorted activation rows in the matrices' vec_dot_type (F32
+                                      in precise mode), xq_row bytes apart */
+    size_t xq_row;
+    float *h, *h2;                 /* [T * K][n_ff_exp]: gate and up outputs, sorted */
+    float *y;                      /* [T * K][n_embd]: down outputs, sorted */
+} mllm__moe_buf;
+
 struct mllm_context {
     mllm_model *model;
     mllm_context_params p;
@@ -9987,10 +10016,8 @@ struct mllm_context {
     mllm_seq_id next_id;
     int max_blocks_per_seq;
     /* step scratch, sized for n_batch tokens */
-    float *x, *xb, *q, *k, *v, *att, *hb, *hb2, *moe_in, *moe_out, *router_logits;
-    int32_t *moe_sel;              /* [n_batch][n_expert_used] expert ids */
-    float *moe_w;                  /* [n_batch][n_expert_used] routing weights */
-    int32_t *moe_rows;             /* counting-sort output: (token, slot) per routed pair */
+    float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
+    mllm__moe_buf moe;             /* MoE models only */
     float *logits;                 /* [n_seq_max][n_vocab]: last logits of each slot */
     float *logits_tmp;             /* [n_seq_max][n_vocab]: LM head output of one step */
     mllm_token *b_tokens;
@@ -10187,63 +10214,201 @@ static void mllm__swiglu_rows(mllm__exec *ex, float *gate, const float *up, int 
 }
 
 
-/* Mixture of experts: route each token to its top-k experts, group tokens by expert (counting sort), run
-   each selected expert once over all its tokens, then combine with the routing weights. */
-static void mllm__moe(mllm_context *ctx, const mllm__layer *L, const float *x, int T, float *out) {
-    const mllm__hparams *hp = &ctx->model->hp;
-    const mllm__ops *ops = ctx->model->ops;
-    const int E = hp->n_embd, NE = hp->n_expert, K = hp->n_expert_used, F = hp->n_ff_exp;
-    mllm__weight router;
-    int t, e, k, i;
-    int counts[4096 + 1];
-    memset(&router, 0, sizeof router);
-    router.data = L->router;
-    router.type = MLLM__F32;
-    router.cols = E;
-    router.rows = NE;
-    router.n_mat = 1;
-    router.row_bytes = (size_t)E * sizeof(float);
-    ops->matmul(&ctx->ex, &router, 0, x, T, ctx->router_logits);
-    for (t = 0; t < T; t++) {   /* softmax, top-k (lower id wins ties), renormalize over the selected */
-        const float *r = ctx->router_logits + (size_t)t * NE;
-        int32_t *sel = ctx->moe_sel + (size_t)t * K;
-        float *w = ctx->moe_w + (size_t)t * K, mx = -INFINITY;
+/* ---- mixture of experts ----
+   Each token goes to its top-k experts; the (token, slot) rows are then sorted by expert (counting sort)
+   so that every selected expert's weights are read once per step for all of its rows.  A layer is a
+   fixed chain of parallel loops whatever the number of experts, active or not: router matmul, gather
+   (and quantize) the sorted inputs, gate and up of all experts, swiglu (and quantize), down of all
+   experts, weighted combine.  The combine adds a token's slots in a fixed order, so its result does not
+   depend on the rest of the batch.  kernels/moe.metal follows the same plan on the GPU. */
+
+static void mllm__moe_buf_free(mllm__moe_buf *b) {
+    MLLM_FREE(b->logits); MLLM_FREE(b->sel); MLLM_FREE(b->w); MLLM_FREE(b->seg); MLLM_FREE(b->pos);
+    MLLM_FREE(b->row); MLLM_FREE(b->active); MLLM_FREE(b->xq); MLLM_FREE(b->h); MLLM_FREE(b->h2); MLLM_FREE(b->y);
+    memset(b, 0, sizeof *b);
+}
+
+/* Scratch for steps of up to n_tok tokens. */
+static mllm_status mllm__moe_buf_alloc(mllm__moe_buf *b, const mllm__hparams *hp, int n_tok) {
+    const size_t T = (size_t)n_tok, TK = T * (size_t)hp->n_expert_used, NE = (size_t)hp->n_expert;
+    const size_t widest = (size_t)(hp->n_embd > hp->n_ff_exp ? hp->n_embd : hp->n_ff_exp);
+    memset(b, 0, sizeof *b);
+    b->xq_row = widest * sizeof(float);   /* F32 is the widest activation type */
+    b->logits = MLLM__CAST(float *, mllm__calloc(T * NE, sizeof(float)));
+    b->sel = MLLM__CAST(int32_t *, mllm__calloc(TK, sizeof(int32_t)));
+    b->w = MLLM__CAST(float *, mllm__calloc(TK, sizeof(float)));
+    b->seg = MLLM__CAST(int32_t *, mllm__calloc(NE + 1, sizeof(int32_t)));
+    b->pos = MLLM__CAST(int32_t *, mllm__calloc(TK, sizeof(int32_t)));
+    b->row = MLLM__CAST(int32_t *, mllm__calloc(TK, sizeof(int32_t)));
+    b->active = MLLM__CAST(int32_t *, mllm__calloc(NE, sizeof(int32_t)));
+    b->xq = MLLM__CAST(uint8_t *, mllm__calloc(TK, b->xq_row));
+    b->h = MLLM__CAST(float *, mllm__calloc(TK * (size_t)hp->n_ff_exp, sizeof(float)));
+    b->h2 = MLLM__CAST(float *, mllm__calloc(TK * (size_t)hp->n_ff_exp, sizeof(float)));
+    b->y = MLLM__CAST(float *, mllm__calloc(TK * (size_t)hp->n_embd, sizeof(float)));
+    if (!b->logits || !b->sel || !b->w || !b->seg || !b->pos || !b->row || !b->active || !b->xq || !b->h || !b->h2 || !b->y) {
+        mllm__moe_buf_free(b);
+        return mllm__fail(MLLM_ERR_NOMEM, "out of memory for the MoE scratch (%zu routed rows)", TK);
+    }
+    return MLLM_OK;
+}
+
+/* Top-k of each token's router logits (lower id wins ties), softmax over the selected k (the same as
+   softmax over all then renormalising), then the counting sort of rows by expert. */
+static void mllm__moe_route(mllm__moe_buf *b, int T, int NE, int K) {
+    int t, e, k, i, r;
+    for (t = 0; t < T; t++) {
+        const float *lg = b->logits + (size_t)t * NE;
+        int32_t *sel = b->sel + (size_t)t * K;
+        float *w = b->w + (size_t)t * K;
         double sum = 0;
         for (k = 0; k < K; k++) {
             int best = -1;
             for (e = 0; e < NE; e++) {
                 int taken = 0;
                 for (i = 0; i < k; i++) taken |= sel[i] == e;
-                if (!taken && (best < 0 || r[e] > r[best])) best = e;
+                if (!taken && (best < 0 || lg[e] > lg[best])) best = e;
             }
             sel[k] = best;
-            mx = r[best] > mx ? r[best] : mx;
         }
-        for (k = 0; k < K; k++) { w[k] = expf(r[sel[k]] - mx); sum += w[k]; }
+        for (k = 0; k < K; k++) { w[k] = expf(lg[sel[k]] - lg[sel[0]]); sum += w[k]; }
         for (k = 0; k < K; k++) w[k] = (float)(w[k] / sum);
     }
-    memset(counts, 0, sizeof(int) * (size_t)(NE + 1));
-    for (t = 0; t < T * K; t++) counts[ctx->moe_sel[t] + 1]++;
-    for (e = 0; e < NE; e++) counts[e + 1] += counts[e];   /* counts[e] = first row of expert e */
-    for (t = 0; t < T * K; t++) ctx->moe_rows[counts[ctx->moe_sel[t]]++] = t;   /* t = token * K + slot */
-    memset(out, 0, sizeof(float) * (size_t)T * E);
-    for (e = 0, i = 0; e < NE; e++) {
-        int n = counts[e] - i, j;   /* after the scatter, counts[e] is the end of expert e's rows */
-        if (!n) continue;
-        for (j = 0; j < n; j++)
-            memcpy(ctx->moe_in + (size_t)j * E, x + (size_t)(ctx->moe_rows[i + j] / K) * E, sizeof(float) * (size_t)E);
-        ops->matmul(&ctx->ex, &L->gate_exps, e, ctx->moe_in, n, ctx->hb);
-        ops->matmul(&ctx->ex, &L->up_exps, e, ctx->moe_in, n, ctx->hb2);
-        mllm__swiglu_rows(&ctx->ex, ctx->hb, ctx->hb2, n, F);
-        ops->matmul(&ctx->ex, &L->down_exps, e, ctx->hb, n, ctx->moe_out);
-        for (j = 0; j < n; j++) {
-            int row = ctx->moe_rows[i + j], d;
-            float w = ctx->moe_w[row], *o = out + (size_t)(row / K) * E;
-            const float *y = ctx->moe_out + (size_t)j * E;
-            for (d = 0; d < E; d++) o[d] += w * y[d];
-        }
-        i += n;
+    memset(b->seg, 0, sizeof(int32_t) * (size_t)(NE + 1));
+    for (r = 0; r < T * K; r++) b->seg[b->sel[r] + 1]++;
+    b->n_active = 0;
+    for (e = 0; e < NE; e++) {
+        if (b->seg[e + 1]) b->active[b->n_active++] = e;
+        b->seg[e + 1] += b->seg[e];
     }
+    for (r = 0; r < T * K; r++) {   /* rows of one expert in row order; seg[e] advances to its end */
+        int p = b->seg[b->sel[r]]++;
+        b->pos[r] = p;
+        b->row[p] = r;
+    }
+    for (e = NE; e > 0; e--) b->seg[e] = b->seg[e - 1];   /* back to seg[e] = first row of e */
+    b->seg[0] = 0;
+}
+
+typedef struct mllm__moe_job {
+    const mllm__exec *ex;
+    const mllm__moe_buf *b;
+    const float *src;              /* gather: x [T][n_embd]; act: h */
+    uint32_t xt;                   /* activation type written into b->xq */
+    int64_t n;                     /* floats per gathered row */
+    const mllm__weight *mat[2];    /* grouped matmul: up to two matrices of every active expert */
+    float *out[2];
+    int n_mat, chunk, n_chunks;    /* chunk: weight rows per task */
+    float *dst;                    /* combine: out [T][n_embd] */
+} mllm__moe_job;
+
+/* Row p of b->xq from a float row: quantized to the matrices' activation type (copied in precise mode). */
+static void mllm__moe_put_row(const mllm__moe_job *j, int p, const float *row) {
+    uint8_t *dst = j->b->xq + (size_t)p * j->b->xq_row;
+    if (j->xt == MLLM__F32) memcpy(dst, row, sizeof(float) * (size_t)j->n);
+    else mllm__quant_row(j->xt, row, dst, j->n);
+}
+
+static void mllm__moe_gather_task(void *arg, int p, int thread) {
+    const mllm__moe_job *j = (const mllm__moe_job *)arg;
+    (void)thread;
+    mllm__moe_put_row(j, p, j->src + (size_t)(j->b->row[p] / j->ex->model->hp.n_expert_used) * j->n);
+}
+
+static void mllm__moe_act_task(void *arg, int p, int thread) {
+    const mllm__moe_job *j = (const mllm__moe_job *)arg;
+    float *h = j->b->h + (size_t)p * j->n;
+    (void)thread;
+    mllm__swiglu(h, h, j->b->h2 + (size_t)p * j->n, (int)j->n);
+    mllm__moe_put_row(j, p, h);
+}
+
+/* Task = (active expert, matrix, chunk of its rows) over all of that expert's sorted rows. */
+static void mllm__moe_mat_task(void *arg, int task, int thread) {
+    const mllm__moe_job *j = (const mllm__moe_job *)arg;
+    const mllm__moe_buf *b = j->b;
+    const int c = task % j->n_chunks, m = task / j->n_chunks % j->n_mat, e = b->active[task / j->n_chunks / j->n_mat];
+    const mllm__weight *w = j->mat[m];
+    const int64_t r0 = (int64_t)c * j->chunk, r1 = r0 + j->chunk < w->rows ? r0 + j->chunk : w->rows;
+    const int first = b->seg[e];
+    float *row_buf = j->xt == MLLM__F32 && w->type != MLLM__F32 ? j->ex->row_buf + (size_t)thread * j->ex->row_buf_floats : NULL;
+    mllm__matmul_rows(w, (const uint8_t *)w->data + (size_t)e * w->row_bytes * (size_t)w->rows,
+                      b->xq + (size_t)first * b->xq_row, b->xq_row, b->seg[e + 1] - first,
+                      j->out[m] + (size_t)first * w->rows, r0, r1, row_buf);
+}
+
+static void mllm__moe_combine_task(void *arg, int t, int thread) {
+    const mllm__moe_job *j = (const mllm__moe_job *)arg;
+    const mllm__moe_buf *b = j->b;
+    const int K = j->ex->model->hp.n_expert_used;
+    float *o = j->dst + (size_t)t * j->n;
+    int k, d;
+    (void)thread;
+    memset(o, 0, sizeof(float) * (size_t)j->n);
+    for (k = 0; k < K; k++) {
+        const float w = b->w[t * K + k], *y = b->y + (size_t)b->pos[t * K + k] * j->n;
+        for (d = 0; d < j->n; d++) o[d] += w * y[d];
+    }
+}
+
+/* Activation type of a matrix's products: F32 in precise mode (weight rows dequantized instead). */
+static uint32_t mllm__moe_xtype(const mllm__exec *ex, const mllm__weight *w) {
+    return ex->model->precise ? (uint32_t)MLLM__F32 : (uint32_t)mllm__traits(w->type)->vec_dot_type;
+}
+
+/* Writes the n-float rows of src (indexed by token, or by sorted row for the activations) into xq as
+   the activation type of w, then runs w (and w2, which must take the same type) for all active experts. */
+static void mllm__moe_grouped(mllm__moe_job *j, mllm__task_fn fill, int n_rows, const mllm__weight *w, float *out,
+                              const mllm__weight *w2, float *out2) {
+    mllm__pool *pool = j->ex->pool;
+    j->xt = mllm__moe_xtype(j->ex, w);
+    mllm__pool_run(pool, fill, j, n_rows);
+    j->mat[0] = w;
+    j->out[0] = out;
+    j->mat[1] = w2;
+    j->out[1] = out2;
+    j->n_mat = w2 ? 2 : 1;
+    j->chunk = mllm__rows_per_task(w->rows * j->n_mat * j->b->n_active, pool->n_threads);
+    if (j->chunk > w->rows) j->chunk = (int)w->rows;
+    j->n_chunks = (int)((w->rows + j->chunk - 1) / j->chunk);
+    mllm__pool_run(pool, mllm__moe_mat_task, j, j->b->n_active * j->n_mat * j->n_chunks);
+}
+
+/* Router logits, expert choice and weights, rows sorted by expert: fills b for the T tokens of x. */
+static void mllm__moe_router(mllm__exec *ex, mllm__moe_buf *b, const mllm__layer *L, const float *x, int T) {
+    const mllm__hparams *hp = &ex->model->hp;
+    mllm__weight router;
+    memset(&router, 0, sizeof router);
+    router.data = L->router;
+    router.type = MLLM__F32;
+    router.cols = hp->n_embd;
+    router.rows = hp->n_expert;
+    router.n_mat = 1;
+    router.row_bytes = (size_t)hp->n_embd * sizeof(float);
+    ex->model->ops->matmul(ex, &router, 0, x, T, b->logits);
+    mllm__moe_route(b, T, hp->n_expert, hp->n_expert_used);
+}
+
+static void mllm__moe(mllm__exec *ex, mllm__moe_buf *b, const mllm__layer *L, const float *x, int T, float *out) {
+    const mllm__hparams *hp = &ex->model->hp;
+    const int E = hp->n_embd, K = hp->n_expert_used, F = hp->n_ff_exp;
+    mllm__moe_job j;
+    mllm__moe_router(ex, b, L, x, T);
+    memset(&j, 0, sizeof j);
+    j.ex = ex;
+    j.b = b;
+    j.src = x;
+    j.n = E;
+    if (mllm__moe_xtype(ex, &L->gate_exps) == mllm__moe_xtype(ex, &L->up_exps)) {
+        mllm__moe_grouped(&j, mllm__moe_gather_task, T * K, &L->gate_exps, b->h, &L->up_exps, b->h2);
+    } else {
+        mllm__moe_grouped(&j, mllm__moe_gather_task, T * K, &L->gate_exps, b->h, NULL, NULL);
+        mllm__moe_grouped(&j, mllm__moe_gather_task, T * K, &L->up_exps, b->h2, NULL, NULL);
+    }
+    j.n = F;
+    mllm__moe_grouped(&j, mllm__moe_act_task, T * K, &L->down_exps, b->y, NULL, NULL);
+    j.n = E;
+    j.dst = out;
+    mllm__pool_run(ex->pool, mllm__moe_combine_task, &j, T);
 }
 
 static void mllm__add_bias(float *x, const float *bias, int rows, int n) {
@@ -10294,7 +10459,7 @@ static void mllm__forward(mllm_context *ctx, const mllm__batch *b) {
         /* feed-forward */
         ops->rmsnorm(ex, ctx->xb, ctx->x, L->ffn_norm, T, E, hp->norm_eps);
         if (hp->n_expert) {
-            mllm__moe(ctx, L, ctx->xb, T, ctx->att);
+            mllm__moe(ex, &ctx->moe, L, ctx->xb, T, ctx->att);
             mllm__add(ctx->x, ctx->att, (size_t)T * E);
         } else {
             ops->matmul(ex, &L->w_gate, 0, ctx->xb, T, ctx->hb);
@@ -10565,12 +10730,7 @@ void mllm_context_free(mllm_context *ctx) {
     MLLM_FREE(ctx->att);
     MLLM_FREE(ctx->hb);
     MLLM_FREE(ctx->hb2);
-    MLLM_FREE(ctx->moe_in);
-    MLLM_FREE(ctx->moe_out);
-    MLLM_FREE(ctx->router_logits);
-    MLLM_FREE(ctx->moe_sel);
-    MLLM_FREE(ctx->moe_w);
-    MLLM_FREE(ctx->moe_rows);
+    mllm__moe_buf_free(&ctx->moe);
     MLLM_FREE(ctx->logits);
     MLLM_FREE(ctx->logits_tmp);
     MLLM_FREE(ctx->b_tokens);
@@ -10590,7 +10750,7 @@ mllm_status mllm_context_create(mllm_context **out, mllm_model *model, const mll
     const mllm__hparams *hp;
     mllm_context_params p;
     size_t kv_elems, nb, nsv;
-    int ok = 1, i, ff, NB, NS, NK;
+    int ok = 1, i, ff, NB, NS;
     if (!out || !model) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_context_create: NULL argument");
     *out = NULL;
     hp = &model->hp;
@@ -10617,7 +10777,6 @@ mllm_status mllm_context_create(mllm_context **out, mllm_model *model, const mll
     kv_elems = (size_t)hp->n_layer * p.kv_blocks * hp->n_head_kv * p.kv_block_tokens * hp->head_dim;
     NB = p.n_batch;
     NS = p.n_seq_max;
-    NK = hp->n_expert_used ? hp->n_expert_used : 1;
     ff = hp->n_ff > hp->n_ff_exp ? hp->n_ff : hp->n_ff_exp;
     nb = (size_t)NB;
     nsv = (size_t)NS * hp->n_vocab;
@@ -10646,12 +10805,7 @@ mllm_status mllm_context_create(mllm_context **out, mllm_model *model, const mll
     ok &= MLLM__ALLOC(ctx->k, nb * hp->n_head_kv * hp->head_dim, float) && MLLM__ALLOC(ctx->v, nb * hp->n_head_kv * hp->head_dim, float);
     ok &= MLLM__ALLOC(ctx->att, nb * (hp->n_head * hp->head_dim > hp->n_embd ? hp->n_head * hp->head_dim : hp->n_embd), float);
     ok &= MLLM__ALLOC(ctx->hb, nb * ff, float) && MLLM__ALLOC(ctx->hb2, nb * ff, float);
-    if (hp->n_expert) {   /* an expert sees each token at most once: n_batch rows suffice */
-        ok &= MLLM__ALLOC(ctx->moe_in, nb * hp->n_embd, float) && MLLM__ALLOC(ctx->moe_out, nb * hp->n_embd, float);
-        ok &= MLLM__ALLOC(ctx->router_logits, nb * hp->n_expert, float);
-        ok &= MLLM__ALLOC(ctx->moe_sel, nb * NK, int32_t) && MLLM__ALLOC(ctx->moe_w, nb * NK, float);
-        ok &= MLLM__ALLOC(ctx->moe_rows, nb * NK, int32_t);
-    }
+    if (hp->n_expert) ok &= mllm__moe_buf_alloc(&ctx->moe, hp, (int)nb) == MLLM_OK;
     ok &= MLLM__ALLOC(ctx->logits, nsv, float) && MLLM__ALLOC(ctx->logits_tmp, nsv > nb * hp->n_vocab ? nb * hp->n_vocab : nsv, float);
     ok &= MLLM__ALLOC(ctx->b_tokens, nb, mllm_token) && MLLM__ALLOC(ctx->b_pos, nb, int32_t);
     ok &= MLLM__ALLOC(ctx->b_logits_idx, NS, int32_t) && MLLM__ALLOC(ctx->b_logits_seq, NS, int32_t);

@@ -1,7 +1,8 @@
 /* bench_moe: throughput of one MoE feed-forward layer on the CPU backend, batched expert dispatch
-   (mllm__moe over all T tokens: tokens grouped per expert, each selected expert's weights read once per
-   step) against one expert at a time (mllm__moe called per token, so every (token, expert) pair is its
-   own set of matmuls), at 1 and 16 tokens, for two real layer shapes with random weights:
+   (mllm__moe: rows grouped per expert, each selected expert's weights read once per step, a fixed
+   number of parallel loops per layer) against one expert at a time (every (token, expert) pair runs
+   its own gate, up and down matmuls, as an engine without grouping does), at 1 and 16 tokens, for two
+   real layer shapes with random weights:
      Qwen3-30B-A3B: n_embd 2048, 128 experts, top-8, expert FFN 768, Q4_K
      Mixtral-8x7B:  n_embd 4096,   8 experts, top-2, expert FFN 14336, Q4_0
    Both paths must give bitwise equal outputs (checked), so the ratio is pure dispatch/weight-reuse gain.
@@ -47,63 +48,73 @@ static int make_weight(mllm__weight *w, uint32_t type, int64_t cols, int64_t row
     return 1;
 }
 
-/* A context with just what mllm__moe reads: the model's hparams, ops and pool, the exec state and the
-   MoE scratch for n_tok tokens. */
-static int setup(const shape *s, int n_threads, int n_tok, mllm_model *m, mllm_context *ctx, mllm__layer *L) {
+/* What mllm__moe reads: the model's hparams and ops, the exec state (pool) and the MoE scratch. */
+static int setup(const shape *s, int n_threads, int n_tok, mllm_model *m, mllm__exec *ex, mllm__moe_buf *b, mllm__layer *L) {
     uint32_t seed = 1234;
-    size_t i, nr = (size_t)s->n_expert * (size_t)s->n_embd, ff = (size_t)s->n_ff;
-    const int64_t cols = s->n_embd > s->n_ff ? s->n_embd : s->n_ff;   /* widest activation row quantized */
+    size_t i, nr = (size_t)s->n_expert * (size_t)s->n_embd;
     float *router;
     memset(m, 0, sizeof *m);
-    memset(ctx, 0, sizeof *ctx);
+    memset(ex, 0, sizeof *ex);
     memset(L, 0, sizeof *L);
     m->hp.n_embd = s->n_embd;
     m->hp.n_expert = s->n_expert;
     m->hp.n_expert_used = s->n_used;
     m->hp.n_ff_exp = s->n_ff;
     m->ops = &mllm__cpu_ops;
-    if (mllm__pool_create(&m->pool, n_threads)) return 0;
-    ctx->model = m;
-    ctx->ex.model = m;
-    ctx->ex.pool = m->pool;
-    ctx->ex.qbuf_bytes = (size_t)n_tok * (mllm__row_bytes(MLLM__Q8_K, cols) > mllm__row_bytes(MLLM__Q8_0, cols) ? mllm__row_bytes(MLLM__Q8_K, cols) : mllm__row_bytes(MLLM__Q8_0, cols));
-    ctx->ex.qbuf = malloc(ctx->ex.qbuf_bytes);
-    ctx->hb = (float *)malloc(sizeof(float) * (size_t)n_tok * ff);
-    ctx->hb2 = (float *)malloc(sizeof(float) * (size_t)n_tok * ff);
-    ctx->moe_in = (float *)malloc(sizeof(float) * (size_t)n_tok * (size_t)s->n_embd);
-    ctx->moe_out = (float *)malloc(sizeof(float) * (size_t)n_tok * (size_t)s->n_embd);
-    ctx->router_logits = (float *)malloc(sizeof(float) * (size_t)n_tok * (size_t)s->n_expert);
-    ctx->moe_sel = (int32_t *)malloc(sizeof(int32_t) * (size_t)n_tok * (size_t)s->n_used);
-    ctx->moe_w = (float *)malloc(sizeof(float) * (size_t)n_tok * (size_t)s->n_used);
-    ctx->moe_rows = (int32_t *)malloc(sizeof(int32_t) * (size_t)n_tok * (size_t)s->n_used);
+    if (mllm__pool_create(&m->pool, n_threads) || mllm__moe_buf_alloc(b, &m->hp, n_tok)) return 0;
+    ex->model = m;
+    ex->pool = m->pool;
+    ex->qbuf_bytes = sizeof(float) * (size_t)(s->n_embd > s->n_ff ? s->n_embd : s->n_ff);   /* one quantized row */
+    if (!(ex->qbuf = malloc(ex->qbuf_bytes))) return 0;
     L->router = router = (float *)malloc(sizeof(float) * nr);
-    if (!ctx->ex.qbuf || !ctx->hb || !ctx->hb2 || !ctx->moe_in || !ctx->moe_out || !ctx->router_logits ||
-        !ctx->moe_sel || !ctx->moe_w || !ctx->moe_rows || !router)
-        return 0;
+    if (!router) return 0;
     for (i = 0; i < nr; i++) router[i] = frand(&seed) * 0.1f;
     return make_weight(&L->gate_exps, s->type, s->n_embd, s->n_ff, s->n_expert, &seed) &&
            make_weight(&L->up_exps, s->type, s->n_embd, s->n_ff, s->n_expert, &seed) &&
            make_weight(&L->down_exps, s->type, s->n_ff, s->n_embd, s->n_expert, &seed);
 }
 
-static void teardown(mllm_model *m, mllm_context *ctx, mllm__layer *L) {
-    free(ctx->ex.qbuf); free(ctx->hb); free(ctx->hb2); free(ctx->moe_in); free(ctx->moe_out);
-    free(ctx->router_logits); free(ctx->moe_sel); free(ctx->moe_w); free(ctx->moe_rows);
+static void teardown(mllm_model *m, mllm__exec *ex, mllm__moe_buf *b, mllm__layer *L) {
+    mllm__moe_buf_free(b);
+    free(ex->qbuf);
     free((void *)L->router);
-    free((void *)L->gate_exps.data); free((void *)L->up_exps.data); free((void *)L->down_exps.data);
+    free((void *)L->gate_exps.data);
+    free((void *)L->up_exps.data);
+    free((void *)L->down_exps.data);
     mllm__pool_free(m->pool);
 }
 
+/* The baseline: same routing, then one (token, expert) pair at a time, each matmul its own parallel
+   loop; slots combined in the same order as mllm__moe. */
+static void moe_one_at_a_time(mllm__exec *ex, mllm__moe_buf *b, const mllm__layer *L, const float *x, int T, float *out) {
+    const mllm__hparams *hp = &ex->model->hp;
+    const int E = hp->n_embd, K = hp->n_expert_used, F = hp->n_ff_exp;
+    int t, k, d;
+    mllm__moe_router(ex, b, L, x, T);
+    for (t = 0; t < T; t++) {
+        float *o = out + (size_t)t * E;
+        memset(o, 0, sizeof(float) * (size_t)E);
+        for (k = 0; k < K; k++) {
+            const int e = b->sel[t * K + k];
+            const float w = b->w[t * K + k];
+            ex->model->ops->matmul(ex, &L->gate_exps, e, x + (size_t)t * E, 1, b->h);
+            ex->model->ops->matmul(ex, &L->up_exps, e, x + (size_t)t * E, 1, b->h2);
+            mllm__swiglu(b->h, b->h, b->h2, F);
+            ex->model->ops->matmul(ex, &L->down_exps, e, b->h, 1, b->y);
+            for (d = 0; d < E; d++) o[d] += w * b->y[d];
+        }
+    }
+}
+
 /* Best-of-`reps` seconds for one layer over n_tok tokens, batched or one token (hence expert) at a time. */
-static double time_layer(mllm_context *ctx, const mllm__layer *L, const float *x, int n_tok, float *out, int batched, int reps) {
-    const int E = ctx->model->hp.n_embd;
+static double time_layer(mllm__exec *ex, mllm__moe_buf *b, const mllm__layer *L, const float *x, int n_tok, float *out,
+                         int batched, int reps) {
     double best = 1e30;
-    int r, t;
+    int r;
     for (r = 0; r < reps; r++) {
         double t0 = now(), dt;
-        if (batched) mllm__moe(ctx, L, x, n_tok, out);
-        else
-            for (t = 0; t < n_tok; t++) mllm__moe(ctx, L, x + (size_t)t * E, 1, out + (size_t)t * E);
+        if (batched) mllm__moe(ex, b, L, x, n_tok, out);
+        else moe_one_at_a_time(ex, b, L, x, n_tok, out);
         dt = now() - t0;
         if (dt < best) best = dt;
     }
@@ -127,24 +138,25 @@ int main(int argc, char **argv) {
         const shape *s = &shapes[si];
         const int T = tokens[1];
         mllm_model m;
-        mllm_context ctx;
+        mllm__exec ex;
+        mllm__moe_buf b;
         mllm__layer L;
         uint32_t seed = 99;
         float *x = (float *)malloc(sizeof(float) * (size_t)T * (size_t)s->n_embd);
         float *y1 = (float *)malloc(sizeof(float) * (size_t)T * (size_t)s->n_embd);
         float *y2 = (float *)malloc(sizeof(float) * (size_t)T * (size_t)s->n_embd);
-        if (!x || !y1 || !y2 || !setup(s, n_threads, T, &m, &ctx, &L)) { fprintf(stderr, "out of memory\n"); return 1; }
+        if (!x || !y1 || !y2 || !setup(s, n_threads, T, &m, &ex, &b, &L)) { fprintf(stderr, "out of memory\n"); return 1; }
         for (i = 0; i < T * s->n_embd; i++) x[i] = frand(&seed);
         printf("%s\n", s->name);
         for (ti = 0; ti < 2; ti++) {
             const int n = tokens[ti];
-            double tb = time_layer(&ctx, &L, x, n, y1, 1, reps), to = time_layer(&ctx, &L, x, n, y2, 0, reps);
+            double tb = time_layer(&ex, &b, &L, x, n, y1, 1, reps), to = time_layer(&ex, &b, &L, x, n, y2, 0, reps);
             const int same = !memcmp(y1, y2, sizeof(float) * (size_t)n * (size_t)s->n_embd);
             printf("  moe %2d tok  batched %8.1f tok/s  one-expert-at-a-time %8.1f tok/s  ratio %.2fx  outputs %s\n", n,
                    n / tb, n / to, to / tb, same ? "identical" : "DIFFER");
             if (!same) return 1;
         }
-        teardown(&m, &ctx, &L);
+        teardown(&m, &ex, &b, &L);
         free(x); free(y1); free(y2);
     }
     return 0;

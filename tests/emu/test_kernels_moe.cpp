@@ -18,37 +18,29 @@ int rnd(int lo, int hi) { return lo + (int)(kt_u32() % (uint32_t)(hi - lo + 1));
 // The CPU reference: mllm__moe with just what it reads.
 struct cpu_moe {
     mllm_model *m;
-    mllm_context *ctx;
-    std::vector<float> logits, w, in, hb, hb2, y, row_buf;
-    std::vector<int32_t> sel, rows;
+    mllm__exec ex;
+    mllm__moe_buf b;
+    std::vector<float> row_buf;
     cpu_moe(const mllm__hparams &hp, int T) {
         m = (mllm_model *)calloc(1, sizeof *m);
-        ctx = (mllm_context *)calloc(1, sizeof *ctx);
+        memset(&ex, 0, sizeof ex);
         m->hp = hp;
         m->ops = &mllm__cpu_ops;
         m->precise = 1;
-        ctx->model = m;
-        ctx->ex.model = m;
-        mllm__pool_create(&ctx->ex.pool, 1);
-        const size_t TK = (size_t)T * hp.n_expert_used, mx = (size_t)(hp.n_embd > hp.n_ff_exp ? hp.n_embd : hp.n_ff_exp);
+        ex.model = m;
+        mllm__pool_create(&ex.pool, 1);
+        const size_t mx = (size_t)(hp.n_embd > hp.n_ff_exp ? hp.n_embd : hp.n_ff_exp);
         row_buf.resize(mx);
-        ctx->ex.row_buf = row_buf.data();
-        ctx->ex.row_buf_floats = mx;
-        logits.resize((size_t)T * hp.n_expert); ctx->router_logits = logits.data();
-        sel.resize(TK); ctx->moe_sel = sel.data();
-        w.resize(TK); ctx->moe_w = w.data();
-        rows.resize(TK); ctx->moe_rows = rows.data();
-        in.resize((size_t)T * hp.n_embd); ctx->moe_in = in.data();   // an expert sees each token at most once
-        y.resize((size_t)T * hp.n_embd); ctx->moe_out = y.data();
-        hb.resize((size_t)T * hp.n_ff_exp); ctx->hb = hb.data();
-        hb2.resize((size_t)T * hp.n_ff_exp); ctx->hb2 = hb2.data();
+        ex.row_buf = row_buf.data();
+        ex.row_buf_floats = mx;
+        mllm__moe_buf_alloc(&b, &hp, T);
     }
     ~cpu_moe() {
-        mllm__pool_free(ctx->ex.pool);
-        free(ctx);
+        mllm__moe_buf_free(&b);
+        mllm__pool_free(ex.pool);
         free(m);
     }
-    void run(const mllm__layer &L, const float *x, int T, float *out) { mllm__moe(ctx, &L, x, T, out); }
+    void run(const mllm__layer &L, const float *x, int T, float *out) { mllm__moe(&ex, &b, &L, x, T, out); }
 };
 
 mllm__weight mk_weight(const kt_type &t, const void *data, int cols, int rows, int n_mat) {
@@ -171,19 +163,19 @@ run_result check_moe(const moe_case &c) {
         const size_t TK = (size_t)T * K;
         size_t bad_sel = 0, bad_w = 0, bad_rows = 0;
         for (size_t r = 0; r < TK; r++) {
-            bad_sel += sel[r] != cpu.sel[r];
-            bad_w += !(fabsf(wts[r] - cpu.w[r]) <= 1e-5f);
+            bad_sel += sel[r] != cpu.b.sel[r];
+            bad_w += !(fabsf(wts[r] - cpu.b.w[r]) <= 1e-5f);
         }
         CHECK(bad_sel == 0, "%s: %zu of %zu selected experts differ from the CPU's", what, bad_sel, TK);
         CHECK(bad_w == 0, "%s: %zu of %zu routing weights differ", what, bad_w, TK);
         if (c.rig == RIG_ONE_HOT_EXPERT)
-            for (int t = 0; t < T; t++) CHECK(cpu.sel[(size_t)t * K] == hot, "%s: rig failed", what);
+            for (int t = 0; t < T; t++) CHECK(cpu.b.sel[(size_t)t * K] == hot, "%s: rig failed", what);
         if (gemm) {   // the counting sort: same rows as the CPU's, offsets = running counts, tiles cover them
             std::vector<uint32_t> first(NE + 1, 0);
-            for (size_t r = 0; r < TK; r++) first[cpu.sel[r] + 1]++;
+            for (size_t r = 0; r < TK; r++) first[cpu.b.sel[r] + 1]++;
             for (int e = 0; e < NE; e++) first[e + 1] += first[e];
             for (int e = 0; e <= NE; e++) bad_rows += map[e] != first[e];
-            for (size_t p = 0; p < TK; p++) bad_rows += map[MLLM__MOE_MAP_ROWS(NE) + p] != (uint32_t)cpu.rows[p];
+            for (size_t p = 0; p < TK; p++) bad_rows += map[MLLM__MOE_MAP_ROWS(NE) + p] != (uint32_t)cpu.b.row[p];
             uint32_t tiles = 0;
             for (int e = 0; e < NE; e++) tiles += (first[e + 1] - first[e] + MLLM__GEMM_BM - 1) / MLLM__GEMM_BM;
             bad_rows += map[MLLM__MOE_MAP_NTILES(NE, TK)] != tiles;
@@ -275,11 +267,11 @@ EMU_TEST(moe_route_selection_equals_cpu_with_ties) {
             if (!kt_dispatch("moe_route", v, T, 1, 32, bufs, 4)) continue;
             int bad = 0, badw = 0;
             for (int r = 0; r < T * K; r++) {
-                bad += sel[r] != cpu.sel[r];
-                badw += !(fabsf(wts[r] - cpu.w[r]) <= 1e-6f);
+                bad += sel[r] != cpu.b.sel[r];
+                badw += !(fabsf(wts[r] - cpu.b.w[r]) <= 1e-6f);
             }
             CHECK(bad == 0 && badw == 0, "NE=%d K=%d T=%d levels=%d %s: %d selections, %d weights differ (first: gpu %d cpu %d)",
-                  NE, K, T, levels, msl::sched_name(v.policy), bad, badw, sel[0], cpu.sel[0]);
+                  NE, K, T, levels, msl::sched_name(v.policy), bad, badw, sel[0], cpu.b.sel[0]);
         }
     }
 }
