@@ -197,7 +197,7 @@ kernel void sample(device const float *logits [[buffer(0)]], device const mllm__
                    constant mllm__sample_args &a [[buffer(5)]], uint row [[threadgroup_position_in_grid]],
                    ushort tid [[thread_index_in_threadgroup]], ushort ntg [[threads_per_threadgroup]],
                    ushort sg [[simdgroup_index_in_threadgroup]], ushort lane [[thread_index_in_simdgroup]]) {
-    threadgroup float part[32 * 16];   // per-simdgroup histograms
+    threadgroup float part[512];   // per-simdgroup histograms: 32 x 16
     threadgroup float bins[16];
     threadgroup float sf[32];
     threadgroup uint su[32];
