@@ -214,3 +214,126 @@ EMU_TEST(sample_gpu_agrees_with_cpu_on_random_steps) {
     CHECK(ac.stochastic * 2 > ac.steps && ac.same_wrong_counter < ac.steps - ac.stochastic / 2,
           "weak test: %ld random steps, %ld agree at counter + 1", ac.stochastic, ac.same_wrong_counter);
 }
+
+// ---------------------------------------------------------------- distribution (chi-square)
+namespace {
+// The exact target distribution from the definition, in double, with a full sort: x = logit / T;
+// rank order; kept = the shortest of top-k, top-p (of the top-k weight) and min-p prefixes, then
+// `extra` more or fewer (a deliberately wrong threshold, to show the test can tell); p ~ exp(x - xmax).
+// margin: the smallest relative distance of a top-p / min-p decision from its boundary.
+std::vector<double> target_dist(const std::vector<float> &l, const mllm_sampler_params &sp, int extra, double *margin) {
+    const int n = (int)l.size();
+    std::vector<int> ord(n);
+    for (int i = 0; i < n; i++) ord[i] = i;
+    std::vector<double> x(n);
+    for (int i = 0; i < n; i++) x[i] = (double)l[i] / sp.temperature;
+    std::sort(ord.begin(), ord.end(), [&](int a, int b) { return x[a] != x[b] ? x[a] > x[b] : a < b; });
+    int m = sp.top_k > 0 && sp.top_k < n ? sp.top_k : n;
+    std::vector<double> w(n);
+    double total = 0;
+    for (int j = 0; j < m; j++) total += (w[j] = exp(x[ord[j]] - x[ord[0]]));
+    *margin = 1;
+    if (sp.top_p > 0 && sp.top_p < 1) {
+        double cum = 0;
+        for (int j = 0; j < m; j++) {
+            cum += w[j];
+            *margin = std::min(*margin, fabs(cum - sp.top_p * total) / total);
+            if (cum >= sp.top_p * total) { m = j + 1; break; }
+        }
+    }
+    if (sp.min_p > 0)
+        for (int j = 0; j < m; j++) {
+            *margin = std::min(*margin, fabs(w[j] - sp.min_p));
+            if (w[j] < sp.min_p) { m = j; break; }
+        }
+    m = std::max(1, std::min(n, m + extra));
+    for (int j = 0; j < m; j++) w[j] = exp(x[ord[j]] - x[ord[0]]);
+    std::vector<double> p(n, 0.0);
+    double s = 0;
+    for (int j = 0; j < m; j++) s += w[j];
+    for (int j = 0; j < m; j++) p[ord[j]] = w[j] / s;
+    return p;
+}
+
+// Pearson's statistic over bins of expected count >= 5 (smaller ones pooled); a draw of a token of
+// probability 0 makes it infinite.  Returns chi2 / (critical value at alpha = 1e-3): > 1 rejects.
+double chi2_ratio(const std::vector<long> &obs, const std::vector<double> &p, long draws, double *chi2_out, int *df_out) {
+    double chi2 = 0, pool_e = 0;
+    long pool_o = 0;
+    int bins = 0;
+    for (size_t i = 0; i < p.size(); i++) {
+        const double e = p[i] * draws;
+        if (p[i] == 0) {
+            if (obs[i]) chi2 = INFINITY;
+        } else if (e >= 5) {
+            chi2 += (obs[i] - e) * (obs[i] - e) / e;
+            bins++;
+        } else {
+            pool_e += e;
+            pool_o += obs[i];
+        }
+    }
+    if (pool_e > 0) { chi2 += (pool_o - pool_e) * (pool_o - pool_e) / pool_e; bins++; }   // (may be < 5: conservative)
+    const int df = std::max(1, bins - 1);
+    const double z = 3.0902, h = 2.0 / (9.0 * df);   // Wilson-Hilferty, upper 1e-3 point
+    const double crit = df * pow(1 - h + z * sqrt(h), 3);
+    *chi2_out = chi2;
+    *df_out = df;
+    return chi2 / crit;
+}
+}  // namespace
+
+EMU_TEST(sample_gpu_distribution_matches_target_chi_square) {
+    const int n = 64;
+    const long draws = emu::tsan ? 1000 : 10000;
+    std::mt19937 rng(2024);
+    std::normal_distribution<float> nd(0, 1.5f);
+    std::vector<float> l(n);
+    for (float &f : l) f = nd(rng);
+    struct setting { const char *name; mllm_sampler_params sp; };
+    const setting settings[] = {
+        {"temperature 0.7", params(0.7f)},
+        {"top-k 8", params(1.0f, 8)},
+        {"top-p 0.6", params(1.2f, 0, 0.6f)},
+        {"min-p 0.08", params(1.0f, 0, 0, 0.08f)},
+        {"k 20 + p 0.85 + min-p 0.02", params(0.9f, 20, 0.85f, 0.02f)},
+    };
+    int si = 0;
+    for (const setting &st : settings) {
+        double margin;
+        const std::vector<double> p = target_dist(l, st.sp, 0, &margin);
+        CHECK(margin > 1e-4, "%s: a cut within %g of its boundary (pick other logits)", st.name, margin);
+        gpu_run gr(n, (int)draws, 1, kt_variants()[si++ % kt_variants().size()]);
+        if (!gr.ok) continue;
+        std::vector<float> rows_l;
+        std::vector<mllm__sample_row> rw;
+        for (long d = 0; d < draws; d++) {
+            rows_l.insert(rows_l.end(), l.begin(), l.end());
+            rw.push_back(mllm__gpu_sample_row((int)d, &st.sp, 0, (uint64_t)d));   // counters 0, 1, 2, ...
+        }
+        std::vector<mllm_token> out(draws, -1);
+        if (!gr.step(rows_l.data(), rw.data(), (int)draws, out.data())) continue;
+        std::vector<long> obs(n, 0), obs_cpu(n, 0);
+        for (long d = 0; d < draws; d++) {
+            if (out[d] >= 0 && out[d] < n) obs[out[d]]++;
+            obs_cpu[cpu_sample(l.data(), n, {}, st.sp, (uint64_t)d)]++;
+        }
+        double chi2, chi2c, chi2w;
+        int df, dfc, dfw;
+        const double r = chi2_ratio(obs, p, draws, &chi2, &df), rc = chi2_ratio(obs_cpu, p, draws, &chi2c, &dfc);
+        // power: one token more or fewer than the target keeps is rejected
+        double rw_min = INFINITY;
+        for (int extra : {-1, 1}) {
+            double mg;
+            rw_min = std::min(rw_min, chi2_ratio(obs, target_dist(l, st.sp, extra, &mg), draws, &chi2w, &dfw));
+        }
+        int kept = 0;
+        for (double q : p) kept += q > 0;
+        printf("    %-28s %d kept: GPU chi2 %.1f (df %d), CPU chi2 %.1f (df %d); critical %.1f; off-by-one cuts: >= %.1f x critical\n",
+               st.name, kept, chi2, df, chi2c, dfc, chi2 / r, rw_min);
+        CHECK(r <= 1, "%s: GPU draws do not follow the target (chi2 %.1f, df %d)", st.name, chi2, df);
+        CHECK(rc <= 1, "%s: CPU draws do not follow the target (chi2 %.1f, df %d)", st.name, chi2c, dfc);
+        if (kept < n && !emu::tsan)   // (with a cut, and enough draws to see it)
+            CHECK(rw_min > 1, "%s: weak test: a cut off by one token passes (%.2f x critical)", st.name, rw_min);
+    }
+}
