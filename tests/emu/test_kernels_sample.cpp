@@ -337,3 +337,80 @@ EMU_TEST(sample_gpu_distribution_matches_target_chi_square) {
             CHECK(rw_min > 1, "%s: weak test: a cut off by one token passes (%.2f x critical)", st.name, rw_min);
     }
 }
+
+// ---------------------------------------------------------------- penalties over a sliding window
+// Two sequences step together for 80 picks (greedy, and sampled), their penalty state only on the GPU
+// after a seed from a prompt longer than the window; every pick must equal the CPU sampler's over the
+// same history, and at the end the GPU's counts must be those of the last `window` tokens.
+EMU_TEST(sample_gpu_penalties_match_cpu_over_sliding_window) {
+    const int n = 40, steps = emu::tsan ? 30 : 80, nseq = 2, cap = 16;
+    mllm_sampler_params sp[nseq] = {params(0.0f), params(1.0f, 0, 0.95f)};
+    sp[0].repeat_penalty = 1.3f; sp[0].frequency_penalty = 0.4f; sp[0].presence_penalty = 0.3f; sp[0].penalty_last_n = 8;
+    sp[1].repeat_penalty = 1.5f; sp[1].frequency_penalty = 0.2f; sp[1].penalty_last_n = 5;
+    sp[1].seed = 99;
+    gpu_run gr(n, nseq, cap, kt_variants()[2 % kt_variants().size()]);
+    if (!gr.ok) return;
+    std::vector<mllm_token> hist[nseq];
+    for (int q = 0; q < nseq; q++) {
+        for (int t = 0; t < 20; t++) hist[q].push_back((mllm_token)(kt_u32() % 6));   // a repetitive prompt
+        CHECK(mllm__gpu_sampler_seed(&gr.g, &gr.s, q, hist[q].data(), 20, sp[q].penalty_last_n) == MLLM_OK, "seed");
+    }
+    int same = 0, total = 0, penalised = 0;
+    for (int step = 0; step < steps; step++) {
+        std::vector<float> l((size_t)nseq * n);
+        for (float &f : l) f = kt_uniform(-1, 1);
+        for (int q = 0; q < nseq; q++) l[(size_t)q * n + kt_u32() % 6] += 1.0f;   // the prompt's tokens are likely
+        mllm__sample_row rw[nseq];
+        for (int q = 0; q < nseq; q++) rw[q] = mllm__gpu_sample_row(q, &sp[q], (int)hist[q].size(), (uint64_t)step);
+        mllm_token out[nseq];
+        if (!gr.step(l.data(), rw, nseq, out)) return;
+        for (int q = 0; q < nseq; q++) {
+            const int cpu = cpu_sample(&l[(size_t)q * n], n, hist[q], sp[q], (uint64_t)step);
+            mllm_sampler_params plain = sp[q];
+            plain.repeat_penalty = plain.frequency_penalty = plain.presence_penalty = 0;
+            penalised += cpu != cpu_sample(&l[(size_t)q * n], n, hist[q], plain, (uint64_t)step);
+            same += out[q] == cpu;
+            total++;
+            if (out[q] != cpu) printf("    step %d seq %d: gpu %d cpu %d\n", step, q, out[q], cpu);
+            hist[q].push_back(out[q]);
+        }
+    }
+    printf("    %d of %d picks equal; penalties changed %d of them\n", same, total, penalised);
+    CHECK(same == total, "penalised picks differ: %d of %d equal", same, total);
+    CHECK(penalised * 4 > total, "weak test: penalties changed only %d of %d picks", penalised, total);
+    const uint16_t *counts = (const uint16_t *)gr.g.vt->buf_contents(gr.s.counts);
+    for (int q = 0; q < nseq; q++) {
+        std::vector<int> want(n, 0);
+        const int w = sp[q].penalty_last_n;
+        for (size_t t = hist[q].size() - w; t < hist[q].size(); t++) want[hist[q][t]]++;
+        int bad = 0;
+        for (int i = 0; i < n; i++) bad += counts[(size_t)q * n + i] != want[i];
+        CHECK(bad == 0, "seq %d: %d token counts differ from the last %d tokens", q, bad, w);
+    }
+}
+
+// ---------------------------------------------------------------- read-back
+EMU_TEST(sample_step_reads_back_4_bytes_per_sequence) {
+    const int n = 1000, nseq = 16;
+    gpu_run gr(n, nseq, 64, kt_variants()[0]);
+    if (!gr.ok) return;
+    std::vector<float> l((size_t)nseq * n);
+    for (float &f : l) f = kt_uniform(-4, 4);
+    std::vector<mllm__sample_row> rw;
+    std::vector<mllm_token> hist = {1, 2, 3};
+    for (int q = 0; q < nseq; q++) {
+        mllm_sampler_params sp = params(0.8f, 40, 0.9f, 0.05f);
+        sp.repeat_penalty = 1.1f;
+        sp.seed = (uint64_t)q;
+        CHECK(mllm__gpu_sampler_seed(&gr.g, &gr.s, q, hist.data(), 3, 64) == MLLM_OK, "seed");
+        rw.push_back(mllm__gpu_sample_row(q, &sp, 3, 7));
+    }
+    memset(&gr.g.n, 0, sizeof gr.g.n);
+    std::vector<mllm_token> out(nseq, -1);
+    if (!gr.step(l.data(), rw.data(), nseq, out.data())) return;
+    const mllm__gpu_counters &c = gr.g.n;
+    CHECK(c.bytes_read == 4u * nseq && c.dispatches == 1 && c.commits == 1 && c.waits == 1,
+          "bytes_read %llu (want %d), dispatches %llu, commits %llu, waits %llu", (unsigned long long)c.bytes_read, 4 * nseq,
+          (unsigned long long)c.dispatches, (unsigned long long)c.commits, (unsigned long long)c.waits);
+    for (int q = 0; q < nseq; q++) CHECK(out[q] >= 0 && out[q] < n, "seq %d: token %d", q, out[q]);
+}
