@@ -8563,15 +8563,32 @@ static void mllm__cand_select_k(mllm__cand *c, int n, int k) {
     }
 }
 
-/* Top-p by quickselect on weight: returns m, the length of the shortest prefix of rank order whose
-   weight reaches target, with that prefix in c[0, m) and its last candidate at c[m - 1]. */
-static int mllm__cand_select_mass(mllm__cand *c, int n, float xmax, double target) {
+/* Top-k: c[0, k) become the first k of c[0, n) in rank order, c[k - 1] the last of them.  The k-th
+   of a prefix of m ~ sqrt(k n) candidates bounds the answer (k candidates are at least as good), so
+   the full quickselect usually runs on a few thousand survivors instead of n. */
+static void mllm__cand_top_k(mllm__cand *c, int n, int k) {
+    int m = (int)sqrt((double)k * n), i, kept = 0;
+    if (m < k) m = k;
+    if (m < n) {
+        mllm__cand bound;
+        mllm__cand_select_k(c, m, k);
+        bound = c[k - 1];
+        for (i = 0; i < n; i++)
+            if (mllm__cand_cmp(&c[i], &bound) <= 0) mllm__cand_swap(c, i, kept++);
+        n = kept;
+    }
+    mllm__cand_select_k(c, n, k);
+}
+
+/* Top-p by quickselect on weight (w[id]): returns m, the length of the shortest prefix of rank order
+   whose weight reaches target, with that prefix in c[0, m). */
+static int mllm__cand_select_mass(mllm__cand *c, int n, const float *w, double target) {
     int lo = 0, hi = n;
     double acc = 0;   /* weight of c[0, lo), all in the prefix; acc < target */
     while (hi - lo > 1) {
         int p = mllm__cand_partition(c, lo, hi), i;
-        double left = 0, wp = mllm__sample_w(c[p].v, xmax);
-        for (i = lo; i < p; i++) left += mllm__sample_w(c[i].v, xmax);
+        double left = 0, wp = w[c[p].id];
+        for (i = lo; i < p; i++) left += w[c[i].id];
         if (acc + left >= target) hi = p;
         else if (acc + left + wp >= target) return p + 1;
         else { acc += left + wp; lo = p + 1; }
@@ -8607,13 +8624,13 @@ static void mllm__apply_penalties(float *logits, int n_vocab, const mllm_token *
     }
 }
 
-/* Picks the next token by the sampling rule above; c is scratch for n_vocab candidates. */
+/* Picks the next token by the sampling rule above; c is scratch for n_vocab candidates, and logits
+   is scratch too: it ends up holding the kept tokens' weights (0 for the others). */
 static mllm_token mllm__sample(float *logits, int n_vocab, const mllm_token *hist, int n_hist,
                                const mllm_sampler_params *sp, uint64_t counter, mllm__cand *c) {
-    int i, n = n_vocab, best = 0;
-    float inv_t, xmax, min_p, x, w;
+    int i, n = n_vocab, m, best = 0;
+    float inv_t, xmax, x;
     double sum = 0, cum = 0, target;
-    mllm__cand cut;   /* the last kept candidate in rank order */
     mllm__apply_penalties(logits, n_vocab, hist, n_hist, sp, c);
     if (!(sp->temperature > 0)) {
         xmax = mllm__sample_x(logits[0], 1.0f);
@@ -8629,30 +8646,27 @@ static mllm_token mllm__sample(float *logits, int n_vocab, const mllm_token *his
     }
     xmax = c[best].v;
     if (xmax == -INFINITY) return 0;
-    cut.v = -INFINITY;
-    cut.id = n - 1;   /* everything */
-    if (sp->top_k > 0 && sp->top_k < n) {
-        n = sp->top_k;
-        mllm__cand_select_k(c, n_vocab, n);
-        cut = c[n - 1];
-    }
+    /* the kept set is c[0, m) (a prefix of rank order, in no order), its weights go to logits[id] */
+    m = n;
+    if (sp->top_k > 0 && sp->top_k < n) mllm__cand_top_k(c, n, m = sp->top_k);
+    memset(logits, 0, sizeof(float) * (size_t)n);
+    for (i = 0; i < m; i++) sum += logits[c[i].id] = mllm__sample_w(c[i].v, xmax);
     if (sp->top_p > 0 && sp->top_p < 1) {
-        for (i = 0; i < n; i++) sum += mllm__sample_w(c[i].v, xmax);
-        cut = c[mllm__cand_select_mass(c, n, xmax, sp->top_p * sum) - 1];
+        int mp = mllm__cand_select_mass(c, m, logits, sp->top_p * sum);
+        for (i = mp; i < m; i++) logits[c[i].id] = 0;
+        m = mp;
     }
-    min_p = sp->min_p < 1 ? sp->min_p : 1;
-    /* the kept weight, then the walk in id order */
-    for (sum = 0, i = 0; i < n_vocab; i++) {
-        x = mllm__sample_x(logits[i], inv_t);
-        w = mllm__sample_w(x, xmax);
-        if ((x > cut.v || (x == cut.v && i <= cut.id)) && w >= min_p) sum += w;
+    if (sp->min_p > 0) {
+        float min_p = sp->min_p < 1 ? sp->min_p : 1;
+        for (i = 0; i < m; i++)
+            if (logits[c[i].id] < min_p) logits[c[i].id] = 0;
     }
+    /* the draw, in id order */
+    for (sum = 0, i = 0; i < n_vocab; i++) sum += logits[i];
     target = (double)mllm__rng_uniform(sp->seed, counter) * sum;
     for (best = -1, i = 0; i < n_vocab; i++) {
-        x = mllm__sample_x(logits[i], inv_t);
-        w = mllm__sample_w(x, xmax);
-        if (!((x > cut.v || (x == cut.v && i <= cut.id)) && w >= min_p) || w == 0) continue;
-        cum += w;
+        if (logits[i] == 0) continue;
+        cum += logits[i];
         if (target < cum) return i;
         best = i;
     }
