@@ -229,8 +229,14 @@ def rewrite_threadgroup_vars(tk, notes):
             while tk.text(e) != ';':
                 e += 1
             texts = [tk.text(q) for q in range(a + 1, e)]
-            if '*' in texts or '&' in texts or '(' in texts or '=' in texts:
-                if '=' in texts and '*' not in texts and '&' not in texts:
+            outside, nest = [], 0   # tokens outside [dims]: a '*' in `a[2 * 32]` is no pointer
+            for t in texts:
+                nest += t == '['
+                if nest == 0:
+                    outside.append(t)
+                nest -= t == ']'
+            if '*' in outside or '&' in outside or '(' in outside or '=' in outside:
+                if '=' in outside and '*' not in outside and '&' not in outside:
                     notes.append('threadgroup variable with initializer left alone: ' + ' '.join(texts))
                 a = e
                 continue

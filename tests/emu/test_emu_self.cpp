@@ -270,3 +270,17 @@ EMU_TEST(language_features) {
               count[3], count[4]);
     }
 }
+
+// `threadgroup float a[2 * 32];` is shared by the threadgroup (the '*' of the size is no pointer).
+EMU_TEST(threadgroup_array_with_expression_size_is_shared) {
+    emu::Buffer<float> out(64);
+    Dispatch d;
+    d.tgs[0] = 1;
+    d.tpt[0] = 64;
+    void* b[] = {out};
+    Result r = msl::dispatch("tg_array_dims", d, b, 1);
+    CHECK_DISPATCH(r, "tg_array_dims");
+    int bad = 0;
+    for (int i = 0; i < 64; i++) bad += out[i] != (float)((i + 1) % 64);
+    CHECK(bad == 0, "%d threads did not see the others' writes", bad);
+}
