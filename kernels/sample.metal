@@ -25,9 +25,10 @@ METAL_FUNC uint samp_key(float x) {
 }
 METAL_FUNC float samp_unkey(uint k) { return as_type<float>(k ^ ((k >> 31) != 0u ? 0x80000000u : 0xffffffffu)); }
 
-// Weight relative to the best candidate; clamped so fast math never sees exp(-inf).
+// Weight relative to the best candidate; clamped so fast math never sees exp(-inf); precise, to stay
+// close to the CPU's expf at the cuts.
 METAL_FUNC float samp_w(uint key, float x, float xmax) {
-    return key == SAMP_KEY_NEG_INF ? 0.0f : exp(max(x - xmax, -87.0f));
+    return key == SAMP_KEY_NEG_INF ? 0.0f : precise::exp(max(x - xmax, -87.0f));
 }
 
 // Philox4x32-10 as mllm__philox: the uniform number `counter` of the stream `seed` (24 bits).
@@ -258,7 +259,8 @@ kernel void sample(device const float *logits [[buffer(0)]], device const mllm__
         const float before = samp_scan<float>(local, sf, g, total);
         const float target_w = samp_uniform(r.p.seed_lo, r.p.seed_hi, r.p.counter_lo, r.p.counter_hi) * total;
         // Claims: the first kept id with weight > 0 in this range whose running weight exceeds target_w
-        // (all of them do once `before` does).  The lowest claim wins; none (rounding): the last kept.
+        // (all of them do once `before` does; if the compiler summed in another order than for `local`,
+        // the range's last).  The lowest claim wins; none (rounding): the last kept.
         uint pick = SAMP_NONE;
         if (before > target_w || target_w - before < local) {
             const float rem = target_w - before;
@@ -267,9 +269,10 @@ kernel void sample(device const float *logits [[buffer(0)]], device const mllm__
                 const float x = r.x(i);
                 const uint key = samp_key(x);
                 const float w = samp_w(key, x, xmax);
-                if (!keep.holds(key, i) || !(w >= min_p)) continue;
+                if (!keep.holds(key, i) || !(w >= min_p) || !(w > 0.0f)) continue;
                 c += w;
-                if (w > 0.0f && (before > target_w || rem < c)) { pick = i; break; }
+                pick = i;
+                if (before > target_w || rem < c) break;
             }
         }
         pick = samp_min_u(pick, su, g);

@@ -415,3 +415,26 @@ EMU_TEST(sample_step_reads_back_4_bytes_per_sequence) {
           (unsigned long long)c.dispatches, (unsigned long long)c.commits, (unsigned long long)c.waits);
     for (int q = 0; q < nseq; q++) CHECK(out[q] >= 0 && out[q] < n, "seq %d: token %d", q, out[q]);
 }
+
+// The host refuses rows it cannot serve (before anything is written or dispatched).
+EMU_TEST(sample_host_rejects_bad_rows) {
+    gpu_run gr(100, 2, 8, kt_variants()[0]);
+    if (!gr.ok) return;
+    mllm_sampler_params sp = params(1.0f);
+    sp.presence_penalty = 0.5f;                       // penalties on: the window must fit the ring
+    mllm__sample_row ok_row = mllm__gpu_sample_row(1, &sp, 0, 0), bad_seq = ok_row, bad_window = ok_row;
+    ok_row.window = 8;
+    bad_seq.seq = 2;
+    bad_window.window = 9;
+    mllm__gpu_cmd *c = gr.g.vt->begin(gr.g.dev);
+    mllm__gpu_buf *lb = gr.g.vt->buf_new(gr.g.dev, 2 * 100 * sizeof(float), MLLM__GPU_SHARED);
+    const mllm__sample_row rows_seq[2] = {ok_row, bad_seq}, rows_win[2] = {ok_row, bad_window};
+    CHECK(mllm__gpu_encode_sample(&gr.g, c, &gr.s, lb, 0, rows_seq, 2) == MLLM_ERR_INVALID_ARG, "sequence out of range accepted");
+    CHECK(mllm__gpu_encode_sample(&gr.g, c, &gr.s, lb, 0, rows_win, 2) == MLLM_ERR_INVALID_ARG, "window > ring_cap accepted");
+    CHECK(mllm__gpu_encode_sample(&gr.g, c, &gr.s, lb, 0, rows_win, 3) == MLLM_ERR_INVALID_ARG, "more rows than sequences accepted");
+    CHECK(mllm__gpu_sampler_seed(&gr.g, &gr.s, 0, nullptr, 0, 9) == MLLM_ERR_INVALID_ARG, "seed window > ring_cap accepted");
+    CHECK(gr.g.n.dispatches == 0, "dispatched %llu", (unsigned long long)gr.g.n.dispatches);
+    mllm__gpu_commit(&gr.g, c);
+    mllm__gpu_wait(&gr.g, c);
+    gr.g.vt->buf_free(lb);
+}
