@@ -113,6 +113,32 @@ typedef struct mllm__moe_mat_args {  /* moe_gemv_*, moe_gemm_*: W holds n_expert
     (((n_rows) + MLLM__GEMM_BM - 1) / MLLM__GEMM_BM + ((n_expert) < (n_rows) ? (n_expert) : (n_rows)))
 /* ---------------------------------------------------------------- end of mllm__moe_* */
 
+/* ---------------------------------------------------------------- mllm__sample_*: GPU sampling
+   kernels/sample.metal picks one token per sampled row under the rule written out above metalllm.h's
+   mllm__sample (both samplers follow it).  Per-sequence penalty state lives on the GPU: counts[seq][n_vocab]
+   (ushort: occurrences in the window) and ring[seq][ring_cap] (the last `window` tokens, token number
+   t at t % window), updated by the kernel after each pick and seeded by the host. */
+typedef struct mllm__sample_args {  /* sample: the whole dispatch */
+    uint32_t n_vocab;
+    uint32_t ring_cap;              /* ints per ring row (>= every row's window, <= 65535) */
+} mllm__sample_args;
+
+typedef struct mllm__sample_row {   /* sample: one per logits row */
+    uint32_t seq;                   /* its row in counts / ring (distinct among rows with penalties) */
+    uint32_t n_hist;                /* tokens in its history before this pick (the ring position) */
+    uint32_t window;                /* penalty window, 1..ring_cap */
+    uint32_t top_k;                 /* 0 (or >= n_vocab): off */
+    uint32_t greedy;                /* temperature <= 0: argmax of the penalised logits */
+    uint32_t penalties;             /* any penalty on (else counts and ring are not used) */
+    float inv_temp;                 /* 1 / temperature, rounded on the host as the CPU sampler does */
+    float top_p;                    /* 0: off */
+    float min_p;                    /* min(min_p, 1); 0: off */
+    float repeat, inv_repeat;       /* repetition penalty and 1 / it (1, 1: off) */
+    float frequency, presence;
+    uint32_t seed_lo, seed_hi;      /* the sequence's RNG stream ... */
+    uint32_t counter_lo, counter_hi;/* ... and this draw's number in it */
+} mllm__sample_row;
+
 /* ---------------------------------------------------------------- MSL: per-type block loaders */
 #ifdef __METAL_VERSION__
 #define MLLM_CONST static constant constexpr const
