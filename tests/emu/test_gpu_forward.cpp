@@ -170,11 +170,11 @@ int run_tf(mllm_context *ctx, std::vector<tf_seq> &seqs, mllm__gpu *g = nullptr,
 }
 
 // ---------------------------------------------------------------- logits of every model
-struct model_case { const char *name; double tol; bool story; };
+struct model_case { const char *name; double tol; bool story; };   // tol: prompt logits vs llama.cpp
 
 // The fixture prompts run concurrently, teacher-forced on llama.cpp's greedy tokens, on the CPU (precise)
-// and on the GPU: every logits row of the GPU within 2e-3 of the CPU's (both F32 activations over the
-// same F16 KV: only summation order differs); the prompt logits within the README's tolerance of
+// and on the GPU: every logits row of the GPU within 5e-4 of the CPU's (both F32 activations over the
+// same F16 KV: only summation order differs, ~1e-4 seen); the prompt logits within the README's tolerance of
 // llama.cpp's; the GPU's argmax equal to llama.cpp's token where the margin (and the MoE router gap) is safe.
 void check_model(const model_case &mc, int steps) {
     const char *prompts[] = {"p1_fox", "p2_hello", "p3_story"};
@@ -209,7 +209,7 @@ void check_model(const model_case &mc, int steps) {
         for (size_t s = 0; s < gpu.logits.size() && s < cpu.logits.size(); s++) {
             const double d = max_abs_diff(gpu.logits[s], cpu.logits[s]);
             worst_cpu = std::max(worst_cpu, d);
-            CHECK(d <= 2e-3, "%s %s step %zu: GPU vs CPU logits differ by %.3g", mc.name, prompts[i], s, d);
+            CHECK(d <= 5e-4, "%s %s step %zu: GPU vs CPU logits differ by %.3g", mc.name, prompts[i], s, d);
             const fixture &f = fx[i];
             if (f.margin[s] > 3e-2 && f.router_gap[s] > 1e-2) {
                 const int got = argmax(gpu.logits[s].data(), 4096);
@@ -245,5 +245,213 @@ EMU_TEST(gpu_forward_dense_models_match_cpu_and_llama_cpp) {
 
 EMU_TEST(gpu_forward_moe_models_match_cpu_and_llama_cpp) {
     check_model({"tiny-mixtral-Q8_0", 3e-2, !emu::tsan}, emu::tsan ? 1 : 4);
-    if (!emu::tsan) check_model({"tiny-qwen3moe-Q8_0", 3e-2, false}, 4);
+    // 6e-2: on p1_fox an F32/F64 pass routes one token to another expert set than llama.cpp's Q8
+    // activations do (the fixtures' README measured 5e-2 for float64)
+    if (!emu::tsan) check_model({"tiny-qwen3moe-Q8_0", 6e-2, false}, 4);
+}
+
+// ---------------------------------------------------------------- batching
+// One context runs: A (p1_fox) from step 0; D (the 62-token story, prefilled in chunks of the n_batch
+// budget) from step 1; B (p2_hello) from step 2, so steps mix decode and prefill; C, a fork of A at
+// step 3 that shares A's (partly filled) block and is fed other tokens, so the next writes of A and C
+// copy-on-write.  Each sequence's logits rows must equal its solo run's (a fresh context each; C's solo
+// prompt is A's history at the fork plus C's first token) within 5e-4, and its argmax too wherever the
+// solo run's top-2 margin exceeds 1e-3.
+EMU_TEST(gpu_concurrent_sequences_match_solo_runs) {
+    const char *name = emu::tsan ? "tiny-qwen2-Q8_0" : "tiny-llama-Q8_0";
+    const fixture f1 = load_fixture(name, "p1_fox"), f2 = load_fixture(name, "p2_hello"), f3 = load_fixture(name, "p3_story");
+    CHECK(f1.ok && f2.ok && f3.ok, "fixtures missing");
+    mllm_model *m = load(name, 0);
+    if (!m || !f1.ok || !f2.ok || !f3.ok) { mllm_model_free(m); return; }
+    const int steps = emu::tsan ? 4 : 6;
+    std::vector<tf_seq> batch(4);
+    batch[0].prompt = f1.prompt; batch[0].forced.assign(f1.greedy.begin(), f1.greedy.begin() + steps);
+    batch[1].prompt = f2.prompt; batch[1].forced.assign(f2.greedy.begin(), f2.greedy.begin() + steps); batch[1].start_step = 2;
+    batch[2].forced.assign(f2.greedy.begin() + 1, f2.greedy.begin() + 1 + steps); batch[2].start_step = 3; batch[2].fork_of = 0;
+    batch[3].prompt = f3.prompt; batch[3].forced.assign(f3.greedy.begin(), f3.greedy.begin() + 2); batch[3].start_step = 1;
+    emu_gpu dev;
+    mllm_context *ctx = make_ctx(m, &dev.g, 4, 40);
+    if (ctx) run_tf(ctx, batch);
+    mllm_context_free(ctx);
+    // solo runs; the fork's: A's history when it forked (prompt + the 2 tokens fed by then) + C's first
+    std::vector<tf_seq> solo(4);
+    for (int i = 0; i < 4; i++) {
+        solo[i].prompt = batch[i].prompt;
+        solo[i].forced = batch[i].forced;
+    }
+    solo[2].prompt = f1.prompt;
+    solo[2].prompt.push_back(batch[0].forced[0]);
+    solo[2].prompt.push_back(batch[0].forced[1]);
+    solo[2].prompt.push_back(batch[2].forced[0]);
+    solo[2].forced.erase(solo[2].forced.begin());
+    for (int i = 0; i < 4; i++) {
+        std::vector<tf_seq> one(1, solo[i]);
+        mllm_context *c1 = make_ctx(m, &dev.g, 1, 40);
+        if (c1) run_tf(c1, one);
+        mllm_context_free(c1);
+        solo[i] = one[0];
+    }
+    const char *names[4] = {"A", "B", "C (fork of A)", "D (chunked prefill)"};
+    double worst = 0;
+    int tokens = 0, agree = 0;
+    for (int i = 0; i < 4; i++) {
+        CHECK(batch[i].logits.size() == solo[i].logits.size() && !solo[i].logits.empty(), "%s: %zu rows batched, %zu solo",
+              names[i], batch[i].logits.size(), solo[i].logits.size());
+        for (size_t s = 0; s < batch[i].logits.size() && s < solo[i].logits.size(); s++) {
+            const logits_t &a = batch[i].logits[s], &b = solo[i].logits[s];
+            const double d = max_abs_diff(a, b);
+            worst = std::max(worst, d);
+            CHECK(d <= 5e-4, "%s row %zu: batched vs solo logits differ by %.3g", names[i], s, d);
+            logits_t sorted(b);
+            std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+            if (sorted[0] - sorted[1] > 1e-3) {
+                tokens++;
+                agree += argmax(a.data(), 4096) == argmax(b.data(), 4096);
+                CHECK(argmax(a.data(), 4096) == argmax(b.data(), 4096), "%s row %zu: batched token %d, solo %d", names[i], s,
+                      argmax(a.data(), 4096), argmax(b.data(), 4096));
+            }
+        }
+    }
+    printf("  %s: 4 concurrent sequences vs solo runs: logits within %.2e, %d/%d tokens agree\n", name, worst, agree, tokens);
+    mllm_model_free(m);
+}
+
+// ---------------------------------------------------------------- counters
+// Per step exactly one commit and one wait, and the same dispatches for 1 and for 4 sequences (same
+// prompt), at prefill and at decode.  (The MoE prompt is 8 tokens, so that 1 and 4 copies both take the
+// grouped GEMM: the MoE chain has one dispatch more on that path, chosen by token count.)
+EMU_TEST(gpu_step_is_one_command_buffer_and_dispatches_do_not_grow_with_sequences) {
+    const char *models[2] = {"tiny-llama-Q4_K_M", "tiny-mixtral-Q8_0"};
+    for (int mi = 0; mi < (emu::tsan ? 1 : 2); mi++) {
+        const fixture f = load_fixture(models[mi], mi ? "p1_fox" : "p2_hello");
+        mllm_model *m = load(models[mi], 0);
+        if (!m || !f.ok) { mllm_model_free(m); CHECK(f.ok, "fixture"); continue; }
+        std::vector<uint64_t> per_step[2];
+        for (int v = 0; v < 2; v++) {
+            const int n = v ? 4 : 1;
+            emu_gpu dev;
+            mllm_context *ctx = make_ctx(m, &dev.g, n, 64);
+            std::vector<tf_seq> seqs(n);
+            for (tf_seq &s : seqs) { s.prompt = f.prompt; s.forced.assign(f.greedy.begin(), f.greedy.begin() + 2); }
+            const int steps = ctx ? run_tf(ctx, seqs, &dev.g, &per_step[v]) : 0;
+            CHECK(steps == 3 && dev.g.n.commits == 3 && dev.g.n.waits == 3, "%s, %d seqs: %d steps, %llu commits, %llu waits",
+                  models[mi], n, steps, (unsigned long long)dev.g.n.commits, (unsigned long long)dev.g.n.waits);
+            CHECK(mllm__emu_device(&dev.g)->executed == dev.g.n.dispatches, "emulator ran %llu of %llu dispatches",
+                  (unsigned long long)mllm__emu_device(&dev.g)->executed, (unsigned long long)dev.g.n.dispatches);
+            mllm_context_free(ctx);
+        }
+        CHECK(per_step[0] == per_step[1] && per_step[0].size() == 3, "%s: dispatches per step differ between 1 and 4 sequences",
+              models[mi]);
+        if (per_step[0].size() == 3 && per_step[1].size() == 3)
+            printf("  %-18s dispatches per step (prefill, decode, decode): 1 seq %llu %llu %llu, 4 seqs %llu %llu %llu\n",
+                   models[mi], (unsigned long long)per_step[0][0], (unsigned long long)per_step[0][1],
+                   (unsigned long long)per_step[0][2], (unsigned long long)per_step[1][0], (unsigned long long)per_step[1][1],
+                   (unsigned long long)per_step[1][2]);
+        mllm_model_free(m);
+    }
+}
+
+// ---------------------------------------------------------------- errors
+namespace {
+// The emulated device with faults injected: buf_new fails from its n-th call on, the n-th dispatch of a
+// command buffer gets an empty threadgroup (the emulator rejects it, failing the command buffer at wait),
+// begin fails.  -1: off.
+int g_new_fail_at = -1, g_new_calls = 0, g_dispatch_fail_at = -1, g_dispatches = 0;
+bool g_begin_fails = false;
+mllm__gpu_buf *faulty_buf_new(void *dev, size_t bytes, int storage) {
+    if (g_new_fail_at >= 0 && g_new_calls++ >= g_new_fail_at) return nullptr;
+    return mllm__emu_buf_new(dev, bytes, storage);
+}
+void faulty_dispatch(mllm__gpu_cmd *c, mllm__gpu_pipe *p, const uint32_t tgs[3], const uint32_t tpt[3]) {
+    const uint32_t none[3] = {0, 1, 1};
+    mllm__emu_dispatch(c, p, tgs, g_dispatches++ == g_dispatch_fail_at ? none : tpt);
+}
+mllm__gpu_cmd *faulty_begin(void *dev) { return g_begin_fails ? nullptr : mllm__emu_begin(dev); }
+struct faulty_gpu : emu_gpu {
+    mllm__gpu_vt vt;
+    faulty_gpu() {
+        vt = *g.vt;
+        vt.buf_new = faulty_buf_new;
+        vt.dispatch = faulty_dispatch;
+        vt.begin = faulty_begin;
+        g.vt = &vt;
+        g_new_fail_at = g_dispatch_fail_at = -1;
+        g_new_calls = g_dispatches = 0;
+        g_begin_fails = false;
+    }
+};
+}  // namespace
+
+// Weight types without GPU kernels fail context creation with MLLM_ERR_UNSUPPORTED (and a message that
+// names the type), before any buffer is made.
+EMU_TEST(gpu_context_rejects_weight_types_without_kernels) {
+    const char *models[] = {"tiny-llama-Q5_0", "tiny-llama-Q5_1", "tiny-llama-Q5_K"};
+    for (const char *name : models) {
+        mllm_model *m = load(name, 0);
+        if (!m) continue;
+        emu_gpu dev;
+        mllm_context *ctx = (mllm_context *)&dev;   // must be reset to NULL
+        mllm_context_params cp;
+        memset(&cp, 0, sizeof cp);
+        const mllm_status st = mllm__context_create_gpu(&ctx, m, &cp, &dev.g);
+        CHECK(st == MLLM_ERR_UNSUPPORTED && !ctx && strstr(mllm_last_error(), "Q5"), "%s: status %d, %s", name, (int)st,
+              mllm_last_error());
+        mllm_context_free(st == MLLM_OK ? ctx : nullptr);
+        mllm_model_free(m);
+    }
+}
+
+// Out of memory at each buffer the context makes; a dispatch the device rejects (command buffer failed at
+// wait) and a command buffer that cannot be made: mllm_step returns MLLM_ERR_BACKEND, the batch's
+// sequences end with it, the context stays usable.
+EMU_TEST(gpu_errors_propagate_as_status_codes) {
+    mllm_model *m = load("tiny-llama-Q8_0", 0);
+    if (!m) return;
+    const int prompt[3] = {1, 379, 3156};
+    mllm_seq_params sp;
+    memset(&sp, 0, sizeof sp);
+    sp.max_tokens = 4;
+    for (int at = 0; at < 8; at++) {   // the weights' wrap needs none; the KV pools, activations, io do
+        faulty_gpu dev;
+        g_new_fail_at = at;
+        mllm_context *ctx = nullptr;
+        mllm_context_params cp;
+        memset(&cp, 0, sizeof cp);
+        cp.n_seq_max = 2;
+        const mllm_status st = mllm__context_create_gpu(&ctx, m, &cp, &dev.g);
+        if (st == MLLM_OK) {
+            CHECK(at >= 4, "context made although buffer %d failed", at);
+            mllm_context_free(ctx);
+            break;
+        }
+        CHECK(st == MLLM_ERR_NOMEM && !ctx, "buffer %d failing: status %d (%s)", at, (int)st, mllm_last_error());
+    }
+    for (int mode = 0; mode < 2; mode++) {
+        faulty_gpu dev;
+        mllm_context *ctx = make_ctx(m, &dev.g, 2, 64);
+        if (!ctx) continue;
+        mllm_seq_id a, b;
+        mllm_step_result r;
+        CHECK(mllm_seq_add(ctx, prompt, 3, &sp, &a) == MLLM_OK, "%s", mllm_last_error());
+        CHECK(mllm_step(ctx, &r) == MLLM_OK && r.n_tokens == 1, "first step: %s", mllm_last_error());
+        CHECK(mllm_seq_add(ctx, prompt, 3, &sp, &b) == MLLM_OK, "%s", mllm_last_error());
+        if (mode == 0) g_dispatch_fail_at = g_dispatches + 20;   // somewhere in layer 0
+        else g_begin_fails = true;
+        const uint64_t commits = dev.g.n.commits;
+        const mllm_status st = mllm_step(ctx, &r);
+        CHECK(st == MLLM_ERR_BACKEND, "mode %d: step returned %d", mode, (int)st);
+        CHECK(r.n_tokens == 2 && r.tokens[0].finished && r.tokens[0].status == MLLM_ERR_BACKEND && r.tokens[1].finished &&
+                  r.n_active == 0, "mode %d: the batch's sequences must end with the error", mode);
+        CHECK(mode == 1 || dev.g.n.commits == commits + 1, "a failing step still commits (and waits) once");
+        CHECK(mllm_seq_append(ctx, a, prompt, 1) != MLLM_OK, "a failed sequence takes no more tokens");
+        // the context goes on: a new sequence runs
+        g_dispatch_fail_at = -1;
+        g_begin_fails = false;
+        CHECK(mllm_seq_remove(ctx, a) == MLLM_OK && mllm_seq_remove(ctx, b) == MLLM_OK, "%s", mllm_last_error());
+        CHECK(mllm_seq_add(ctx, prompt, 3, &sp, &a) == MLLM_OK, "%s", mllm_last_error());
+        CHECK(mllm_step(ctx, &r) == MLLM_OK && r.n_tokens == 1 && r.tokens[0].token >= 0, "after the failure: %s",
+              mllm_last_error());
+        mllm_context_free(ctx);
+    }
+    mllm_model_free(m);
 }
