@@ -30,6 +30,11 @@
        mllm_generate(model, "The capital of France is", &gp, print_piece, NULL);  // streams text
        mllm_model_free(model);
 
+   BACKENDS
+       On Apple platforms a context runs its steps on the GPU through Metal (one command buffer per
+       step; weights used in place from the file mapping), elsewhere on the CPU; mllm_model_params.backend
+       chooses (AUTO falls back to the CPU where Metal cannot run the model).
+
    ERRORS
        Every fallible call returns mllm_status (0 = MLLM_OK, negative = error).  The message of the last
        error on the calling thread is mllm_last_error() (thread-local; the only global state besides the
@@ -3845,7 +3850,8 @@ static void mllm__cpu_rmsnorm_rows(mllm__exec *ex, float *out, const float *x, c
    no .m files) and the MSL emulator of the test suite (tests/emu/emu_device.h), so the engine's GPU
    path runs unchanged on Linux. Semantics follow Metal's concurrent compute encoder: dispatches
    between two memory barriers may run in any order (the emulator runs them in reverse), and a
-   command buffer's results are visible to the CPU only after wait. */
+   command buffer's results are visible to the CPU only after wait.  The engine's GPU forward pass
+   (mllm__gpu_forward, below the kernel encoders) is written once against this interface. */
 enum { MLLM__GPU_SHARED = 0, MLLM__GPU_PRIVATE = 1 };   /* private: no CPU access (contents == NULL) */
 typedef struct mllm__gpu_buf mllm__gpu_buf;               /* opaque, backend-defined */
 typedef struct mllm__gpu_pipe mllm__gpu_pipe;
