@@ -331,6 +331,10 @@ EMU_TEST(gpu_step_is_one_command_buffer_and_dispatches_do_not_grow_with_sequence
             const int n = v ? 4 : 1;
             emu_gpu dev;
             mllm_context *ctx = make_ctx(m, &dev.g, n, 64);
+            // the weights are the file mapping itself; the KV pools the CPU's mllm__kv sees are GPU memory
+            CHECK(!ctx || (ctx->gpu.weights->wrapped && ctx->gpu.weights->mem == (char *)m->gguf.base &&
+                           ctx->kv.k == dev.g.vt->buf_contents(ctx->gpu.kpool)),
+                  "weights copied or KV pools not shared");
             std::vector<tf_seq> seqs(n);
             for (tf_seq &s : seqs) { s.prompt = f.prompt; s.forced.assign(f.greedy.begin(), f.greedy.begin() + 2); }
             const int steps = ctx ? run_tf(ctx, seqs, &dev.g, &per_step[v]) : 0;
@@ -357,7 +361,10 @@ namespace {
 // command buffer gets an empty threadgroup (the emulator rejects it, failing the command buffer at wait),
 // begin fails.  -1: off.
 int g_new_fail_at = -1, g_new_calls = 0, g_dispatch_fail_at = -1, g_dispatches = 0;
-bool g_begin_fails = false;
+bool g_begin_fails = false, g_wrap_fails = false;
+mllm__gpu_buf *faulty_buf_wrap(void *dev, void *p, size_t bytes) {
+    return g_wrap_fails ? nullptr : mllm__emu_buf_wrap(dev, p, bytes);
+}
 mllm__gpu_buf *faulty_buf_new(void *dev, size_t bytes, int storage) {
     if (g_new_fail_at >= 0 && g_new_calls++ >= g_new_fail_at) return nullptr;
     return mllm__emu_buf_new(dev, bytes, storage);
@@ -372,12 +379,13 @@ struct faulty_gpu : emu_gpu {
     faulty_gpu() {
         vt = *g.vt;
         vt.buf_new = faulty_buf_new;
+        vt.buf_wrap = faulty_buf_wrap;
         vt.dispatch = faulty_dispatch;
         vt.begin = faulty_begin;
         g.vt = &vt;
         g_new_fail_at = g_dispatch_fail_at = -1;
         g_new_calls = g_dispatches = 0;
-        g_begin_fails = false;
+        g_begin_fails = g_wrap_fails = false;
     }
 };
 }  // namespace
@@ -401,7 +409,8 @@ EMU_TEST(gpu_context_rejects_weight_types_without_kernels) {
     }
 }
 
-// Out of memory at each buffer the context makes; a dispatch the device rejects (command buffer failed at
+// Out of memory at each buffer the context makes; a mapping the device cannot wrap (the weights are
+// copied instead); a dispatch the device rejects (command buffer failed at
 // wait) and a command buffer that cannot be made: mllm_step returns MLLM_ERR_BACKEND, the batch's
 // sequences end with it, the context stays usable.
 EMU_TEST(gpu_errors_propagate_as_status_codes) {
@@ -425,6 +434,26 @@ EMU_TEST(gpu_errors_propagate_as_status_codes) {
             break;
         }
         CHECK(st == MLLM_ERR_NOMEM && !ctx, "buffer %d failing: status %d (%s)", at, (int)st, mllm_last_error());
+    }
+    {   // a device that cannot wrap the mapping gets a copy of the weights: same tokens
+        faulty_gpu dev;
+        g_wrap_fails = true;
+        mllm_context *ctx = make_ctx(m, &dev.g, 1, 64);
+        g_wrap_fails = false;
+        mllm_context *ref = make_ctx(m, &dev.g, 1, 64);
+        CHECK(ctx && !ctx->gpu.weights->wrapped && ref && ref->gpu.weights->wrapped, "weights should be a copy, then wrapped");
+        mllm_token got[2] = {-1, -2};
+        mllm_context *both[2] = {ctx, ref};
+        for (int i = 0; i < 2 && ctx && ref; i++) {
+            mllm_seq_id id;
+            mllm_step_result r;
+            CHECK(mllm_seq_add(both[i], prompt, 3, &sp, &id) == MLLM_OK, "%s", mllm_last_error());
+            CHECK(mllm_step(both[i], &r) == MLLM_OK && r.n_tokens == 1, "%s", mllm_last_error());
+            got[i] = r.n_tokens ? r.tokens[0].token : -1;
+        }
+        CHECK(got[0] == got[1] && got[0] >= 0, "copied weights: token %d, wrapped: %d", got[0], got[1]);
+        mllm_context_free(ctx);
+        mllm_context_free(ref);
     }
     for (int mode = 0; mode < 2; mode++) {
         faulty_gpu dev;
