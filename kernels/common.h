@@ -52,6 +52,11 @@ typedef struct mllm__vec_args {  /* swiglu, add, softmax, argmax */
     uint32_t n;                  /* elements (per row for softmax/argmax, in total otherwise) */
 } mllm__vec_args;
 
+typedef struct mllm__bias_args { /* add_bias: rows of cols floats, each plus the same bias row */
+    uint32_t n;                  /* elements in total (a multiple of cols) */
+    uint32_t cols;
+} mllm__bias_args;
+
 /* ---------------------------------------------------------------- attention (kernels/attention.metal)
    Paged KV exactly as the CPU engine's mllm__kv: F16 pools [n_layer][n_blocks][n_head_kv][block_tokens]
    [head_dim]; the host binds each pool at its layer's offset, so kernels index [block][head][t][d].

@@ -26,3 +26,11 @@ kernel void add(device const float *x [[buffer(0)]], device const float *y [[buf
         for (uint k = 4 * i; k < a.n; k++) out[k] = x[k] + y[k];
     }
 }
+
+// Bias broadcast over rows: out[r][c] = x[r][c] + b[c] (qwen2's Q/K/V biases; out may alias x).  One
+// thread per float: rows need not be float4-aligned.
+kernel void add_bias(device const float *x [[buffer(0)]], device const float *b [[buffer(1)]],
+                     device float *out [[buffer(2)]], constant mllm__bias_args &a [[buffer(3)]],
+                     uint i [[thread_position_in_grid]]) {
+    if (i < a.n) out[i] = x[i] + b[i % a.cols];
+}

@@ -13,7 +13,10 @@ static char *path_join(const char *a, const char *b) {
     static char buf[4][1024];
     static int k;
     k = (k + 1) % 4;
-    snprintf(buf[k], sizeof buf[k], "%s/%s", a, b);
+    if (strlen(a) + strlen(b) + 2 > sizeof buf[k]) return (char *)"";   /* too long: no such file */
+    memcpy(buf[k], a, strlen(a));
+    buf[k][strlen(a)] = '/';
+    memcpy(buf[k] + strlen(a) + 1, b, strlen(b) + 1);
     return buf[k];
 }
 

@@ -1,6 +1,6 @@
 // rms_norm / rms_norm_mul (kernels/norm.metal), rope / rope_neox (rope.metal) and swiglu
-// (elementwise.metal) against the CPU backend's mllm__rmsnorm / mllm__rope / mllm__swiglu, add against
-// a double sum, on random inputs: aligned and odd lengths, several threadgroup sizes, the emulator's
+// (elementwise.metal) against the CPU backend's mllm__rmsnorm / mllm__rope / mllm__swiglu, add and
+// add_bias against a double sum, on random inputs: aligned and odd lengths, several threadgroup sizes, the emulator's
 // schedule/poison variants.
 #include "kernels_test.h"
 
@@ -112,3 +112,29 @@ EMU_TEST(rope_matches_cpu) {
 
 EMU_TEST(swiglu_matches_cpu) { check_elementwise(true); }
 EMU_TEST(add_matches_double_sum) { check_elementwise(false); }
+
+// The bias broadcast (qwen2's Q/K/V biases): every row gets the same bias row, in place and not, odd
+// row lengths (rows not float4-aligned); the sum of two floats is exact in double, so the check is tight.
+EMU_TEST(add_bias_matches_double_sum) {
+    const uint32_t shapes[][2] = {{1, 1}, {3, 7}, {5, 64}, {17, 192}, {2, 4097}};
+    int vi = 0;
+    for (const auto &sh : shapes)
+        for (const emu::Variant &v : kt_variants()) {
+            kt_scope scope;
+            const uint32_t rows = sh[0], cols = sh[1], n = rows * cols, tpt = vi % 2 ? 32 : 256;
+            const bool in_place = vi++ % 2 == 0;
+            float *x = kt_rand(n), *b = kt_rand(cols), *out = kt_out(n);
+            std::vector<float> x0(x, x + n);
+            mllm__bias_args a = {n, cols};
+            void *bufs[] = {x, b, in_place ? x : out, &a};
+            if (!kt_dispatch("add_bias", v, (n + tpt - 1) / tpt, 1, tpt, bufs, 4)) continue;
+            std::vector<double> ref(n), scale(n);
+            for (uint32_t i = 0; i < n; i++) {
+                ref[i] = (double)x0[i] + b[i % cols];
+                scale[i] = fabs(x0[i]) + fabs(b[i % cols]);
+            }
+            char what[128];
+            snprintf(what, sizeof what, "add_bias %ux%u %s%s", rows, cols, msl::sched_name(v.policy), in_place ? " in place" : "");
+            kt_close(what, in_place ? x : out, ref.data(), scale.data(), n, 1e-6);
+        }
+}

@@ -1,0 +1,486 @@
+// The engine's forward pass on the GPU host interface (metalllm.h: mllm__gpu_forward), run on the emulated
+// device (emu_device.h: dispatches between barriers run last-first, so a missing barrier shows) through
+// the public API (mllm_seq_add / mllm_seq_fork / mllm_step / mllm_seq_logits), against two independent
+// references: the engine's CPU path on the same model (precise mode: F32 activations, as the kernels
+// use) and llama.cpp's fixtures of ../shared/testdata/tiny (prompt logits within that README's
+// tolerances, teacher-forced greedy tokens at safe margins).  Also: concurrent sequences (mixed prefill
+// and decode in one step, a fork sharing blocks, copy-on-write) give each solo run's logits; one commit
+// and one wait per step; the dispatch count per step does not depend on the number of sequences;
+// unsupported weight types, out-of-memory buffers and failing command buffers come back as errors.
+#define METALLLM_IMPLEMENTATION
+#include "metalllm.h"
+#include "emu_test.hpp"
+#include "emu_device.h"
+
+#include <math.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+namespace {
+typedef std::vector<float> logits_t;
+
+std::string testdata() {
+    const char *e = getenv("MLLM_TESTDATA");
+    return e ? e : "../shared/testdata";
+}
+std::string model_path(const char *name) { return testdata() + "/tiny/models/" + name + ".gguf"; }
+
+std::string read_file(const std::string &path) {
+    std::string s;
+    FILE *f = fopen(path.c_str(), "rb");
+    if (!f) return s;
+    char buf[65536];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) s.append(buf, n);
+    fclose(f);
+    return s;
+}
+
+// A flat numeric array of the fixture JSON ("key": [numbers or booleans]).
+std::vector<double> json_array(const std::string &json, const char *key) {
+    std::vector<double> out;
+    size_t p = json.find(std::string("\"") + key + "\":");
+    if (p == std::string::npos || (p = json.find('[', p)) == std::string::npos) return out;
+    const char *s = json.c_str() + p + 1;
+    while (*s && *s != ']') {
+        while (*s == ' ' || *s == ',' || *s == '\n') s++;
+        if (*s == ']') break;
+        char *end;
+        if (!strncmp(s, "true", 4)) { out.push_back(1); s += 4; continue; }
+        if (!strncmp(s, "false", 5)) { out.push_back(0); s += 5; continue; }
+        out.push_back(strtod(s, &end));
+        if (end == s) break;
+        s = end;
+    }
+    return out;
+}
+
+struct fixture {
+    std::vector<int> prompt, greedy;
+    std::vector<double> margin, router_gap;
+    logits_t logits;   // llama.cpp's logits of the last prompt token
+    bool ok = false;
+};
+fixture load_fixture(const char *model, const char *prompt) {
+    fixture f;
+    const std::string base = testdata() + "/tiny/fixtures/" + model + "/" + prompt;
+    const std::string json = read_file(base + ".json"), bin = read_file(base + ".logits.bin");
+    for (double v : json_array(json, "prompt_tokens")) f.prompt.push_back((int)v);
+    for (double v : json_array(json, "greedy_tokens")) f.greedy.push_back((int)v);
+    f.margin = json_array(json, "greedy_top1_top2_margin");
+    f.router_gap = json_array(json, "greedy_router_min_gap");
+    f.router_gap.resize(f.greedy.size(), 1e9);   // dense models: no router
+    f.logits.resize(bin.size() / 4);
+    memcpy(f.logits.data(), bin.data(), f.logits.size() * 4);
+    f.ok = !f.prompt.empty() && f.greedy.size() >= 8 && f.margin.size() == f.greedy.size() && f.logits.size() == 4096;
+    return f;
+}
+
+int argmax(const float *x, size_t n) { return (int)(std::max_element(x, x + n) - x); }
+double max_abs_diff(const logits_t &a, const logits_t &b) {
+    double m = a.size() == b.size() ? 0 : INFINITY;
+    for (size_t i = 0; i < a.size() && i < b.size(); i++) m = std::max(m, (double)fabsf(a[i] - b[i]));
+    return m;
+}
+
+// An emulated GPU, opened and closed with the test.
+struct emu_gpu {
+    mllm__gpu g;
+    emu_gpu() { mllm__emu_gpu_open(&g, nullptr); }
+    ~emu_gpu() { mllm__gpu_close(&g); }
+};
+
+mllm_model *load(const char *name, int precise) {
+    mllm_model *m = nullptr;
+    mllm_model_params mp;
+    memset(&mp, 0, sizeof mp);
+    mp.n_threads = 2;
+    mp.precise = precise;
+    mp.backend = MLLM_BACKEND_CPU;   // the GPU is attached per context below
+    CHECK(mllm_model_load(&m, model_path(name).c_str(), &mp) == MLLM_OK, "%s: %s", name, mllm_last_error());
+    return m;
+}
+
+mllm_context *make_ctx(mllm_model *m, mllm__gpu *g, int n_seq, int n_batch) {
+    mllm_context *ctx = nullptr;
+    mllm_context_params cp;
+    memset(&cp, 0, sizeof cp);
+    cp.n_seq_max = n_seq;
+    cp.kv_blocks = 64;
+    cp.n_batch = n_batch;
+    const mllm_status st = mllm__context_create_gpu(&ctx, m, &cp, g);
+    CHECK(st == MLLM_OK, "context on %s: %s", g ? "gpu" : "cpu", mllm_last_error());
+    return st == MLLM_OK ? ctx : nullptr;
+}
+
+// A manual sequence fed teacher-forced: `prompt`, then `forced[i]` after its i-th logits.
+struct tf_seq {
+    std::vector<int> prompt, forced;
+    int start_step = 0;        // added before this step
+    int fork_of = -1;          // >= 0: forked from that sequence (its history so far) instead of added
+    std::vector<logits_t> logits;
+    mllm_seq_id id = -1;
+    bool done = false;
+};
+
+// Runs the sequences until each has len(forced) + 1 logits rows (or a step fails); returns steps run.
+int run_tf(mllm_context *ctx, std::vector<tf_seq> &seqs, mllm__gpu *g = nullptr, std::vector<uint64_t> *dispatches = nullptr) {
+    mllm_seq_params sp;
+    memset(&sp, 0, sizeof sp);
+    sp.manual = 1;
+    int step = 0;
+    for (;; step++) {
+        bool any = false;
+        for (tf_seq &s : seqs) {
+            if (s.start_step == step && s.id < 0) {
+                mllm_status st = s.fork_of >= 0 ? mllm_seq_fork(ctx, seqs[s.fork_of].id, &sp, &s.id)
+                                                : mllm_seq_add(ctx, s.prompt.data(), (int)s.prompt.size(), &sp, &s.id);
+                CHECK(st == MLLM_OK, "adding a sequence: %s", mllm_last_error());
+                if (st == MLLM_OK && s.fork_of >= 0)   // the fork takes its own tokens from here on
+                    CHECK(mllm_seq_append(ctx, s.id, &s.forced[0], 1) == MLLM_OK, "%s", mllm_last_error());
+            }
+            any |= !s.done;
+        }
+        if (!any || step > 200) break;
+        mllm_step_result r;
+        const uint64_t d0 = g ? g->n.dispatches : 0;
+        const mllm_status st = mllm_step(ctx, &r);
+        CHECK(st == MLLM_OK, "step %d: %s", step, mllm_last_error());
+        if (st != MLLM_OK) break;
+        if (dispatches) dispatches->push_back(g->n.dispatches - d0);
+        for (int k = 0; k < r.n_tokens; k++)
+            for (tf_seq &s : seqs) {
+                if (s.id != r.tokens[k].seq || s.done) continue;
+                const float *lg = mllm_seq_logits(ctx, s.id);
+                CHECK(lg && !r.tokens[k].finished, "sequence %d: no logits", s.id);
+                if (!lg) { s.done = true; continue; }
+                s.logits.emplace_back(lg, lg + 4096);
+                const size_t i = s.logits.size() - 1 + (s.fork_of >= 0);   // a fork fed forced[0] at its start
+                if (i >= s.forced.size()) {
+                    s.done = true;
+                    mllm_seq_remove(ctx, s.id);
+                } else {
+                    CHECK(mllm_seq_append(ctx, s.id, &s.forced[i], 1) == MLLM_OK, "%s", mllm_last_error());
+                }
+            }
+    }
+    return step;
+}
+
+// ---------------------------------------------------------------- logits of every model
+struct model_case { const char *name; double tol; bool story; };   // tol: prompt logits vs llama.cpp
+
+// The fixture prompts run concurrently, teacher-forced on llama.cpp's greedy tokens, on the CPU (precise)
+// and on the GPU: every logits row of the GPU within 5e-4 of the CPU's (both F32 activations over the
+// same F16 KV: only summation order differs, ~1e-4 seen); the prompt logits within the README's tolerance of
+// llama.cpp's; the GPU's argmax equal to llama.cpp's token where the margin (and the MoE router gap) is safe.
+void check_model(const model_case &mc, int steps) {
+    const char *prompts[] = {"p1_fox", "p2_hello", "p3_story"};
+    std::vector<fixture> fx;
+    for (int i = 0; i < (mc.story ? 3 : 2); i++) {
+        fx.push_back(load_fixture(mc.name, prompts[i]));
+        CHECK(fx.back().ok, "%s %s: fixture missing", mc.name, prompts[i]);
+        if (!fx.back().ok) return;
+    }
+    mllm_model *m = load(mc.name, 1);
+    if (!m) return;
+    emu_gpu dev;
+    std::vector<tf_seq> runs[2];
+    for (int side = 0; side < 2; side++) {
+        for (const fixture &f : fx) {
+            tf_seq s;
+            s.prompt = f.prompt;
+            s.forced.assign(f.greedy.begin(), f.greedy.begin() + steps);
+            runs[side].push_back(s);
+        }
+        // n_batch 40: the 62-token story prefills in two chunks (the second attends to the first's blocks)
+        mllm_context *ctx = make_ctx(m, side ? &dev.g : nullptr, 4, 40);
+        if (ctx) run_tf(ctx, runs[side]);
+        mllm_context_free(ctx);
+    }
+    double worst_cpu = 0, worst_ref = 0;
+    int checked = 0, agreed = 0;
+    for (size_t i = 0; i < fx.size(); i++) {
+        const tf_seq &cpu = runs[0][i], &gpu = runs[1][i];
+        CHECK(gpu.logits.size() == (size_t)steps + 1 && cpu.logits.size() == gpu.logits.size(), "%s: %zu/%zu logits rows",
+              mc.name, gpu.logits.size(), cpu.logits.size());
+        for (size_t s = 0; s < gpu.logits.size() && s < cpu.logits.size(); s++) {
+            const double d = max_abs_diff(gpu.logits[s], cpu.logits[s]);
+            worst_cpu = std::max(worst_cpu, d);
+            CHECK(d <= 5e-4, "%s %s step %zu: GPU vs CPU logits differ by %.3g", mc.name, prompts[i], s, d);
+            const fixture &f = fx[i];
+            if (f.margin[s] > 3e-2 && f.router_gap[s] > 1e-2) {
+                const int got = argmax(gpu.logits[s].data(), 4096);
+                checked++;
+                agreed += got == f.greedy[s];
+                CHECK(got == f.greedy[s], "%s %s step %zu: GPU argmax %d, llama.cpp %d (margin %.3g)", mc.name, prompts[i], s,
+                      got, f.greedy[s], f.margin[s]);
+            }
+        }
+        if (!gpu.logits.empty()) {
+            const double d = max_abs_diff(gpu.logits[0], fx[i].logits);
+            worst_ref = std::max(worst_ref, d);
+            CHECK(d <= mc.tol, "%s %s: prompt logits differ from llama.cpp's by %.3g > %.3g", mc.name, prompts[i], d, mc.tol);
+        }
+    }
+    printf("  %-22s GPU vs CPU %.2e, prompt logits vs llama.cpp %.2e, greedy %d/%d safe steps agree\n", mc.name, worst_cpu,
+           worst_ref, agreed, checked);
+    mllm_model_free(m);
+}
+}  // namespace
+
+EMU_TEST(gpu_forward_dense_models_match_cpu_and_llama_cpp) {
+    static const model_case all[] = {
+        {"tiny-llama-F16", 5e-3, false},  {"tiny-llama-Q8_0", 3e-2, true},   {"tiny-llama-Q4_0", 3e-2, false},
+        {"tiny-llama-Q4_K_M", 3e-2, false}, {"tiny-llama-BF16", 5e-3, false}, {"tiny-qwen2-Q8_0", 3e-2, false},
+        {"tiny-qwen3-Q8_0", 3e-2, true},
+    };
+    for (const model_case &mc : all) {
+        if (emu::tsan && strcmp(mc.name, "tiny-qwen2-Q8_0") != 0) continue;   // (qwen2: biases, NeoX rope)
+        check_model(mc, emu::tsan ? 1 : 4);
+    }
+}
+
+EMU_TEST(gpu_forward_moe_models_match_cpu_and_llama_cpp) {
+    check_model({"tiny-mixtral-Q8_0", 3e-2, !emu::tsan}, emu::tsan ? 1 : 4);
+    // 6e-2: on p1_fox an F32/F64 pass routes one token to another expert set than llama.cpp's Q8
+    // activations do (the fixtures' README measured 5e-2 for float64)
+    if (!emu::tsan) check_model({"tiny-qwen3moe-Q8_0", 6e-2, false}, 4);
+}
+
+// ---------------------------------------------------------------- batching
+// One context runs: A (p1_fox) from step 0; D (the 62-token story, prefilled in chunks of the n_batch
+// budget) from step 1; B (p2_hello) from step 2, so steps mix decode and prefill; C, a fork of A at
+// step 3 that shares A's (partly filled) block and is fed other tokens, so the next writes of A and C
+// copy-on-write.  Each sequence's logits rows must equal its solo run's (a fresh context each; C's solo
+// prompt is A's history at the fork plus C's first token) within 5e-4, and its argmax too wherever the
+// solo run's top-2 margin exceeds 1e-3.
+EMU_TEST(gpu_concurrent_sequences_match_solo_runs) {
+    const char *name = emu::tsan ? "tiny-qwen2-Q8_0" : "tiny-llama-Q8_0";
+    const fixture f1 = load_fixture(name, "p1_fox"), f2 = load_fixture(name, "p2_hello"), f3 = load_fixture(name, "p3_story");
+    CHECK(f1.ok && f2.ok && f3.ok, "fixtures missing");
+    mllm_model *m = load(name, 0);
+    if (!m || !f1.ok || !f2.ok || !f3.ok) { mllm_model_free(m); return; }
+    const int steps = emu::tsan ? 4 : 6;
+    std::vector<tf_seq> batch(4);
+    batch[0].prompt = f1.prompt; batch[0].forced.assign(f1.greedy.begin(), f1.greedy.begin() + steps);
+    batch[1].prompt = f2.prompt; batch[1].forced.assign(f2.greedy.begin(), f2.greedy.begin() + steps); batch[1].start_step = 2;
+    batch[2].forced.assign(f2.greedy.begin() + 1, f2.greedy.begin() + 1 + steps); batch[2].start_step = 3; batch[2].fork_of = 0;
+    batch[3].prompt = f3.prompt; batch[3].forced.assign(f3.greedy.begin(), f3.greedy.begin() + 2); batch[3].start_step = 1;
+    emu_gpu dev;
+    mllm_context *ctx = make_ctx(m, &dev.g, 4, 40);
+    if (ctx) run_tf(ctx, batch);
+    mllm_context_free(ctx);
+    // solo runs; the fork's: A's history when it forked (prompt + the 2 tokens fed by then) + C's first
+    std::vector<tf_seq> solo(4);
+    for (int i = 0; i < 4; i++) {
+        solo[i].prompt = batch[i].prompt;
+        solo[i].forced = batch[i].forced;
+    }
+    solo[2].prompt = f1.prompt;
+    solo[2].prompt.push_back(batch[0].forced[0]);
+    solo[2].prompt.push_back(batch[0].forced[1]);
+    solo[2].prompt.push_back(batch[2].forced[0]);
+    solo[2].forced.erase(solo[2].forced.begin());
+    for (int i = 0; i < 4; i++) {
+        std::vector<tf_seq> one(1, solo[i]);
+        mllm_context *c1 = make_ctx(m, &dev.g, 1, 40);
+        if (c1) run_tf(c1, one);
+        mllm_context_free(c1);
+        solo[i] = one[0];
+    }
+    const char *names[4] = {"A", "B", "C (fork of A)", "D (chunked prefill)"};
+    double worst = 0;
+    int tokens = 0, agree = 0;
+    for (int i = 0; i < 4; i++) {
+        CHECK(batch[i].logits.size() == solo[i].logits.size() && !solo[i].logits.empty(), "%s: %zu rows batched, %zu solo",
+              names[i], batch[i].logits.size(), solo[i].logits.size());
+        for (size_t s = 0; s < batch[i].logits.size() && s < solo[i].logits.size(); s++) {
+            const logits_t &a = batch[i].logits[s], &b = solo[i].logits[s];
+            const double d = max_abs_diff(a, b);
+            worst = std::max(worst, d);
+            CHECK(d <= 5e-4, "%s row %zu: batched vs solo logits differ by %.3g", names[i], s, d);
+            logits_t sorted(b);
+            std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+            if (sorted[0] - sorted[1] > 1e-3) {
+                tokens++;
+                agree += argmax(a.data(), 4096) == argmax(b.data(), 4096);
+                CHECK(argmax(a.data(), 4096) == argmax(b.data(), 4096), "%s row %zu: batched token %d, solo %d", names[i], s,
+                      argmax(a.data(), 4096), argmax(b.data(), 4096));
+            }
+        }
+    }
+    printf("  %s: 4 concurrent sequences vs solo runs: logits within %.2e, %d/%d tokens agree\n", name, worst, agree, tokens);
+    mllm_model_free(m);
+}
+
+// ---------------------------------------------------------------- counters
+// Per step exactly one commit and one wait, and the same dispatches for 1 and for 4 sequences (same
+// prompt), at prefill and at decode.  (The MoE prompt is 8 tokens, so that 1 and 4 copies both take the
+// grouped GEMM: the MoE chain has one dispatch more on that path, chosen by token count.)
+EMU_TEST(gpu_step_is_one_command_buffer_and_dispatches_do_not_grow_with_sequences) {
+    const char *models[2] = {"tiny-llama-Q4_K_M", "tiny-mixtral-Q8_0"};
+    for (int mi = 0; mi < (emu::tsan ? 1 : 2); mi++) {
+        const fixture f = load_fixture(models[mi], mi ? "p1_fox" : "p2_hello");
+        mllm_model *m = load(models[mi], 0);
+        if (!m || !f.ok) { mllm_model_free(m); CHECK(f.ok, "fixture"); continue; }
+        std::vector<uint64_t> per_step[2];
+        for (int v = 0; v < 2; v++) {
+            const int n = v ? 4 : 1;
+            emu_gpu dev;
+            mllm_context *ctx = make_ctx(m, &dev.g, n, 64);
+            // the weights are the file mapping itself; the KV pools the CPU's mllm__kv sees are GPU memory
+            CHECK(!ctx || (ctx->gpu.weights->wrapped && ctx->gpu.weights->mem == (char *)m->gguf.base &&
+                           ctx->kv.k == dev.g.vt->buf_contents(ctx->gpu.kpool)),
+                  "weights copied or KV pools not shared");
+            std::vector<tf_seq> seqs(n);
+            for (tf_seq &s : seqs) { s.prompt = f.prompt; s.forced.assign(f.greedy.begin(), f.greedy.begin() + 2); }
+            const int steps = ctx ? run_tf(ctx, seqs, &dev.g, &per_step[v]) : 0;
+            CHECK(steps == 3 && dev.g.n.commits == 3 && dev.g.n.waits == 3, "%s, %d seqs: %d steps, %llu commits, %llu waits",
+                  models[mi], n, steps, (unsigned long long)dev.g.n.commits, (unsigned long long)dev.g.n.waits);
+            CHECK(mllm__emu_device(&dev.g)->executed == dev.g.n.dispatches, "emulator ran %llu of %llu dispatches",
+                  (unsigned long long)mllm__emu_device(&dev.g)->executed, (unsigned long long)dev.g.n.dispatches);
+            mllm_context_free(ctx);
+        }
+        CHECK(per_step[0] == per_step[1] && per_step[0].size() == 3, "%s: dispatches per step differ between 1 and 4 sequences",
+              models[mi]);
+        if (per_step[0].size() == 3 && per_step[1].size() == 3)
+            printf("  %-18s dispatches per step (prefill, decode, decode): 1 seq %llu %llu %llu, 4 seqs %llu %llu %llu\n",
+                   models[mi], (unsigned long long)per_step[0][0], (unsigned long long)per_step[0][1],
+                   (unsigned long long)per_step[0][2], (unsigned long long)per_step[1][0], (unsigned long long)per_step[1][1],
+                   (unsigned long long)per_step[1][2]);
+        mllm_model_free(m);
+    }
+}
+
+// ---------------------------------------------------------------- errors
+namespace {
+// The emulated device with faults injected: buf_new fails from its n-th call on, the n-th dispatch of a
+// command buffer gets an empty threadgroup (the emulator rejects it, failing the command buffer at wait),
+// begin fails.  -1: off.
+int g_new_fail_at = -1, g_new_calls = 0, g_dispatch_fail_at = -1, g_dispatches = 0;
+bool g_begin_fails = false, g_wrap_fails = false;
+mllm__gpu_buf *faulty_buf_wrap(void *dev, void *p, size_t bytes) {
+    return g_wrap_fails ? nullptr : mllm__emu_buf_wrap(dev, p, bytes);
+}
+mllm__gpu_buf *faulty_buf_new(void *dev, size_t bytes, int storage) {
+    if (g_new_fail_at >= 0 && g_new_calls++ >= g_new_fail_at) return nullptr;
+    return mllm__emu_buf_new(dev, bytes, storage);
+}
+void faulty_dispatch(mllm__gpu_cmd *c, mllm__gpu_pipe *p, const uint32_t tgs[3], const uint32_t tpt[3]) {
+    const uint32_t none[3] = {0, 1, 1};
+    mllm__emu_dispatch(c, p, tgs, g_dispatches++ == g_dispatch_fail_at ? none : tpt);
+}
+mllm__gpu_cmd *faulty_begin(void *dev) { return g_begin_fails ? nullptr : mllm__emu_begin(dev); }
+struct faulty_gpu : emu_gpu {
+    mllm__gpu_vt vt;
+    faulty_gpu() {
+        vt = *g.vt;
+        vt.buf_new = faulty_buf_new;
+        vt.buf_wrap = faulty_buf_wrap;
+        vt.dispatch = faulty_dispatch;
+        vt.begin = faulty_begin;
+        g.vt = &vt;
+        g_new_fail_at = g_dispatch_fail_at = -1;
+        g_new_calls = g_dispatches = 0;
+        g_begin_fails = g_wrap_fails = false;
+    }
+};
+}  // namespace
+
+// Weight types without GPU kernels fail context creation with MLLM_ERR_UNSUPPORTED (and a message that
+// names the type), before any buffer is made.
+EMU_TEST(gpu_context_rejects_weight_types_without_kernels) {
+    const char *models[] = {"tiny-llama-Q5_0", "tiny-llama-Q5_1", "tiny-llama-Q5_K"};
+    for (const char *name : models) {
+        mllm_model *m = load(name, 0);
+        if (!m) continue;
+        emu_gpu dev;
+        mllm_context *ctx = (mllm_context *)&dev;   // must be reset to NULL
+        mllm_context_params cp;
+        memset(&cp, 0, sizeof cp);
+        const mllm_status st = mllm__context_create_gpu(&ctx, m, &cp, &dev.g);
+        CHECK(st == MLLM_ERR_UNSUPPORTED && !ctx && strstr(mllm_last_error(), "Q5"), "%s: status %d, %s", name, (int)st,
+              mllm_last_error());
+        mllm_context_free(st == MLLM_OK ? ctx : nullptr);
+        mllm_model_free(m);
+    }
+}
+
+// Out of memory at each buffer the context makes; a mapping the device cannot wrap (the weights are
+// copied instead); a dispatch the device rejects (command buffer failed at
+// wait) and a command buffer that cannot be made: mllm_step returns MLLM_ERR_BACKEND, the batch's
+// sequences end with it, the context stays usable.
+EMU_TEST(gpu_errors_propagate_as_status_codes) {
+    mllm_model *m = load("tiny-llama-Q8_0", 0);
+    if (!m) return;
+    const int prompt[3] = {1, 379, 3156};
+    mllm_seq_params sp;
+    memset(&sp, 0, sizeof sp);
+    sp.max_tokens = 4;
+    for (int at = 0; at < 8; at++) {   // the weights' wrap needs none; the KV pools, activations, io do
+        faulty_gpu dev;
+        g_new_fail_at = at;
+        mllm_context *ctx = nullptr;
+        mllm_context_params cp;
+        memset(&cp, 0, sizeof cp);
+        cp.n_seq_max = 2;
+        const mllm_status st = mllm__context_create_gpu(&ctx, m, &cp, &dev.g);
+        if (st == MLLM_OK) {
+            CHECK(at >= 4, "context made although buffer %d failed", at);
+            mllm_context_free(ctx);
+            break;
+        }
+        CHECK(st == MLLM_ERR_NOMEM && !ctx, "buffer %d failing: status %d (%s)", at, (int)st, mllm_last_error());
+    }
+    {   // a device that cannot wrap the mapping gets a copy of the weights: same tokens
+        faulty_gpu dev;
+        g_wrap_fails = true;
+        mllm_context *ctx = make_ctx(m, &dev.g, 1, 64);
+        g_wrap_fails = false;
+        mllm_context *ref = make_ctx(m, &dev.g, 1, 64);
+        CHECK(ctx && !ctx->gpu.weights->wrapped && ref && ref->gpu.weights->wrapped, "weights should be a copy, then wrapped");
+        mllm_token got[2] = {-1, -2};
+        mllm_context *both[2] = {ctx, ref};
+        for (int i = 0; i < 2 && ctx && ref; i++) {
+            mllm_seq_id id;
+            mllm_step_result r;
+            CHECK(mllm_seq_add(both[i], prompt, 3, &sp, &id) == MLLM_OK, "%s", mllm_last_error());
+            CHECK(mllm_step(both[i], &r) == MLLM_OK && r.n_tokens == 1, "%s", mllm_last_error());
+            got[i] = r.n_tokens ? r.tokens[0].token : -1;
+        }
+        CHECK(got[0] == got[1] && got[0] >= 0, "copied weights: token %d, wrapped: %d", got[0], got[1]);
+        mllm_context_free(ctx);
+        mllm_context_free(ref);
+    }
+    for (int mode = 0; mode < 2; mode++) {
+        faulty_gpu dev;
+        mllm_context *ctx = make_ctx(m, &dev.g, 2, 64);
+        if (!ctx) continue;
+        mllm_seq_id a, b;
+        mllm_step_result r;
+        CHECK(mllm_seq_add(ctx, prompt, 3, &sp, &a) == MLLM_OK, "%s", mllm_last_error());
+        CHECK(mllm_step(ctx, &r) == MLLM_OK && r.n_tokens == 1, "first step: %s", mllm_last_error());
+        CHECK(mllm_seq_add(ctx, prompt, 3, &sp, &b) == MLLM_OK, "%s", mllm_last_error());
+        if (mode == 0) g_dispatch_fail_at = g_dispatches + 20;   // somewhere in layer 0
+        else g_begin_fails = true;
+        const uint64_t commits = dev.g.n.commits;
+        const mllm_status st = mllm_step(ctx, &r);
+        CHECK(st == MLLM_ERR_BACKEND, "mode %d: step returned %d", mode, (int)st);
+        CHECK(r.n_tokens == 2 && r.tokens[0].finished && r.tokens[0].status == MLLM_ERR_BACKEND && r.tokens[1].finished &&
+                  r.n_active == 0, "mode %d: the batch's sequences must end with the error", mode);
+        CHECK(mode == 1 || dev.g.n.commits == commits + 1, "a failing step still commits (and waits) once");
+        CHECK(mllm_seq_append(ctx, a, prompt, 1) != MLLM_OK, "a failed sequence takes no more tokens");
+        // the context goes on: a new sequence runs
+        g_dispatch_fail_at = -1;
+        g_begin_fails = false;
+        CHECK(mllm_seq_remove(ctx, a) == MLLM_OK && mllm_seq_remove(ctx, b) == MLLM_OK, "%s", mllm_last_error());
+        CHECK(mllm_seq_add(ctx, prompt, 3, &sp, &a) == MLLM_OK, "%s", mllm_last_error());
+        CHECK(mllm_step(ctx, &r) == MLLM_OK && r.n_tokens == 1 && r.tokens[0].token >= 0, "after the failure: %s",
+              mllm_last_error());
+        mllm_context_free(ctx);
+    }
+    mllm_model_free(m);
+}
