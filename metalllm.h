@@ -31,9 +31,10 @@
        mllm_model_free(model);
 
    BACKENDS
-       On Apple platforms a context runs its steps on the GPU through Metal (one command buffer per
-       step; weights used in place from the file mapping), elsewhere on the CPU; mllm_model_params.backend
-       chooses (AUTO falls back to the CPU where Metal cannot run the model).
+       Contexts run their steps on the CPU.  On Apple platforms mllm_model_params.backend = METAL runs
+       them on the GPU through Metal instead (one command buffer per step; weights used in place from the
+       file mapping).  The Metal path is tested on Linux on an emulated GPU only and has never run on
+       Apple hardware, so it is opt-in until it has: AUTO means CPU for now.
 
    ERRORS
        Every fallible call returns mllm_status (0 = MLLM_OK, negative = error).  The message of the last
@@ -144,12 +145,12 @@ typedef int (*mllm_progress_fn)(float fraction, void *user);
 
 typedef struct mllm_model_params {
     int n_threads;                 /* 0: all online cores */
-    mllm_backend backend;          /* where contexts of this model run their steps.  AUTO (0): Metal on
-                                      Apple builds, falling back to the CPU (with a MLLM_LOG_WARN) when
-                                      there is no GPU or the model needs something the GPU kernels lack
-                                      (a weight type such as Q5_0/Q5_1/Q5_K, head_dim other than 64/128);
-                                      METAL: mllm_context_create fails instead (MLLM_ERR_UNSUPPORTED,
-                                      MLLM_ERR_BACKEND); CPU: never the GPU.  Elsewhere, CPU only */
+    mllm_backend backend;          /* where contexts of this model run their steps.  AUTO (0) and CPU:
+                                      the CPU (AUTO becomes "Metal when it can run the model" once the
+                                      Metal path is verified on Apple hardware).  METAL (Apple builds):
+                                      the GPU; mllm_context_create fails when there is none or the model
+                                      needs what the GPU kernels lack (a weight type such as Q5_0/Q5_1/
+                                      Q5_K, head_dim other than 64/128): MLLM_ERR_UNSUPPORTED/_BACKEND */
     int n_ctx;                     /* context per sequence; 0: min(model's training context, 4096) */
     mllm_progress_fn progress;
     void *progress_user;
@@ -12798,19 +12799,18 @@ static mllm_status mllm__context_create_gpu(mllm_context **out, mllm_model *mode
     ctx->kv.n_head_kv = hp->n_head_kv;
     ctx->kv.head_dim = hp->head_dim;
 #if MLLM__HAVE_METAL || defined(MLLM__FORCE_METAL_STUBS)
-    if (!gpu && model->backend != MLLM_BACKEND_CPU) {
+    if (!gpu && model->backend == MLLM_BACKEND_METAL) {   /* opt-in until verified on hardware */
         mllm_status st = mllm__mtl_open(&ctx->gpu.own);
-        if (st == MLLM_OK) gpu = &ctx->gpu.own;
-        else if (model->backend == MLLM_BACKEND_METAL) { MLLM_FREE(ctx); return st; }
+        if (st != MLLM_OK) { MLLM_FREE(ctx); return st; }
+        gpu = &ctx->gpu.own;
     }
 #endif
     if (gpu) {
         mllm_status st = mllm__gpu_fwd_init(&ctx->gpu, gpu, model, &ctx->kv, p.n_batch, p.n_seq_max, ctx->max_blocks_per_seq);
         if (st != MLLM_OK) {
             mllm__gpu_fwd_free(&ctx->gpu);
-            ctx->kv.k = ctx->kv.v = NULL;
-            if (gpu != &ctx->gpu.own || model->backend == MLLM_BACKEND_METAL) { MLLM_FREE(ctx); return st; }
-            mllm__log(MLLM_LOG_WARN, "Metal not used, steps run on the CPU: %s", mllm_last_error());   /* AUTO */
+            MLLM_FREE(ctx);
+            return st;
         }
     }
     cpu = ctx->gpu.g == NULL;   /* the CPU forward's scratch and KV pools only when it runs */
@@ -12913,6 +12913,8 @@ mllm_status mllm_model_load(mllm_model **out, const char *path, const mllm_model
     memset(&p, 0, sizeof p);
     if (params) p = *params;
     if (p.n_threads < 0 || p.n_threads > 1024 || p.n_ctx < 0) return mllm__fail(MLLM_ERR_INVALID_ARG, "n_threads or n_ctx out of range");
+    if ((int)p.backend < MLLM_BACKEND_AUTO || (int)p.backend > MLLM_BACKEND_METAL)
+        return mllm__fail(MLLM_ERR_INVALID_ARG, "unknown backend %d", (int)p.backend);
     if (p.backend == MLLM_BACKEND_METAL && !MLLM__HAVE_METAL)
         return mllm__fail(MLLM_ERR_UNSUPPORTED, "the Metal backend is not available in this build");
     if (!(m = MLLM__CAST(mllm_model *, mllm__calloc(1, sizeof *m)))) return mllm__fail(MLLM_ERR_NOMEM, "out of memory");

@@ -12,6 +12,7 @@ static void usage(void) {
             "usage: generate -m MODEL.gguf [-p PROMPT | -f FILE] [options]\n"
             "  -n N                 tokens to generate (default 128)\n"
             "  -t N                 threads (default: all cores)\n"
+            "  --metal              run on the GPU (Apple builds; never yet run on hardware)\n"
             "  -c N                 context size (default: model's, at most 4096)\n"
             "  --temp T             temperature, 0 = greedy (default 0.8)\n"
             "  --top-k K            (default 40)     --top-p P  (default 0.95)\n"
@@ -120,6 +121,7 @@ int main(int argc, char **argv) {
         else if (ARG("-f")) prompt_file = v;
         else if (ARG("-n")) gp.max_tokens = atoi(v);
         else if (ARG("-t")) mp.n_threads = atoi(v);
+        else if (!strcmp(a, "--metal")) mp.backend = MLLM_BACKEND_METAL;
         else if (ARG("-c")) mp.n_ctx = atoi(v);
         else if (ARG("--temp")) gp.sampler.temperature = (float)atof(v);
         else if (ARG("--top-k")) gp.sampler.top_k = atoi(v);
