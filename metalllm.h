@@ -12673,7 +12673,7 @@ mllm_status mllm_step(mllm_context *ctx, mllm_step_result *res) {
     }
     for (i = 0; i < ctx->p.n_seq_max; i++) {   /* sample, in slot order */
         mllm__seq *s = &ctx->seqs[i];
-        mllm_step_token *r;
+        mllm_step_token *out;
         mllm_status st;
         float *lg;
         mllm_token tok;
@@ -12697,11 +12697,11 @@ mllm_status mllm_step(mllm_context *ctx, mllm_step_result *res) {
                                (mllm__cand *)ctx->sample_buf);
         }
         s->sample_pending = 0;
-        r = &ctx->results[n_res++];
-        mllm__seq_accept(ctx, s, tok, r);
+        out = &ctx->results[n_res++];
+        mllm__seq_accept(ctx, s, tok, out);
         if (!s->gpu_sampled && (st = mllm__gpu_seq_seed(ctx, s)) != MLLM_OK) {   /* a host pick (after a fork) */
-            r->finished = s->finished = 1;
-            r->status = s->status = st;
+            out->finished = s->finished = 1;
+            out->status = s->status = st;
         }
     }
     for (i = 0; i < ctx->p.n_seq_max; i++) n_active += ctx->seqs[i].used && !ctx->seqs[i].finished;
