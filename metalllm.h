@@ -244,7 +244,8 @@ typedef struct mllm_step_result {
 
 mllm_status mllm_step(mllm_context *ctx, mllm_step_result *result);
 
-/* Logits of the last sampled position of a sequence (n_vocab floats), valid until the next step. */
+/* Logits of the last sampled position of a sequence (n_vocab floats), valid until the next step.  On
+   a GPU context only manual sequences have them (the others sample on the GPU): NULL otherwise. */
 const float *mllm_seq_logits(const mllm_context *ctx, mllm_seq_id id);
 
 /* ---------------------------------------------------------------- chat formatting */
@@ -11211,8 +11212,10 @@ static MLLM__UNUSED mllm_status mllm__gpu_sampler_init(mllm__gpu *g, mllm__gpu_s
     s->out = g->vt->buf_new(g->dev, (size_t)n_seq * 4, MLLM__GPU_SHARED);
     s->pipe = g->vt->pipeline(g->dev, "sample");
     if (!s->counts || !s->ring || !s->rows || !s->out || !s->pipe) {
+        const int oom = !s->pipe ? 0 : 1;
         mllm__gpu_sampler_free(g, s);
-        return mllm__fail(MLLM_ERR_BACKEND, "gpu sampler: out of memory or no kernel");
+        return oom ? mllm__fail(MLLM_ERR_NOMEM, "gpu sampler: no buffers for %d sequences", n_seq)
+                   : mllm__fail(MLLM_ERR_BACKEND, "gpu sampler: no sample kernel");
     }
     return MLLM_OK;
 }
@@ -11315,6 +11318,7 @@ typedef struct mllm__gpu_fwd {
     mllm__gpu_buf *kpool, *vpool;  /* shared; laid out as mllm__kv */
     mllm__gpu_buf *act;            /* private: activations of n_batch tokens */
     mllm__gpu_buf *io;             /* shared: attention metadata at 0, then tokens, pos, logits rows */
+    mllm__gpu_sampler smp;         /* one penalty state per sequence slot */
     size_t part, x, xb, q, k, v, att, hb, hb2, moe;   /* offsets in act */
     size_t tok, pos, lidx, logits;                    /* offsets in io */
 } mllm__gpu_fwd;
@@ -11371,6 +11375,7 @@ static void mllm__gpu_fwd_free(mllm__gpu_fwd *f) {
     mllm__gpu_buf *bufs[5];
     int i;
     if (!g) return;
+    mllm__gpu_sampler_free(g, &f->smp);
     bufs[0] = f->weights; bufs[1] = f->kpool; bufs[2] = f->vpool; bufs[3] = f->act; bufs[4] = f->io;
     for (i = 0; i < 5; i++)
         if (bufs[i]) g->vt->buf_free(bufs[i]);
@@ -11443,7 +11448,8 @@ static mllm_status mllm__gpu_fwd_init(mllm__gpu_fwd *f, mllm__gpu *g, const mllm
     f->io = g->vt->buf_new(g->dev, o, MLLM__GPU_SHARED);
     if (!f->act || !f->io || !g->vt->buf_contents(f->io))
         return mllm__fail(MLLM_ERR_NOMEM, "gpu: no buffers for the activations of %d tokens", n_batch);
-    return MLLM_OK;
+    /* penalty windows up to the whole context (while 16-bit counts hold them) */
+    return mllm__gpu_sampler_init(g, &f->smp, hp->n_vocab, n_seq, m->n_ctx < 65535 ? m->n_ctx : 65535);
 }
 
 /* Y[M][N] = X[M][K] W^T (+ R: Y may alias R), W one matrix of w. */
@@ -11553,9 +11559,9 @@ static mllm_status mllm__gpu_get_rows(mllm__gpu *g, mllm__gpu_cmd *c, uint32_t t
 
 /* Encodes one step's forward pass on c; reads like mllm__forward.  Every dispatch count here depends on
    the architecture and on the batch's kind (decode / prefill attention), never on how many sequences
-   or tokens it holds. */
+   or tokens it holds.  The first n_sample logits rows are sampled here with settings rows[]. */
 static mllm_status mllm__gpu_encode_forward(mllm__gpu_fwd *f, mllm__gpu_cmd *c, const mllm_model *m, const mllm__kv *kv,
-                                            const mllm__batch *b) {
+                                            const mllm__batch *b, const mllm__sample_row *rows, int n_sample) {
     mllm__gpu *g = f->g;
     const mllm__hparams *hp = &m->hp;
     const int T = b->n_tokens, E = hp->n_embd, hd = hp->head_dim;
@@ -11632,18 +11638,23 @@ static mllm_status mllm__gpu_encode_forward(mllm__gpu_fwd *f, mllm__gpu_cmd *c, 
         MLLM__GPU_DO(mllm__gpu_rmsnorm(g, c, f, xb, m->output_norm, b->n_logits, E, hp->norm_eps, xb));
         mllm__gpu_barrier(g, c);
         MLLM__GPU_DO(mllm__gpu_matmul(g, c, f, &m->output, xb, b->n_logits, mllm__gpu_span_of(f->io, f->logits), NULL));
-        /* GPU sampling plugs in here: a barrier, then the sampling kernels over these n_logits rows
-           (tokens and, when asked for, the rows themselves read back by mllm__gpu_forward) */
+        if (n_sample) {   /* one threadgroup per sampled row, whatever their number */
+            mllm__gpu_barrier(g, c);
+            MLLM__GPU_DO(mllm__gpu_encode_sample(g, c, &f->smp, f->io, f->logits, rows, n_sample));
+        }
     }
 #undef MLLM__GPU_DO
     return st;
 }
 
 /* One step on the GPU: uploads the batch's metadata, encodes the forward pass into one command buffer,
-   commits, waits, and copies the logits rows (b->n_logits x n_vocab) to logits.  A failed encode still
-   commits what it has and waits, so the command buffer is released and the device stays usable. */
+   commits, waits.  Logits rows [0, n_sample) are sampled on the GPU (settings rows[], the picks to
+   picks: 4 bytes each come back); rows [n_sample, b->n_logits) are copied to logits (row i at
+   logits + i * n_vocab).  A failed encode still commits what it has and waits, so the command buffer
+   is released and the device stays usable. */
 static mllm_status mllm__gpu_forward(mllm__gpu_fwd *f, const mllm_model *m, const mllm__kv *kv, const mllm__batch *b,
-                                     float *logits) {
+                                     const mllm__sample_row *rows, int n_sample, mllm_token *picks, float *logits) {
+    const size_t V = (size_t)m->hp.n_vocab;
     mllm__gpu *g = f->g;
     char *io = (char *)g->vt->buf_contents(f->io);
     const mllm__gpu_attn_layout L = mllm__gpu_attn_layout_of(b, kv->block_tokens, m->hp.n_head, m->hp.head_dim);
@@ -11654,12 +11665,14 @@ static mllm_status mllm__gpu_forward(mllm__gpu_fwd *f, const mllm_model *m, cons
     memcpy(io + f->pos, b->pos, (size_t)b->n_tokens * 4);
     memcpy(io + f->lidx, b->logits_idx, (size_t)b->n_logits * 4);
     if (!(c = g->vt->begin(g->dev))) return mllm__fail(MLLM_ERR_BACKEND, "gpu: no command buffer");
-    st = mllm__gpu_encode_forward(f, c, m, kv, b);
+    st = mllm__gpu_encode_forward(f, c, m, kv, b, rows, n_sample);
     mllm__gpu_commit(g, c);
     wst = mllm__gpu_wait(g, c);
     if (st == MLLM_OK) st = wst;
-    if (st == MLLM_OK && b->n_logits)
-        st = mllm__gpu_read(g, f->io, f->logits, logits, (size_t)b->n_logits * m->hp.n_vocab * sizeof(float));
+    if (st == MLLM_OK && n_sample) st = mllm__gpu_read_samples(g, &f->smp, picks, n_sample);
+    if (st == MLLM_OK && b->n_logits > n_sample)
+        st = mllm__gpu_read(g, f->io, f->logits + (size_t)n_sample * V * 4, logits + (size_t)n_sample * V,
+                            (size_t)(b->n_logits - n_sample) * V * sizeof(float));
     return st;
 }
 
@@ -11899,6 +11912,9 @@ typedef struct mllm__seq {
     mllm_status status;
     int sample_pending;            /* sample from `logits` without a forward pass (after a fork) */
     int has_logits;
+    mllm_token gpu_pick;           /* >= 0: this step's token, sampled on the GPU */
+    int gpu_sampled;               /* the last token came from the GPU and is not fed yet (its logits
+                                      stayed there) */
 } mllm__seq;
 
 /* MoE step scratch (see "mixture of experts" below) */
@@ -11939,6 +11955,8 @@ struct mllm_context {
     float *sample_buf;             /* sampler scratch: n_vocab (value, index) pairs */
     mllm__gpu_fwd gpu;             /* gpu.g != NULL: steps run on the GPU (the CPU scratch above is not
                                       allocated, kv.k / kv.v point into GPU-shared pools) */
+    mllm__sample_row *b_rows;      /* GPU only, [n_seq_max]: settings of the rows sampled on the GPU */
+    mllm_token *b_picks;           /* GPU only, [n_seq_max]: their picks */
 };
 
 /* ---- KV block pool ---- */
@@ -12507,9 +12525,26 @@ static mllm_status mllm__seq_init(mllm_context *ctx, mllm__seq *s, const mllm_se
         return mllm__fail(MLLM_ERR_NOMEM, "out of memory for a sequence");
     }
     if (p) s->params = *p;
+    s->gpu_pick = -1;
     s->used = 1;
     s->sid = ctx->next_id++;
     return MLLM_OK;
+}
+
+/* The penalty window a sequence samples with on the GPU; 0 when it does not sample there (no GPU,
+   manual, or a window wider than the GPU's ring while the history can outgrow the ring). */
+static int mllm__gpu_window(const mllm_context *ctx, const mllm__seq *s) {
+    const int w = s->params.sampler.penalty_last_n > 0 ? s->params.sampler.penalty_last_n : 64, cap = ctx->gpu.smp.ring_cap;
+    if (!ctx->gpu.g || s->params.manual) return 0;
+    return w <= cap ? w : s->cap_tokens <= cap ? cap : 0;   /* a window past any history is all of it */
+}
+
+/* Sets s's GPU penalty state from its history: after add, fork and append, which change the history
+   other than by a GPU pick (the sample kernel records those itself). */
+static mllm_status mllm__gpu_seq_seed(mllm_context *ctx, const mllm__seq *s) {
+    const int w = mllm__gpu_window(ctx, s);
+    if (!w) return MLLM_OK;
+    return mllm__gpu_sampler_seed(ctx->gpu.g, &ctx->gpu.smp, (int)(s - ctx->seqs), s->tokens, s->n_tokens, w);
 }
 
 /* Appends a sampled token and decides whether the sequence is done. */
@@ -12528,6 +12563,31 @@ static void mllm__seq_accept(mllm_context *ctx, mllm__seq *s, mllm_token tok, ml
         r->status = MLLM_ERR_CONTEXT_FULL;
     }
     if (r->finished) { s->finished = 1; s->status = r->status; }
+}
+
+/* A step's forward pass on the GPU.  The logits rows of sequences that sample there move to the front
+   and are sampled in the step's command buffer (their picks go to gpu_pick); the other rows (manual
+   sequences) come back to logits_tmp, at their row. */
+static mllm_status mllm__gpu_step(mllm_context *ctx, const mllm__batch *b) {
+    int32_t *idx = ctx->b_logits_idx, *seq = ctx->b_logits_seq, t;
+    int i, n = 0;
+    mllm_status st;
+    for (i = 0; i < b->n_logits; i++) {
+        mllm__seq *s = &ctx->seqs[seq[i]];
+        mllm_sampler_params sp = s->params.sampler;
+        if (!(sp.penalty_last_n = mllm__gpu_window(ctx, s))) continue;
+        t = idx[i]; idx[i] = idx[n]; idx[n] = t;   /* the order of rows is free: they are found by slot */
+        t = seq[i]; seq[i] = seq[n]; seq[n] = t;
+        ctx->b_rows[n] = mllm__gpu_sample_row(seq[n], &sp, s->n_tokens, (uint64_t)s->n_generated);
+        n++;
+    }
+    st = mllm__gpu_forward(&ctx->gpu, ctx->model, &ctx->kv, b, ctx->b_rows, n, ctx->b_picks, ctx->logits_tmp);
+    for (i = 0; i < n && st == MLLM_OK; i++) {
+        if (ctx->b_picks[i] < 0 || ctx->b_picks[i] >= ctx->model->hp.n_vocab)
+            return mllm__fail(MLLM_ERR_BACKEND, "gpu: sampled token %d out of range", ctx->b_picks[i]);
+        ctx->seqs[seq[i]].gpu_pick = ctx->b_picks[i];
+    }
+    return st;
 }
 
 mllm_status mllm_step(mllm_context *ctx, mllm_step_result *res) {
@@ -12584,11 +12644,12 @@ mllm_status mllm_step(mllm_context *ctx, mllm_step_result *res) {
     }
     if (b.n_tokens) {
         mllm_status st = MLLM_OK;
-        if (ctx->gpu.g) st = mllm__gpu_forward(&ctx->gpu, ctx->model, &ctx->kv, &b, ctx->logits_tmp);
+        if (ctx->gpu.g) st = mllm__gpu_step(ctx, &b);
         else mllm__forward(ctx, &b);
         if (st != MLLM_OK) {   /* the batch's K/V rows are unknown now: its sequences end with the error */
             for (i = 0; i < b.n_seqs; i++) {
                 mllm__seq *s = &ctx->seqs[ctx->b_seq_slot[i]];
+                s->gpu_pick = -1;
                 mllm_step_token *r = &ctx->results[n_res++];
                 r->seq = s->sid;
                 r->token = -1;
@@ -12606,12 +12667,15 @@ mllm_status mllm_step(mllm_context *ctx, mllm_step_result *res) {
     }
     for (i = 0; i < b.n_logits; i++) {
         mllm__seq *s = &ctx->seqs[ctx->b_logits_seq[i]];
-        memcpy(ctx->logits + (size_t)ctx->b_logits_seq[i] * V, ctx->logits_tmp + (size_t)i * V, sizeof(float) * (size_t)V);
         s->sample_pending = 1;
-        s->has_logits = 1;
+        s->has_logits = s->gpu_pick < 0;   /* a GPU pick leaves its logits on the GPU */
+        if (s->has_logits)
+            memcpy(ctx->logits + (size_t)ctx->b_logits_seq[i] * V, ctx->logits_tmp + (size_t)i * V, sizeof(float) * (size_t)V);
     }
     for (i = 0; i < ctx->p.n_seq_max; i++) {   /* sample, in slot order */
         mllm__seq *s = &ctx->seqs[i];
+        mllm_step_token *out;
+        mllm_status st;
         float *lg;
         mllm_token tok;
         if (!s->used || s->finished || !s->sample_pending) continue;
@@ -12623,13 +12687,23 @@ mllm_status mllm_step(mllm_context *ctx, mllm_step_result *res) {
             s->sample_pending = 0;
             continue;
         }
-        /* penalties modify a copy, so mllm_seq_logits shows the model's logits */
-        lg = ctx->logits_tmp;
-        memcpy(lg, ctx->logits + (size_t)i * V, sizeof(float) * (size_t)V);
-        tok = mllm__sample(lg, V, s->tokens, s->n_tokens, &s->params.sampler, (uint64_t)s->n_generated,
-                           (mllm__cand *)ctx->sample_buf);
+        s->gpu_sampled = s->gpu_pick >= 0;
+        if (s->gpu_sampled) {
+            tok = s->gpu_pick;
+            s->gpu_pick = -1;
+        } else {   /* penalties modify a copy, so mllm_seq_logits shows the model's logits */
+            lg = ctx->logits_tmp;
+            memcpy(lg, ctx->logits + (size_t)i * V, sizeof(float) * (size_t)V);
+            tok = mllm__sample(lg, V, s->tokens, s->n_tokens, &s->params.sampler, (uint64_t)s->n_generated,
+                               (mllm__cand *)ctx->sample_buf);
+        }
         s->sample_pending = 0;
-        mllm__seq_accept(ctx, s, tok, &ctx->results[n_res++]);
+        out = &ctx->results[n_res++];
+        mllm__seq_accept(ctx, s, tok, out);
+        if (!s->gpu_sampled && (st = mllm__gpu_seq_seed(ctx, s)) != MLLM_OK) {   /* a host pick (after a fork) */
+            out->finished = s->finished = 1;
+            out->status = s->status = st;
+        }
     }
     for (i = 0; i < ctx->p.n_seq_max; i++) n_active += ctx->seqs[i].used && !ctx->seqs[i].finished;
     res->tokens = ctx->results;
@@ -12653,6 +12727,7 @@ mllm_status mllm_seq_add(mllm_context *ctx, const mllm_token *prompt, int n_prom
     if ((st = mllm__seq_init(ctx, s, p))) return st;
     memcpy(s->tokens, prompt, sizeof(mllm_token) * (size_t)n_prompt);
     s->n_tokens = s->n_prompt = n_prompt;
+    if ((st = mllm__gpu_seq_seed(ctx, s)) != MLLM_OK) { mllm__seq_clear(ctx, s); return st; }
     *out = s->sid;
     return MLLM_OK;
 }
@@ -12683,11 +12758,16 @@ mllm_status mllm_seq_fork(mllm_context *ctx, mllm_seq_id src_id, const mllm_seq_
                ctx->logits + (size_t)(src - ctx->seqs) * ctx->model->hp.n_vocab, sizeof(float) * (size_t)ctx->model->hp.n_vocab);
         s->has_logits = 1;
         s->sample_pending = 1;
+    } else if (src->gpu_sampled && src->n_tokens == src->n_past + 1) {
+        /* src's logits stayed on the GPU: the child computes them again from src's last fed token (in
+           a shared block, which the child's write copies) and samples its own pick */
+        s->n_past--;
     } else if (src->n_tokens > src->n_past) {   /* src still has unfed prompt tokens: copy them */
         memcpy(s->tokens + s->n_tokens, src->tokens + src->n_past, sizeof(mllm_token) * (size_t)(src->n_tokens - src->n_past));
         s->n_tokens = src->n_tokens;
         s->n_prompt = src->n_prompt;
     }
+    if ((st = mllm__gpu_seq_seed(ctx, s)) != MLLM_OK) { mllm__seq_clear(ctx, s); return st; }
     *out = s->sid;
     return MLLM_OK;
 }
@@ -12706,8 +12786,9 @@ mllm_status mllm_seq_append(mllm_context *ctx, mllm_seq_id sid, const mllm_token
     memcpy(s->tokens + s->n_tokens, tokens, sizeof(mllm_token) * (size_t)n);
     s->n_tokens += n;
     s->sample_pending = 0;
+    s->gpu_sampled = 0;
     if (s->finished) { s->finished = 0; s->n_generated = 0; }
-    return MLLM_OK;
+    return mllm__gpu_seq_seed(ctx, s);
 }
 
 mllm_status mllm_seq_remove(mllm_context *ctx, mllm_seq_id sid) {
@@ -12759,6 +12840,8 @@ void mllm_context_free(mllm_context *ctx) {
     MLLM_FREE(ctx->b_logits_seq);
     MLLM_FREE(ctx->b_seqs);
     MLLM_FREE(ctx->b_seq_slot);
+    MLLM_FREE(ctx->b_rows);
+    MLLM_FREE(ctx->b_picks);
     MLLM_FREE(ctx->results);
     MLLM_FREE(ctx->sample_buf);
     MLLM_FREE(ctx);
@@ -12853,6 +12936,7 @@ static mllm_status mllm__context_create_gpu(mllm_context **out, mllm_model *mode
     ok &= MLLM__ALLOC(ctx->b_logits_idx, NS, int32_t) && MLLM__ALLOC(ctx->b_logits_seq, NS, int32_t);
     ok &= MLLM__ALLOC(ctx->b_seqs, NS, mllm__batch_seq) && MLLM__ALLOC(ctx->results, NS, mllm_step_token);
     ok &= MLLM__ALLOC(ctx->b_seq_slot, NS, int32_t);
+    ok &= cpu || (MLLM__ALLOC(ctx->b_rows, NS, mllm__sample_row) && MLLM__ALLOC(ctx->b_picks, NS, mllm_token));
     ok &= MLLM__ALLOC(ctx->sample_buf, 2 * (size_t)hp->n_vocab + 2 * (size_t)model->n_ctx, float);
     if (!ok) {
         mllm_context_free(ctx);

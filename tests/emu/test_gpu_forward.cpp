@@ -6,7 +6,8 @@
 // tolerances, teacher-forced greedy tokens at safe margins).  Also: concurrent sequences (mixed prefill
 // and decode in one step, a fork sharing blocks, copy-on-write) give each solo run's logits; one commit
 // and one wait per step; the dispatch count per step does not depend on the number of sequences;
-// unsupported weight types, out-of-memory buffers and failing command buffers come back as errors.
+// unsupported weight types, out-of-memory buffers and failing command buffers come back as errors;
+// sampling on the GPU gives the CPU sampler's tokens and reads back 4 bytes per sampling sequence.
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
 #include "emu_test.hpp"
@@ -420,7 +421,7 @@ EMU_TEST(gpu_errors_propagate_as_status_codes) {
     mllm_seq_params sp;
     memset(&sp, 0, sizeof sp);
     sp.max_tokens = 4;
-    for (int at = 0; at < 8; at++) {   // the weights' wrap needs none; the KV pools, activations, io do
+    for (int at = 0; at < 12; at++) {   // the weights' wrap needs none; the KV pools, activations, io, sampler do
         faulty_gpu dev;
         g_new_fail_at = at;
         mllm_context *ctx = nullptr;
@@ -429,7 +430,7 @@ EMU_TEST(gpu_errors_propagate_as_status_codes) {
         cp.n_seq_max = 2;
         const mllm_status st = mllm__context_create_gpu(&ctx, m, &cp, &dev.g);
         if (st == MLLM_OK) {
-            CHECK(at >= 4, "context made although buffer %d failed", at);
+            CHECK(at >= 8, "context made although buffer %d failed", at);
             mllm_context_free(ctx);
             break;
         }
@@ -482,5 +483,123 @@ EMU_TEST(gpu_errors_propagate_as_status_codes) {
               mllm_last_error());
         mllm_context_free(ctx);
     }
+    mllm_model_free(m);
+}
+
+// ---------------------------------------------------------------- sampling on the GPU
+namespace {
+mllm_seq_params sampling(float temp, int top_k, float top_p, float min_p, float rep, int last_n, float freq, float pres,
+                         uint64_t seed) {
+    mllm_seq_params p;
+    memset(&p, 0, sizeof p);
+    p.ignore_eog = 1;   // tiny models end early otherwise: keep the streams long
+    p.sampler.temperature = temp; p.sampler.top_k = top_k; p.sampler.top_p = top_p; p.sampler.min_p = min_p;
+    p.sampler.repeat_penalty = rep; p.sampler.penalty_last_n = last_n;
+    p.sampler.frequency_penalty = freq; p.sampler.presence_penalty = pres;
+    p.sampler.seed = seed;
+    return p;
+}
+
+// Generates on ctx: A (p1, every filter and penalty) from step 0, B (p2, greedy with penalties) and D
+// (p2, temperature and top-p) from step 1, C a fork of A (its own sampler) after A's second token; each
+// sequence's tokens in order.  n_steps steps.
+std::vector<std::vector<int>> generate(mllm_context *ctx, const fixture &f1, const fixture &f2, int n_steps) {
+    const mllm_seq_params pa = sampling(0.8f, 40, 0.9f, 0.05f, 1.1f, 16, 0.1f, 0.2f, 1);
+    const mllm_seq_params pb = sampling(0.0f, 0, 0, 0, 1.3f, 8, 0.05f, 0.1f, 2);
+    const mllm_seq_params pc = sampling(1.2f, 20, 0, 0.02f, 1.05f, 0, 0.3f, 0, 7);
+    const mllm_seq_params pd = sampling(1.0f, 0, 0.95f, 0, 1.0f, 0, 0, 0, 3);
+    std::vector<std::vector<int>> out(4);
+    mllm_seq_id id[4] = {-1, -1, -1, -1};
+    CHECK(mllm_seq_add(ctx, f1.prompt.data(), (int)f1.prompt.size(), &pa, &id[0]) == MLLM_OK, "%s", mllm_last_error());
+    for (int step = 0; step < n_steps; step++) {
+        if (step == 1) {
+            CHECK(mllm_seq_add(ctx, f2.prompt.data(), (int)f2.prompt.size(), &pb, &id[1]) == MLLM_OK, "%s", mllm_last_error());
+            CHECK(mllm_seq_add(ctx, f2.prompt.data(), (int)f2.prompt.size(), &pd, &id[3]) == MLLM_OK, "%s", mllm_last_error());
+        }
+        if (step == 2) CHECK(mllm_seq_fork(ctx, id[0], &pc, &id[2]) == MLLM_OK, "%s", mllm_last_error());
+        mllm_step_result r;
+        CHECK(mllm_step(ctx, &r) == MLLM_OK, "step %d: %s", step, mllm_last_error());
+        for (int k = 0; k < r.n_tokens; k++)
+            for (int i = 0; i < 4; i++)
+                if (r.tokens[k].seq == id[i]) out[i].push_back(r.tokens[k].token);
+    }
+    return out;
+}
+}  // namespace
+
+// The same seeds and settings give the same tokens on the GPU context as on the CPU context (precise
+// mode: the logits differ by ~1e-4, so a draw that lands within that of a boundary may go the other
+// way and the stream diverges from there: >= 95% of the positions must agree, greedy all of them).
+EMU_TEST(gpu_sampling_matches_cpu_sampling) {
+    const char *models[2] = {"tiny-qwen2-Q8_0", "tiny-llama-Q4_K_M"};
+    const int n_steps = emu::tsan ? 5 : 12;
+    for (int mi = 0; mi < (emu::tsan ? 1 : 2); mi++) {
+        const fixture f1 = load_fixture(models[mi], "p1_fox"), f2 = load_fixture(models[mi], "p2_hello");
+        mllm_model *m = load(models[mi], 1);
+        if (!m || !f1.ok || !f2.ok) { mllm_model_free(m); CHECK(f1.ok && f2.ok, "fixtures"); continue; }
+        emu_gpu dev;
+        std::vector<std::vector<int>> got[2];
+        for (int side = 0; side < 2; side++) {
+            mllm_context *ctx = make_ctx(m, side ? &dev.g : nullptr, 4, 64);
+            if (ctx) got[side] = generate(ctx, f1, f2, n_steps);
+            mllm_context_free(ctx);
+        }
+        int total = 0, agree = 0;
+        const char *names = "ABCD";
+        for (int i = 0; i < 4; i++) {
+            CHECK(got[0][i].size() == got[1][i].size() && !got[0][i].empty(), "%s %c: %zu tokens on the CPU, %zu on the GPU",
+                  models[mi], names[i], got[0][i].size(), got[1][i].size());
+            int a = 0;
+            for (size_t t = 0; t < got[0][i].size() && t < got[1][i].size(); t++) a += got[0][i][t] == got[1][i][t];
+            total += (int)got[0][i].size();
+            agree += a;
+            CHECK(i != 1 || a == (int)got[0][i].size(), "%s: greedy tokens differ (%d of %zu agree)", models[mi], a,
+                  got[0][i].size());
+        }
+        CHECK(agree >= 0.95 * total && total > 0, "%s: %d of %d sampled tokens agree", models[mi], agree, total);
+        printf("  %-18s GPU vs CPU sampling: %d/%d tokens agree (4 sequences incl. a fork, %d steps)\n", models[mi], agree,
+               total, n_steps);
+        mllm_model_free(m);
+    }
+}
+
+// A decode step reads back 4 bytes per sampling sequence and nothing else; a manual sequence beside
+// them still gets its logits row (n_vocab floats more), and mllm_seq_logits is NULL for the others.
+EMU_TEST(gpu_sampling_reads_back_only_the_tokens) {
+    const char *name = "tiny-llama-Q8_0";
+    const fixture f = load_fixture(name, "p1_fox");
+    mllm_model *m = load(name, 0);
+    if (!m || !f.ok) { mllm_model_free(m); CHECK(f.ok, "fixture"); return; }
+    emu_gpu dev;
+    mllm_context *ctx = make_ctx(m, &dev.g, 5, 64);
+    if (!ctx) { mllm_model_free(m); return; }
+    mllm_seq_id id[5];
+    for (int i = 0; i < 5; i++) {
+        mllm_seq_params p = sampling(0.7f, 30, 0.9f, 0, 1.1f, 0, 0, 0, (uint64_t)i);
+        p.manual = i == 4;
+        CHECK(mllm_seq_add(ctx, f.prompt.data(), (int)f.prompt.size(), &p, &id[i]) == MLLM_OK, "%s", mllm_last_error());
+    }
+    const uint64_t row = 4096 * 4;
+    for (int step = 0; step < (emu::tsan ? 3 : 5); step++) {
+        const bool with_manual = step < 3;   // then the manual sequence goes: sampling sequences alone
+        const uint64_t b0 = dev.g.n.bytes_read;
+        mllm_step_result r;
+        CHECK(mllm_step(ctx, &r) == MLLM_OK && r.n_tokens == (with_manual ? 5 : 4), "step %d: %s", step, mllm_last_error());
+        const uint64_t got = dev.g.n.bytes_read - b0, want = 16 + (with_manual ? row : 0);
+        CHECK(got == want, "step %d: %llu bytes read back, want %llu", step, (unsigned long long)got, (unsigned long long)want);
+        for (int i = 0; i < 4; i++) CHECK(!mllm_seq_logits(ctx, id[i]), "sequence %d: logits on the host", i);
+        if (with_manual) {
+            const float *lg = mllm_seq_logits(ctx, id[4]);
+            CHECK(lg && std::isfinite(lg[0]), "the manual sequence has no logits");
+            const int next = lg ? argmax(lg, 4096) : 0;
+            if (step < 2) CHECK(mllm_seq_append(ctx, id[4], &next, 1) == MLLM_OK, "%s", mllm_last_error());
+            else CHECK(mllm_seq_remove(ctx, id[4]) == MLLM_OK, "%s", mllm_last_error());
+        }
+        if (step == 0) printf("  %s: a step of 4 sampling + 1 manual sequences reads back %llu bytes\n", name,
+                              (unsigned long long)got);
+        if (step == 4) printf("  %s: decode step with 4 sampling sequences reads back %llu bytes\n", name,
+                              (unsigned long long)got);
+    }
+    mllm_context_free(ctx);
     mllm_model_free(m);
 }
