@@ -45,7 +45,8 @@ test: all
 
 test-san:
 	$(MAKE) test BUILD=build-san CC=clang OPT="-O1 -march=native" \
-	  CFLAGS="-O1 -march=native -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+	  CFLAGS="-O1 -march=native -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
+	  EMU_TEST_SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 
 # The engine's thread pool and batched step under ThreadSanitizer.
 test-tsan: | $(BUILD)

@@ -37,10 +37,12 @@ $(EMU)/run/%.o: $(EMU)/gen/%.cpp $(EMU_SHIM)
 $(EMU)/tsan/%.o: $(EMU)/gen/%.cpp $(EMU_SHIM)
 	@mkdir -p $(@D)
 	$(EMU_CXX) $(EMU_FLAGS) $(EMU_TSAN) -c $< -o $@
-# test sources (kernel tests and self-tests), once per build
+# test sources (kernel tests and self-tests), once per build.  make test-san sets EMU_TEST_SAN: the test
+# code and the metalllm.h host code it includes (GPU forward, encoders) then run under ASan+UBSan; the
+# kernels and the fiber runtime stay uninstrumented (they run on fiber stacks).
 $(EMU)/run/%.o: %.cpp $(EMU_HOST) $(HDR)
 	@mkdir -p $(@D)
-	$(EMU_CXX) $(EMU_FLAGS) -c $< -o $@
+	$(EMU_CXX) $(EMU_FLAGS) $(EMU_TEST_SAN) -c $< -o $@
 $(EMU)/tsan/%.o: %.cpp $(EMU_HOST) $(HDR)
 	@mkdir -p $(@D)
 	$(EMU_CXX) $(EMU_FLAGS) $(EMU_TSAN) -c $< -o $@
@@ -63,7 +65,7 @@ EMU_NAMES := $(notdir $(basename $(EMU_TESTS)))
 EMU_RUN_BINS := $(addprefix $(BUILD)/,$(EMU_NAMES))
 EMU_TSAN_BINS := $(addsuffix _tsan,$(EMU_RUN_BINS))
 $(EMU_RUN_BINS): $(BUILD)/%: $(EMU)/run/tests/emu/%.o $(EMU_K_RUN) $(EMU)/runtime.o $(EMU)/main.o
-	$(EMU_CXX) -o $@ $^ -lpthread -lm
+	$(EMU_CXX) $(EMU_TEST_SAN) -o $@ $^ -lpthread -lm
 $(EMU_TSAN_BINS): $(BUILD)/%_tsan: $(EMU)/tsan/tests/emu/%.o $(EMU_K_TSAN) $(EMU)/runtime_tsan.o $(EMU)/main_tsan.o
 	$(EMU_CXX) -fsanitize=thread -o $@ $^ -lpthread -lm
 # static checks, run as a test: embedded kernels fresh, Metal host code compiles (C and C++) on stubs
@@ -73,6 +75,9 @@ $(BUILD)/test_emu_check: $(EMU_DIR)/check_mode.sh | $(BUILD)
 	cp $< $@ && chmod +x $@
 
 EMU_BINS := $(EMU_RUN_BINS) $(EMU_TSAN_BINS) $(BUILD)/test_emu_check $(BUILD)/test_emu_static
+ifneq ($(EMU_TEST_SAN),)   # the sanitizer build: the TSan twins and script checks already ran in make test
+EMU_BINS := $(EMU_RUN_BINS)
+endif
 TEST_BINS += $(EMU_BINS)
 .PHONY: emu
 emu: $(EMU_BINS)

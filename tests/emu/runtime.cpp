@@ -153,6 +153,7 @@ struct Job {   // one dispatch
 struct Worker {
     Job* job;
     std::vector<Fiber> fibers;
+    std::vector<uint32_t> order, sg_order;   // schedule scratch, kept here: a fault unwinds past locals
     Fiber* cur = nullptr;
     void* sched_sp = nullptr;
 #ifdef MSL_UCONTEXT
@@ -347,7 +348,10 @@ bool run_threadgroup(Worker* w, uint32_t gx, uint32_t gy, uint32_t gz) {
         fiber_reset(&f);
     }
     TSAN(__tsan_release(&w->hb_start);)
-    std::vector<uint32_t> order(n), sg_order(nsg);
+    std::vector<uint32_t>& order = w->order;
+    std::vector<uint32_t>& sg_order = w->sg_order;
+    order.resize(n);
+    sg_order.resize(nsg);
     for (uint32_t l = 0; l < n; l++) order[l] = l;
     for (uint32_t s = 0; s < nsg; s++) sg_order[s] = s;
     auto permute = [&](std::vector<uint32_t>& v) {
