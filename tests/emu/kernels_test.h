@@ -114,6 +114,31 @@ static bool kt_close(const char *what, const float *got, const double *ref, cons
     return bad == 0;
 }
 
+// y (M x N) against the double-precision product of x (M x K) with the N weight rows w dequantized by
+// the CPU backend (+ r when given), within 2e-5 of sum |w x| (gemv_* and gemm_* share this reference).
+static void kt_check_product(const char *name, const kt_type &t, const uint8_t *w, const float *x, const float *r,
+                             const float *y, uint32_t K, uint32_t N, uint32_t M, const emu::Variant &v) {
+    const size_t rb = (size_t)K / t.qk * t.bytes;
+    std::vector<double> wd(K), ref((size_t)M * N), scale((size_t)M * N);
+    for (uint32_t n = 0; n < N; n++) {
+        kt_cpu_dequant(t, w + n * rb, K, wd.data());
+        for (uint32_t m = 0; m < M; m++) {
+            const size_t o = (size_t)m * N + n;
+            double acc = r ? r[o] : 0, mag = fabs(acc);
+            for (uint32_t k = 0; k < K; k++) {
+                const double p = wd[k] * x[(size_t)m * K + k];
+                acc += p;
+                mag += fabs(p);
+            }
+            ref[o] = acc;
+            scale[o] = mag;
+        }
+    }
+    char what[160];
+    snprintf(what, sizeof what, "%s K=%u N=%u M=%u %s", name, K, N, M, msl::sched_name(v.policy));
+    kt_close(what, y, ref.data(), scale.data(), (size_t)M * N, 2e-5);
+}
+
 // ---------------------------------------------------------------- weight rows of every type
 static inline void kt_put_u16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 static inline void kt_put_f16(uint8_t *p, float f) { kt_put_u16(p, mllm__f32_to_f16(f)); }

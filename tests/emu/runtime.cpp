@@ -201,17 +201,13 @@ void fail(Worker* w, const std::string& msg) {
 }
 
 // ---------------------------------------------------------------- fibers
+void block(Fiber* f);
 void fiber_main(Fiber* f) {
     TSAN(__tsan_acquire(&f->w->hb_start);)
     f->w->job->thunk();
     f->state = DONE;
     TSAN(__tsan_release(&f->w->hb_done);)
-    TSAN(__tsan_switch_to_fiber(f->w->tsan_self, __tsan_switch_to_fiber_no_sync);)
-#ifdef MSL_UCONTEXT
-    swapcontext(&f->uc, &f->w->sched_uc);
-#else
-    msl_switch(&f->sp, f->w->sched_sp);
-#endif
+    block(f);
     __builtin_trap();   // a finished fiber is never resumed
 }
 #ifdef MSL_UCONTEXT

@@ -19,23 +19,7 @@ void check_gemm(const kt_type &t, shape s, const emu::Variant &v, bool add) {
     if (!kt_dispatch(name, v, (s.N + MLLM__GEMM_BN - 1) / MLLM__GEMM_BN, (s.M + MLLM__GEMM_BM - 1) / MLLM__GEMM_BM,
                      MLLM__GEMM_THREADS, bufs, add ? 5 : 4))
         return;
-    std::vector<double> wd((size_t)s.N * s.K), ref((size_t)s.M * s.N), scale((size_t)s.M * s.N);
-    for (uint32_t n = 0; n < s.N; n++) kt_cpu_dequant(t, w + n * rb, s.K, &wd[(size_t)n * s.K]);
-    for (uint32_t m = 0; m < s.M; m++)
-        for (uint32_t n = 0; n < s.N; n++) {
-            const size_t o = (size_t)m * s.N + n;
-            double acc = add ? r[o] : 0, mag = fabs(acc);
-            for (uint32_t k = 0; k < s.K; k++) {
-                const double p = wd[(size_t)n * s.K + k] * x[(size_t)m * s.K + k];
-                acc += p;
-                mag += fabs(p);
-            }
-            ref[o] = acc;
-            scale[o] = mag;
-        }
-    char what[160];
-    snprintf(what, sizeof what, "%s K=%u N=%u M=%u %s", name, s.K, s.N, s.M, msl::sched_name(v.policy));
-    kt_close(what, y, ref.data(), scale.data(), (size_t)s.M * s.N, 2e-5);
+    kt_check_product(name, t, w, x, add ? r : nullptr, y, s.K, s.N, s.M, v);
 }
 
 void run_type(const kt_type &t) {

@@ -18,23 +18,7 @@ void check_gemv(const kt_type &t, shape s, const emu::Variant &v, bool add) {
     const uint32_t rows_per_tg = MLLM__GEMV_NSG * MLLM__GEMV_ROWS;
     if (!kt_dispatch(name, v, (s.N + rows_per_tg - 1) / rows_per_tg, s.M, 32 * MLLM__GEMV_NSG, bufs, add ? 5 : 4))
         return;
-    std::vector<double> wd(s.K), ref((size_t)s.M * s.N), scale((size_t)s.M * s.N);
-    for (uint32_t n = 0; n < s.N; n++) {
-        kt_cpu_dequant(t, w + n * rb, s.K, wd.data());
-        for (uint32_t m = 0; m < s.M; m++) {
-            const size_t o = (size_t)m * s.N + n;
-            double acc = add ? r[o] : 0, mag = fabs(acc);
-            for (uint32_t k = 0; k < s.K; k++) {
-                acc += wd[k] * x[(size_t)m * s.K + k];
-                mag += fabs(wd[k] * x[(size_t)m * s.K + k]);
-            }
-            ref[o] = acc;
-            scale[o] = mag;
-        }
-    }
-    char what[160];
-    snprintf(what, sizeof what, "%s K=%u N=%u M=%u %s", name, s.K, s.N, s.M, msl::sched_name(v.policy));
-    kt_close(what, y, ref.data(), scale.data(), (size_t)s.M * s.N, 2e-5);
+    kt_check_product(name, t, w, x, add ? r : nullptr, y, s.K, s.N, s.M, v);
 }
 
 // Shapes per block size: odd and aligned K (the float types take any K), row counts that are and are
