@@ -32,7 +32,7 @@ fi
 [ -f "$BLD/CMakeCache.txt" ] || cmake -S "$SRC" -B "$BLD" -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
     -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON
-cmake --build "$BLD" -j "$JOBS" --target llama-bench llama-simple llama-tokenize
+cmake --build "$BLD" -j "$JOBS" --target llama-bench llama-simple llama-tokenize llama-batched-bench llama-quantize
 
 # Our fixture generator against libllama (tests/peer/peer_ref.c).
 mkdir -p "$PEER/bin"
@@ -42,5 +42,5 @@ if [ ! -x "$PEER/bin/mllm-peer-ref" ] || [ "$ROOT/tests/peer/peer_ref.c" -nt "$P
         -I"$SRC/include" -I"$SRC/ggml/include" -L"$LIBDIR" -lllama -lggml -lggml-base \
         -Wl,-rpath,"$LIBDIR" -lm
 fi
-for t in llama-bench llama-simple llama-tokenize; do ln -sf "$LIBDIR/$t" "$PEER/bin/$t"; done
+for t in llama-bench llama-simple llama-tokenize llama-batched-bench llama-quantize; do ln -sf "$LIBDIR/$t" "$PEER/bin/$t"; done
 echo "llama.cpp peer ready in $PEER/bin (llama-cpp-python $VER)"
