@@ -3125,14 +3125,26 @@ typedef struct mllm__arch {
     int qkv_bias;                  /* attn_{q,k,v}.bias, added to Q, K, V */
     int qk_norm;                   /* attn_{q,k}_norm.weight: per-head RMSNorm of Q and K before RoPE */
     int moe;                       /* expert FFN (ffn_*_exps): REQUIRED, or OPTIONAL: when expert_count > 0 */
+    int act;                       /* the FFN gate's activation: MLLM__SILU (SwiGLU) or MLLM__GELU (GeGLU, tanh form) */
+    int emb_scale;                 /* embeddings multiplied by sqrt(n_embd) */
+    int post_norms;                /* post_attention_norm / post_ffw_norm: RMSNorm of a block's output before
+                                      the residual add */
+    int swa_period;                /* with a sliding_window key: every swa_period-th layer attends globally,
+                                      the others over the window (with their own RoPE base); the file's
+                                      sliding_window_pattern overrides it */
+    int fused;                     /* attn_qkv holds Q, K, V and ffn_up holds gate then up, as row blocks */
 } mllm__arch;
 
+enum { MLLM__SILU = 0, MLLM__GELU = 1 };
+
 static const mllm__arch mllm__archs[] = {
-    /* name      rope_neox  qkv_bias        qk_norm         moe */
-    {"llama",    0,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL},   /* (Mixtral: llama with experts) */
-    {"qwen2",    1,         MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__OPTIONAL},
-    {"qwen3",    1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL},
-    {"qwen3moe", 1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__REQUIRED},
+    /* name      rope_neox  qkv_bias        qk_norm         moe             act         emb_scale post_norms      swa_period fused */
+    {"llama",    0,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},   /* (Mixtral: llama with experts) */
+    {"qwen2",    1,         MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},
+    {"qwen3",    1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},
+    {"qwen3moe", 1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__REQUIRED, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},
+    {"gemma3",   1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__GELU, 1,        MLLM__REQUIRED, 6,         0},
+    {"phi3",     1,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         1},
 };
 
 typedef struct mllm__hparams {
@@ -3140,6 +3152,11 @@ typedef struct mllm__hparams {
     int n_rot;                     /* rotated dims per head */
     float rope_base, rope_freq_scale, norm_eps;
     int n_expert, n_expert_used, n_ff_exp;
+    float emb_scale;               /* embeddings are multiplied by it (1, or sqrt(n_embd): mllm__arch.emb_scale) */
+    int n_swa;                     /* sliding window: a windowed layer's query sees this many positions, itself
+                                      included; 0: every layer attends globally */
+    float rope_base_swa;           /* RoPE base of the windowed layers (no frequency scaling or factors) */
+    int swa_period;                /* with n_swa: layer l is global when l % swa_period == swa_period - 1 */
 } mllm__hparams;
 
 /* A weight matrix (or a stack of expert matrices): rows of `cols` elements, row-major in the mapping. */
@@ -3154,6 +3171,8 @@ typedef struct mllm__layer {
     const float *attn_norm, *ffn_norm;
     const float *bq, *bk, *bv;     /* Q, K, V biases (mllm__arch.qkv_bias; NULL when absent) */
     const float *q_norm, *k_norm;  /* per-head RMSNorm weights (mllm__arch.qk_norm; NULL when absent) */
+    const float *attn_post_norm, *ffn_post_norm;       /* mllm__arch.post_norms (NULL when absent) */
+    int swa;                       /* attends over the sliding window hp.n_swa, RoPE base hp.rope_base_swa */
     mllm__weight wq, wk, wv, wo;
     mllm__weight w_gate, w_up, w_down;                 /* dense FFN */
     const float *router;                               /* MoE: [n_expert][n_embd] F32 */
@@ -3171,6 +3190,7 @@ struct mllm_model {
     mllm__hparams hp;
     mllm__weight tok_embd, output;
     const float *output_norm;
+    const float *rope_freqs;       /* [n_rot / 2] divisors of the RoPE frequencies (Llama 3.x rope_freqs), or NULL */
     mllm__layer *layers;
     mllm_vocab vocab;
     int vocab_ready;
@@ -3252,6 +3272,23 @@ static mllm_status mllm__load_hparams(mllm_model *m) {
         return mllm__fail(MLLM_ERR_FORMAT, "expert_used_count %d with expert_count %d", hp->n_expert_used, hp->n_expert);
     if (m->arch_desc->moe == MLLM__REQUIRED && !hp->n_expert)
         return mllm__fail(MLLM_ERR_FORMAT, "%s model without expert_count", m->arch);
+    {   /* what the graph has no op for is refused, never ignored */
+        static const char *const unsupported[] = {"final_logit_softcapping", "attn_logit_softcapping"};
+        float f;
+        size_t i;
+        for (i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++)
+            if (mllm__arch_f32(m, unsupported[i], &f) && f != 0)
+                return mllm__fail(MLLM_ERR_UNSUPPORTED, "%s.%s (logit soft-capping) is not implemented", m->arch, unsupported[i]);
+    }
+    hp->emb_scale = m->arch_desc->emb_scale ? sqrtf((float)hp->n_embd) : 1.0f;
+    hp->rope_base_swa = 10000.0f;
+    if (m->arch_desc->swa_period) {   /* architectures without it ignore the key, as llama.cpp does */
+        if ((st = mllm__hp_int(m, "attention.sliding_window", &hp->n_swa, 0, 1 << 24)) ||
+            (st = mllm__hp_int(m, "attention.sliding_window_pattern", &hp->swa_period, m->arch_desc->swa_period, 4096)))
+            return st;
+        mllm__arch_f32(m, "rope.freq_base_swa", &hp->rope_base_swa);
+        if (!(hp->rope_base_swa > 0)) return mllm__fail(MLLM_ERR_FORMAT, "rope.freq_base_swa %g out of range", hp->rope_base_swa);
+    }
     return MLLM_OK;
 }
 
@@ -3288,10 +3325,42 @@ static mllm_status mllm__get_vec(mllm_model *m, const float **out, const char *n
     return MLLM_OK;
 }
 
+/* Rows [r0, r0 + n) of a matrix, as a matrix of their own (a block of a fused tensor). */
+static mllm__weight mllm__weight_rows(const mllm__weight *w, int64_t r0, int64_t n) {
+    mllm__weight v = *w;
+    v.data = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
+    v.rows = n;
+    return v;
+}
+
+/* Q, K, V projections: three tensors, or blocks of rows of one attn_qkv tensor (mllm__arch.fused). */
+static mllm_status mllm__get_qkv(mllm_model *m, mllm__layer *L, int l) {
+    const mllm__hparams *hp = &m->hp;
+    const int64_t E = hp->n_embd, Dq = (int64_t)hp->n_head * hp->head_dim, Dkv = (int64_t)hp->n_head_kv * hp->head_dim;
+    mllm__weight qkv;
+    mllm_status st;
+    char nm[96];
+    if (m->arch_desc->fused) {
+        snprintf(nm, sizeof nm, "blk.%d.attn_qkv.weight", l);
+        if ((st = mllm__get_weight(m, &qkv, nm, E, Dq + 2 * Dkv, 1, 1))) return st;
+        L->wq = mllm__weight_rows(&qkv, 0, Dq);
+        L->wk = mllm__weight_rows(&qkv, Dq, Dkv);
+        L->wv = mllm__weight_rows(&qkv, Dq + Dkv, Dkv);
+        return MLLM_OK;
+    }
+    snprintf(nm, sizeof nm, "blk.%d.attn_q.weight", l);
+    if ((st = mllm__get_weight(m, &L->wq, nm, E, Dq, 1, 1))) return st;
+    snprintf(nm, sizeof nm, "blk.%d.attn_k.weight", l);
+    if ((st = mllm__get_weight(m, &L->wk, nm, E, Dkv, 1, 1))) return st;
+    snprintf(nm, sizeof nm, "blk.%d.attn_v.weight", l);
+    return mllm__get_weight(m, &L->wv, nm, E, Dkv, 1, 1);
+}
+
 static mllm_status mllm__load_weights(mllm_model *m) {
     const mllm__hparams *hp = &m->hp;
     const int64_t E = hp->n_embd, Dq = (int64_t)hp->n_head * hp->head_dim, Dkv = (int64_t)hp->n_head_kv * hp->head_dim;
     const int bias = m->arch_desc->qkv_bias == MLLM__REQUIRED, qk_norm = m->arch_desc->qk_norm == MLLM__REQUIRED;
+    const int post = m->arch_desc->post_norms == MLLM__REQUIRED;
     mllm_status st;
     char nm[96];
     int l;
@@ -3299,6 +3368,9 @@ static mllm_status mllm__load_weights(mllm_model *m) {
     if ((st = mllm__get_vec(m, &m->output_norm, "output_norm.weight", E, 1))) return st;
     if ((st = mllm__get_weight(m, &m->output, "output.weight", E, hp->n_vocab, 1, 0))) return st;
     if (!m->output.data) m->output = m->tok_embd;   /* tied embeddings */
+    if ((st = mllm__get_vec(m, &m->rope_freqs, "rope_freqs.weight", hp->n_rot / 2, 0))) return st;
+    if (mllm__gguf_tensor_find(&m->gguf, "rope_factors_long.weight") || mllm__gguf_tensor_find(&m->gguf, "blk.0.rope_factors_long.weight"))
+        return mllm__fail(MLLM_ERR_UNSUPPORTED, "LongRoPE (rope_factors_long) is not implemented");
     m->layers = MLLM__CAST(mllm__layer *, mllm__calloc((size_t)hp->n_layer, sizeof(mllm__layer)));
     if (!m->layers) return mllm__fail(MLLM_ERR_NOMEM, "out of memory for %d layers", hp->n_layer);
     for (l = 0; l < hp->n_layer; l++) {
@@ -3306,9 +3378,7 @@ static mllm_status mllm__load_weights(mllm_model *m) {
 #define MLLM__NAME(s) (snprintf(nm, sizeof nm, "blk.%d." s, l), nm)
         if ((st = mllm__get_vec(m, &L->attn_norm, MLLM__NAME("attn_norm.weight"), E, 1)) ||
             (st = mllm__get_vec(m, &L->ffn_norm, MLLM__NAME("ffn_norm.weight"), E, 1)) ||
-            (st = mllm__get_weight(m, &L->wq, MLLM__NAME("attn_q.weight"), E, Dq, 1, 1)) ||
-            (st = mllm__get_weight(m, &L->wk, MLLM__NAME("attn_k.weight"), E, Dkv, 1, 1)) ||
-            (st = mllm__get_weight(m, &L->wv, MLLM__NAME("attn_v.weight"), E, Dkv, 1, 1)) ||
+            (st = mllm__get_qkv(m, L, l)) ||
             (st = mllm__get_weight(m, &L->wo, MLLM__NAME("attn_output.weight"), Dq, E, 1, 1)) ||
             (st = mllm__get_vec(m, &L->bq, MLLM__NAME("attn_q.bias"), Dq, bias)) ||
             (st = mllm__get_vec(m, &L->bk, MLLM__NAME("attn_k.bias"), Dkv, bias)) ||
@@ -3328,11 +3398,20 @@ static mllm_status mllm__load_weights(mllm_model *m) {
                 (st = mllm__get_weight(m, &L->down_exps, MLLM__NAME("ffn_down_exps.weight"), hp->n_ff_exp, E, hp->n_expert, 1)))
                 return st;
         } else {
-            if ((st = mllm__get_weight(m, &L->w_gate, MLLM__NAME("ffn_gate.weight"), E, hp->n_ff, 1, 1)) ||
-                (st = mllm__get_weight(m, &L->w_up, MLLM__NAME("ffn_up.weight"), E, hp->n_ff, 1, 1)) ||
-                (st = mllm__get_weight(m, &L->w_down, MLLM__NAME("ffn_down.weight"), hp->n_ff, E, 1, 1)))
+            if (m->arch_desc->fused) {   /* gate then up, one tensor */
+                mllm__weight gu;
+                if ((st = mllm__get_weight(m, &gu, MLLM__NAME("ffn_up.weight"), E, 2 * (int64_t)hp->n_ff, 1, 1))) return st;
+                L->w_gate = mllm__weight_rows(&gu, 0, hp->n_ff);
+                L->w_up = mllm__weight_rows(&gu, hp->n_ff, hp->n_ff);
+            } else if ((st = mllm__get_weight(m, &L->w_gate, MLLM__NAME("ffn_gate.weight"), E, hp->n_ff, 1, 1)) ||
+                       (st = mllm__get_weight(m, &L->w_up, MLLM__NAME("ffn_up.weight"), E, hp->n_ff, 1, 1)))
                 return st;
+            if ((st = mllm__get_weight(m, &L->w_down, MLLM__NAME("ffn_down.weight"), hp->n_ff, E, 1, 1))) return st;
         }
+        if ((st = mllm__get_vec(m, &L->attn_post_norm, MLLM__NAME("post_attention_norm.weight"), E, post)) ||
+            (st = mllm__get_vec(m, &L->ffn_post_norm, MLLM__NAME("post_ffw_norm.weight"), E, post)))
+            return st;
+        L->swa = hp->n_swa > 0 && hp->swa_period > 0 && l % hp->swa_period < hp->swa_period - 1;
 #undef MLLM__NAME
     }
     return MLLM_OK;
@@ -3447,16 +3526,19 @@ enum {
 };
 
 typedef struct mllm__backend_ops {
-    mllm_status (*embed)(void *be, int out);                          /* out[t] = token_embd[token t] */
+    mllm_status (*embed)(void *be, int out);              /* out[t] = token_embd[token t] * hp.emb_scale */
     mllm_status (*rmsnorm)(void *be, int in, const float *w, int rows, int n, int out);   /* out may be in */
     /* out[r] = W in[r] (add: out[r] += W in[r]) for rows r, W one matrix of w */
     mllm_status (*matmul)(void *be, const mllm__weight *w, int in, int rows, int out, int add);
     mllm_status (*add_bias)(void *be, int x, const float *bias, int n);   /* x[t][i] += bias[i], rows of n */
-    mllm_status (*rope)(void *be, int x, int n_heads);                 /* in place, at the tokens' positions */
-    /* Q, K, V -> ATT for layer: writes K and V into the KV cache, then attends causally over it */
+    /* in place, at the tokens' positions, with the RoPE of the layer (its base; windowed layers differ) */
+    mllm_status (*rope)(void *be, int x, int n_heads, int layer);
+    /* Q, K, V -> ATT for layer: writes K and V into the KV cache, then attends causally over it (over the
+       last hp.n_swa positions in a windowed layer) */
     mllm_status (*attention)(void *be, int layer);
     mllm_status (*moe)(void *be, const mllm__layer *L, int in, int out);   /* out not in */
-    mllm_status (*swiglu)(void *be, int gate, int up, int n);        /* gate[t][i] = silu(gate) * up, rows of n */
+    /* gate[t][i] = act(gate) * up, rows of n; act MLLM__SILU (SwiGLU) or MLLM__GELU (GeGLU) */
+    mllm_status (*glu)(void *be, int gate, int up, int n, int act);
     mllm_status (*add)(void *be, int x, int y, int n);               /* x[t][i] += y[t][i], rows of n */
     mllm_status (*gather_rows)(void *be, int in, int n, int out);    /* out[i] = in[logits_idx[i]], rows of n */
     mllm_status (*sample)(void *be);                                 /* the LOGITS rows [0, n_sample) */
@@ -3609,11 +3691,12 @@ static void mllm__rmsnorm(float *out, const float *x, const float *w, int n, flo
     for (i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
-/* cos/sin of each rotated pair for one position: cs[2i] = cos, cs[2i+1] = sin. */
-static void mllm__rope_table(float *cs, int n_rot, int pos, float freq_base, float freq_scale) {
+/* cos/sin of each rotated pair for one position: cs[2i] = cos, cs[2i+1] = sin.  factors (or NULL): each
+   pair's frequency is divided by factors[i] (Llama 3.x's rope_freqs). */
+static void mllm__rope_table(float *cs, int n_rot, int pos, float freq_base, float freq_scale, const float *factors) {
     int i;
     for (i = 0; i < n_rot / 2; i++) {
-        double theta = (double)pos * freq_scale * pow((double)freq_base, -2.0 * i / n_rot);
+        double theta = (double)pos * freq_scale * pow((double)freq_base, -2.0 * i / n_rot) / (factors ? factors[i] : 1.0f);
         cs[2 * i] = (float)cos(theta);
         cs[2 * i + 1] = (float)sin(theta);
     }
@@ -3636,7 +3719,7 @@ static void mllm__rope(float *x, int n_heads, int head_dim, int n_rot, int pos, 
                        float freq_scale, int neox) {
     float cs[1024];
     if (n_rot > 1024) n_rot = 1024;
-    mllm__rope_table(cs, n_rot, pos, freq_base, freq_scale);
+    mllm__rope_table(cs, n_rot, pos, freq_base, freq_scale, NULL);
     mllm__rope_apply(x, n_heads, head_dim, n_rot, cs, neox);
 }
 
@@ -3724,7 +3807,8 @@ typedef struct mllm__exec {
     size_t qbuf_bytes;
     float *thread_scratch;         /* per thread: attention scores (n_ctx) */
     size_t thread_scratch_floats;
-    float *rope_cs;                /* [n_batch][n_rot]: cos/sin per token of the step */
+    float *rope_cs;                /* [2][n_batch][n_rot]: cos/sin per token of the step, for global layers,
+                                      then for windowed ones (mllm__layer.swa) */
     float *row_buf;                /* per thread: one dequantized weight row (precise matmuls) */
     size_t row_buf_floats;
 } mllm__exec;
@@ -3830,8 +3914,14 @@ static void mllm__cpu_matmul(mllm__exec *ex, const mllm__weight *w, int mat, con
 static void mllm__cpu_embed(mllm__exec *ex, const mllm_token *tokens, int n, float *out) {
     const mllm__weight *w = &ex->model->tok_embd;
     int i;
-    for (i = 0; i < n; i++)
-        mllm__dequant_row(w->type, (const uint8_t *)w->data + (size_t)tokens[i] * w->row_bytes, out + (size_t)i * w->cols, w->cols);
+    const float scale = ex->model->hp.emb_scale;
+    int64_t k;
+    for (i = 0; i < n; i++) {
+        float *o = out + (size_t)i * w->cols;
+        mllm__dequant_row(w->type, (const uint8_t *)w->data + (size_t)tokens[i] * w->row_bytes, o, w->cols);
+        if (scale != 1.0f)
+            for (k = 0; k < w->cols; k++) o[k] *= scale;
+    }
 }
 
 /* ---- attention over the paged KV cache, with the new K/V written in the same pass ---- */
@@ -3856,6 +3946,7 @@ static void mllm__attn_task(void *arg, int task, int thread) {
     const float scale = 1.0f / sqrtf((float)hd);
     float *scores = j->ex->thread_scratch + (size_t)thread * j->ex->thread_scratch_floats;
     float *acc = scores + j->ex->model->n_ctx;
+    const int win = j->ex->model->layers[j->layer].swa ? hp->n_swa : 0;
     int i, g, p, d;
     for (i = 0; i < sq->n; i++) {
         int t = sq->first + i, pos = sq->pos0 + i;
@@ -3867,22 +3958,23 @@ static void mllm__attn_task(void *arg, int task, int thread) {
         }
     }
     for (i = 0; i < sq->n; i++) {
-        int t = sq->first + i, n_pos = sq->pos0 + i + 1;   /* causal: positions 0..pos */
+        int t = sq->first + i, n_pos = sq->pos0 + i + 1;   /* causal: positions p0..pos */
+        int p0 = win && n_pos > win ? n_pos - win : 0;   /* a windowed layer sees the last win positions */
         for (g = 0; g < group; g++) {
             int hq = h * group + g;
             const float *q = j->q + ((size_t)t * hp->n_head + hq) * hd;
             float qr[512];
             double sum = 0;
             for (d = 0; d < hd; d++) qr[d] = mllm__f16_to_f32(mllm__f32_to_f16(q[d]));  /* as llama.cpp's FA */
-            for (p = 0; p < n_pos; p++)
+            for (p = p0; p < n_pos; p++)
                 scores[p] = scale * mllm__dot_f16(qr, kv->k + mllm__kv_index(kv, j->layer, sq->blocks[p / B], h, p % B), hd);
             {
                 float mx = -INFINITY;
-                for (p = 0; p < n_pos; p++) mx = scores[p] > mx ? scores[p] : mx;
-                for (p = 0; p < n_pos; p++) { scores[p] = expf(scores[p] - mx); sum += scores[p]; }
+                for (p = p0; p < n_pos; p++) mx = scores[p] > mx ? scores[p] : mx;
+                for (p = p0; p < n_pos; p++) { scores[p] = expf(scores[p] - mx); sum += scores[p]; }
             }
             memset(acc, 0, sizeof(float) * (size_t)hd);
-            for (p = 0; p < n_pos; p++)
+            for (p = p0; p < n_pos; p++)
                 mllm__axpy_f16(acc, scores[p], kv->v + mllm__kv_index(kv, j->layer, sq->blocks[p / B], h, p % B), hd);
             {
                 float *o = j->out + ((size_t)t * hp->n_head + hq) * hd;
@@ -4610,6 +4702,10 @@ static mllm_status mllm__gpu_check_model(const mllm_model *m) {
     int l, i;
     if (hp->head_dim != 64 && hp->head_dim != 128)
         return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu: head dimension %d (the attention kernels take 64 or 128)", hp->head_dim);
+    if (m->arch_desc->act != MLLM__SILU || hp->emb_scale != 1.0f || hp->n_swa || m->rope_freqs)
+        return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu: %s needs %s, which the GPU kernels lack (the CPU backend runs it)", m->arch,
+                          m->arch_desc->act != MLLM__SILU ? "GELU" : hp->emb_scale != 1.0f ? "scaled embeddings"
+                          : hp->n_swa ? "sliding-window attention" : "RoPE frequency factors");
     if (hp->n_expert && (hp->n_expert > MLLM__MOE_MAX_EXPERT || hp->n_expert_used > MLLM__MOE_MAX_USED))
         return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu: %d experts, %d used (at most %d, %d)", hp->n_expert, hp->n_expert_used,
                           MLLM__MOE_MAX_EXPERT, MLLM__MOE_MAX_USED);
@@ -4819,8 +4915,9 @@ static mllm_status mllm__gpu_add_bias(void *be, int x, const float *bias, int n)
     return MLLM_OK;
 }
 
-static mllm_status mllm__gpu_rope(void *be, int x, int n_heads) {
+static mllm_status mllm__gpu_rope(void *be, int x, int n_heads, int layer) {   /* (no windowed layers: checked) */
     mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    (void)layer;
     mllm__gpu *g = f->g;
     const mllm__hparams *hp = &f->m->hp;
     mllm__gpu_pipe *p = g->vt->pipeline(g->dev, f->m->arch_desc->rope_neox ? "rope_neox" : "rope");
@@ -4863,8 +4960,9 @@ static mllm_status mllm__gpu_moe(void *be, const mllm__layer *L, int in, int out
     return mllm__gpu_encode_moe(f->g, f->c, &f->m->hp, L, &io, f->b->n_tokens, -1);
 }
 
-static mllm_status mllm__gpu_swiglu(void *be, int gate, int up, int n) {
+static mllm_status mllm__gpu_glu(void *be, int gate, int up, int n, int act) {   /* (SiLU only: checked) */
     mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    (void)act;
     return mllm__gpu_vec(f, "swiglu", f->buf[gate], f->buf[up], f->buf[gate], (size_t)f->b->n_tokens * (size_t)n);
 }
 
@@ -4887,7 +4985,7 @@ static void mllm__gpu_sync(void *be) {
 
 static const mllm__backend_ops mllm__gpu_backend = {
     mllm__gpu_embed, mllm__gpu_rmsnorm, mllm__gpu_matmul, mllm__gpu_add_bias, mllm__gpu_rope, mllm__gpu_attention,
-    mllm__gpu_moe, mllm__gpu_swiglu, mllm__gpu_add, mllm__gpu_gather_rows, mllm__gpu_sample, mllm__gpu_sync};
+    mllm__gpu_moe, mllm__gpu_glu, mllm__gpu_add, mllm__gpu_gather_rows, mllm__gpu_sample, mllm__gpu_sync};
 
 /* One step on the GPU: uploads the batch's metadata, encodes the graph into one command buffer, commits,
    waits.  Logits rows [0, b->n_sample) are sampled on the GPU (settings rows[], the picks to picks: 4
@@ -5460,22 +5558,34 @@ static mllm_token mllm__sample(float *logits, int n_vocab, const mllm_token *his
 
 /* ---- forward pass ---- */
 
-/* gate[t] = silu(gate[t]) * up[t] for each of `rows` rows, spread over the pool. */
-typedef struct mllm__swiglu_job { float *gate; const float *up; int n; } mllm__swiglu_job;
+/* gate[t] = act(gate[t]) * up[t] for each of `rows` rows, spread over the pool. */
+typedef struct mllm__glu_job { float *gate; const float *up; int n, act; } mllm__glu_job;
 
-static void mllm__swiglu_task(void *arg, int task, int thread) {
-    const mllm__swiglu_job *j = (const mllm__swiglu_job *)arg;
-    float *g = j->gate + (size_t)task * j->n;
-    (void)thread;
-    mllm__swiglu(g, g, j->up + (size_t)task * j->n, j->n);
+/* GELU in its tanh form (as GGUF GeGLU models use it), computed in float; llama.cpp's CPU backend reads
+   it from a table at F16-rounded inputs, a difference of about 1e-3 relative. */
+static void mllm__geglu(float *out, const float *gate, const float *up, int n) {
+    int i;
+    for (i = 0; i < n; i++) {
+        float x = gate[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(0.7978845608f * (x + 0.044715f * x * x * x))) * up[i];
+    }
 }
 
-static void mllm__swiglu_rows(mllm__exec *ex, float *gate, const float *up, int rows, int n) {
-    mllm__swiglu_job j;
+static void mllm__glu_task(void *arg, int task, int thread) {
+    const mllm__glu_job *j = (const mllm__glu_job *)arg;
+    float *g = j->gate + (size_t)task * j->n;
+    (void)thread;
+    if (j->act == MLLM__GELU) mllm__geglu(g, g, j->up + (size_t)task * j->n, j->n);
+    else mllm__swiglu(g, g, j->up + (size_t)task * j->n, j->n);
+}
+
+static void mllm__glu_rows(mllm__exec *ex, float *gate, const float *up, int rows, int n, int act) {
+    mllm__glu_job j;
     j.gate = gate;
     j.up = up;
     j.n = n;
-    mllm__pool_run(ex->pool, mllm__swiglu_task, &j, rows);
+    j.act = act;
+    mllm__pool_run(ex->pool, mllm__glu_task, &j, rows);
 }
 
 
@@ -5713,14 +5823,15 @@ static mllm_status mllm__cpu_add_bias(void *be, int x, const float *bias, int n)
 }
 
 /* With the cos/sin table of the step's positions (mllm__cpu_step). */
-static mllm_status mllm__cpu_rope(void *be, int x, int n_heads) {
+static mllm_status mllm__cpu_rope(void *be, int x, int n_heads, int layer) {
     mllm_context *ctx = (mllm_context *)be;
     const mllm__hparams *hp = &ctx->model->hp;
     const size_t stride = (size_t)n_heads * hp->head_dim;
+    const float *cs = ctx->ex.rope_cs + (ctx->model->layers[layer].swa ? (size_t)ctx->p.n_batch * hp->n_rot : 0);
     int t;
     for (t = 0; t < ctx->batch->n_tokens; t++)
-        mllm__rope_apply(ctx->act[x] + (size_t)t * stride, n_heads, hp->head_dim, hp->n_rot,
-                         ctx->ex.rope_cs + (size_t)t * hp->n_rot, ctx->model->arch_desc->rope_neox);
+        mllm__rope_apply(ctx->act[x] + (size_t)t * stride, n_heads, hp->head_dim, hp->n_rot, cs + (size_t)t * hp->n_rot,
+                         ctx->model->arch_desc->rope_neox);
     return MLLM_OK;
 }
 
@@ -5737,9 +5848,9 @@ static mllm_status mllm__cpu_moe(void *be, const mllm__layer *L, int in, int out
     return MLLM_OK;
 }
 
-static mllm_status mllm__cpu_swiglu(void *be, int gate, int up, int n) {
+static mllm_status mllm__cpu_glu(void *be, int gate, int up, int n, int act) {
     mllm_context *ctx = (mllm_context *)be;
-    mllm__swiglu_rows(&ctx->ex, ctx->act[gate], ctx->act[up], ctx->batch->n_tokens, n);
+    mllm__glu_rows(&ctx->ex, ctx->act[gate], ctx->act[up], ctx->batch->n_tokens, n, act);
     return MLLM_OK;
 }
 
@@ -5767,8 +5878,20 @@ static void mllm__cpu_sync(void *be) { (void)be; }
 
 static const mllm__backend_ops mllm__cpu_backend = {
     mllm__cpu_embed_op, mllm__cpu_rmsnorm, mllm__cpu_matmul_op, mllm__cpu_add_bias, mllm__cpu_rope,
-    mllm__cpu_attention_op, mllm__cpu_moe, mllm__cpu_swiglu, mllm__cpu_add, mllm__cpu_gather_rows, mllm__cpu_sample,
+    mllm__cpu_attention_op, mllm__cpu_moe, mllm__cpu_glu, mllm__cpu_add, mllm__cpu_gather_rows, mllm__cpu_sample,
     mllm__cpu_sync};
+
+/* x += W in; where the architecture normalizes a block's output first (post_norm), x += rmsnorm(W in). */
+static mllm_status mllm__residual(const mllm__backend_ops *ops, void *be, const mllm__weight *w, int in, int T, int E,
+                                  const float *post_norm) {
+    mllm_status st;
+    if (!post_norm) return ops->matmul(be, w, in, T, MLLM__X, 1);
+    if ((st = ops->matmul(be, w, in, T, MLLM__XB, 0))) return st;
+    ops->sync(be);
+    if ((st = ops->rmsnorm(be, MLLM__XB, post_norm, T, E, MLLM__XB))) return st;
+    ops->sync(be);
+    return ops->add(be, MLLM__X, MLLM__XB, E);
+}
 
 /* The model graph: one forward pass over a batch of tokens from many sequences, on any backend.  Ends
    with the LM head's rows (only the tokens that sample: the last of each finished prompt chunk, decode
@@ -5798,12 +5921,12 @@ static mllm_status mllm__forward(const mllm__backend_ops *ops, void *be, const m
         if (L->q_norm) MLLM__DO(ops->rmsnorm(be, MLLM__Q, L->q_norm, T * hp->n_head, hd, MLLM__Q));
         if (L->k_norm) MLLM__DO(ops->rmsnorm(be, MLLM__K, L->k_norm, T * hp->n_head_kv, hd, MLLM__K));
         if (L->q_norm || L->k_norm) ops->sync(be);
-        MLLM__DO(ops->rope(be, MLLM__Q, hp->n_head));
-        MLLM__DO(ops->rope(be, MLLM__K, hp->n_head_kv));
+        MLLM__DO(ops->rope(be, MLLM__Q, hp->n_head, l));
+        MLLM__DO(ops->rope(be, MLLM__K, hp->n_head_kv, l));
         ops->sync(be);
         MLLM__DO(ops->attention(be, l));
         ops->sync(be);
-        MLLM__DO(ops->matmul(be, &L->wo, MLLM__ATT, T, MLLM__X, 1));   /* x += wo att */
+        MLLM__DO(mllm__residual(ops, be, &L->wo, MLLM__ATT, T, E, L->attn_post_norm));   /* x += wo att */
         ops->sync(be);
         /* feed-forward */
         MLLM__DO(ops->rmsnorm(be, MLLM__X, L->ffn_norm, T, E, MLLM__XB));
@@ -5816,9 +5939,9 @@ static mllm_status mllm__forward(const mllm__backend_ops *ops, void *be, const m
             MLLM__DO(ops->matmul(be, &L->w_gate, MLLM__XB, T, MLLM__HB, 0));
             MLLM__DO(ops->matmul(be, &L->w_up, MLLM__XB, T, MLLM__HB2, 0));
             ops->sync(be);
-            MLLM__DO(ops->swiglu(be, MLLM__HB, MLLM__HB2, hp->n_ff));
+            MLLM__DO(ops->glu(be, MLLM__HB, MLLM__HB2, hp->n_ff, m->arch_desc->act));
             ops->sync(be);
-            MLLM__DO(ops->matmul(be, &L->w_down, MLLM__HB, T, MLLM__X, 1));   /* x += down hb */
+            MLLM__DO(mllm__residual(ops, be, &L->w_down, MLLM__HB, T, E, L->ffn_post_norm));   /* x += down hb */
         }
         ops->sync(be);
     }
@@ -5842,8 +5965,13 @@ static mllm_status mllm__forward(const mllm__backend_ops *ops, void *be, const m
 static void mllm__cpu_step(mllm_context *ctx, const mllm__batch *b) {
     const mllm__hparams *hp = &ctx->model->hp;
     int t;
-    for (t = 0; t < b->n_tokens; t++)
-        mllm__rope_table(ctx->ex.rope_cs + (size_t)t * hp->n_rot, hp->n_rot, b->pos[t], hp->rope_base, hp->rope_freq_scale);
+    for (t = 0; t < b->n_tokens; t++) {
+        mllm__rope_table(ctx->ex.rope_cs + (size_t)t * hp->n_rot, hp->n_rot, b->pos[t], hp->rope_base, hp->rope_freq_scale,
+                         ctx->model->rope_freqs);
+        if (hp->n_swa)
+            mllm__rope_table(ctx->ex.rope_cs + ((size_t)ctx->p.n_batch + t) * hp->n_rot, hp->n_rot, b->pos[t], hp->rope_base_swa,
+                             1.0f, NULL);
+    }
     ctx->batch = b;
     mllm__forward(&mllm__cpu_backend, ctx, ctx->model, b);   /* (CPU ops do not fail) */
     ctx->batch = NULL;
@@ -6275,7 +6403,7 @@ static mllm_status mllm__context_create(mllm_context **out, mllm_model *model, c
         ok &= MLLM__ALLOC(ctx->ex.row_buf, ctx->ex.row_buf_floats * model->pool->n_threads, float);
     }
     ok &= MLLM__ALLOC(ctx->ex.thread_scratch, ctx->ex.thread_scratch_floats * model->pool->n_threads, float);
-    ok &= MLLM__ALLOC(ctx->ex.rope_cs, nb * hp->n_rot, float);
+    ok &= MLLM__ALLOC(ctx->ex.rope_cs, 2 * nb * hp->n_rot, float);
     ok &= !cpu || (MLLM__ALLOC(ctx->kv.k, kv_elems, uint16_t) && MLLM__ALLOC(ctx->kv.v, kv_elems, uint16_t));
     ok &= MLLM__ALLOC(ctx->kv.refcount, p.kv_blocks, int32_t) && MLLM__ALLOC(ctx->kv.free_list, p.kv_blocks, int32_t);
     ok &= MLLM__ALLOC(ctx->seqs, NS, mllm__seq);

@@ -175,13 +175,21 @@ static void check_fixtures(const char *model_path, fixture *fx, int n_fix, const
 
 static const char *const prompts[] = {"p1_fox", "p2_hello", "p3_story"};
 
-static void check_tiny(const char *model, double tol, int n_seqs) {
+/* extra: a model of tests/gen_tiny.c (build/tiny-extra, written by make tiny-extra, which checks each file's
+   hash against the fixtures'), with llama.cpp's outputs in tests/fixtures/tiny-extra. */
+static void check_tiny_in(const char *model, double tol, int n_seqs, int extra) {
     char dir[512], path[512], label[64];
     fixture fx[3];
     check_opts o;
     int i, ok = 1;
-    snprintf(dir, sizeof dir, "%s/tiny/fixtures/%s", t_testdata(), model);
-    snprintf(path, sizeof path, "%s/tiny/models/%s.gguf", t_testdata(), model);
+    if (extra) {
+        const char *build = getenv("MLLM_BUILD");
+        snprintf(dir, sizeof dir, "tests/fixtures/tiny-extra/%s", model);
+        snprintf(path, sizeof path, "%s/tiny-extra/%s.gguf", build ? build : "build", model);
+    } else {
+        snprintf(dir, sizeof dir, "%s/tiny/fixtures/%s", t_testdata(), model);
+        snprintf(path, sizeof path, "%s/tiny/models/%s.gguf", t_testdata(), model);
+    }
     for (i = 0; i < 3; i++) ok &= fixture_load(&fx[i], dir, prompts[i]);
     CHECK(ok, "fixtures of %s missing", model);
     memset(&o, 0, sizeof o);
@@ -193,6 +201,8 @@ static void check_tiny(const char *model, double tol, int n_seqs) {
     if (ok) check_fixtures(path, fx, 3, &o, label);
     for (i = 0; i < 3; i++) { free(fx[i].logits); free(fx[i].logits64); }
 }
+
+static void check_tiny(const char *model, double tol, int n_seqs) { check_tiny_in(model, tol, n_seqs, 0); }
 
 static void test_tiny_llama_f32(void) { check_tiny("tiny-llama-F32", 5e-3, 1); }
 static void test_tiny_llama_f16(void) { check_tiny("tiny-llama-F16", 5e-3, 1); }
@@ -249,6 +259,12 @@ static void check_smollm2(int precise) {
 static void test_smollm2_vs_references(void) { check_smollm2(0); }
 static void test_smollm2_precise_vs_float64(void) { check_smollm2(1); }
 
+/* Architectures and weight types beyond the shared set (tests/gen_tiny.c). */
+static void test_tiny_gemma3_q8_0(void) { check_tiny_in("tiny-gemma3-Q8_0", 3e-2, 1, 1); }
+static void test_tiny_gemma3_batched(void) { check_tiny_in("tiny-gemma3-Q8_0", 3e-2, 4, 1); }
+static void test_tiny_phi3_q8_0(void) { check_tiny_in("tiny-phi3-Q8_0", 3e-2, 1, 1); }
+static void test_tiny_llama3_rope_freqs(void) { check_tiny_in("tiny-llama3-Q8_0", 3e-2, 1, 1); }
+
 int main(void) {
     RUN(test_tiny_llama_f32);
     RUN(test_tiny_llama_f16);
@@ -271,5 +287,9 @@ int main(void) {
     RUN(test_tiny_qwen3moe_batched);
     RUN(test_smollm2_vs_references);
     RUN(test_smollm2_precise_vs_float64);
+    RUN(test_tiny_gemma3_q8_0);
+    RUN(test_tiny_gemma3_batched);
+    RUN(test_tiny_phi3_q8_0);
+    RUN(test_tiny_llama3_rope_freqs);
     return t_finish();
 }
