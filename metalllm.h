@@ -51,6 +51,11 @@
 #if defined(METALLLM_IMPLEMENTATION) && !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
+/* On Apple platforms _POSIX_C_SOURCE hides the Darwin APIs (sysctlbyname, thread QoS, MAP_ANON);
+   _DARWIN_C_SOURCE brings them back beside POSIX. */
+#if defined(METALLLM_IMPLEMENTATION) && defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
+#define _DARWIN_C_SOURCE 1
+#endif
 
 #include <stddef.h>
 #include <stdint.h>
