@@ -1669,6 +1669,9 @@ static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const u
    vmmlaq_s32 is not used: it multiplies 2x8 by 2x8 tiles, and these kernels see one weight row at a
    time, so half of each tile would be wasted.  Float rows (F32, F16, BF16) accumulate in float lanes
    with FMA, as the AVX2 kernels do (not the scalar kernel's bits: it sums in double). */
+/* The K-quant loops index arrays of vectors: unrolled, they stay in registers. */
+#define MLLM__UNROLL _Pragma("GCC unroll 16")
+
 MLLM__INLINE int32x4_t mllm__neon_dot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
 #if defined(__ARM_FEATURE_DOTPROD)
     return vdotq_s32(acc, a, b);
@@ -1738,6 +1741,7 @@ MLLM__INLINE void mllm__neon_unpack_k(uint32_t type, const uint8_t *b, int8x16_t
         *d = mllm__rdh(b + 208);
         *dmin = 0.0f;
         for (c = 0; c < 16; c++) sc[c] = (int8_t)b[192 + c];
+        MLLM__UNROLL
         for (c = 0; c < 2; c++)              /* 128 elements from ql[64c..], qh[32c..] */
             for (h = 0; h < 2; h++) {
                 const uint8x16_t l0 = vld1q_u8(b + 64 * c + 16 * h), l1 = vld1q_u8(b + 64 * c + 32 + 16 * h);
@@ -1759,6 +1763,7 @@ MLLM__INLINE void mllm__neon_unpack_k(uint32_t type, const uint8_t *b, int8x16_t
         for (c = 0; c < 8; c++) sc[c] = s8[c];
         hb[0] = vld1q_u8(b + 16);
         hb[1] = vld1q_u8(b + 32);
+        MLLM__UNROLL
         for (c = 0; c < 4; c++)              /* 32 bytes: sub-block 2c in the low nibbles, 2c+1 in the high */
             for (h = 0; h < 2; h++) {
                 const uint8x16_t v = vld1q_u8(qs + 32 * c + 16 * h);
@@ -1792,11 +1797,13 @@ MLLM__INLINE void mllm__neon_dotk(uint32_t type, int64_t nb, const uint8_t *w, c
             int32x4_t acc = vdupq_n_s32(0);
             int isum, msum = 0;
             if (type == MLLM__Q6_K) {
+                MLLM__UNROLL
                 for (g = 0; g < 16; g++)
                     acc = vmlaq_n_s32(acc, mllm__neon_dot16(vdupq_n_s32(0), q[g], mllm__neon_ld(y + 16 * g)), sc[g]);
             } else {
                 int16x8_t bs, mn16;
                 int32x4_t ms;
+                MLLM__UNROLL
                 for (g = 0; g < 8; g++) {
                     int32x4_t p = mllm__neon_dot16(vdupq_n_s32(0), q[2 * g], mllm__neon_ld(y + 32 * g));
                     acc = vmlaq_n_s32(acc, mllm__neon_dot16(p, q[2 * g + 1], mllm__neon_ld(y + 32 * g + 16)), sc[g]);
@@ -1869,6 +1876,7 @@ static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const u
     }
 }
 #undef MLLM__NEON_CASE
+#undef MLLM__UNROLL
 #else
 static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x, size_t xs,
                              int nx, float *out) {
