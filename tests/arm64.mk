@@ -48,7 +48,12 @@ A64_BINS   := dot/arm64_neon base/arm64_neon dot/test_quant base/test_quant scal
               base/test_engine exact/arm64_logits scalar/arm64_logits
 
 # Two groups run side by side (2 cores); each ends with run.sh's "N passed, N failed".
-test-arm64: $(addprefix $(A64)/,$(A64_BINS)) $(addprefix $(A64)/run/,$(A64_GROUP1) $(A64_GROUP2) max-exact-arm64_logits max-scalar-arm64_logits)
+# the header as C++ for arm64 (syntax only), warnings as errors
+$(A64)/cxx.ok: $(HDR) tests/arm64.mk
+	@mkdir -p $(@D)
+	printf '#define METALLLM_IMPLEMENTATION\n#include "metalllm.h"\n' | $(A64_CLANG) -x c++ -std=c++17 $(WARN) -Werror -O2 -I. -march=armv8.2-a+dotprod -fsyntax-only - && touch $@
+
+test-arm64: $(A64)/cxx.ok $(addprefix $(A64)/,$(A64_BINS)) $(addprefix $(A64)/run/,$(A64_GROUP1) $(A64_GROUP2) max-exact-arm64_logits max-scalar-arm64_logits)
 	@rm -f $(A64)/group*.log
 	@( MLLM_TEST_SHORT=1 tests/run.sh $(addprefix $(A64)/run/,$(A64_GROUP1)) > $(A64)/group1.log 2>&1; echo $$? > $(A64)/group1.rc ) & \
 	 ( BUILD=$(BUILD) MLLM_TEST_SHORT=1 tests/run.sh $(addprefix $(A64)/run/,$(A64_GROUP2)) tests/arm64_logits.sh > $(A64)/group2.log 2>&1; echo $$? > $(A64)/group2.rc ) & \
@@ -65,8 +70,12 @@ MAC_SRCS   := $(wildcard examples/*.c) $(TEST_SRCS) tests/arm64_neon.c tests/arm
 MAC_FLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -Werror -O2 -I. -Itests/emu/objc_stub
 MAC_OBJS   := $(foreach t,$(MAC_TARGETS),$(patsubst %.c,$(BUILD)/mac/$(t)/%.o,$(filter-out $(if $(findstring x86_64,$(t)),tests/arm64_neon.c),$(MAC_SRCS))))
 
-mac-compile: $(MAC_OBJS)
-	@echo "macOS compiles: $(words $(MAC_OBJS)) objects, $(MAC_TARGETS), warning-free"
+MAC_CXX_OBJS := $(foreach t,$(MAC_TARGETS),$(BUILD)/mac/$(t)/header-cxx.o)
+mac-compile: $(MAC_OBJS) $(MAC_CXX_OBJS)
+	@echo "macOS compiles: $(words $(MAC_OBJS)) C objects + the header as C++, $(MAC_TARGETS), warning-free"
+$(BUILD)/mac/%/header-cxx.o: $(HDR) tests/arm64.mk
+	@mkdir -p $(@D)
+	printf '#define METALLLM_IMPLEMENTATION\n#include "metalllm.h"\n' | $(PYTHON) -m ziglang c++ -target $* -x c++ -std=c++17 $(WARN) -Werror -O2 -I. -Itests/emu/objc_stub -c -o $@ -
 $(BUILD)/mac/%.o: $(HDR) tests/arm64.mk
 	@mkdir -p $(@D)
 	$(ZIGCC) -target $(firstword $(subst /, ,$*)) $(MAC_FLAGS) -c -o $@ $(patsubst $(firstword $(subst /, ,$*))/%,%,$*).c
