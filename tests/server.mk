@@ -1,0 +1,53 @@
+# The OpenAI-compatible HTTP server (examples/server.c) needs libmicrohttpd and cJSON; everything
+# else builds without them.  `make` builds build/server when pkg-config finds both, and says how to
+# get them otherwise.  Targets:
+#   build/server          the server
+#   build/test_server     the server test (run by make test / make test-san): tests/test_server.py
+#                         against a server on loopback, with the openai client from .venv (made by
+#                         `make server-venv` from PyPI)
+#   make fuzz-server      libFuzzer over the request path (body -> parse -> validation), FUZZ_TIME s
+#   make bench-server     16 and 64 streaming clients on SmolLM2, ours and llama.cpp's llama-server
+SERVER_LIBS := $(shell pkg-config --silence-errors --libs libmicrohttpd libcjson)
+SERVER_CFLAGS := $(shell pkg-config --silence-errors --cflags libmicrohttpd libcjson)
+SERVER_VENV ?= .venv
+SERVER_PY := $(SERVER_VENV)/bin/python
+FUZZ_TIME ?= 20
+FUZZ_CC ?= clang-19
+
+.PHONY: server-note server-venv fuzz-server bench-server
+
+ifeq ($(SERVER_LIBS),)
+EXAMPLES := $(filter-out $(BUILD)/server,$(EXAMPLES))
+all: server-note
+server-note:
+	@echo "note: build/server skipped: needs libmicrohttpd and cJSON (Debian/Ubuntu: apt-get install libmicrohttpd-dev libcjson-dev pkg-config)"
+else
+TEST_BINS += $(BUILD)/test_server
+
+$(BUILD)/server: examples/server.c $(HDR) | $(BUILD)
+	$(CC) $(ALLCFLAGS) $(SERVER_CFLAGS) -o $@ $< $(LDLIBS) $(SERVER_LIBS)
+
+# A tiny script so tests/run.sh can run it like the other test binaries; it tests the server built
+# into the same $(BUILD) (build-san/server under make test-san).
+$(BUILD)/test_server: tests/test_server.py $(BUILD)/server $(BUILD)/generate $(SERVER_PY) | $(BUILD)
+	printf '#!/bin/sh\nexec %s tests/test_server.py --build %s --model %s %s "$$@"\n' \
+	  "$(abspath $(SERVER_PY))" "$(BUILD)" "$(MODEL)" "$(if $(findstring sanitize,$(CFLAGS)),--quick,)" > $@
+	chmod +x $@
+
+$(SERVER_PY):
+	$(PYTHON) -m venv $(SERVER_VENV)
+	$(SERVER_VENV)/bin/pip install -q openai
+server-venv: $(SERVER_PY)
+
+$(BUILD)/fuzz_server: tests/fuzz_server.c examples/server.c $(HDR) | $(BUILD)
+	$(FUZZ_CC) -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -march=native -fsanitize=fuzzer,address,undefined \
+	  -fno-sanitize-recover=undefined -I. $(SERVER_CFLAGS) -o $@ $< $(LDLIBS) $(SERVER_LIBS)
+
+fuzz-server: $(BUILD)/fuzz_server
+	mkdir -p $(BUILD)/fuzz-corpus
+	cp tests/fuzz_server_seeds/* $(BUILD)/fuzz-corpus/
+	$(BUILD)/fuzz_server -max_total_time=$(FUZZ_TIME) -rss_limit_mb=4096 -print_final_stats=1 $(BUILD)/fuzz-corpus
+
+bench-server: $(BUILD)/server $(MODEL) $(SERVER_PY)
+	$(SERVER_PY) tests/bench_server.py --server $(BUILD)/server --model $(MODEL)
+endif
