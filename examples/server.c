@@ -75,7 +75,7 @@ typedef struct choice {
 
 typedef struct request {
     /* from the body (parse_request), read-only afterwards */
-    int endpoint, stream, include_usage, n, max_tokens;
+    int endpoint, stream, include_usage, n, max_tokens, ignore_eos;
     mllm_sampler_params sampler;
     mllm_token *prompt;
     int n_prompt;
@@ -357,6 +357,7 @@ static int parse_request(const server_cfg *cfg, const mllm_model *model, int end
     if (end != body + len) { BAD("the body has bytes after the JSON value"); goto done; }
     if (!cJSON_IsObject(root)) { BAD("the body must be a JSON object"); goto done; }
     if (get_bool(root, "stream", &rq->stream, err) < 0) goto done;
+    if (get_bool(root, "ignore_eos", &rq->ignore_eos, err) < 0) goto done;   /* llama.cpp's extension */
     {
         const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
         if (so && !cJSON_IsNull(so) && (!cJSON_IsObject(so) || get_bool(so, "include_usage", &rq->include_usage, err) < 0)) {
@@ -501,6 +502,7 @@ static int fork_choices(server *s, request *rq) {
         sp.sampler = rq->sampler;
         sp.sampler.seed = rq->sampler.seed + (uint64_t)i;
         sp.max_tokens = rq->max_tokens;
+        sp.ignore_eog = rq->ignore_eos;
         if (mllm_seq_fork(s->ctx, rq->choices[0].seq, &sp, &rq->choices[i].seq) != MLLM_OK) {
             rq->choices[i].seq = -1;
             return -1;
@@ -528,7 +530,7 @@ static void on_token(server *s, request *rq, int ci, const mllm_step_token *t) {
     if (t->finished && !c->finish) {
         if (t->status != MLLM_OK && t->status != MLLM_ERR_CONTEXT_FULL) { fail_status(s, rq, t->status); return; }
         if (choice_add_text(rq, c, piece, mllm_detok_flush(&c->dt, piece, sizeof piece)) > 0) choice_end(s, c, FIN_STOP);
-        else choice_end(s, c, t->token >= 0 && mllm_vocab_is_eog(vocab, t->token) ? FIN_STOP : FIN_LENGTH);
+        else choice_end(s, c, t->token >= 0 && !rq->ignore_eos && mllm_vocab_is_eog(vocab, t->token) ? FIN_STOP : FIN_LENGTH);
     }
     for (i = 0; i < rq->n; i++) all &= rq->choices[i].finish != FIN_NONE;
     if (all) request_done(s, rq);
@@ -548,6 +550,7 @@ static void engine_admit(server *s) {   /* under mu */
         memset(&sp, 0, sizeof sp);
         sp.sampler = rq->sampler;
         sp.max_tokens = rq->max_tokens;
+        sp.ignore_eog = rq->ignore_eos;
         rq->next = s->running;   /* running first, so request_fail below finds it */
         s->running = rq;
         s->n_running++;
