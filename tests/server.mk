@@ -29,7 +29,9 @@ $(BUILD)/server: examples/server.c $(HDR) | $(BUILD)
 
 # A tiny script so tests/run.sh can run it like the other test binaries; it tests the server built
 # into the same $(BUILD) (build-san/server under make test-san).
-$(BUILD)/test_server: tests/test_server.py $(BUILD)/server $(BUILD)/generate $(SERVER_PY) | $(BUILD)
+# (sanitizer builds: the tiny model only, --quick).  The openai client comes from $(SERVER_VENV), which
+# `make test` creates from PyPI when missing.
+$(BUILD)/test_server: tests/test_server.py $(BUILD)/server $(BUILD)/generate | $(BUILD)
 	printf '#!/bin/sh\nexec %s tests/test_server.py --build %s --model %s %s "$$@"\n' \
 	  "$(abspath $(SERVER_PY))" "$(BUILD)" "$(MODEL)" "$(if $(findstring sanitize,$(CFLAGS)),--quick,)" > $@
 	chmod +x $@
@@ -38,6 +40,7 @@ $(SERVER_PY):
 	$(PYTHON) -m venv $(SERVER_VENV)
 	$(SERVER_VENV)/bin/pip install -q openai
 server-venv: $(SERVER_PY)
+test: server-venv
 
 $(BUILD)/fuzz_server: tests/fuzz_server.c examples/server.c $(HDR) | $(BUILD)
 	$(FUZZ_CC) -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -march=native -fsanitize=fuzzer,address,undefined \
@@ -48,6 +51,9 @@ fuzz-server: $(BUILD)/fuzz_server
 	cp tests/fuzz_server_seeds/* $(BUILD)/fuzz-corpus/
 	$(BUILD)/fuzz_server -max_total_time=$(FUZZ_TIME) -rss_limit_mb=4096 -print_final_stats=1 $(BUILD)/fuzz-corpus
 
+# llama-server is built once into peer/ (PEER_SERVER=1); without it only ours is measured.
 bench-server: $(BUILD)/server $(MODEL) $(SERVER_PY)
+	PEER_SERVER=1 tests/peer/build_llamacpp.sh > $(BUILD)/peer-server-build.log 2>&1 || echo "llama-server build failed: see $(BUILD)/peer-server-build.log"
 	$(SERVER_PY) tests/bench_server.py --server $(BUILD)/server --model $(MODEL)
+bench: bench-server
 endif
