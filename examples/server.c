@@ -797,7 +797,8 @@ static int wait_for(server *s, request *rq, int (*cond)(const request *)) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += 1;
-        if (pthread_cond_timedwait(&rq->cv, &s->mu, &ts) == ETIMEDOUT && !cond(rq) && client_gone(rq->conn)) {
+        pthread_cond_timedwait(&rq->cv, &s->mu, &ts);   /* woken by output, or once a second */
+        if (!cond(rq) && client_gone(rq->conn)) {
             cancel_request(s, rq);
             return -1;
         }

@@ -320,12 +320,14 @@ def http_abuse(srv):
     check(h["status"] == "ok", "server healthy after the abuse")
 
 
-def disconnect_mid_stream(srv):
-    """A streaming client that leaves: its sequence goes away and its KV blocks return to the pool."""
+def disconnect_mid_stream():
+    """A streaming client that leaves: its sequence goes away and its KV blocks return to the pool at
+    once (within 2 s), long before the 8000 tokens it asked for would be done."""
+    srv = Server(TINY, "-c", "8192", "--parallel", "2", "--kv-blocks", "1200")
     before = srv.wait_idle()
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
-    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 400, "temperature": 1.0, "seed": 1, "stream": True,
-                       "extra_body": 1, "ignore": True}).encode()
+    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 8000, "ignore_eos": True, "temperature": 1.0, "seed": 1,
+                       "stream": True, "unknown_field": 1}).encode()
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
               % (len(body), body))
     got = b""
@@ -333,7 +335,7 @@ def disconnect_mid_stream(srv):
         got += s.recv(4096)
     during = srv.health()
     s.close()
-    after = srv.wait_idle()
+    after = srv.wait_idle(2)
     check(during["requests_running"] == 1 and during["kv_blocks_free"] < during["kv_blocks_total"],
           "disconnect: while streaming, 1 request runs and holds KV blocks (%d of %d free)" % (during["kv_blocks_free"], during["kv_blocks_total"]))
     check(after["requests_running"] == 0 and after["slots_used"] == 0 and after["kv_blocks_free"] == after["kv_blocks_total"]
@@ -341,15 +343,17 @@ def disconnect_mid_stream(srv):
           % (after["kv_blocks_free"], after["kv_blocks_total"]))
     # the same for a non-streaming request abandoned while generating
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
-    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 100000, "temperature": 1.0}).encode()
+    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 8000, "ignore_eos": True, "temperature": 1.0}).encode()
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
     deadline = time.time() + 10
     while srv.health()["requests_running"] == 0 and time.time() < deadline:
         time.sleep(0.01)
+    time.sleep(0.3)
     s.close()
-    after = srv.wait_idle()
+    after = srv.wait_idle(3)
     check(after["requests_running"] == 0 and after["kv_blocks_free"] == after["kv_blocks_total"],
           "disconnect: an abandoned non-streaming request is removed too (%d of %d free)" % (after["kv_blocks_free"], after["kv_blocks_total"]))
+    srv.stop("disconnect")
 
 
 def stream_raw(port, body, out, key):
@@ -461,8 +465,8 @@ def main():
         concurrent_streams(srv)
         malformed_table(srv)
         http_abuse(srv)
-        disconnect_mid_stream(srv)
         srv.stop("tiny")
+        disconnect_mid_stream()
         queue_limits()
         kv_exhausted()
         api_key()
