@@ -14,7 +14,7 @@ SERVER_PY := $(SERVER_VENV)/bin/python
 FUZZ_TIME ?= 20
 FUZZ_CC ?= clang-19
 
-.PHONY: server-note server-venv fuzz-server bench-server
+.PHONY: server-note server-venv fuzz-server bench-server test-tsan-server
 
 ifeq ($(SERVER_LIBS),)
 EXAMPLES := $(filter-out $(BUILD)/server,$(EXAMPLES))
@@ -56,4 +56,16 @@ bench-server: $(BUILD)/server $(MODEL) $(SERVER_PY)
 	PEER_SERVER=1 tests/peer/build_llamacpp.sh > $(BUILD)/peer-server-build.log 2>&1 || echo "llama-server build failed: see $(BUILD)/peer-server-build.log"
 	$(SERVER_PY) tests/bench_server.py --server $(BUILD)/server --model $(MODEL)
 bench: bench-server
+endif
+
+# The server's threads (connections, engine, the shared request table) under ThreadSanitizer, with the
+# tiny-model part of its test; make test-tsan runs it after the engine test.
+ifneq ($(SERVER_LIBS),)
+test-tsan: test-tsan-server
+test-tsan-server: $(SERVER_PY)
+	mkdir -p build-tsan
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -march=native -fsanitize=thread -I. $(SERVER_CFLAGS) -o build-tsan/server examples/server.c $(LDLIBS) $(SERVER_LIBS)
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -march=native -fsanitize=thread -I. -o build-tsan/generate examples/generate.c $(LDLIBS)
+	$(MAKE) BUILD=build-tsan CFLAGS=sanitize build-tsan/test_server
+	tests/run.sh build-tsan/test_server
 endif

@@ -413,6 +413,38 @@ def kv_exhausted():
     srv.stop("KV exhausted")
 
 
+def chunked_prefill():
+    """--batch 64: a 900-token prompt takes 15 steps to prefill, and a running stream gets a token in
+    each of them (mllm_step feeds decode tokens first, then prompt chunks in the remaining budget)."""
+    srv = Server(TINY, "-c", "1024", "--parallel", "2", "--batch", "64")
+    times = []
+
+    def stream():
+        c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=120)
+        c.request("POST", "/v1/completions", json.dumps({"prompt": "Once upon a time", "max_tokens": 600, "ignore_eos": True,
+                                                         "temperature": 1.0, "stream": True}))
+        r = c.getresponse()
+        while True:
+            line = r.fp.readline()
+            if not line or line.startswith(b"data: [DONE]"):
+                break
+            if line.startswith(b"data: "):
+                times.append(time.time())
+        c.close()
+    t = threading.Thread(target=stream)
+    t.start()
+    while len(times) < 3:
+        time.sleep(0.001)
+    t0 = time.time()
+    status, data = srv.post("/v1/completions", {"prompt": [1 + i % 500 for i in range(900)], "max_tokens": 1})
+    t1 = time.time()
+    t.join()
+    during = sum(1 for x in times if t0 < x < t1)
+    check(status == 200 and json.loads(data)["usage"]["prompt_tokens"] == 900 and during >= 10,
+          "chunked prefill: the running stream got %d tokens while a 900-token prompt was prefilled" % during)
+    srv.stop("chunked prefill")
+
+
 def api_key():
     srv = Server(TINY, "-c", "256", "--api-key", "s3cret")
     bad = openai.OpenAI(base_url="http://127.0.0.1:%d/v1" % srv.port, api_key="s3cres", max_retries=0)
@@ -469,6 +501,7 @@ def main():
         disconnect_mid_stream()
         queue_limits()
         kv_exhausted()
+        chunked_prefill()
         api_key()
     if not ARGS.quick:
         if not os.path.exists(ARGS.model):
