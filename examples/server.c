@@ -738,7 +738,7 @@ static int stream_collect(const server *s, request *rq) {
         choice *c = &rq->choices[i];
         int role = rq->endpoint == EP_CHAT && !c->role_sent;
         if (c->safe > c->sent || role) {
-            if (sse_choice(s, rq, i, c->text + c->sent, c->safe - c->sent, 0, role)) return -1;
+            if (sse_choice(s, rq, i, c->text ? c->text + c->sent : "", c->safe - c->sent, 0, role)) return -1;
             c->sent = c->safe;
             c->role_sent = 1;
         }

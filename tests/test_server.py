@@ -489,26 +489,28 @@ def main():
     ap.add_argument("--model", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--quick", action="store_true", help="tiny model only (sanitizer builds)")
     ARGS = ap.parse_args()
+    def section(fn, *a):   # an exception (e.g. the server died) fails the section, the rest still runs
+        try:
+            fn(*a)
+        except Exception as e:  # noqa: BLE001
+            check(False, "%s raised %r" % (fn.__name__, e))
     if not os.path.exists(TINY):
         check(False, "tiny model %s missing (set MLLM_TESTDATA)" % TINY)
     else:
         srv = Server(TINY, "-c", "256", "--parallel", "8", "--max-body", "65536", "--timeout", "2")
-        openai_suite(srv, TINY, "tiny", 24)
-        concurrent_streams(srv)
-        malformed_table(srv)
-        http_abuse(srv)
+        section(openai_suite, srv, TINY, "tiny", 24)
+        section(concurrent_streams, srv)
+        section(malformed_table, srv)
+        section(http_abuse, srv)
         srv.stop("tiny")
-        disconnect_mid_stream()
-        queue_limits()
-        kv_exhausted()
-        chunked_prefill()
-        api_key()
+        for fn in (disconnect_mid_stream, queue_limits, kv_exhausted, chunked_prefill, api_key):
+            section(fn)
     if not ARGS.quick:
         if not os.path.exists(ARGS.model):
             check(False, "%s missing (make model)" % ARGS.model)
         else:
             srv = Server(ARGS.model, "-c", "1024", "--parallel", "4")
-            openai_suite(srv, ARGS.model, "SmolLM2", 32)
+            section(openai_suite, srv, ARGS.model, "SmolLM2", 32)
             srv.stop("SmolLM2")
     print("%d passed, %d failed" % (PASSED, FAILED))
     return 1 if FAILED else 0
