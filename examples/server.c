@@ -1023,7 +1023,7 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *host = "127.0.0.1", *alias = NULL;
-    int port = 8080, n_batch = 256, kv_blocks = 0, timeout = 30, i, sig, rc = 0;
+    int port = 8080, n_batch = 256, kv_blocks = 0, timeout = 30, i, sig, rc = 0, kv_total;
     server *s = &g_srv;
     mllm_model_params mp;
     mllm_context_params cp;
@@ -1079,7 +1079,8 @@ int main(int argc, char **argv) {
         mllm_model_free(s->model);
         return 1;
     }
-    s->kv_free = mllm_kv_free_blocks(s->ctx, &s->kv_total);
+    s->kv_free = mllm_kv_free_blocks(s->ctx, &kv_total);
+    s->kv_total = kv_total;   /* the engine thread updates both from now on */
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->wake, NULL);
     /* SIGINT/SIGTERM are taken by sigwait below; every thread started from here inherits the mask */
@@ -1100,7 +1101,7 @@ int main(int argc, char **argv) {
         rc = 1;
     } else {
         fprintf(stderr, "server: %s on http://%s:%d (parallel %d, context %d, KV %d blocks)\n", alias, host, port,
-                s->cfg.parallel, s->cfg.n_ctx, s->kv_total);
+                s->cfg.parallel, s->cfg.n_ctx, kv_total);
         sigwait(&sigs, &sig);
         fprintf(stderr, "server: shutting down\n");
     }

@@ -488,6 +488,7 @@ def main():
     ap.add_argument("--build", default="build")
     ap.add_argument("--model", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--quick", action="store_true", help="tiny model only (sanitizer builds)")
+    ap.add_argument("--threads-only", action="store_true", help="only the concurrent parts (ThreadSanitizer build)")
     ARGS = ap.parse_args()
     def section(fn, *a):   # an exception (e.g. the server died) fails the section, the rest still runs
         try:
@@ -498,14 +499,17 @@ def main():
         check(False, "tiny model %s missing (set MLLM_TESTDATA)" % TINY)
     else:
         srv = Server(TINY, "-c", "256", "--parallel", "8", "--max-body", "65536", "--timeout", "2")
-        section(openai_suite, srv, TINY, "tiny", 24)
+        if not ARGS.threads_only:
+            section(openai_suite, srv, TINY, "tiny", 24)
         section(concurrent_streams, srv)
-        section(malformed_table, srv)
-        section(http_abuse, srv)
+        if not ARGS.threads_only:
+            section(malformed_table, srv)
+            section(http_abuse, srv)
         srv.stop("tiny")
         for fn in (disconnect_mid_stream, queue_limits, kv_exhausted, chunked_prefill, api_key):
-            section(fn)
-    if not ARGS.quick:
+            if not ARGS.threads_only or fn is not api_key:
+                section(fn)
+    if not ARGS.quick and not ARGS.threads_only:
         if not os.path.exists(ARGS.model):
             check(False, "%s missing (make model)" % ARGS.model)
         else:
