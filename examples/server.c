@@ -22,7 +22,6 @@
 #include "metalllm.h"
 
 #include <arpa/inet.h>
-#include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
