@@ -1022,7 +1022,7 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
     const char *model_path = NULL, *host = "127.0.0.1", *alias = NULL;
-    int port = 8080, n_batch = 256, kv_blocks = 0, timeout = 30, i, sig, rc = 0, kv_total;
+    int port = 8080, n_batch = 256, kv_blocks = 0, timeout = 30, i, sig, rc = 0, kv_total = 0;
     server *s = &g_srv;
     mllm_model_params mp;
     mllm_context_params cp;
