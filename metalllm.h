@@ -253,6 +253,11 @@ mllm_status mllm_step(mllm_context *ctx, mllm_step_result *result);
    a GPU context only manual sequences have them (the others sample on the GPU): NULL otherwise. */
 const float *mllm_seq_logits(const mllm_context *ctx, mllm_seq_id id);
 
+/* Free blocks in the context's KV pool; *n_total (if not NULL) gets the pool size.  A block shared by
+   forks counts once; a removed or finished-and-removed sequence's blocks are free again.  Negative
+   mllm_status for a NULL context. */
+int mllm_kv_free_blocks(const mllm_context *ctx, int *n_total);
+
 /* ---------------------------------------------------------------- chat formatting */
 typedef struct mllm_chat_message { const char *role; const char *content; } mllm_chat_message;
 /* Formats messages with the model's chat template (ChatML, Llama 3 and Llama 2 / Mistral [INST] are
@@ -6717,6 +6722,12 @@ void mllm_model_get_info(const mllm_model *m, mllm_model_info *info) {
     info->n_expert_used = m->hp.n_expert_used;
     info->chat_template = m->chat_template;
     info->weight_bytes = m->weight_bytes;
+}
+
+int mllm_kv_free_blocks(const mllm_context *ctx, int *n_total) {
+    if (!ctx) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_kv_free_blocks: NULL context");
+    if (n_total) *n_total = ctx->kv.n_blocks;
+    return ctx->kv.n_free;
 }
 
 /* ---- chat templates: recognised by their markers, formatted without a template engine ---- */
