@@ -51,6 +51,11 @@
 #if defined(METALLLM_IMPLEMENTATION) && !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
+/* On Apple platforms _POSIX_C_SOURCE hides the Darwin APIs (sysctlbyname, thread QoS, MAP_ANON);
+   _DARWIN_C_SOURCE brings them back beside POSIX. */
+#if defined(METALLLM_IMPLEMENTATION) && defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
+#define _DARWIN_C_SOURCE 1
+#endif
 
 #include <stddef.h>
 #include <stdint.h>
@@ -247,6 +252,11 @@ mllm_status mllm_step(mllm_context *ctx, mllm_step_result *result);
 /* Logits of the last sampled position of a sequence (n_vocab floats), valid until the next step.  On
    a GPU context only manual sequences have them (the others sample on the GPU): NULL otherwise. */
 const float *mllm_seq_logits(const mllm_context *ctx, mllm_seq_id id);
+
+/* Free blocks in the context's KV pool; *n_total (if not NULL) gets the pool size.  A block shared by
+   forks counts once; a removed or finished-and-removed sequence's blocks are free again.  Negative
+   mllm_status for a NULL context. */
+int mllm_kv_free_blocks(const mllm_context *ctx, int *n_total);
 
 /* ---------------------------------------------------------------- chat formatting */
 typedef struct mllm_chat_message { const char *role; const char *content; } mllm_chat_message;
@@ -1048,6 +1058,8 @@ static float mllm__vec_dot_scalar(uint32_t type, int64_t n, const void *w, const
 static float mllm__f16_to_f32(uint16_t h) {
 #if MLLM__AVX2 && defined(__F16C__)
     return _cvtsh_ss(h);
+#elif MLLM__NEON   /* the same IEEE conversion in one instruction (FPCR's default NaN mode is off) */
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
 #else
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 31, m = h & 0x3ff, u;
     float f;
@@ -1067,6 +1079,8 @@ static float mllm__f16_to_f32(uint16_t h) {
 static uint16_t mllm__f32_to_f16(float f) {
 #if MLLM__AVX2 && defined(__F16C__)
     return (uint16_t)_cvtss_sh(f, 0);
+#elif MLLM__NEON
+    return vget_lane_u16(vreinterpret_u16_f16(vcvt_f16_f32(vdupq_n_f32(f))), 0);
 #else
     uint32_t u, a, sign, h;
     memcpy(&u, &f, 4);
@@ -1306,6 +1320,63 @@ static void mllm__quant_q8_k(const float *x, uint8_t *y) {
     memcpy(y + 4 + MLLM__QK_K, bsums, sizeof bsums);
 }
 
+#if MLLM__NEON
+/* NEON activation quantizers, bytewise equal to the scalar ones: vcvtnq rounds half to even as
+   nearbyintf does, maxnm skips NaN as the scalar compare does, the other float steps are the same. */
+static float mllm__neon_amax(const float *x, int n) {
+    float32x4_t m = vdupq_n_f32(0.0f);
+    int i;
+    for (i = 0; i < n; i += 4) m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(x + i)));
+    return vmaxnmvq_f32(m);
+}
+
+/* q = round(x * s) for 16 floats, stored as bytes (Q8_K: at most 127); returns the lane sums of q. */
+MLLM__INLINE int32x4_t mllm__neon_round16(const float *x, float s, uint8_t *q, int clamp127) {
+    int32x4_t r[4];
+    int k;
+    for (k = 0; k < 4; k++) {
+        r[k] = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(x + 4 * k), s));
+        if (clamp127) r[k] = vminq_s32(r[k], vdupq_n_s32(127));
+    }
+    vst1q_u8(q, vreinterpretq_u8_s8(vcombine_s8(vqmovn_s16(vcombine_s16(vqmovn_s32(r[0]), vqmovn_s32(r[1]))),
+                                                vqmovn_s16(vcombine_s16(vqmovn_s32(r[2]), vqmovn_s32(r[3]))))));
+    return vaddq_s32(vaddq_s32(r[0], r[1]), vaddq_s32(r[2], r[3]));
+}
+
+static void mllm__neon_quant_q8_32(const float *x, uint8_t *y, int with_sum) {
+    const float amax = mllm__neon_amax(x, MLLM__QK), d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    const int off = with_sum ? 4 : 2;
+    const int32x4_t s = vaddq_s32(mllm__neon_round16(x, id, y + off, 0), mllm__neon_round16(x + 16, id, y + off + 16, 0));
+    uint16_t h = mllm__f32_to_f16(d);
+    memcpy(y, &h, 2);
+    if (with_sum) {
+        h = mllm__f32_to_f16(d * (float)vaddvq_s32(s));
+        memcpy(y + 2, &h, 2);
+    }
+}
+
+static void mllm__neon_quant_q8_k(const float *x, uint8_t *y) {
+    const float amax = mllm__neon_amax(x, MLLM__QK_K);
+    float max = 0.0f, iscale, d;
+    int16_t bsums[16];
+    int i = 0;
+    if (amax != 0.0f) {                    /* the first element of largest magnitude, as in the scalar loop */
+        while (fabsf(x[i]) != amax) i++;
+        max = x[i];
+    }
+    iscale = amax != 0.0f ? -127.0f / max : 0.0f;
+    for (i = 0; i < 16; i++) bsums[i] = (int16_t)vaddvq_s32(mllm__neon_round16(x + 16 * i, iscale, y + 4 + 16 * i, 1));
+    d = amax != 0.0f ? 1.0f / iscale : 0.0f;
+    memcpy(y, &d, 4);
+    memcpy(y + 4 + MLLM__QK_K, bsums, sizeof bsums);
+}
+#define MLLM__QUANT_Q8_32 mllm__neon_quant_q8_32
+#define MLLM__QUANT_Q8_K mllm__neon_quant_q8_k
+#else
+#define MLLM__QUANT_Q8_32 mllm__quant_q8_32
+#define MLLM__QUANT_Q8_K mllm__quant_q8_k
+#endif
+
 static void mllm__quant_row(uint32_t type, const float *src, void *dst, int64_t n) {
     uint8_t *y = (uint8_t *)dst;
     int64_t i;
@@ -1322,11 +1393,11 @@ static void mllm__quant_row(uint32_t type, const float *src, void *dst, int64_t 
     case MLLM__Q8_1:
         MLLM_ASSERT(n % MLLM__QK == 0);
         for (i = 0; i < n / MLLM__QK; i++)
-            mllm__quant_q8_32(src + i * MLLM__QK, y + i * (type == MLLM__Q8_1 ? 36 : 34), type == MLLM__Q8_1);
+            MLLM__QUANT_Q8_32(src + i * MLLM__QK, y + i * (type == MLLM__Q8_1 ? 36 : 34), type == MLLM__Q8_1);
         break;
     case MLLM__Q8_K:
         MLLM_ASSERT(n % MLLM__QK_K == 0);
-        for (i = 0; i < n / MLLM__QK_K; i++) mllm__quant_q8_k(src + i * MLLM__QK_K, y + i * 292);
+        for (i = 0; i < n / MLLM__QK_K; i++) MLLM__QUANT_Q8_K(src + i * MLLM__QK_K, y + i * 292);
         break;
     default: MLLM_ASSERT(!"quant_row: not an activation format");
     }
@@ -1590,35 +1661,223 @@ static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const u
 #undef MLLM__AVX2_CASE
 
 #elif MLLM__NEON
-/* ---- NEON: legacy blocks (the 32-quant unpack is shared with the scalar decoder; the products are
-   8x8->16-bit multiply-accumulates, pairwise widened). K-quants and float rows use the scalar path. */
-static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x, size_t xs,
-                             int nx, float *out) {
-    const mllm__type_traits *t = mllm__traits(type);
-    const int q81 = t && t->vec_dot_type == MLLM__Q8_1, xbytes = q81 ? 36 : 34;
+/* ---- NEON: each weight block is unpacked to signed bytes once and multiplied with up to four
+   activation rows: sdot (vdotq_s32, four adjacent byte products per int32 lane) where the CPU has the
+   dot-product extension, else widening 8x8->16-bit multiplies added pairwise into 32 bits (a product
+   is at most 128*128, so neither overflows).  The integer block sums are exact, and the float steps
+   after them are the scalar kernel's, written the same way and in its order, so the results are the
+   scalar path's bits (tests/arm64_neon.c checks it) and vec_dot_nx stays exact per row.  i8mm's
+   vmmlaq_s32 is not used: it multiplies 2x8 by 2x8 tiles, and these kernels see one weight row at a
+   time, so half of each tile would be wasted.  Float rows (F32, F16, BF16) accumulate in float lanes
+   with FMA, as the AVX2 kernels do (not the scalar kernel's bits: it sums in double). */
+/* The K-quant loops index arrays of vectors: unrolled, they stay in registers. */
+#define MLLM__UNROLL _Pragma("GCC unroll 16")
+
+MLLM__INLINE int32x4_t mllm__neon_dot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(acc, a, b);
+#else
+    return vpadalq_s16(vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b))), vmull_high_s8(a, b));
+#endif
+}
+
+MLLM__INLINE int8x16_t mllm__neon_ld(const uint8_t *p) { return vreinterpretq_s8_u8(vld1q_u8(p)); }
+
+/* Bits 0-15 of a word -> 0x10 in byte i where bit i is set (the fifth bit of Q5_0/Q5_1). */
+MLLM__INLINE uint8x16_t mllm__neon_bit4(uint32_t bits) {
+    static const uint8_t sel[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t v = vcombine_u8(vdup_n_u8((uint8_t)bits), vdup_n_u8((uint8_t)(bits >> 8)));
+    return vandq_u8(vtstq_u8(v, vld1q_u8(sel)), vdupq_n_u8(0x10));
+}
+
+/* The 32 quants of a legacy block (elements 0-15 in q[0], 16-31 in q[1]), offset removed. */
+MLLM__INLINE void mllm__neon_q32(uint32_t type, const uint8_t *b, int8x16_t q[2]) {
+    const mllm__fmt32 f = mllm__fmt32_of(type);
+    uint8x16_t v, lo, hi;
+    if (f.bits == 8) { q[0] = mllm__neon_ld(b + f.qs); q[1] = mllm__neon_ld(b + f.qs + 16); return; }
+    v = vld1q_u8(b + f.qs);
+    lo = vandq_u8(v, vdupq_n_u8(15));
+    hi = vshrq_n_u8(v, 4);
+    if (f.qh >= 0) {
+        const uint32_t qh = mllm__rd32(b + f.qh);
+        lo = vorrq_u8(lo, mllm__neon_bit4(qh));
+        hi = vorrq_u8(hi, mllm__neon_bit4(qh >> 16));
+    }
+    q[0] = vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8((int8_t)f.zero));
+    q[1] = vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8((int8_t)f.zero));
+}
+
+MLLM__INLINE void mllm__neon_dot32(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *x,
+                                   size_t xs, int nx, float *out) {
+    const mllm__fmt32 f = mllm__fmt32_of(type);
+    const int wbytes = mllm__traits(type)->bytes, q81 = f.m >= 0, xbytes = q81 ? 36 : 34;
+    float sum[MLLM__DOT_MAX_NX];
     int64_t i;
     int j;
-    if (!t || t->block != MLLM__QK || type == MLLM__Q8_1) return 0;
-    for (j = 0; j < nx; j++) out[j] = 0.0f;
-    for (i = 0; i < n / MLLM__QK; i++) {
-        mllm__blk32 a;
-        int8x16_t q0, q1;
-        mllm__decode32(type, w + i * t->bytes, &a);
-        q0 = vld1q_s8(a.q);
-        q1 = vld1q_s8(a.q + 16);
+    for (j = 0; j < nx; j++) sum[j] = 0.0f;
+    for (i = 0; i < nb; i++) {
+        const uint8_t *b = w + i * wbytes;
+        const float d = mllm__rdh(b), m = q81 ? mllm__rdh(b + f.m) : 0.0f;
+        int8x16_t q[2];
+        mllm__neon_q32(type, b, q);
         for (j = 0; j < nx; j++) {
-            const uint8_t *xb = x + j * xs + i * xbytes;
-            const int8x16_t y0 = vld1q_s8((const int8_t *)(xb + (q81 ? 4 : 2))), y1 = vld1q_s8((const int8_t *)(xb + (q81 ? 20 : 18)));
-            int16x8_t p0 = vmull_s8(vget_low_s8(q0), vget_low_s8(y0));
-            int16x8_t p1 = vmull_s8(vget_low_s8(q1), vget_low_s8(y1));
-            p0 = vmlal_s8(p0, vget_high_s8(q0), vget_high_s8(y0));
-            p1 = vmlal_s8(p1, vget_high_s8(q1), vget_high_s8(y1));
-            out[j] += a.d * mllm__rdh(xb) * (float)vaddvq_s32(vaddq_s32(vpaddlq_s16(p0), vpaddlq_s16(p1)));
-            if (q81) out[j] += a.m * mllm__rdh(xb + 2);
+            const uint8_t *xb = x + j * xs + i * xbytes, *y = xb + (q81 ? 4 : 2);
+            const int32x4_t p = mllm__neon_dot16(mllm__neon_dot16(vdupq_n_s32(0), q[0], mllm__neon_ld(y)), q[1],
+                                                 mllm__neon_ld(y + 16));
+            sum[j] += d * mllm__rdh(xb) * (float)vaddvq_s32(p);   /* the scalar kernel's expression */
+            if (q81) sum[j] += m * mllm__rdh(xb + 2);
         }
     }
-    return 1;
+    for (j = 0; j < nx; j++) out[j] = sum[j];
 }
+
+/* A K-quant super-block as 16 groups of 16 signed quants (q[g] = elements 16g..16g+15, as
+   mllm__decode256 numbers them) with the scales and mins of mllm__kscales: Q4_K/Q5_K have one scale
+   and min per 32 (sc[k], mn[k], k < 8), Q6_K one int8 scale per 16 and no min. */
+MLLM__INLINE void mllm__neon_unpack_k(uint32_t type, const uint8_t *b, int8x16_t q[16], int sc[16], uint8_t mn[8],
+                                      float *d, float *dmin) {
+    const uint8x16_t m4 = vdupq_n_u8(15), m2 = vdupq_n_u8(0x30);
+    int c, h;
+    if (type == MLLM__Q6_K) {
+        *d = mllm__rdh(b + 208);
+        *dmin = 0.0f;
+        for (c = 0; c < 16; c++) sc[c] = (int8_t)b[192 + c];
+        MLLM__UNROLL
+        for (c = 0; c < 2; c++)              /* 128 elements from ql[64c..], qh[32c..] */
+            for (h = 0; h < 2; h++) {
+                const uint8x16_t l0 = vld1q_u8(b + 64 * c + 16 * h), l1 = vld1q_u8(b + 64 * c + 32 + 16 * h);
+                const uint8x16_t hb = vld1q_u8(b + 128 + 32 * c + 16 * h), off = vdupq_n_u8(32);
+                q[8 * c + h] = vreinterpretq_s8_u8(vsubq_u8(vorrq_u8(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(hb, 4), m2)), off));
+                q[8 * c + 2 + h] = vreinterpretq_s8_u8(vsubq_u8(vorrq_u8(vandq_u8(l1, m4), vandq_u8(vshlq_n_u8(hb, 2), m2)), off));
+                q[8 * c + 4 + h] = vreinterpretq_s8_u8(vsubq_u8(vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(hb, m2)), off));
+                q[8 * c + 6 + h] = vreinterpretq_s8_u8(vsubq_u8(vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(hb, 2), m2)), off));
+            }
+        return;
+    }
+    {
+        const uint8_t *qs = b + (type == MLLM__Q5_K ? 48 : 16);
+        uint8x16_t hb[2];
+        uint8_t s8[8];
+        *d = mllm__rdh(b);
+        *dmin = mllm__rdh(b + 2);
+        mllm__k4_scales(b + 4, s8, mn);
+        for (c = 0; c < 8; c++) sc[c] = s8[c];
+        hb[0] = vld1q_u8(b + 16);
+        hb[1] = vld1q_u8(b + 32);
+        MLLM__UNROLL
+        for (c = 0; c < 4; c++)              /* 32 bytes: sub-block 2c in the low nibbles, 2c+1 in the high */
+            for (h = 0; h < 2; h++) {
+                const uint8x16_t v = vld1q_u8(qs + 32 * c + 16 * h);
+                uint8x16_t lo = vandq_u8(v, m4), hi = vshrq_n_u8(v, 4);
+                if (type == MLLM__Q5_K) {    /* bit 2c / 2c+1 of qh[l] is bit 4 of the low / high quant */
+                    const uint8x16_t bit = vdupq_n_u8(0x10);
+                    lo = vorrq_u8(lo, vandq_u8(vtstq_u8(hb[h], vdupq_n_u8((uint8_t)(1u << (2 * c)))), bit));
+                    hi = vorrq_u8(hi, vandq_u8(vtstq_u8(hb[h], vdupq_n_u8((uint8_t)(2u << (2 * c)))), bit));
+                }
+                q[4 * c + h] = vreinterpretq_s8_u8(lo);
+                q[4 * c + 2 + h] = vreinterpretq_s8_u8(hi);
+            }
+    }
+}
+
+MLLM__INLINE void mllm__neon_dotk(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *x,
+                                  size_t xs, int nx, float *out) {
+    const int wbytes = mllm__traits(type)->bytes, xbytes = 292;
+    float sum[MLLM__DOT_MAX_NX];
+    int64_t i;
+    int j, g;
+    for (j = 0; j < nx; j++) sum[j] = 0.0f;
+    for (i = 0; i < nb; i++) {
+        int8x16_t q[16];
+        int sc[16];
+        uint8_t mn[8];
+        float d, dmin;
+        mllm__neon_unpack_k(type, w + i * wbytes, q, sc, mn, &d, &dmin);
+        for (j = 0; j < nx; j++) {
+            const uint8_t *xb = x + j * xs + i * xbytes, *y = xb + 4;
+            int32x4_t acc = vdupq_n_s32(0);
+            int isum, msum = 0;
+            if (type == MLLM__Q6_K) {
+                MLLM__UNROLL
+                for (g = 0; g < 16; g++)
+                    acc = vmlaq_n_s32(acc, mllm__neon_dot16(vdupq_n_s32(0), q[g], mllm__neon_ld(y + 16 * g)), sc[g]);
+            } else {
+                int16x8_t bs, mn16;
+                int32x4_t ms;
+                MLLM__UNROLL
+                for (g = 0; g < 8; g++) {
+                    int32x4_t p = mllm__neon_dot16(vdupq_n_s32(0), q[2 * g], mllm__neon_ld(y + 32 * g));
+                    acc = vmlaq_n_s32(acc, mllm__neon_dot16(p, q[2 * g + 1], mllm__neon_ld(y + 32 * g + 16)), sc[g]);
+                }
+                /* bsums of 16 quants, paired to 32 (|sum| <= 4064), times the 8 mins */
+                bs = vpaddq_s16(vreinterpretq_s16_u8(vld1q_u8(y + MLLM__QK_K)), vreinterpretq_s16_u8(vld1q_u8(y + MLLM__QK_K + 16)));
+                mn16 = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(mn)));
+                ms = vmlal_high_s16(vmull_s16(vget_low_s16(bs), vget_low_s16(mn16)), bs, mn16);
+                msum = vaddvq_s32(ms);
+            }
+            isum = vaddvq_s32(acc);
+            sum[j] += mllm__rdf(xb) * (d * (float)isum - dmin * (float)msum);   /* the scalar kernel's expression */
+        }
+    }
+    for (j = 0; j < nx; j++) out[j] = sum[j];
+}
+
+/* 4 elements of a float-like row as floats. */
+MLLM__INLINE float32x4_t mllm__neon_load4(uint32_t type, const uint8_t *p) {
+    if (type == MLLM__F32) return vreinterpretq_f32_u8(vld1q_u8(p));
+    if (type == MLLM__F16) return vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(p)));
+    return vreinterpretq_f32_u32(vshll_n_u16(vreinterpret_u16_u8(vld1_u8(p)), 16));
+}
+
+MLLM__INLINE void mllm__neon_dotf(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x,
+                                  size_t xs, int nx, float *out) {
+    const int es = type == MLLM__F32 ? 4 : 2;
+    float32x4_t acc[MLLM__DOT_MAX_NX][2];
+    int64_t i;
+    int j;
+    for (j = 0; j < nx; j++) acc[j][0] = acc[j][1] = vdupq_n_f32(0.0f);
+    for (i = 0; i + 8 <= n; i += 8) {
+        const float32x4_t a0 = mllm__neon_load4(type, w + i * es), a1 = mllm__neon_load4(type, w + (i + 4) * es);
+        for (j = 0; j < nx; j++) {
+            const uint8_t *xr = x + j * xs;
+            acc[j][0] = vfmaq_f32(acc[j][0], a0, mllm__neon_load4(type, xr + i * es));
+            acc[j][1] = vfmaq_f32(acc[j][1], a1, mllm__neon_load4(type, xr + (i + 4) * es));
+        }
+    }
+    for (j = 0; j < nx; j++) {
+        int64_t r;
+        out[j] = vaddvq_f32(vaddq_f32(acc[j][0], acc[j][1]));
+        for (r = i; r < n; r++) out[j] += mllm__rd_elem(type, w, r) * mllm__rd_elem(type, x + j * xs, r);
+    }
+}
+
+/* Returns 0 when the type has no NEON kernel; constant arguments let each inlined kernel specialize
+   for one row (decode) and four (prefill), as on AVX2. */
+#define MLLM__NEON_CASE(T, kernel, len)                                          \
+    case T:                                                                      \
+        if (nx == 1) kernel(T, len, w, x, xs, 1, out);                           \
+        else if (nx == 4) kernel(T, len, w, x, xs, 4, out);                      \
+        else kernel(T, len, w, x, xs, nx, out);                                  \
+        return 1;
+static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x, size_t xs,
+                             int nx, float *out) {
+    switch (type) {
+    MLLM__NEON_CASE(MLLM__Q4_0, mllm__neon_dot32, n / MLLM__QK)
+    MLLM__NEON_CASE(MLLM__Q4_1, mllm__neon_dot32, n / MLLM__QK)
+    MLLM__NEON_CASE(MLLM__Q5_0, mllm__neon_dot32, n / MLLM__QK)
+    MLLM__NEON_CASE(MLLM__Q5_1, mllm__neon_dot32, n / MLLM__QK)
+    MLLM__NEON_CASE(MLLM__Q8_0, mllm__neon_dot32, n / MLLM__QK)
+    MLLM__NEON_CASE(MLLM__Q4_K, mllm__neon_dotk, n / MLLM__QK_K)
+    MLLM__NEON_CASE(MLLM__Q5_K, mllm__neon_dotk, n / MLLM__QK_K)
+    MLLM__NEON_CASE(MLLM__Q6_K, mllm__neon_dotk, n / MLLM__QK_K)
+    MLLM__NEON_CASE(MLLM__F32, mllm__neon_dotf, n)
+    MLLM__NEON_CASE(MLLM__F16, mllm__neon_dotf, n)
+    MLLM__NEON_CASE(MLLM__BF16, mllm__neon_dotf, n)
+    default: return 0;
+    }
+}
+#undef MLLM__NEON_CASE
+#undef MLLM__UNROLL
 #else
 static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x, size_t xs,
                              int nx, float *out) {
@@ -3682,13 +3941,34 @@ static void mllm__pool_run(mllm__pool *p, mllm__task_fn fn, void *arg, int n_tas
 }
 
 /* ---- row ops ---- */
+/* The NEON row ops round differently from the scalar ones (other summation order, a polynomial exp),
+   so the arm64 test build that checks the NEON weight kernels against the scalar build bit for bit
+   (tests/arm64.mk) leaves them out with MLLM__TEST_SCALAR_ROW_OPS. */
+#if MLLM__NEON && !defined(MLLM__TEST_SCALAR_ROW_OPS)
+#define MLLM__NEON_ROWS 1
+#endif
+
 static void mllm__rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     double ss = 0;
     float scale;
-    int i;
-    for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    int i = 0;
+#if MLLM__NEON_ROWS                        /* squares are exact in double; two pairs of partial sums */
+    float64x2_t s0 = vdupq_n_f64(0.0), s1 = vdupq_n_f64(0.0);
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t v = vld1q_f32(x + i);
+        const float64x2_t lo = vcvt_f64_f32(vget_low_f32(v)), hi = vcvt_high_f64_f32(v);
+        s0 = vfmaq_f64(s0, lo, lo);
+        s1 = vfmaq_f64(s1, hi, hi);
+    }
+    ss = vaddvq_f64(vaddq_f64(s0, s1));
+#endif
+    for (; i < n; i++) ss += (double)x[i] * x[i];
     scale = (float)(1.0 / sqrt(ss / n + eps));
-    for (i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+    i = 0;
+#if MLLM__NEON_ROWS                        /* (x * scale) * w per element, as below */
+    for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vmulq_f32(vmulq_n_f32(vld1q_f32(x + i), scale), vld1q_f32(w + i)));
+#endif
+    for (; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
 /* cos/sin of each rotated pair for one position: cs[2i] = cos, cs[2i+1] = sin.  factors (or NULL): each
@@ -3746,8 +4026,35 @@ static __m256 mllm__exp8(__m256 x) {
 }
 #endif
 
+#if MLLM__NEON_ROWS
+/* mllm__exp8's range reduction and polynomial on four lanes. */
+static float32x4_t mllm__neon_exp4(float32x4_t x) {
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    float32x4_t n, r, p;
+    int32x4_t e;
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
+    n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
+    r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
+    r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+    p = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), vdupq_n_f32(1.3981999507e-3f), r);
+    p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
+    p = vfmaq_f32(vaddq_f32(r, one), p, vmulq_f32(r, r));
+    e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(p, vreinterpretq_f32_s32(e));
+}
+#endif
+
 static void mllm__swiglu(float *out, const float *gate, const float *up, int n) {
     int i = 0;
+#if MLLM__NEON_ROWS
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t g = vld1q_f32(gate + i);
+        const float32x4_t silu = vdivq_f32(g, vaddq_f32(vdupq_n_f32(1.0f), mllm__neon_exp4(vnegq_f32(g))));
+        vst1q_f32(out + i, vmulq_f32(silu, vld1q_f32(up + i)));
+    }
+#endif
 #ifdef MLLM__AVX2
     for (; i + 8 <= n; i += 8) {
         __m256 g = _mm256_loadu_ps(gate + i);
@@ -3783,6 +4090,16 @@ static float mllm__dot_f16(const float *a, const uint16_t *b, int n) {
         sum = _mm_cvtss_f32(s);
     }
 #endif
+#if MLLM__NEON_ROWS
+    {
+        float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+        for (; i + 8 <= n; i += 8) {
+            acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(b + i))));
+            acc1 = vfmaq_f32(acc1, vld1q_f32(a + i + 4), vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(b + i + 4))));
+        }
+        sum = vaddvq_f32(vaddq_f32(acc0, acc1));
+    }
+#endif
     for (; i < n; i++) sum += a[i] * mllm__f16_to_f32(b[i]);
     return sum;
 }
@@ -3794,6 +4111,10 @@ static void mllm__axpy_f16(float *y, float a, const uint16_t *x, int n) {
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
                                                 _mm256_loadu_ps(y + i)));
+#endif
+#if MLLM__NEON_ROWS
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x + i))), a));
 #endif
     for (; i < n; i++) y[i] += a * mllm__f16_to_f32(x[i]);
 }
@@ -6529,6 +6850,12 @@ void mllm_model_get_info(const mllm_model *m, mllm_model_info *info) {
     info->n_expert_used = m->hp.n_expert_used;
     info->chat_template = m->chat_template;
     info->weight_bytes = m->weight_bytes;
+}
+
+int mllm_kv_free_blocks(const mllm_context *ctx, int *n_total) {
+    if (!ctx) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_kv_free_blocks: NULL context");
+    if (n_total) *n_total = ctx->kv.n_blocks;
+    return ctx->kv.n_free;
 }
 
 /* ---- chat templates: recognised by their markers, formatted without a template engine ---- */
