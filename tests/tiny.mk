@@ -13,3 +13,5 @@ tiny-extra: $(BUILD)/gen_tiny
 	  { echo "$(TINY_EXTRA)/$$m.gguf differs from the file of tests/fixtures/tiny-extra/$$m"; exit 1; }; done
 all: $(BUILD)/gen_tiny
 test: tiny-extra
+test-arm64: tiny-extra
+export MLLM_BUILD := $(BUILD)
