@@ -6863,11 +6863,13 @@ int mllm_chat_format(const mllm_model *m, const mllm_chat_message *msgs, int n, 
     const char *tpl = m ? m->chat_template : NULL;
     size_t len = 0;
     int i, kind;
-    enum { CHATML, LLAMA3, LLAMA2 };
+    enum { CHATML, LLAMA3, LLAMA2, GEMMA, PHI3 };
     if (!m || (!msgs && n) || n < 0 || (!out && cap)) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_chat_format: bad arguments");
     if (!tpl || strstr(tpl, "<|im_start|>")) kind = CHATML;   /* ChatML is also the fallback */
     else if (strstr(tpl, "<|start_header_id|>")) kind = LLAMA3;
     else if (strstr(tpl, "[INST]")) kind = LLAMA2;
+    else if (strstr(tpl, "<start_of_turn>")) kind = GEMMA;
+    else if (strstr(tpl, "<|user|>") && strstr(tpl, "<|end|>")) kind = PHI3;
     else return mllm__fail(MLLM_ERR_UNSUPPORTED, "unrecognised chat template");
 #define MLLM__PUT(s)                                                    \
     do {                                                                \
@@ -6880,12 +6882,22 @@ int mllm_chat_format(const mllm_model *m, const mllm_chat_message *msgs, int n, 
         const char *role = msgs[i].role ? msgs[i].role : "user", *text = msgs[i].content ? msgs[i].content : "";
         if (kind == CHATML) { MLLM__PUT("<|im_start|>"); MLLM__PUT(role); MLLM__PUT("\n"); MLLM__PUT(text); MLLM__PUT("<|im_end|>\n"); }
         else if (kind == LLAMA3) { MLLM__PUT("<|start_header_id|>"); MLLM__PUT(role); MLLM__PUT("<|end_header_id|>\n\n"); MLLM__PUT(text); MLLM__PUT("<|eot_id|>"); }
+        else if (kind == PHI3) { MLLM__PUT("<|"); MLLM__PUT(role); MLLM__PUT("|>\n"); MLLM__PUT(text); MLLM__PUT("<|end|>\n"); }
+        else if (kind == GEMMA) {   /* no system role: its text opens the next user turn; the assistant is "model" */
+            if (!strcmp(role, "system")) { MLLM__PUT("<start_of_turn>user\n"); MLLM__PUT(text); MLLM__PUT("\n\n"); continue; }
+            if (!(i > 0 && msgs[i - 1].role && !strcmp(msgs[i - 1].role, "system"))) {
+                MLLM__PUT("<start_of_turn>"); MLLM__PUT(!strcmp(role, "assistant") ? "model" : role); MLLM__PUT("\n");
+            }
+            MLLM__PUT(text); MLLM__PUT("<end_of_turn>\n");
+        }
         else if (!strcmp(role, "assistant")) { MLLM__PUT(" "); MLLM__PUT(text); MLLM__PUT(" </s>"); }
         else if (!strcmp(role, "system")) { MLLM__PUT("<<SYS>>\n"); MLLM__PUT(text); MLLM__PUT("\n<</SYS>>\n\n"); }
         else { MLLM__PUT("[INST] "); MLLM__PUT(text); MLLM__PUT(" [/INST]"); }
     }
     if (kind == CHATML) MLLM__PUT("<|im_start|>assistant\n");
     else if (kind == LLAMA3) MLLM__PUT("<|start_header_id|>assistant<|end_header_id|>\n\n");
+    else if (kind == GEMMA) MLLM__PUT("<start_of_turn>model\n");
+    else if (kind == PHI3) MLLM__PUT("<|assistant|>\n");
 #undef MLLM__PUT
     if (cap > 0) out[len < (size_t)cap ? len : (size_t)cap - 1] = 0;
     if (len > INT_MAX - 1) return mllm__fail(MLLM_ERR_INVALID_ARG, "chat too long");
