@@ -3,8 +3,8 @@
 # /* BEGIN GENERATED KERNELS */ and /* END GENERATED KERNELS */ in the Metal backend section.
 #   gen/embed_kernels.sh           rewrite metalllm.h
 #   gen/embed_kernels.sh --check   exit 1 (and say which) if the embedded copy is stale
-# (With Xcode on a Mac one could embed a precompiled .metallib instead: `xcrun metal` + `xcrun
-# metallib`, and newLibraryWithData:error:; not done here, the source is compiled at start-up.)
+# A precompiled gen/kernels.metallib (gen/build_metallib.sh, on a Mac with Xcode) is embedded too when
+# present; the Metal backend then loads it instead of compiling the source at start-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HDR=${HDR:-metalllm.h}
@@ -37,6 +37,15 @@ block() {
     echo "    {NULL, NULL, 0}   /* (keeps the array non-empty) */"
     echo "};"
     echo "static const size_t mllm__n_kernel_sources = 1;"
+    # the precompiled library, when gen/build_metallib.sh made one on a Mac (the Metal backend prefers it)
+    if [ -f gen/kernels.metallib ]; then
+        echo "static const unsigned char mllm__kernels_metallib[] = {"
+        xxd -i < gen/kernels.metallib
+        echo "};"
+        echo "static const unsigned char *mllm__kernel_metallib(size_t *n) { *n = sizeof mllm__kernels_metallib; return mllm__kernels_metallib; }"
+    else
+        echo "static MLLM__UNUSED const unsigned char *mllm__kernel_metallib(size_t *n) { *n = 0; return NULL; }   /* none embedded */"
+    fi
 }
 
 grep -qF "$BEGIN" "$HDR" && grep -qF "$END" "$HDR" || { echo "embed_kernels: markers missing in $HDR" >&2; exit 2; }

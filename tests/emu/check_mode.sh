@@ -4,7 +4,7 @@
 # that structs and vectors still copy out of device memory), so passing a pointer of one space where
 # another is expected fails to compile, as with Apple's compiler. Type-checking only (clang cannot
 # generate code in this mode); the kernels run in build/test_emu and build/test_emu_tsan.
-# Also the self-test: the planted mismatch tests/emu/planted/bad_addrspace.metal must fail, and
+# Also the self-tests: the planted mismatch tests/emu/planted/bad_addrspace.metal must fail, and
 # compile once the bug is fixed (-DFIXED), so the failure is due to the mismatch alone.
 cd "$(dirname "$0")/.." 2>/dev/null && [ -f metalllm.h ] || cd "$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
 CXX=${EMU_CXX:-clang++-19}
@@ -30,5 +30,14 @@ else echo "FAIL planted address-space mismatch was not rejected"; printf '%s\n' 
 if out=$(check tests/emu/planted/bad_addrspace.metal -D FIXED) && [ -z "$out" ]; then
     echo "ok   planted address-space mismatch, fixed, compiles"; pass=$((pass + 1))
 else echo "FAIL fixed address-space kernel does not compile"; printf '%s\n' "$out" | head -5; fail=$((fail + 1)); fi
+# The planted attribute-width mix (uint2 position, scalar threads_per_threadgroup) must be rejected by
+# mslc.py (the MSL spec rule clang does not enforce), and compile once fixed.
+out=$(check tests/emu/planted/bad_attr_width.metal)
+if [ $? -ne 0 ] && printf '%s' "$out" | grep -q "all scalars or all vectors of one width"; then
+    echo "ok   planted attribute-width mix fails to compile"; pass=$((pass + 1))
+else echo "FAIL planted attribute-width mix was not rejected"; printf '%s\n' "$out" | head -5; fail=$((fail + 1)); fi
+if out=$(check tests/emu/planted/bad_attr_width.metal -D FIXED) && [ -z "$out" ]; then
+    echo "ok   planted attribute-width mix, fixed, compiles"; pass=$((pass + 1))
+else echo "FAIL fixed attribute-width kernel does not compile"; printf '%s\n' "$out" | head -5; fail=$((fail + 1)); fi
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
