@@ -3,6 +3,7 @@
 # /* BEGIN GENERATED KERNELS */ and /* END GENERATED KERNELS */ in the Metal backend section.
 #   gen/embed_kernels.sh           rewrite metalllm.h
 #   gen/embed_kernels.sh --check   exit 1 (and say which) if the embedded copy is stale
+#   gen/embed_kernels.sh --print-source   print the concatenated source (what Metal compiles)
 # A precompiled gen/kernels.metallib (gen/build_metallib.sh, on a Mac with Xcode) is embedded too when
 # present; the Metal backend then loads it instead of compiling the source at start-up.
 set -euo pipefail
@@ -47,6 +48,8 @@ block() {
         echo "static MLLM__UNUSED const unsigned char *mllm__kernel_metallib(size_t *n) { *n = 0; return NULL; }   /* none embedded */"
     fi
 }
+
+if [ "${1:-}" = "--print-source" ]; then all_kernels; exit 0; fi   # the one MSL source Metal compiles
 
 grep -qF "$BEGIN" "$HDR" && grep -qF "$END" "$HDR" || { echo "embed_kernels: markers missing in $HDR" >&2; exit 2; }
 new=$(mktemp); trap 'rm -f "$new" "$new.blk"' EXIT

@@ -33,3 +33,21 @@ $(BUILD)/test_metal_sends: tests/metal/check_sends.py | $(BUILD)
 ifeq ($(EMU_TEST_SAN),)
 TEST_BINS += $(BUILD)/test_metal_sends
 endif
+
+# make mac-check: for a Mac owner (Apple silicon, Xcode command-line tools). Builds with the Metal and
+# Foundation frameworks (the Makefile adds them on Darwin), runs the C test suite and the real-Metal twin
+# of the GPU forward tests (tests/metal/test_metal_gpu.c: GPU logits and greedy tokens vs the CPU on every
+# tiny model and SmolLM2, concurrent sequences with a fork; it prints each context's start-up time:
+# device, library compile or metallib load, first pipeline), then generation on the GPU and the CPU bench.
+# Never run yet (no Mac here); .github/workflows/mac-check.yml runs it on GitHub's macOS arm64 runners.
+MAC_TESTS := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRCS)) $(BUILD)/test_metal_gpu_mac
+$(BUILD)/test_metal_gpu_mac: tests/metal/test_metal_gpu.c tests/test.h $(HDR) | $(BUILD)
+	$(CC) $(ALLCFLAGS) -o $@ $< $(LDLIBS)
+.PHONY: mac-check
+mac-check: $(MAC_TESTS) $(BUILD)/generate $(BUILD)/bench $(MODEL)
+	@[ "$(UNAME_S)" = Darwin ] || { echo "mac-check needs macOS with Metal (here: make test runs the Metal layer on a fake)"; exit 1; }
+	MLLM_MODEL=$(MODEL) tests/run.sh $(MAC_TESTS)
+	@echo "== generation on the GPU (load time, prefill and decode tok/s on stderr)"
+	$(BUILD)/generate -m $(MODEL) --metal -p "The capital of France is" -n 64
+	@echo "== CPU bench"
+	$(BUILD)/bench -m $(MODEL)

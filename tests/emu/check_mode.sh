@@ -39,5 +39,26 @@ else echo "FAIL planted attribute-width mix was not rejected"; printf '%s\n' "$o
 if out=$(check tests/emu/planted/bad_attr_width.metal -D FIXED) && [ -z "$out" ]; then
     echo "ok   planted attribute-width mix, fixed, compiles"; pass=$((pass + 1))
 else echo "FAIL fixed attribute-width kernel does not compile"; printf '%s\n' "$out" | head -5; fail=$((fail + 1)); fi
+# Metal compiles all kernels as one source (the concatenation embedded in metalllm.h), the emulator each
+# file alone: the concatenation must compile as one unit too (names and macros of different files may
+# collide), in both modes; the planted collision (a helper named as one of attention.metal's) must fail.
+gen/embed_kernels.sh --print-source > "$tmp/all.metal"
+both() {   # both FILE [defines]: the normal and the CHECK-mode compile of FILE
+    local out=$tmp/both.cpp
+    $PY tests/emu/mslc.py "$1" -o "$out" "${@:2}" --cxx "$CXX" 2>&1 || return 1
+    $CXX -std=c++17 -fsyntax-only -Itests/emu/include -Wno-unknown-attributes "$out" 2>&1 &&
+        $CXX -std=c++17 -fsycl -DMSL_AS -fsyntax-only -Itests/emu/include -Wno-unknown-attributes "$out" 2>&1
+}
+if out=$(both "$tmp/all.metal") && [ -z "$out" ]; then
+    echo "ok   the concatenated kernel source compiles as one unit"; pass=$((pass + 1))
+else echo "FAIL the concatenated kernel source does not compile as one unit"; printf '%s\n' "$out" | grep -E 'error' | head -5; fail=$((fail + 1)); fi
+{ cat "$tmp/all.metal"; grep -v '#include' tests/emu/planted/bad_collision.metal; } > "$tmp/all_bad.metal"
+out=$(both "$tmp/all_bad.metal")
+if [ $? -ne 0 ] && printf '%s' "$out" | grep -q "redefinition of 'frag_row'"; then
+    echo "ok   planted name collision fails in the concatenation"; pass=$((pass + 1))
+else echo "FAIL planted name collision was not rejected"; printf '%s\n' "$out" | head -5; fail=$((fail + 1)); fi
+if out=$(both "$tmp/all_bad.metal" -D FIXED) && [ -z "$out" ] && out=$(check tests/emu/planted/bad_collision.metal) && [ -z "$out" ]; then
+    echo "ok   planted name collision: compiles alone, and in the concatenation once renamed"; pass=$((pass + 1))
+else echo "FAIL planted collision kernel, alone or renamed, does not compile"; printf '%s\n' "$out" | head -5; fail=$((fail + 1)); fi
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
