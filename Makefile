@@ -10,11 +10,10 @@ CC      ?= cc
 BUILD   ?= build
 UNAME_S := $(shell uname -s)
 UNAME_M := $(shell uname -m)
+# Apple clang on arm64 selects the CPU with -mcpu=native (-march=native is doubtful there; unverified: no Mac)
 NATIVE  := -march=native
-ifeq ($(UNAME_S),Darwin)
-ifeq ($(UNAME_M),arm64)
-NATIVE  := -mcpu=native   # Apple clang on arm64 rejects -march=native before Xcode 15
-endif
+ifeq ($(UNAME_S)-$(UNAME_M),Darwin-arm64)
+NATIVE  := -mcpu=native
 endif
 OPT     ?= -O2 $(NATIVE)
 CFLAGS  ?= $(OPT) -g

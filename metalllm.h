@@ -11408,7 +11408,7 @@ static mllm_status mllm__gpu_check_model(const mllm_model *m) {
 
 static void mllm__gpu_fwd_free(mllm__gpu_fwd *f) {
     mllm__gpu *g = f->g;
-    mllm__gpu_buf *bufs[5];
+    mllm__gpu_buf *bufs[4];
     int i;
     if (!g) return;
     mllm__gpu_sampler_free(g, &f->smp);
@@ -11417,8 +11417,8 @@ static void mllm__gpu_fwd_free(mllm__gpu_fwd *f) {
     MLLM_FREE(f->wbufs);
     MLLM_FREE(f->wstart);
     MLLM_FREE(f->wlen);
-    bufs[0] = NULL; bufs[1] = f->kpool; bufs[2] = f->vpool; bufs[3] = f->act; bufs[4] = f->io;
-    for (i = 0; i < 5; i++)
+    bufs[0] = f->kpool; bufs[1] = f->vpool; bufs[2] = f->act; bufs[3] = f->io;
+    for (i = 0; i < 4; i++)
         if (bufs[i]) g->vt->buf_free(bufs[i]);
     if (g == &f->own) mllm__gpu_close(&f->own);
     memset(f, 0, sizeof *f);
@@ -11871,6 +11871,7 @@ struct mllm__mtl {
     SEL sel[MLLM__MTL_N_SEL];
     id device, queue, lib;
     size_t max_buffer;
+    mllm_status pipe_status;   /* why the last pipeline creation failed */
     int n_pipes;
     struct mllm__gpu_pipe pipes[MLLM__MTL_MAX_PIPES];
 };
@@ -11966,6 +11967,7 @@ static mllm__gpu_pipe *mllm__mtl_pipeline(void *dev, const char *kernel) {
         mllm__fail(MLLM_ERR_UNSUPPORTED, "metal: pipeline %s runs %lu-wide simdgroups, at most %lu threads per threadgroup "
                    "(the kernels need 32 and at least 32)", kernel, (unsigned long)width, (unsigned long)max_threads);
     objc_autoreleasePoolPop(pool);
+    m->pipe_status = !state ? MLLM_ERR_BACKEND : MLLM_ERR_UNSUPPORTED;
     if (!state || width != 32 || max_threads < 32) {
         mllm__mtl_release(m, state);
         return NULL;
@@ -12099,6 +12101,11 @@ static mllm_status mllm__mtl_open_with(mllm__gpu *g, const unsigned char *metall
     m->queue = MLLM__MSG0(id)(m->device, MLLM__S(m, newCommandQueue));
     if (!m->queue) { mllm__mtl_destroy(m); return mllm__fail(MLLM_ERR_BACKEND, "metal: no command queue"); }
     if ((st = mllm__mtl_library(m, metallib, metallib_len))) { mllm__mtl_destroy(m); return st; }
+    if (!mllm__mtl_pipeline(m, "rms_norm_mul")) {   /* the device's simdgroup width and thread limits, now */
+        st = m->pipe_status;
+        mllm__mtl_destroy(m);
+        return st;
+    }
     g->vt = &mllm__mtl_vt;
     g->dev = m;
     memset(&g->n, 0, sizeof g->n);
