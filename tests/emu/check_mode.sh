@@ -39,10 +39,13 @@ else echo "FAIL planted attribute-width mix was not rejected"; printf '%s\n' "$o
 if out=$(check tests/emu/planted/bad_attr_width.metal -D FIXED) && [ -z "$out" ]; then
     echo "ok   planted attribute-width mix, fixed, compiles"; pass=$((pass + 1))
 else echo "FAIL fixed attribute-width kernel does not compile"; printf '%s\n' "$out" | head -5; fail=$((fail + 1)); fi
-# Metal compiles all kernels as one source (the concatenation embedded in metalllm.h), the emulator each
+# Metal compiles all kernels as one source (the files joined, as metalllm.h embeds them), the emulator each
 # file alone: the concatenation must compile as one unit too (names and macros of different files may
 # collide), in both modes; the planted collision (a helper named as one of attention.metal's) must fail.
-gen/embed_kernels.sh --print-source > "$tmp/all.metal"
+for f in kernels/common.h kernels/*.metal; do   # as mllm__kernel_source_joined (byte for byte: test_emu_static)
+    printf '#line 1 "%s"\n' "$f"
+    sed 's|^#include "common.h"$|// #include "common.h": embedded before this file|' "$f"
+done > "$tmp/all.metal"
 both() {   # both FILE [defines]: the normal and the CHECK-mode compile of FILE
     local out=$tmp/both.cpp
     $PY tests/emu/mslc.py "$1" -o "$out" "${@:2}" --cxx "$CXX" 2>&1 || return 1

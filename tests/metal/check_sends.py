@@ -177,8 +177,9 @@ ENUMS = {   # header constant -> (metal-api enum, name)
 def check_header(text, api):
     methods, underlying, enums = api
     errors = []
-    a = text.find('#if MLLM__HAVE_METAL || defined(MLLM__FORCE_METAL_STUBS)\n/* Metal through')
-    b = text.find('#endif /* MLLM__HAVE_METAL || MLLM__FORCE_METAL_STUBS */', a)
+    t = text.find('#define MLLM__MTL_SELECTORS')   # the Metal layer: the #if section holding the selector table
+    a = text.rfind('#if MLLM__HAVE_METAL', 0, t) if t >= 0 else -1
+    b = text.find('#endif /* MLLM__HAVE_METAL || MLLM__FORCE_METAL_STUBS */', t)
     if a < 0 or b < 0:
         return ['the Metal section of the header was not found'], 0
     sec = strip_comments(text[a:b])
