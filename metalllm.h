@@ -3960,7 +3960,7 @@ typedef struct mllm__gpu {
     const mllm__gpu_vt *vt;
     void *dev;
     mllm__gpu_counters n;
-    mllm_status fault;      /* a dispatch refused since the last wait (the wait returns it) */
+    mllm_status fault;      /* a dispatch refused since the last wait (the wait returns it); opening sets MLLM_OK */
     char fault_msg[160];
 } mllm__gpu;
 
@@ -5370,6 +5370,7 @@ static mllm_status mllm__mtl_open_with(mllm__gpu *g, const unsigned char *metall
     g->vt = &mllm__mtl_vt;
     g->dev = m;
     memset(&g->n, 0, sizeof g->n);
+    g->fault = MLLM_OK;
     return MLLM_OK;
 }
 static mllm_status mllm__mtl_open(mllm__gpu *g) {

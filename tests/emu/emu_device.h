@@ -169,6 +169,7 @@ static mllm_status mllm__emu_gpu_open(mllm__gpu* g, const mllm__emu_settings* s)
     g->vt = &mllm__emu_vt;
     g->dev = d;
     memset(&g->n, 0, sizeof g->n);
+    g->fault = MLLM_OK;
     return MLLM_OK;
 }
 static mllm__emu_dev* mllm__emu_device(mllm__gpu* g) { return (mllm__emu_dev*)g->dev; }
