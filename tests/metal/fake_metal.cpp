@@ -61,6 +61,7 @@ fake_metal_settings settings;
 fake_metal_stats stats;
 std::vector<std::unique_ptr<FObj>> all_objects;    // zombies are kept until fake_metal_reset
 std::map<std::string, FClass *> classes;
+std::vector<std::unique_ptr<FClass>> class_storage;   // classes and metaclasses live as long as the program
 std::map<std::string, std::unique_ptr<std::string>> selectors;
 thread_local std::vector<FObj *> pool_objs;
 thread_local std::vector<size_t> pool_marks;
@@ -74,9 +75,11 @@ const char *sel_name(SEL s) { return (const char *)s; }
 FClass *class_named(const char *name, const char *super) {
     FClass *&c = classes[name];
     if (!c) {
-        c = new FClass;
+        class_storage.emplace_back(new FClass);
+        c = class_storage.back().get();
         c->name = name;
-        c->meta = new FClass;
+        class_storage.emplace_back(new FClass);
+        c->meta = class_storage.back().get();
         c->meta->name = std::string("meta ") + name;
         c->class_object.isa = c->meta;
         c->class_object.rc = 1L << 40;
