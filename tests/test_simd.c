@@ -2,8 +2,8 @@
    architecture, ../shared/testdata/tiny) and SmolLM2 (when present) runs the same two sequences at every
    level the CPU has (x86: AVX-512, AVX2, scalar): the SIMD levels must give identical logits bit for bit
    (same integer sums, same float operations in the same order); the scalar kernels sum floats in another
-   order, so they must only be close.  The fixtures themselves are checked by test_model (and at the
-   scalar level by test_model_simd0, tests/simd.mk). */
+   order, so they must only be close (tiny models only: SmolLM2 is too slow on them for CI).  The
+   fixtures themselves are checked by test_model at the best level. */
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
 #include "test.h"
@@ -60,12 +60,12 @@ static int run_model(const char *path, float **out) {
     return nv;
 }
 
-static void check_levels(const char *path, const char *label) {
+static void check_levels(const char *path, const char *label, int lowest) {
     const int top = mllm__simd_force(99);
     float *ref = NULL, *got = NULL;
     int lvl, nv = 0;
     size_t n, i;
-    for (lvl = top; lvl >= 0; lvl--) {
+    for (lvl = top; lvl >= lowest; lvl--) {
         double d2 = 0, r2 = 0;
         int nv_l;
         mllm__simd_force(lvl);
@@ -95,7 +95,7 @@ static void test_tiny_models(void) {
     for (i = 0; i < sizeof names / sizeof names[0]; i++) {
         char path[512];
         snprintf(path, sizeof path, "../shared/testdata/tiny/models/%s.gguf", names[i]);
-        check_levels(path, names[i]);
+        check_levels(path, names[i], 0);
     }
 }
 
@@ -104,7 +104,7 @@ static void test_smollm2(void) {
     FILE *f = fopen(model, "rb");
     if (!f) { printf("  skipped: %s not present (make model)\n", model); return; }
     fclose(f);
-    check_levels(model, "SmolLM2-135M Q4_1");
+    check_levels(model, "SmolLM2-135M Q4_1", 1);   /* the scalar kernels are too slow for CI here */
 }
 
 int main(void) {
