@@ -78,7 +78,7 @@ run: $(BUILD)/generate $(MODEL)
 	$(BUILD)/generate -m $(MODEL) --chat -p "Write a haiku about the sea." -n 64
 
 bench: all $(MODEL)
-	tests/bench.sh $(BUILD) $(MODEL)
+	tests/bench.sh $(BUILD)
 
 clean:
 	rm -rf build build-*

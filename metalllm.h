@@ -14,6 +14,8 @@
        MLLM_NO_METAL         leave out the Metal backend even on Apple platforms
        MLLM_NO_THREADS       no thread pool (single-threaded CPU backend)
        MLLM_NO_SIMD          scalar CPU kernels only (for testing the fallback)
+       MLLM_SIMD_MAX         x86: highest SIMD level used, 0 scalar, 1 AVX2, 2 AVX-512 (default: the best
+                             the CPU has, found by cpuid at run time; no -march flag is needed)
 
    USAGE
        mllm_model *model;
@@ -334,9 +336,15 @@ mllm_status mllm_generate_ex(mllm_model *model, const char *prompt, const mllm_g
 #define MLLM__HAVE_METAL 0
 #endif
 
-#if !defined(MLLM_NO_SIMD) && defined(__AVX2__) && defined(__FMA__)
-#define MLLM__AVX2 1
+/* x86-64: the SIMD kernels are compiled with per-function target attributes whatever -march says, and
+   one level is chosen at run time from cpuid (mllm__simd_level), so a plain `cc -O2` build still uses
+   AVX2 and AVX-512 where the CPU has them. */
+#if !defined(MLLM_NO_SIMD) && (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define MLLM__X86 1
 #include <immintrin.h>
+#include <cpuid.h>
+#define MLLM__T_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define MLLM__T_AVX512 __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni")))
 #elif !defined(MLLM_NO_SIMD) && defined(__ARM_NEON) && defined(__aarch64__)
 #define MLLM__NEON 1
 #include <arm_neon.h>
@@ -1058,7 +1066,7 @@ static float mllm__vec_dot_scalar(uint32_t type, int64_t n, const void *w, const
 /* ---- half precision and bfloat16.  With F16C the instructions do the same IEEE conversions
    (round to nearest even, NaN quieted with its payload kept), so both paths give identical bits. */
 static float mllm__f16_to_f32(uint16_t h) {
-#if MLLM__AVX2 && defined(__F16C__)
+#if MLLM__X86 && defined(__F16C__)
     return _cvtsh_ss(h);
 #elif MLLM__NEON   /* the same IEEE conversion in one instruction (FPCR's default NaN mode is off) */
     return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
@@ -1079,7 +1087,7 @@ static float mllm__f16_to_f32(uint16_t h) {
 }
 
 static uint16_t mllm__f32_to_f16(float f) {
-#if MLLM__AVX2 && defined(__F16C__)
+#if MLLM__X86 && defined(__F16C__)
     return (uint16_t)_cvtss_sh(f, 0);
 #elif MLLM__NEON
     return vget_lane_u16(vreinterpret_u16_f16(vcvt_f16_f32(vdupq_n_f32(f))), 0);
@@ -1451,24 +1459,85 @@ static float mllm__vec_dot_scalar(uint32_t type, int64_t n, const void *w, const
     }
 }
 
-#if MLLM__AVX2
+#if MLLM__X86
+/* ---- x86 SIMD level, detected once from cpuid: AVX2 needs AVX2, FMA and F16C; AVX-512 adds F, BW, VL,
+   DQ and VNNI.  XCR0 must show that the OS saves the YMM (and opmask/ZMM) state, else they fault. */
+enum { MLLM__SIMD_SCALAR = 0, MLLM__SIMD_AVX2 = 1, MLLM__SIMD_AVX512 = 2 };
+#ifndef MLLM_SIMD_MAX
+#define MLLM_SIMD_MAX MLLM__SIMD_AVX512
+#endif
+static int mllm__simd_detect_cpu(void) {
+    unsigned a, b, c, d, xcr0, xhi;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return MLLM__SIMD_SCALAR;
+    if (!(c & (1u << 27)) || !(c & (1u << 28)) || !(c & (1u << 12)) || !(c & (1u << 29)))
+        return MLLM__SIMD_SCALAR;                               /* OSXSAVE, AVX, FMA, F16C */
+    __asm__ __volatile__("xgetbv" : "=a"(xcr0), "=d"(xhi) : "c"(0));
+    (void)xhi;
+    if ((xcr0 & 6) != 6 || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !(b & (1u << 5)))
+        return MLLM__SIMD_SCALAR;                               /* XMM+YMM state, AVX2 */
+    if ((xcr0 & 0xe0) == 0xe0 && (b & (1u << 16)) && (b & (1u << 17)) && (b & (1u << 30)) &&
+        (b & (1u << 31)) && (c & (1u << 11)))
+        return MLLM__SIMD_AVX512;                               /* ZMM state; F, DQ, BW, VL; VNNI */
+    return MLLM__SIMD_AVX2;
+}
+
+static int mllm__simd_detect(void) {
+    int l = mllm__simd_detect_cpu();
+    return l < MLLM_SIMD_MAX ? l : MLLM_SIMD_MAX;
+}
+
+/* The level in use: detected on first use (every thread computes the same value, so the relaxed
+   atomics only keep race checkers quiet). */
+static int mllm__simd_cur = -1;
+static int mllm__simd_level(void) {
+    int l = __atomic_load_n(&mllm__simd_cur, __ATOMIC_RELAXED);
+    if (l < 0) {
+        l = mllm__simd_detect();
+        __atomic_store_n(&mllm__simd_cur, l, __ATOMIC_RELAXED);
+    }
+    return l;
+}
+
+/* Tests and benchmarks: use at most `level` (0 scalar); returns the level now in use, which is lower
+   when the CPU lacks it.  Not for use while other threads run kernels. */
+static int mllm__simd_force(int level) {
+    int have = mllm__simd_detect(), l = level < have ? level : have;
+    __atomic_store_n(&mllm__simd_cur, l < 0 ? 0 : l, __ATOMIC_RELAXED);
+    return mllm__simd_level();
+}
+
+static const char *mllm__simd_name(int level) {
+    return level == MLLM__SIMD_AVX512 ? "AVX-512" : level == MLLM__SIMD_AVX2 ? "AVX2" : "scalar";
+}
+
+#define MLLM__AVX2_FN MLLM__INLINE MLLM__T_AVX2
+#define MLLM__AVX512_FN MLLM__INLINE MLLM__T_AVX512
+
 /* ---- AVX2: each weight block is unpacked to bytes once and multiplied with up to four activation
    rows by maddubs (u8 x s8 -> s16 pairs) and madd (-> s32), exact integer sums per block. */
-static float mllm__avx2_hsum(__m256 v) {
+MLLM__AVX2_FN float mllm__avx2_hsum(__m256 v) {
+
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
+/* An f16 scale (the instruction gives the same bits as mllm__f16_to_f32). */
+MLLM__AVX2_FN float mllm__avx2_rdh(const uint8_t *p) {
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return _cvtsh_ss(v);
+}
+
 /* 16 packed bytes -> 32 nibbles (low nibbles first, then high). */
-MLLM__INLINE __m256i mllm__avx2_nibbles(const uint8_t *p) {
+MLLM__AVX2_FN __m256i mllm__avx2_nibbles(const uint8_t *p) {
     __m128i v = _mm_loadu_si128((const __m128i *)p);
     return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(v, 4), v), _mm256_set1_epi8(15));
 }
 
 /* Bit i of a 32-bit word -> 0x10 in byte i (the fifth bit of the 5-bit formats). */
-MLLM__INLINE __m256i mllm__avx2_bit4(uint32_t bits) {
+MLLM__AVX2_FN __m256i mllm__avx2_bit4(uint32_t bits) {
     const __m256i pick = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
                                           2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
     const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);   /* byte k: bit k%8 */
@@ -1478,7 +1547,7 @@ MLLM__INLINE __m256i mllm__avx2_bit4(uint32_t bits) {
 }
 
 /* The 32 quants of a legacy block, offset removed (signed bytes), per mllm__fmt32. */
-MLLM__INLINE __m256i mllm__avx2_q32(uint32_t type, const uint8_t *b) {
+MLLM__AVX2_FN __m256i mllm__avx2_q32(uint32_t type, const uint8_t *b) {
     mllm__fmt32 f = mllm__fmt32_of(type);
     __m256i q;
     if (f.bits == 8) return _mm256_loadu_si256((const __m256i *)(b + f.qs));
@@ -1487,20 +1556,14 @@ MLLM__INLINE __m256i mllm__avx2_q32(uint32_t type, const uint8_t *b) {
     return f.zero ? _mm256_sub_epi8(q, _mm256_set1_epi8((char)f.zero)) : q;
 }
 
-/* Sums of 4 adjacent u8 x s8 products per int32 lane: one VNNI instruction where the CPU has it.
-   Without VNNI the 16-bit pair sums cannot saturate for our operands (|q| <= 128, |y| <= 127, two
-   products), so both paths give the same integers. */
-MLLM__INLINE __m256i mllm__avx2_dot_u8s8(__m256i u, __m256i s) {
-#if defined(__AVXVNNI__)
-    return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, s);
-#elif defined(__AVX512VNNI__) && defined(__AVX512VL__)
-    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s);
-#else
+/* Sums of 4 adjacent u8 x s8 products per int32 lane.  The 16-bit pair sums of maddubs cannot saturate
+   for our operands (|q| <= 128, |y| <= 127, two products), so this gives the integers that VNNI's
+   vpdpbusd gives on the AVX-512 path. */
+MLLM__AVX2_FN __m256i mllm__avx2_dot_u8s8(__m256i u, __m256i s) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1));
-#endif
 }
 
-MLLM__INLINE void mllm__avx2_dot32(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *x,
+MLLM__AVX2_FN void mllm__avx2_dot32(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *x,
                                    size_t xs, int nx, float *out) {
     const mllm__fmt32 f = mllm__fmt32_of(type);
     const int wbytes = mllm__traits(type)->bytes, q81 = f.m >= 0, xbytes = q81 ? 36 : 34;
@@ -1512,15 +1575,15 @@ MLLM__INLINE void mllm__avx2_dot32(uint32_t type, int64_t nb, const uint8_t *w, 
     for (i = 0; i < nb; i++) {
         const uint8_t *b = w + i * wbytes;
         const __m256i q = mllm__avx2_q32(type, b), aq = _mm256_sign_epi8(q, q);
-        const float d = mllm__rdh(b), m = q81 ? mllm__rdh(b + f.m) : 0.0f;
+        const float d = mllm__avx2_rdh(b), m = q81 ? mllm__avx2_rdh(b + f.m) : 0.0f;
         for (j = 0; j < nx; j++) {
             const uint8_t *xb = x + j * xs + i * xbytes;
             __m256i y = _mm256_loadu_si256((const __m256i *)(xb + (q81 ? 4 : 2)));
             /* unsigned quants multiply as they are; signed ones move their sign onto y */
             const __m256i p = f.zero || f.bits == 8 ? mllm__avx2_dot_u8s8(aq, _mm256_sign_epi8(y, q))
                                                     : mllm__avx2_dot_u8s8(q, y);
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * mllm__rdh(xb)), _mm256_cvtepi32_ps(p), acc[j]);
-            if (q81) msum[j] += m * mllm__rdh(xb + 2);
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * mllm__avx2_rdh(xb)), _mm256_cvtepi32_ps(p), acc[j]);
+            if (q81) msum[j] += m * mllm__avx2_rdh(xb + 2);
         }
     }
     for (j = 0; j < nx; j++) out[j] = mllm__avx2_hsum(acc[j]) + msum[j];
@@ -1530,13 +1593,13 @@ MLLM__INLINE void mllm__avx2_dot32(uint32_t type, int64_t nb, const uint8_t *w, 
    of sub-block k scaled by the low lane of scv[k], 16-31 by the high lane) and the 16 integer mins.
    Q6_K's -32 offset is folded into its mins (mn = 32*sc, dmin = d) so that every format multiplies
    unsigned quants: dot = d*dx*sum(sc*q.x) - dmin*dx*sum(mn*bsum). */
-MLLM__INLINE void mllm__avx2_unpack_k(uint32_t type, const uint8_t *b, __m256i q[8], __m256i scv[8],
+MLLM__AVX2_FN void mllm__avx2_unpack_k(uint32_t type, const uint8_t *b, __m256i q[8], __m256i scv[8],
                                       __m256i *mnv, float *d, float *dmin) {
     const __m256i m4 = _mm256_set1_epi8(15), m2 = _mm256_set1_epi8(0x30);
     int c;
     if (type == MLLM__Q6_K) {
         const int8_t *sc = (const int8_t *)(b + 192);
-        *d = *dmin = mllm__rdh(b + 208);
+        *d = *dmin = mllm__avx2_rdh(b + 208);
         for (c = 0; c < 8; c++) scv[c] = _mm256_set_m128i(_mm_set1_epi16(sc[2 * c + 1]), _mm_set1_epi16(sc[2 * c]));
         *mnv = _mm256_slli_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)sc)), 5);
         for (c = 0; c < 2; c++) {
@@ -1557,8 +1620,8 @@ MLLM__INLINE void mllm__avx2_unpack_k(uint32_t type, const uint8_t *b, __m256i q
         const __m256i one = _mm256_set1_epi8(1);
         uint8_t sc[8], mn[8];
         __m128i m8;
-        *d = mllm__rdh(b);
-        *dmin = mllm__rdh(b + 2);
+        *d = mllm__avx2_rdh(b);
+        *dmin = mllm__avx2_rdh(b + 2);
         mllm__k4_scales(b + 4, sc, mn);
         m8 = _mm_loadl_epi64((const __m128i *)mn);
         *mnv = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m8, m8));   /* each min twice: per 16 */
@@ -1578,7 +1641,7 @@ MLLM__INLINE void mllm__avx2_unpack_k(uint32_t type, const uint8_t *b, __m256i q
     }
 }
 
-MLLM__INLINE void mllm__avx2_dotk(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *x,
+MLLM__AVX2_FN void mllm__avx2_dotk(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *x,
                                   size_t xs, int nx, float *out) {
     const int wbytes = mllm__traits(type)->bytes, xbytes = 292;
     __m256 acc[MLLM__DOT_MAX_NX];
@@ -1606,15 +1669,13 @@ MLLM__INLINE void mllm__avx2_dotk(uint32_t type, int64_t nb, const uint8_t *w, c
 }
 
 /* 8 elements of a float-like row as floats. */
-MLLM__INLINE __m256 mllm__avx2_load8(uint32_t type, const uint8_t *p) {
+MLLM__AVX2_FN __m256 mllm__avx2_load8(uint32_t type, const uint8_t *p) {
     if (type == MLLM__F32) return _mm256_loadu_ps((const float *)p);
-#ifdef __F16C__
     if (type == MLLM__F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-#endif
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
 }
 
-MLLM__INLINE void mllm__avx2_dotf(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x,
+MLLM__AVX2_FN void mllm__avx2_dotf(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x,
                                   size_t xs, int nx, float *out) {
     const int es = type == MLLM__F32 ? 4 : 2;
     __m256 acc[MLLM__DOT_MAX_NX];
@@ -1632,35 +1693,142 @@ MLLM__INLINE void mllm__avx2_dotf(uint32_t type, int64_t n, const uint8_t *w, co
     }
 }
 
-/* Returns 0 when the type has no AVX2 kernel.  The constant type and row-count arguments let each
-   inlined kernel specialize (accumulators in registers, loops over rows unrolled) for the common
+/* ---- AVX-512 (with VNNI): the same integer sums, 512 bits at a time.  Legacy blocks go two per
+   register with vpdpbusd; K-quants pair their 32-quant groups and fold maddubs' pairs with the scales
+   by vpdpwssd.  Each kernel folds its integers back to the 8 lanes of the AVX2 kernel before any
+   float operation, and does the float operations in the AVX2 kernel's order, so the two paths give
+   identical bits. */
+#define MLLM__ZMM(lo, hi) _mm512_inserti64x4(_mm512_castsi256_si512(lo), (hi), 1)
+
+MLLM__AVX512_FN void mllm__avx512_dot32(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *x,
+                                        size_t xs, int nx, float *out) {
+    const mllm__fmt32 f = mllm__fmt32_of(type);
+    const int wbytes = mllm__traits(type)->bytes, q81 = f.m >= 0, xbytes = q81 ? 36 : 34, xq = q81 ? 4 : 2;
+    const int sgn = f.zero || f.bits == 8;   /* signed quants: |q| times y with q's sign */
+    __m256 acc[MLLM__DOT_MAX_NX];
+    float msum[MLLM__DOT_MAX_NX];
+    int64_t i;
+    int j;
+    for (j = 0; j < nx; j++) { acc[j] = _mm256_setzero_ps(); msum[j] = 0.0f; }
+    for (i = 0; i + 2 <= nb; i += 2) {
+        const uint8_t *b0 = w + i * wbytes, *b1 = b0 + wbytes;
+        const __m512i q = MLLM__ZMM(mllm__avx2_q32(type, b0), mllm__avx2_q32(type, b1));
+        const __m512i u = sgn ? _mm512_abs_epi8(q) : q;
+        const __mmask64 neg = _mm512_movepi8_mask(q);
+        const float d0 = mllm__avx2_rdh(b0), d1 = mllm__avx2_rdh(b1);
+        const float m0 = q81 ? mllm__avx2_rdh(b0 + f.m) : 0.0f, m1 = q81 ? mllm__avx2_rdh(b1 + f.m) : 0.0f;
+        for (j = 0; j < nx; j++) {
+            const uint8_t *x0 = x + j * xs + i * xbytes, *x1 = x0 + xbytes;
+            __m512i y = MLLM__ZMM(_mm256_loadu_si256((const __m256i *)(x0 + xq)), _mm256_loadu_si256((const __m256i *)(x1 + xq)));
+            __m512 p;
+            if (sgn) y = _mm512_mask_sub_epi8(y, neg, _mm512_setzero_si512(), y);
+            p = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(_mm512_setzero_si512(), u, y));
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * mllm__avx2_rdh(x0)), _mm512_castps512_ps256(p), acc[j]);
+            if (q81) msum[j] += m0 * mllm__avx2_rdh(x0 + 2);
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * mllm__avx2_rdh(x1)), _mm512_extractf32x8_ps(p, 1), acc[j]);
+            if (q81) msum[j] += m1 * mllm__avx2_rdh(x1 + 2);
+        }
+    }
+    if (i < nb) {                          /* an odd last block, 256 bits */
+        const uint8_t *b = w + i * wbytes;
+        const __m256i q = mllm__avx2_q32(type, b), u = sgn ? _mm256_abs_epi8(q) : q;
+        const float d = mllm__avx2_rdh(b), m = q81 ? mllm__avx2_rdh(b + f.m) : 0.0f;
+        for (j = 0; j < nx; j++) {
+            const uint8_t *xb = x + j * xs + i * xbytes;
+            __m256i y = _mm256_loadu_si256((const __m256i *)(xb + xq));
+            if (sgn) y = _mm256_sign_epi8(y, q);
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * mllm__avx2_rdh(xb)),
+                                     _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), u, y)), acc[j]);
+            if (q81) msum[j] += m * mllm__avx2_rdh(xb + 2);
+        }
+    }
+    for (j = 0; j < nx; j++) out[j] = mllm__avx2_hsum(acc[j]) + msum[j];
+}
+
+MLLM__AVX512_FN void mllm__avx512_dotk(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *x,
+                                       size_t xs, int nx, float *out) {
+    const int wbytes = mllm__traits(type)->bytes, xbytes = 292;
+    __m256 acc[MLLM__DOT_MAX_NX];
+    int64_t i;
+    int j, k;
+    for (j = 0; j < nx; j++) acc[j] = _mm256_setzero_ps();
+    for (i = 0; i < nb; i++) {
+        __m256i q[8], scv[8], mnv;
+        __m512i q2[4], sc2[4];
+        float d, dmin;
+        mllm__avx2_unpack_k(type, w + i * wbytes, q, scv, &mnv, &d, &dmin);
+        for (k = 0; k < 4; k++) {
+            q2[k] = MLLM__ZMM(q[2 * k], q[2 * k + 1]);
+            sc2[k] = MLLM__ZMM(scv[2 * k], scv[2 * k + 1]);
+        }
+        for (j = 0; j < nx; j++) {
+            const uint8_t *xb = x + j * xs + i * xbytes;
+            const float dx = mllm__rdf(xb);
+            __m512i s2 = _mm512_setzero_si512();
+            __m256i s, ms;
+            for (k = 0; k < 4; k++)
+                s2 = _mm512_dpwssd_epi32(s2, _mm512_maddubs_epi16(q2[k], _mm512_loadu_si512((const void *)(xb + 4 + 64 * k))), sc2[k]);
+            s = _mm256_add_epi32(_mm512_castsi512_si256(s2), _mm512_extracti64x4_epi64(s2, 1));
+            ms = _mm256_madd_epi16(mnv, _mm256_loadu_si256((const __m256i *)(xb + 4 + MLLM__QK_K)));
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(d * dx), _mm256_cvtepi32_ps(s), acc[j]);
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(-dmin * dx), _mm256_cvtepi32_ps(ms), acc[j]);
+        }
+    }
+    for (j = 0; j < nx; j++) out[j] = mllm__avx2_hsum(acc[j]);
+}
+#undef MLLM__ZMM
+
+/* Returns 0 when the type has no kernel at this level.  The constant type and row-count arguments let
+   each inlined kernel specialize (accumulators in registers, loops over rows unrolled) for the common
    cases: one row (decode) and four (prefill). */
-#define MLLM__AVX2_CASE(T, kernel, len)                                          \
+#define MLLM__SIMD_CASE(T, kernel, len)                                          \
     case T:                                                                      \
         if (nx == 1) kernel(T, len, w, x, xs, 1, out);                           \
         else if (nx == 4) kernel(T, len, w, x, xs, 4, out);                      \
         else kernel(T, len, w, x, xs, nx, out);                                  \
         return 1;
-static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x, size_t xs,
-                             int nx, float *out) {
+static MLLM__T_AVX2 int mllm__avx2_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x,
+                                          size_t xs, int nx, float *out) {
     switch (type) {
-    MLLM__AVX2_CASE(MLLM__Q4_0, mllm__avx2_dot32, n / MLLM__QK)
-    MLLM__AVX2_CASE(MLLM__Q4_1, mllm__avx2_dot32, n / MLLM__QK)
-    MLLM__AVX2_CASE(MLLM__Q5_0, mllm__avx2_dot32, n / MLLM__QK)
-    MLLM__AVX2_CASE(MLLM__Q5_1, mllm__avx2_dot32, n / MLLM__QK)
-    MLLM__AVX2_CASE(MLLM__Q8_0, mllm__avx2_dot32, n / MLLM__QK)
-    MLLM__AVX2_CASE(MLLM__Q4_K, mllm__avx2_dotk, n / MLLM__QK_K)
-    MLLM__AVX2_CASE(MLLM__Q5_K, mllm__avx2_dotk, n / MLLM__QK_K)
-    MLLM__AVX2_CASE(MLLM__Q6_K, mllm__avx2_dotk, n / MLLM__QK_K)
-    MLLM__AVX2_CASE(MLLM__F32, mllm__avx2_dotf, n)
-#ifdef __F16C__
-    MLLM__AVX2_CASE(MLLM__F16, mllm__avx2_dotf, n)
-#endif
-    MLLM__AVX2_CASE(MLLM__BF16, mllm__avx2_dotf, n)
+    MLLM__SIMD_CASE(MLLM__Q4_0, mllm__avx2_dot32, n / MLLM__QK)
+    MLLM__SIMD_CASE(MLLM__Q4_1, mllm__avx2_dot32, n / MLLM__QK)
+    MLLM__SIMD_CASE(MLLM__Q5_0, mllm__avx2_dot32, n / MLLM__QK)
+    MLLM__SIMD_CASE(MLLM__Q5_1, mllm__avx2_dot32, n / MLLM__QK)
+    MLLM__SIMD_CASE(MLLM__Q8_0, mllm__avx2_dot32, n / MLLM__QK)
+    MLLM__SIMD_CASE(MLLM__Q4_K, mllm__avx2_dotk, n / MLLM__QK_K)
+    MLLM__SIMD_CASE(MLLM__Q5_K, mllm__avx2_dotk, n / MLLM__QK_K)
+    MLLM__SIMD_CASE(MLLM__Q6_K, mllm__avx2_dotk, n / MLLM__QK_K)
+    MLLM__SIMD_CASE(MLLM__F32, mllm__avx2_dotf, n)
+    MLLM__SIMD_CASE(MLLM__F16, mllm__avx2_dotf, n)
+    MLLM__SIMD_CASE(MLLM__BF16, mllm__avx2_dotf, n)
     default: return 0;
     }
 }
-#undef MLLM__AVX2_CASE
+
+static MLLM__T_AVX512 int mllm__avx512_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x,
+                                              size_t xs, int nx, float *out) {
+    switch (type) {
+    MLLM__SIMD_CASE(MLLM__Q4_0, mllm__avx512_dot32, n / MLLM__QK)
+    MLLM__SIMD_CASE(MLLM__Q4_1, mllm__avx512_dot32, n / MLLM__QK)
+    MLLM__SIMD_CASE(MLLM__Q5_0, mllm__avx512_dot32, n / MLLM__QK)
+    MLLM__SIMD_CASE(MLLM__Q5_1, mllm__avx512_dot32, n / MLLM__QK)
+    MLLM__SIMD_CASE(MLLM__Q8_0, mllm__avx512_dot32, n / MLLM__QK)
+    MLLM__SIMD_CASE(MLLM__Q4_K, mllm__avx512_dotk, n / MLLM__QK_K)
+    MLLM__SIMD_CASE(MLLM__Q5_K, mllm__avx512_dotk, n / MLLM__QK_K)
+    MLLM__SIMD_CASE(MLLM__Q6_K, mllm__avx512_dotk, n / MLLM__QK_K)
+    default: return mllm__avx2_dot_nx(type, n, w, x, xs, nx, out);
+    }
+}
+#undef MLLM__SIMD_CASE
+
+static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x, size_t xs,
+                             int nx, float *out) {
+    switch (mllm__simd_level()) {
+    case MLLM__SIMD_AVX512: return mllm__avx512_dot_nx(type, n, w, x, xs, nx, out);
+    case MLLM__SIMD_AVX2: return mllm__avx2_dot_nx(type, n, w, x, xs, nx, out);
+    default: return 0;
+    }
+}
 
 #elif MLLM__NEON
 /* ---- NEON: each weight block is unpacked to signed bytes once and multiplied with up to four
@@ -1886,6 +2054,18 @@ static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const u
     (void)type; (void)n; (void)w; (void)x; (void)xs; (void)nx; (void)out;
     return 0;
 }
+#endif
+
+#if !MLLM__X86
+/* One SIMD level per build off x86 (NEON where compiled in); tests call these on every platform. */
+#if MLLM__NEON
+#define MLLM__SIMD_BUILD 1
+#else
+#define MLLM__SIMD_BUILD 0
+#endif
+static int mllm__simd_level(void) { return MLLM__SIMD_BUILD; }
+static int mllm__simd_force(int level) { (void)level; return MLLM__SIMD_BUILD; }
+static const char *mllm__simd_name(int level) { return level ? "NEON" : "scalar"; }
 #endif
 
 static void mllm__vec_dot_nx(uint32_t type, int64_t n, const void *w, const void *x, size_t x_stride,
@@ -4007,11 +4187,11 @@ static void mllm__rope(float *x, int n_heads, int head_dim, int n_rot, int pos, 
     mllm__rope_apply(x, n_heads, head_dim, n_rot, cs, neox);
 }
 
-#ifdef MLLM__AVX2
+#if MLLM__X86
 /* exp(x) for 8 floats: x = n ln2 + r with |r| <= ln2/2, e^r by a degree-6 polynomial (relative error
    about 2e-7), 2^n through the exponent bits.  SwiGLU calls exp once per FFN activation, which made
    scalar expf a visible share of a token's time. */
-static __m256 mllm__exp8(__m256 x) {
+MLLM__AVX2_FN __m256 mllm__exp8(__m256 x) {
     const __m256 ln2_hi = _mm256_set1_ps(0.693359375f), ln2_lo = _mm256_set1_ps(-2.12194440e-4f);
     __m256 n, r, p;
     __m256i e;
@@ -4027,6 +4207,38 @@ static __m256 mllm__exp8(__m256 x) {
     p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
     e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* The row ops below at AVX2 level, whole rows (tails included); the callers dispatch. */
+static MLLM__T_AVX2 void mllm__avx2_swiglu(float *out, const float *gate, const float *up, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 g = _mm256_loadu_ps(gate + i);
+        __m256 e = mllm__exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+        __m256 silu = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+    }
+    for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+static MLLM__T_AVX2 float mllm__avx2_dot_f16(const float *a, const uint16_t *b, int n) {
+    __m256 acc = _mm256_setzero_ps();
+    float sum;
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), acc);
+    sum = mllm__avx2_hsum(acc);
+    for (; i < n; i++) sum += a[i] * _cvtsh_ss(b[i]);
+    return sum;
+}
+
+static MLLM__T_AVX2 void mllm__avx2_axpy_f16(float *y, float a, const uint16_t *x, int n) {
+    __m256 va = _mm256_set1_ps(a);
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
+                                                _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * _cvtsh_ss(x[i]);
 }
 #endif
 
@@ -4052,19 +4264,14 @@ static float32x4_t mllm__neon_exp4(float32x4_t x) {
 
 static void mllm__swiglu(float *out, const float *gate, const float *up, int n) {
     int i = 0;
+#if MLLM__X86
+    if (mllm__simd_level() >= MLLM__SIMD_AVX2) { mllm__avx2_swiglu(out, gate, up, n); return; }
+#endif
 #if MLLM__NEON_ROWS
     for (; i + 4 <= n; i += 4) {
         const float32x4_t g = vld1q_f32(gate + i);
         const float32x4_t silu = vdivq_f32(g, vaddq_f32(vdupq_n_f32(1.0f), mllm__neon_exp4(vnegq_f32(g))));
         vst1q_f32(out + i, vmulq_f32(silu, vld1q_f32(up + i)));
-    }
-#endif
-#ifdef MLLM__AVX2
-    for (; i + 8 <= n; i += 8) {
-        __m256 g = _mm256_loadu_ps(gate + i);
-        __m256 e = mllm__exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
-        __m256 silu = _mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
     }
 #endif
     for (; i < n; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
@@ -4083,16 +4290,8 @@ static void mllm__softmax(float *x, int n) {
 static float mllm__dot_f16(const float *a, const uint16_t *b, int n) {
     int i = 0;
     float sum = 0;
-#if defined(MLLM__AVX2) && defined(__F16C__)
-    __m256 acc = _mm256_setzero_ps();
-    for (; i + 8 <= n; i += 8)
-        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i))), acc);
-    {
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        sum = _mm_cvtss_f32(s);
-    }
+#if MLLM__X86
+    if (mllm__simd_level() >= MLLM__SIMD_AVX2) return mllm__avx2_dot_f16(a, b, n);
 #endif
 #if MLLM__NEON_ROWS
     {
@@ -4110,11 +4309,8 @@ static float mllm__dot_f16(const float *a, const uint16_t *b, int n) {
 
 static void mllm__axpy_f16(float *y, float a, const uint16_t *x, int n) {
     int i = 0;
-#if defined(MLLM__AVX2) && defined(__F16C__)
-    __m256 va = _mm256_set1_ps(a);
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
-                                                _mm256_loadu_ps(y + i)));
+#if MLLM__X86
+    if (mllm__simd_level() >= MLLM__SIMD_AVX2) { mllm__avx2_axpy_f16(y, a, x, n); return; }
 #endif
 #if MLLM__NEON_ROWS
     for (; i + 4 <= n; i += 4)

@@ -1,6 +1,8 @@
 /* Weight types: f16/bf16 conversions, dequantization, activation quantization and dot products, each
    against an independent reference written here from the GGUF format description (double precision).
-   Built twice: as is (SIMD kernels where the CPU has them) and with -DMLLM_NO_SIMD (tests/quant.mk). */
+   Built twice: as is (SIMD kernels where the CPU has them) and with -DMLLM_NO_SIMD (tests/quant.mk).
+   The dot-product tests run once per SIMD level the CPU has (x86: AVX-512, AVX2, scalar; chosen at
+   run time, forced here), and the SIMD levels must agree bit for bit with each other. */
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
 #include "test.h"
@@ -468,6 +470,42 @@ static void test_vec_dot_extremes(void) {
     free(w); free(x);
 }
 
+/* The x86 levels above AVX2 do the same integer sums and the same float operations in the same order,
+   so every weight type's dot must give identical bits on each of them, for 1 to 4 activation rows. */
+static void test_simd_levels_identical(void) {
+    const int64_t n = 4096;
+    const int top = mllm__simd_force(99);
+    float *xf = (float *)malloc(4 * 4096 * sizeof(float));
+    uint8_t *w = (uint8_t *)malloc(4096 * 4 + 64), *x = (uint8_t *)malloc(4 * (4096 * 4 + 64));
+    int ti, j, nx, lvl, rep, compared = 0;
+    for (ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        uint32_t t = WEIGHT_TYPES[ti], tx = (uint32_t)mllm__traits(t)->vec_dot_type;
+        size_t xs = mllm__row_bytes(tx, n) + 3;
+        for (rep = 0; rep < 4; rep++) {
+            int64_t len = rep == 3 ? n - 3 * block_of(t) : n;   /* an odd block count too */
+            float base[4], got[4];
+            rnd_blocks(t, w, (int)(len / block_of(t)), 0);
+            for (j = 0; j < 4 * len; j++) xf[j] = rnd_normalish() * (rep == 2 ? 1e3f : 1.0f);
+            for (j = 0; j < 4; j++) mllm__quant_row(tx, xf + j * len, x + j * xs, len);
+            for (nx = 1; nx <= MLLM__DOT_MAX_NX; nx++) {
+                mllm__simd_force(1);
+                mllm__vec_dot_nx(t, len, w, x, xs, nx, base);
+                for (lvl = 2; lvl <= top; lvl++) {
+                    CHECK(mllm__simd_force(lvl) == lvl, "level %d not available", lvl);
+                    mllm__vec_dot_nx(t, len, w, x, xs, nx, got);
+                    CHECK(memcmp(got, base, (size_t)nx * sizeof(float)) == 0, "%s n=%ld nx=%d: %s %.9g, %s %.9g",
+                          mllm__traits(t)->name, (long)len, nx, mllm__simd_name(lvl), got[nx - 1],
+                          mllm__simd_name(1), base[nx - 1]);
+                    compared++;
+                }
+            }
+        }
+    }
+    mllm__simd_force(top);
+    printf("  %d comparisons between SIMD levels (top level: %s)\n", compared, mllm__simd_name(top));
+    free(xf); free(w); free(x);
+}
+
 /* mllm__traits is a table indexed by type id: every id must give the GGUF spec's name and block layout
    for that id (the table is positional, so a missing or extra row shifts every later type), NULL for
    ids we do not run, and NULL past the table. */
@@ -497,21 +535,23 @@ static void test_type_traits_by_id(void) {
 }
 
 int main(void) {
-#if MLLM__AVX2
-    printf("SIMD: AVX2\n");
-#elif MLLM__NEON
-    printf("SIMD: NEON\n");
-#else
-    printf("SIMD: none (scalar kernels)\n");
-#endif
+    const int top = mllm__simd_force(99);
+    int lvl;
     RUN(test_f16_exhaustive);
     RUN(test_bf16_exhaustive);
     RUN(test_f32_to_f16_rounding);
     RUN(test_f32_to_bf16_rounding);
     RUN(test_dequant_all_types);
     RUN(test_quant_activations);
-    RUN(test_vec_dot);
-    RUN(test_vec_dot_extremes);
+    /* each SIMD path against the references and the scalar kernels, the scalar path (0) too */
+    for (lvl = top; lvl >= 0; lvl--) {
+        CHECK(mllm__simd_force(lvl) == lvl, "cannot force SIMD level %d", lvl);
+        printf("SIMD: %s\n", mllm__simd_name(lvl));
+        RUN(test_vec_dot);
+        RUN(test_vec_dot_extremes);
+    }
+    mllm__simd_force(top);
+    RUN(test_simd_levels_identical);
     RUN(test_type_traits_by_id);
     return t_finish();
 }
