@@ -102,8 +102,12 @@ void mllm_vocab_free(mllm_vocab *vocab);
    returns how many the whole text needs (so a second call with a larger buffer gets them all), or a
    negative mllm_status.  Matches llama.cpp's llama_tokenize exactly, including that user-defined
    tokens are matched in the text even without MLLM_TOKENIZE_PARSE_SPECIAL (control tokens only with
-   it).  Byte-level BPE cannot represent invalid UTF-8: such bytes become U+FFFD, as in llama.cpp;
-   SentencePiece vocabularies with byte tokens keep every byte. */
+   it).  Byte-level BPE cannot represent invalid UTF-8: such bytes become U+FFFD, as in llama.cpp.
+   SentencePiece vocabularies with byte tokens keep every byte of valid UTF-8.  Invalid UTF-8 is split
+   as llama.cpp splits it (checked against it): a byte from 0xC0 up starts a "character" of the length
+   its high bits give (0xC0-0xDF: 2 bytes, 0xE0-0xEF: 3, 0xF0-0xFF: 4) whatever bytes follow, after
+   spaces became "▁" (e2 96 81).  Byte tokens keep all those bytes, but a "▁" caught this way comes
+   back as its three bytes, not as a space: ff fe 20 61 detokenizes to ff fe e2 96 81 61. */
 int mllm_tokenize(const mllm_vocab *vocab, const char *text, size_t len, mllm_token *tokens,
                   int max_tokens, int flags);
 
