@@ -3464,6 +3464,7 @@ struct mllm__pool {
 #define MLLM__STORE(p, v) __atomic_store_n(p, v, __ATOMIC_SEQ_CST)
 #define MLLM__FETCH_ADD(p, v) __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST)
 #define MLLM__SPIN_NS 50000.0      /* how long an idle thread spins before it sleeps */
+#define MLLM__POOL_CLOSED 0xffffffffu   /* task index while a run is being set up */
 
 static MLLM__UNUSED void mllm__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -3498,7 +3499,9 @@ static void mllm__pool_work(mllm__pool *p, uint32_t gen, int thread) {
     for (;;) {
         uint32_t idx = (uint32_t)c;
         int n;
-        if ((uint32_t)(c >> 32) != gen || idx >= (uint32_t)MLLM__LOAD(&p->n_tasks)) return;
+        if ((uint32_t)(c >> 32) != gen) return;
+        if (idx == MLLM__POOL_CLOSED) { mllm__cpu_relax(); c = MLLM__LOAD(&p->claim); continue; }   /* being set up */
+        if (idx >= (uint32_t)MLLM__LOAD(&p->n_tasks)) return;
         if (!__atomic_compare_exchange_n(&p->claim, &c, c + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) continue;
         n = MLLM__LOAD(&p->n_tasks);   /* stable: this run cannot end before the task we hold */
         p->fn(p->arg, (int)idx, thread);
@@ -3594,11 +3597,14 @@ static void mllm__pool_run(mllm__pool *p, mllm__task_fn fn, void *arg, int n_tas
 #ifndef MLLM_NO_THREADS
     {
         uint32_t gen = (uint32_t)(MLLM__LOAD(&p->claim) >> 32) + 1;
+        /* close the claim word first: a worker still looking at the previous run could otherwise
+           claim a task of this one against the new n_tasks before the run is set up */
+        MLLM__STORE(&p->claim, (uint64_t)gen << 32 | MLLM__POOL_CLOSED);
         p->fn = fn;
         p->arg = arg;
         MLLM__STORE(&p->n_tasks, n_tasks);
         MLLM__STORE(&p->n_finished, 0);
-        MLLM__STORE(&p->claim, (uint64_t)gen << 32);   /* publishes the run */
+        MLLM__STORE(&p->claim, (uint64_t)gen << 32);   /* opens the run */
         if (MLLM__LOAD(&p->n_sleeping)) {
             pthread_mutex_lock(&p->mu);
             pthread_cond_broadcast(&p->cv);

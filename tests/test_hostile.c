@@ -203,8 +203,8 @@ static void test_pool_runs_each_task_once(void) {
     count_job j = {hits};
     CHECK(mllm__pool_create(&p, 4) == MLLM_OK, "pool");
     if (!p) return;
-    for (run = 0; run < 3000; run++) {
-        int n = 1 + (run * 37) % 97;
+    for (run = 0; run < 30000; run++) {
+        int n = run % 10 < 5 ? 2 + run % 3 : 1 + (run * 37) % 97;
         memset(hits, 0, sizeof hits);
         mllm__pool_run(p, count_task, &j, n);
         for (i = 0; i < 97; i++) bad += hits[i] != (i < n);
