@@ -14,3 +14,9 @@ test-tsan-hostile:
 	mkdir -p build-tsan
 	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -march=native -fsanitize=thread -I. -o build-tsan/test_hostile tests/test_hostile.c $(LDLIBS)
 	tests/run.sh build-tsan/test_hostile
+
+# The stress test, long: 5000 random steps (dense) and 2500 (MoE) instead of the suite's 300 and 150.
+STRESS_STEPS ?= 5000
+.PHONY: stress
+stress: $(BUILD)/test_stress
+	$(BUILD)/test_stress $(STRESS_STEPS)
