@@ -270,7 +270,8 @@ const float *mllm_seq_logits(const mllm_context *ctx, mllm_seq_id id);
 typedef struct mllm_chat_message { const char *role; const char *content; } mllm_chat_message;
 /* Formats messages with the model's chat template (ChatML, Llama 3 and Llama 2 / Mistral [INST] are
    recognised by their markers; a model without a template gets ChatML) and appends the opening of the
-   assistant turn.  Writes a NUL-terminated string; returns the size needed including the NUL, or a
+   assistant turn.  Writes a NUL-terminated string (its first cap - 1 bytes when it does not fit);
+   returns the size needed including the NUL, or a
    negative status (MLLM_ERR_UNSUPPORTED for an unrecognised template; MLLM_ERR_INVALID_ARG for a NULL
    role or content, cap < 0, or out == NULL with cap > 0). */
 int mllm_chat_format(const mllm_model *model, const mllm_chat_message *msgs, int n_msgs, char *out, int cap);
@@ -13211,10 +13212,13 @@ int mllm_chat_format(const mllm_model *m, const mllm_chat_message *msgs, int n, 
     else if (strstr(tpl, "<|start_header_id|>")) kind = LLAMA3;
     else if (strstr(tpl, "[INST]")) kind = LLAMA2;
     else return mllm__fail(MLLM_ERR_UNSUPPORTED, "unrecognised chat template");
-#define MLLM__PUT(s)                                                    \
+#define MLLM__PUT(s)   /* what fits in cap - 1 bytes is written, so a short buffer holds a prefix */ \
     do {                                                                \
         size_t l_ = strlen(s);                                          \
-        if (len + l_ < (size_t)cap) memcpy(out + len, s, l_);           \
+        if (len < (size_t)cap) {                                        \
+            size_t k_ = (size_t)cap - 1 - len < l_ ? (size_t)cap - 1 - len : l_; \
+            if (k_) memcpy(out + len, s, k_);                           \
+        }                                                               \
         len += l_;                                                      \
     } while (0)
     if (kind == LLAMA3) MLLM__PUT("<|begin_of_text|>");

@@ -2,7 +2,8 @@
 # Thread-pool behaviour under contention (issue 18, item 7): a 16-token greedy run at the default thread
 # count and at -t 8, first on idle cores, then with every core busy (one `yes` per core, killed at the
 # end).  Each binary given is run alternately with the others, R times per setting; prints each time and
-# the median ratio busy/idle.  Usage: tests/contention.sh MODEL GENERATE_BIN... (R=5 by default).
+# the median ratio busy/idle.  Usage: tests/contention.sh MODEL GENERATE_BIN... (R=5 runs per setting,
+# LIMIT=120 seconds per run by default).
 set -u
 model=$1; shift
 R=${R:-5}
@@ -12,7 +13,7 @@ run() {   # bin, threads flag... -> wall seconds
   local bin=$1; shift
   local t0 t1
   t0=$(date +%s.%N)
-  "$bin" -m "$model" -p "$prompt" -n 16 --temp 0 --ignore-eos "$@" >/dev/null 2>&1 || { echo "run failed: $bin $*" >&2; }
+  timeout "${LIMIT:-120}" "$bin" -m "$model" -p "$prompt" -n 16 --temp 0 --ignore-eos "$@" >/dev/null 2>&1 || echo "run failed or over ${LIMIT:-120} s (counted as that): $bin $*" >&2
   t1=$(date +%s.%N)
   echo "$t1 - $t0" | bc -l
 }

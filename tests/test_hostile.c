@@ -177,6 +177,24 @@ static void test_out_of_range_parameters(void) {
     mllm_model_free(m);
 }
 
+/* Found by the chat fuzzer: a buffer too small for the text got a NUL at cap - 1 but only the pieces that
+   fitted whole before it, leaving uninitialized bytes in the "string".  Now it holds the text's prefix. */
+static void test_chat_short_buffer_gets_a_prefix(void) {
+    mllm_model *m = load("tiny-llama-Q8_0", 64, 1);
+    mllm_chat_message msg = {"user", "hi"};
+    char full[256], part[64];
+    int need, cap;
+    if (!m) { CHECK(0, "model"); return; }
+    need = mllm_chat_format(m, &msg, 1, full, sizeof full);
+    CHECK(need > 8 && need <= (int)sizeof full, "need %d", need);
+    for (cap = 1; cap < need && cap < (int)sizeof part; cap++) {
+        memset(part, 'X', sizeof part);
+        CHECK(mllm_chat_format(m, &msg, 1, part, cap) == need, "cap %d", cap);
+        CHECK(part[cap - 1] == 0 && !memcmp(part, full, (size_t)cap - 1) && part[cap] == 'X', "cap %d: not the prefix", cap);
+    }
+    mllm_model_free(m);
+}
+
 /* 7: more threads than usable cores only wait on each other: the count is capped. */
 static void test_thread_count_capped(void) {
     mllm_model *m = load("tiny-llama-Q8_0", 64, 1000);
@@ -308,6 +326,7 @@ int main(int argc, char **argv) {
     RUN1(test_huge_context_sizes);
     RUN1(test_get_info_null);
     RUN1(test_out_of_range_parameters);
+    RUN1(test_chat_short_buffer_gets_a_prefix);
     RUN1(test_thread_count_capped);
     RUN1(test_pool_runs_each_task_once);
 #ifndef T_TSAN

@@ -1,9 +1,9 @@
 /* Chat formatting: the input is a chat template and messages, NUL-separated (template, role, content,
    role, content...).  Checks: the size query matches, every smaller buffer gets a NUL-terminated
    prefix of the full text, never a byte past cap. */
-#include "fuzz_common.h"
+/* part of fuzz.c */
 
-int LLVMFuzzerTestOneInput(const uint8_t *in, size_t n) {
+static int fz_one_chat(const uint8_t *in, size_t n) {
     mllm_model *m;
     mllm_chat_message msgs[16];
     char *buf, *parts[33];

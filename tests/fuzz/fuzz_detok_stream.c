@@ -1,27 +1,26 @@
 /* The streaming detokenizer: token ids (2 bytes each, modulo the vocabulary) pushed one by one, with a
    buffer size taken from the input; the emitted bytes plus the flush must equal mllm_detokenize of the
    same tokens, and no emitted chunk may end inside a UTF-8 character that later bytes complete. */
-#include "fuzz_common.h"
+/* part of fuzz.c */
 
-#define N_VOCAB 2
-static const char *fz_names[N_VOCAB] = {"tokenizer/ggml-vocab-llama-spm.gguf", "tokenizer/ggml-vocab-qwen2.gguf"};
-static mllm_vocab *fz_v[N_VOCAB];
+#define DS_N_VOCAB 2
+static const char *ds_names[DS_N_VOCAB] = {"tokenizer/ggml-vocab-llama-spm.gguf", "tokenizer/ggml-vocab-qwen2.gguf"};
+static mllm_vocab *ds_v[DS_N_VOCAB];
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
+static int fz_init_detok_stream(void) {
     int i;
-    (void)argc; (void)argv;
-    for (i = 0; i < N_VOCAB; i++) fz_v[i] = fz_vocab(fz_names[i]);
+    for (i = 0; i < DS_N_VOCAB; i++) ds_v[i] = fz_vocab(ds_names[i]);
     return 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *in, size_t n) {
+static int fz_one_detok_stream(const uint8_t *in, size_t n) {
     const mllm_vocab *v;
     mllm_detok st, before;
     mllm_token toks[512];
     char *ref, *stream, piece[512];
     int n_tok, i, need, len = 0, cont, tiny, got;
     if (n < 2 || n > 1 + 2 * 512) return 0;
-    v = fz_v[in[0] % N_VOCAB];
+    v = ds_v[in[0] % DS_N_VOCAB];
     cont = in[0] & 0x80;   /* continuation mode (n_tokens = 1): the first piece keeps its space */
     tiny = in[0] & 0x40;   /* first try each push with a buffer too small for it */
     n_tok = (int)((n - 1) / 2);

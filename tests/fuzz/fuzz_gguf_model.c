@@ -2,18 +2,17 @@
    everything before the tensor data), whose first byte picks which tiny model's tensor data follows it.
    The mutations so land in the header, metadata and tensor infos while the data stays a real model's.
    A model that loads must also tokenize, chat-format and run two steps. */
-#include "fuzz_common.h"
+/* part of fuzz.c */
 
-#define N_DATA 2
-static const char *fz_models[N_DATA] = {"tiny/models/tiny-llama-Q8_0.gguf", "tiny/models/tiny-qwen3moe-Q8_0.gguf"};
+#define GM_N_DATA 2
+static const char *fz_models[GM_N_DATA] = {"tiny/models/tiny-llama-Q8_0.gguf", "tiny/models/tiny-qwen3moe-Q8_0.gguf"};
 #define MAX_META (1u << 20)
-static unsigned char *fz_img[N_DATA];   /* [MAX_META bytes of room | tensor data] */
-static size_t fz_data_size[N_DATA];
+static unsigned char *fz_img[GM_N_DATA];   /* [MAX_META bytes of room | tensor data] */
+static size_t fz_data_size[GM_N_DATA];
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
+static int fz_init_gguf_model(void) {
     int i;
-    (void)argc; (void)argv;
-    for (i = 0; i < N_DATA; i++) {
+    for (i = 0; i < GM_N_DATA; i++) {
         size_t n;
         unsigned char *file = fz_read(fz_models[i], &n);
         mllm__gguf g;
@@ -34,13 +33,13 @@ static int fz_sink(const char *piece, int len, mllm_token token, void *user) {
     return 0;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *in, size_t n) {
+static int fz_one_gguf_model(const uint8_t *in, size_t n) {
     size_t meta, padded;
     unsigned char *base;
     mllm_model *m = NULL;
     int which;
     if (n < 1 || n - 1 > MAX_META - 64) return 0;
-    which = in[0] % N_DATA;
+    which = in[0] % GM_N_DATA;
     meta = n - 1;
     padded = (meta + 31) & ~(size_t)31;   /* the data starts at the default 32-byte alignment */
     base = fz_img[which] + MAX_META - padded;

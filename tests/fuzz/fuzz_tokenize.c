@@ -2,17 +2,16 @@
    with byte tokens).  Input: a flags byte (vocabulary, parse-special), then the text.  Checks: the size
    query equals the count, every id is in range, and valid UTF-8 comes back byte for byte (for
    SentencePiece: unless it contains U+2581, which the tokenizer reads as a space). */
-#include "fuzz_common.h"
+/* part of fuzz.c */
 
-#define N_VOCAB 3
-static const char *fz_names[N_VOCAB] = {"tokenizer/ggml-vocab-llama-spm.gguf", "tokenizer/ggml-vocab-gpt-2.gguf",
+#define TK_N_VOCAB 3
+static const char *tk_names[TK_N_VOCAB] = {"tokenizer/ggml-vocab-llama-spm.gguf", "tokenizer/ggml-vocab-gpt-2.gguf",
                                         "tokenizer/ggml-vocab-qwen2.gguf"};
-static mllm_vocab *fz_v[N_VOCAB];
+static mllm_vocab *tk_v[TK_N_VOCAB];
 
-int LLVMFuzzerInitialize(int *argc, char ***argv) {
+static int fz_init_tokenize(void) {
     int i;
-    (void)argc; (void)argv;
-    for (i = 0; i < N_VOCAB; i++) fz_v[i] = fz_vocab(fz_names[i]);
+    for (i = 0; i < TK_N_VOCAB; i++) tk_v[i] = fz_vocab(tk_names[i]);
     return 0;
 }
 
@@ -36,15 +35,15 @@ static int fz_valid_utf8(const uint8_t *s, size_t n) {
     return 1;
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *in, size_t n) {
+static int fz_one_tokenize(const uint8_t *in, size_t n) {
     const mllm_vocab *v;
     const char *text;
     int flags, k, k2, i, spm;
     mllm_token *toks;
     char *out;
     if (n < 1 || n > 4096) return 0;
-    v = fz_v[(in[0] & 3) % N_VOCAB];
-    spm = (in[0] & 3) % N_VOCAB == 0;
+    v = tk_v[(in[0] & 3) % TK_N_VOCAB];
+    spm = (in[0] & 3) % TK_N_VOCAB == 0;
     flags = in[0] & 4 ? MLLM_TOKENIZE_PARSE_SPECIAL : 0;
     text = (const char *)in + 1;
     n--;

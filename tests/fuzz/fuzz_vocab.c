@@ -1,8 +1,8 @@
 /* Vocabulary load from a GGUF image (the seeds are the tiny models' metadata as vocabulary-only files);
    a vocabulary that loads must tokenize and detokenize a fixed text without error. */
-#include "fuzz_common.h"
+/* part of fuzz.c */
 
-int LLVMFuzzerTestOneInput(const uint8_t *in, size_t n) {
+static int fz_one_vocab(const uint8_t *in, size_t n) {
     mllm_vocab *v = NULL;
     unsigned char *copy = (unsigned char *)malloc(n ? n : 1);   /* exact size: reads past it are caught */
     memcpy(copy, in, n);
