@@ -163,7 +163,8 @@ typedef struct mllm_model_params {
                                       the GPU; mllm_context_create fails when there is none or the model
                                       needs what the GPU kernels lack (a weight type such as Q5_0/Q5_1/
                                       Q5_K, head_dim other than 64/128): MLLM_ERR_UNSUPPORTED/_BACKEND */
-    int n_ctx;                     /* context per sequence; 0: min(model's training context, 4096) */
+    int n_ctx;                     /* context per sequence; 0: min(model's training context, 4096);
+                                      at most 16777216 (2^24) */
     mllm_progress_fn progress;
     void *progress_user;
     int precise;                   /* 1: matmuls keep activations in F32 and dequantize weights on the
@@ -13148,7 +13149,9 @@ mllm_status mllm_model_load(mllm_model **out, const char *path, const mllm_model
     *out = NULL;
     memset(&p, 0, sizeof p);
     if (params) p = *params;
-    if (p.n_threads < 0 || p.n_threads > 1024 || p.n_ctx < 0) return mllm__fail(MLLM_ERR_INVALID_ARG, "n_threads or n_ctx out of range");
+    /* n_ctx bound: per-thread scratch and the sampler's buffers grow with it before the KV pool is sized */
+    if (p.n_threads < 0 || p.n_threads > 1024 || p.n_ctx < 0 || p.n_ctx > (1 << 24))
+        return mllm__fail(MLLM_ERR_INVALID_ARG, "n_threads %d (0 to 1024) or n_ctx %d (0 to 16777216) out of range", p.n_threads, p.n_ctx);
     if ((int)p.backend < MLLM_BACKEND_AUTO || (int)p.backend > MLLM_BACKEND_METAL)
         return mllm__fail(MLLM_ERR_INVALID_ARG, "unknown backend %d", (int)p.backend);
     if (p.backend == MLLM_BACKEND_METAL && !MLLM__HAVE_METAL)
