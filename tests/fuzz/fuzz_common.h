@@ -50,7 +50,6 @@ static mllm_status fz_model_from_memory(mllm_model **out, const void *data, size
     }
     if (m->hp.head_dim > 512) { mllm_model_free(m); return MLLM_ERR_UNSUPPORTED; }
     m->n_ctx = 32;
-    m->ops = &mllm__cpu_ops;
     if ((st = mllm__pool_create(&m->pool, 1))) { mllm_model_free(m); return st; }
     *out = m;
     return MLLM_OK;
