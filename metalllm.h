@@ -43,6 +43,11 @@
        error on the calling thread is mllm_last_error() (thread-local; the only global state besides the
        optional log callback set with mllm_set_log).  The library never prints by itself.
 
+   OWNERSHIP
+       Each *_free function takes what its load/create made; NULL is ignored.  Freeing a model, context or
+       vocabulary twice, or using it after freeing it, is undefined behaviour (as with free()); so is a
+       context used after its model is freed.
+
    LICENSE: see the end of this file.
 */
 #ifndef METALLLM_H
@@ -104,8 +109,12 @@ void mllm_vocab_free(mllm_vocab *vocab);
    returns how many the whole text needs (so a second call with a larger buffer gets them all), or a
    negative mllm_status.  Matches llama.cpp's llama_tokenize exactly, including that user-defined
    tokens are matched in the text even without MLLM_TOKENIZE_PARSE_SPECIAL (control tokens only with
-   it).  Byte-level BPE cannot represent invalid UTF-8: such bytes become U+FFFD, as in llama.cpp;
-   SentencePiece vocabularies with byte tokens keep every byte. */
+   it).  Byte-level BPE cannot represent invalid UTF-8: such bytes become U+FFFD, as in llama.cpp.
+   SentencePiece vocabularies with byte tokens keep every byte of valid UTF-8.  Invalid UTF-8 is split
+   as llama.cpp splits it (checked against it): a byte from 0xC0 up starts a "character" of the length
+   its high bits give (0xC0-0xDF: 2 bytes, 0xE0-0xEF: 3, 0xF0-0xFF: 4) whatever bytes follow, after
+   spaces became "▁" (e2 96 81).  Byte tokens keep all those bytes, but a "▁" caught this way comes
+   back as its three bytes, not as a space: ff fe 20 61 detokenizes to ff fe e2 96 81 61. */
 int mllm_tokenize(const mllm_vocab *vocab, const char *text, size_t len, mllm_token *tokens,
                   int max_tokens, int flags);
 
@@ -151,14 +160,18 @@ typedef enum mllm_backend { MLLM_BACKEND_AUTO = 0, MLLM_BACKEND_CPU, MLLM_BACKEN
 typedef int (*mllm_progress_fn)(float fraction, void *user);
 
 typedef struct mllm_model_params {
-    int n_threads;                 /* 0: all online cores */
+    int n_threads;                 /* 0: the performance cores on Apple Silicon; elsewhere the cores this
+                                      process may use (affinity), less one when there are more than 4.
+                                      Capped to the usable cores: more threads than cores only wait on
+                                      each other.  < 0 or > 1024: MLLM_ERR_INVALID_ARG */
     mllm_backend backend;          /* where contexts of this model run their steps.  AUTO (0) and CPU:
                                       the CPU (AUTO becomes "Metal when it can run the model" once the
                                       Metal path is verified on Apple hardware).  METAL (Apple builds):
                                       the GPU; mllm_context_create fails when there is none or the model
                                       needs what the GPU kernels lack (a weight type such as Q5_0/Q5_1/
                                       Q5_K, head_dim other than 64/128): MLLM_ERR_UNSUPPORTED/_BACKEND */
-    int n_ctx;                     /* context per sequence; 0: min(model's training context, 4096) */
+    int n_ctx;                     /* context per sequence; 0: min(model's training context, 4096);
+                                      at most 16777216 (2^24) */
     mllm_progress_fn progress;
     void *progress_user;
     int precise;                   /* 1: matmuls keep activations in F32 and dequantize weights on the
@@ -179,7 +192,7 @@ typedef struct mllm_model_info {
     const char *chat_template;     /* tokenizer.chat_template or NULL */
     size_t weight_bytes;
 } mllm_model_info;
-void mllm_model_get_info(const mllm_model *model, mllm_model_info *info);
+void mllm_model_get_info(const mllm_model *model, mllm_model_info *info);   /* info NULL: does nothing */
 
 /* ---------------------------------------------------------------- sampling */
 typedef struct mllm_sampler_params {
@@ -193,6 +206,11 @@ typedef struct mllm_sampler_params {
     float presence_penalty;
     uint64_t seed;                 /* same seed, same tokens: on every run and any thread count */
 } mllm_sampler_params;
+/* MLLM_OK when every field is in range, else MLLM_ERR_INVALID_ARG (message names the field): temperature
+   finite and >= 0, top_k >= 0, top_p and min_p in [0, 1], repeat_penalty finite and >= 0,
+   penalty_last_n >= 0, frequency/presence_penalty finite.  mllm_seq_add/_fork and mllm_generate apply it;
+   front ends may call it to check their flags before loading a model. */
+mllm_status mllm_sampler_params_check(const mllm_sampler_params *p);
 
 /* ---------------------------------------------------------------- context, sequences, batched steps
    A context owns a paged KV cache (a pool of fixed-size blocks) and serves many sequences at once.
@@ -206,11 +224,11 @@ typedef enum mllm_kv_policy {
 } mllm_kv_policy;
 
 typedef struct mllm_context_params {
-    int n_seq_max;                 /* 0: 64 */
+    int n_seq_max;                 /* 0: 16 */
     int kv_block_tokens;           /* tokens per KV block; 0: 16 */
     int kv_blocks;                 /* pool size in blocks; 0: enough for n_seq_max... see docs */
     int n_batch;                   /* max tokens in one step; 0: 512 */
-    mllm_kv_policy kv_policy;
+    mllm_kv_policy kv_policy;      /* only MLLM_KV_FAIL_SEQ (0) exists; other values are errors */
 } mllm_context_params;
 
 mllm_status mllm_context_create(mllm_context **out, mllm_model *model, const mllm_context_params *p);
@@ -218,7 +236,8 @@ void mllm_context_free(mllm_context *ctx);
 
 typedef struct mllm_seq_params {
     mllm_sampler_params sampler;
-    int max_tokens;                /* stop after this many generated tokens; 0: until EOG or context */
+    int max_tokens;                /* stop after this many generated tokens; 0: until EOG or context;
+                                      < 0 or an out-of-range sampler: MLLM_ERR_INVALID_ARG */
     int ignore_eog;                /* keep generating past end-of-generation tokens */
     int manual;                    /* no sampling: steps compute logits (mllm_seq_logits) and the caller
                                       feeds the next tokens with mllm_seq_append */
@@ -264,14 +283,16 @@ int mllm_kv_free_blocks(const mllm_context *ctx, int *n_total);
 typedef struct mllm_chat_message { const char *role; const char *content; } mllm_chat_message;
 /* Formats messages with the model's chat template (ChatML, Llama 3 and Llama 2 / Mistral [INST] are
    recognised by their markers; a model without a template gets ChatML) and appends the opening of the
-   assistant turn.  Writes a NUL-terminated string; returns the size needed including the NUL, or a
-   negative status (MLLM_ERR_UNSUPPORTED for an unrecognised template). */
+   assistant turn.  Writes a NUL-terminated string (its first cap - 1 bytes when it does not fit);
+   returns the size needed including the NUL, or a
+   negative status (MLLM_ERR_UNSUPPORTED for an unrecognised template; MLLM_ERR_INVALID_ARG for a NULL
+   role or content, cap < 0, or out == NULL with cap > 0). */
 int mllm_chat_format(const mllm_model *model, const mllm_chat_message *msgs, int n_msgs, char *out, int cap);
 
 /* ---------------------------------------------------------------- one-call generation */
 typedef struct mllm_generate_params {
     mllm_sampler_params sampler;
-    int max_tokens;                /* 0: 128 */
+    int max_tokens;                /* 0: 128; < 0: MLLM_ERR_INVALID_ARG */
     int ignore_eog;
     int add_special;               /* 0: follow the GGUF's add_bos/add_eos; -1: add none */
     int parse_special;             /* 1: match special-token text in the prompt (default 1); -1: off */
@@ -313,6 +334,13 @@ mllm_status mllm_generate_ex(mllm_model *model, const char *prompt, const mllm_g
 #include <time.h>
 #if !defined(_WIN32)
 #include <unistd.h>
+#endif
+#if defined(__APPLE__)
+/* <sys/sysctl.h> needs _DARWIN_C_SOURCE next to _POSIX_C_SOURCE; the declaration is all we use */
+#ifdef __cplusplus
+extern "C"
+#endif
+int sysctlbyname(const char *, void *, size_t *, void *, size_t);
 #endif
 #ifndef MLLM_NO_THREADS
 #include <pthread.h>
@@ -3469,7 +3497,7 @@ int mllm_token_to_bytes(const mllm_vocab *v, mllm_token t, char *buf, int cap) {
     if (!v || t < 0 || t >= v->n_tokens || cap < 0 || (cap > 0 && !buf))
         return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_token_to_bytes: bad argument or token %d", (int)t);
     n = v->piece_off[t + 1] - v->piece_off[t];
-    if ((int)n <= cap) memcpy(buf, v->piece + v->piece_off[t], n);
+    if (n && (int)n <= cap) memcpy(buf, v->piece + v->piece_off[t], n);
     return (int)n;
 }
 
@@ -3505,6 +3533,7 @@ int mllm_detok_push(const mllm_vocab *v, mllm_detok *st, mllm_token t, char *out
     total = st->n_pending + len;
     if (total > cap) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_detok_push: buffer of %d bytes too small", cap);
     if (has_text) st->n_tokens++;
+    if (!total) return 0;   /* out may be NULL with cap 0 */
     memcpy(out, st->pending, (size_t)st->n_pending);
     memcpy(out + st->n_pending, p, (size_t)len);
     hold = mllm__utf8_incomplete_tail((const unsigned char *)out, total);
@@ -3518,7 +3547,7 @@ int mllm_detok_flush(mllm_detok *st, char *out, int cap) {
     if (!st || st->n_pending < 0 || st->n_pending > 3 || cap < st->n_pending || (st->n_pending && !out))
         return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_detok_flush: bad argument");
     n = st->n_pending;
-    memcpy(out, st->pending, (size_t)n);
+    if (n) memcpy(out, st->pending, (size_t)n);
     st->n_pending = 0;
     return n;
 }
@@ -3537,7 +3566,7 @@ int mllm_detokenize(const mllm_vocab *v, const mllm_token *tokens, int n, char *
         total += (size_t)len;
         if (total > (size_t)INT_MAX) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_detokenize: text too long");
     }
-    if (total <= (size_t)cap) {
+    if (total && total <= (size_t)cap) {   /* out may be NULL with cap 0 */
         char *o = out;
         for (i = 0, seen = 0; i < n; i++) {
             int len, has_text;
@@ -3991,30 +4020,36 @@ typedef struct mllm__backend_ops {
 static mllm_status mllm__forward(const mllm__backend_ops *ops, void *be, const mllm_model *m, const mllm__batch *b);
 
 /* ---- thread pool ----
-   Persistent workers spin briefly on a generation counter (a decode step launches a few hundred parallel
-   loops, so waking through a condition variable each time would dominate), then sleep.  Tasks are
-   claimed dynamically, but each task always computes the same outputs in the same order, so results do
-   not depend on the thread count. */
+   Persistent workers spin briefly (about MLLM__SPIN_NS) on a generation counter, since a decode step
+   launches a few hundred parallel loops a few microseconds apart, then sleep on a condition variable, so
+   that threads whose cores are taken by other programs give them up quickly.  A run is over when its
+   tasks are done, not when every worker has checked in: tasks are claimed by compare-and-swap on one
+   word holding (generation, next task), so a worker that wakes late finds nothing to claim and never
+   delays the caller.  Each task always computes the same outputs in the same order, so results do not
+   depend on the thread count. */
 typedef void (*mllm__task_fn)(void *arg, int task, int thread);
 
 struct mllm__pool {
     int n_threads;                 /* including the caller */
-    mllm__task_fn fn;
+    mllm__task_fn fn;              /* written before claim publishes a run, read after claiming a task */
     void *arg;
-    int n_tasks;
-    int next_task, gen, n_done, quit, n_sleeping;   /* accessed with __atomic builtins */
+    int n_tasks, n_finished, quit, n_sleeping, caller_waiting;   /* accessed with __atomic builtins */
+    uint64_t claim;                /* generation << 32 | next task index (atomic) */
 #ifndef MLLM_NO_THREADS
     pthread_t *threads;
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;             /* workers wait here for a new generation */
+    pthread_cond_t done_cv;        /* the caller waits here for the last task */
 #endif
 };
 
 #define MLLM__LOAD(p) __atomic_load_n(p, __ATOMIC_SEQ_CST)
 #define MLLM__STORE(p, v) __atomic_store_n(p, v, __ATOMIC_SEQ_CST)
 #define MLLM__FETCH_ADD(p, v) __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST)
+#define MLLM__SPIN_NS 50000.0      /* how long an idle thread spins before it sleeps */
+#define MLLM__POOL_CLOSED 0xffffffffu   /* task index while a run is being set up */
 
-static void mllm__cpu_relax(void) {
+static MLLM__UNUSED void mllm__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #elif defined(__aarch64__)
@@ -4022,33 +4057,65 @@ static void mllm__cpu_relax(void) {
 #endif
 }
 
-static void mllm__pool_work(mllm__pool *p, int thread) {
-    int t;
-    while ((t = MLLM__FETCH_ADD(&p->next_task, 1)) < p->n_tasks) p->fn(p->arg, t, thread);
+#ifndef MLLM_NO_THREADS
+static double mllm__now(void);
+
+/* Spins while the generation in p->claim is gen (worker) or, with gen = -1, while tasks of the run are
+   unfinished (caller), for at most MLLM__SPIN_NS; returns nonzero when the wait is over. */
+static int mllm__pool_spin(const mllm__pool *p, int64_t gen, int n_tasks) {
+    double t0 = 0;
+    int i;
+    for (i = 0;; i++) {
+        if (gen >= 0 ? (int64_t)(uint32_t)(MLLM__LOAD(&p->claim) >> 32) != gen : MLLM__LOAD(&p->n_finished) >= n_tasks) return 1;
+        mllm__cpu_relax();
+        if ((i & 63) == 63) {
+            double t = mllm__now();
+            if (!t0) t0 = t;
+            else if ((t - t0) * 1e9 > MLLM__SPIN_NS) return 0;
+        }
+    }
 }
 
-#ifndef MLLM_NO_THREADS
+/* Claims and runs the tasks of generation gen until none is left. */
+static void mllm__pool_work(mllm__pool *p, uint32_t gen, int thread) {
+    uint64_t c = MLLM__LOAD(&p->claim);
+    for (;;) {
+        uint32_t idx = (uint32_t)c;
+        int n;
+        if ((uint32_t)(c >> 32) != gen) return;
+        if (idx == MLLM__POOL_CLOSED) { mllm__cpu_relax(); c = MLLM__LOAD(&p->claim); continue; }   /* being set up */
+        if (idx >= (uint32_t)MLLM__LOAD(&p->n_tasks)) return;
+        if (!__atomic_compare_exchange_n(&p->claim, &c, c + 1, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) continue;
+        n = MLLM__LOAD(&p->n_tasks);   /* stable: this run cannot end before the task we hold */
+        p->fn(p->arg, (int)idx, thread);
+        if (MLLM__FETCH_ADD(&p->n_finished, 1) + 1 == n && thread && MLLM__LOAD(&p->caller_waiting)) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_broadcast(&p->done_cv);
+            pthread_mutex_unlock(&p->mu);
+        }
+        c = MLLM__LOAD(&p->claim);
+    }
+}
+
 typedef struct mllm__worker_arg { mllm__pool *pool; int index; } mllm__worker_arg;
 
 static void *mllm__pool_worker(void *varg) {
     mllm__worker_arg *wa = (mllm__worker_arg *)varg;
     mllm__pool *p = wa->pool;
-    int index = wa->index, seen = 0;
+    int index = wa->index;
+    uint32_t seen = 0;
     MLLM_FREE(wa);
     for (;;) {
-        int spins = 0;
-        while (MLLM__LOAD(&p->gen) == seen && !MLLM__LOAD(&p->quit)) {
-            if (++spins < 100000) { mllm__cpu_relax(); continue; }
+        if (!mllm__pool_spin(p, seen, 0) && !MLLM__LOAD(&p->quit)) {
             pthread_mutex_lock(&p->mu);
             MLLM__FETCH_ADD(&p->n_sleeping, 1);
-            while (MLLM__LOAD(&p->gen) == seen && !MLLM__LOAD(&p->quit)) pthread_cond_wait(&p->cv, &p->mu);
+            while ((uint32_t)(MLLM__LOAD(&p->claim) >> 32) == seen && !MLLM__LOAD(&p->quit)) pthread_cond_wait(&p->cv, &p->mu);
             MLLM__FETCH_ADD(&p->n_sleeping, -1);
             pthread_mutex_unlock(&p->mu);
         }
         if (MLLM__LOAD(&p->quit)) return NULL;
-        seen = MLLM__LOAD(&p->gen);
-        mllm__pool_work(p, index);
-        MLLM__FETCH_ADD(&p->n_done, 1);
+        seen = (uint32_t)(MLLM__LOAD(&p->claim) >> 32);
+        mllm__pool_work(p, seen, index);
     }
 }
 #endif
@@ -4060,6 +4127,7 @@ static void mllm__pool_free(mllm__pool *p) {
         int i;
         pthread_mutex_lock(&p->mu);
         MLLM__STORE(&p->quit, 1);
+        MLLM__FETCH_ADD(&p->claim, (uint64_t)1 << 32);   /* wakes spinning workers too */
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
         for (i = 0; i < p->n_threads - 1; i++) pthread_join(p->threads[i], NULL);
@@ -4067,6 +4135,7 @@ static void mllm__pool_free(mllm__pool *p) {
     }
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
+    pthread_cond_destroy(&p->done_cv);
 #endif
     MLLM_FREE(p);
 }
@@ -4079,6 +4148,7 @@ static mllm_status mllm__pool_create(mllm__pool **out, int n_threads) {
 #else
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
+    pthread_cond_init(&p->done_cv, NULL);
     if (n_threads > 1) {
         int i;
         p->threads = MLLM__CAST(pthread_t *, mllm__calloc((size_t)n_threads - 1, sizeof(pthread_t)));
@@ -4108,19 +4178,31 @@ static void mllm__pool_run(mllm__pool *p, mllm__task_fn fn, void *arg, int n_tas
         return;
     }
 #ifndef MLLM_NO_THREADS
-    p->fn = fn;
-    p->arg = arg;
-    p->n_tasks = n_tasks;
-    MLLM__STORE(&p->next_task, 0);
-    MLLM__STORE(&p->n_done, 0);
-    MLLM__FETCH_ADD(&p->gen, 1);
-    if (MLLM__LOAD(&p->n_sleeping)) {
-        pthread_mutex_lock(&p->mu);
-        pthread_cond_broadcast(&p->cv);
-        pthread_mutex_unlock(&p->mu);
+    {
+        uint32_t gen = (uint32_t)(MLLM__LOAD(&p->claim) >> 32) + 1;
+        /* close the claim word first: a worker still looking at the previous run could otherwise
+           claim a task of this one against the new n_tasks before the run is set up */
+        MLLM__STORE(&p->claim, (uint64_t)gen << 32 | MLLM__POOL_CLOSED);
+        p->fn = fn;
+        p->arg = arg;
+        MLLM__STORE(&p->n_tasks, n_tasks);
+        MLLM__STORE(&p->n_finished, 0);
+        MLLM__STORE(&p->claim, (uint64_t)gen << 32);   /* opens the run */
+        if (MLLM__LOAD(&p->n_sleeping)) {
+            pthread_mutex_lock(&p->mu);
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->mu);
+        }
+        mllm__pool_work(p, gen, 0);
+        /* wait for tasks other threads still run: spin briefly, then sleep until the last one signals */
+        if (!mllm__pool_spin(p, -1, n_tasks)) {
+            pthread_mutex_lock(&p->mu);
+            MLLM__STORE(&p->caller_waiting, 1);
+            while (MLLM__LOAD(&p->n_finished) < n_tasks) pthread_cond_wait(&p->done_cv, &p->mu);
+            MLLM__STORE(&p->caller_waiting, 0);
+            pthread_mutex_unlock(&p->mu);
+        }
     }
-    mllm__pool_work(p, 0);
-    while (MLLM__LOAD(&p->n_done) < p->n_threads - 1) mllm__cpu_relax();
 #endif
 }
 
@@ -6754,6 +6836,27 @@ static mllm__seq *mllm__seq_slot(mllm_context *ctx) {
     return NULL;
 }
 
+/* The one check of mllm_sampler_params (shared by the API and the examples' flags). */
+mllm_status mllm_sampler_params_check(const mllm_sampler_params *p) {
+    const char *bad = NULL;
+    if (!p) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_sampler_params_check: NULL argument");
+    if (!(p->temperature >= 0) || p->temperature > FLT_MAX) bad = "temperature (finite, >= 0)";
+    else if (p->top_k < 0) bad = "top_k (>= 0)";
+    else if (!(p->top_p >= 0 && p->top_p <= 1)) bad = "top_p (0 to 1)";
+    else if (!(p->min_p >= 0 && p->min_p <= 1)) bad = "min_p (0 to 1)";
+    else if (!(p->repeat_penalty >= 0) || p->repeat_penalty > FLT_MAX) bad = "repeat_penalty (finite, >= 0)";
+    else if (p->penalty_last_n < 0) bad = "penalty_last_n (>= 0)";
+    else if (!(p->frequency_penalty >= -FLT_MAX && p->frequency_penalty <= FLT_MAX)) bad = "frequency_penalty (finite)";
+    else if (!(p->presence_penalty >= -FLT_MAX && p->presence_penalty <= FLT_MAX)) bad = "presence_penalty (finite)";
+    return bad ? mllm__fail(MLLM_ERR_INVALID_ARG, "sampler parameter out of range: %s", bad) : MLLM_OK;
+}
+
+static mllm_status mllm__check_seq_params(const mllm_seq_params *p) {
+    if (!p) return MLLM_OK;
+    if (p->max_tokens < 0) return mllm__fail(MLLM_ERR_INVALID_ARG, "max_tokens %d < 0", p->max_tokens);
+    return mllm_sampler_params_check(&p->sampler);
+}
+
 /* Allocates a slot's token history (room for the whole context) and block table. */
 static mllm_status mllm__seq_init(mllm_context *ctx, mllm__seq *s, const mllm_seq_params *p) {
     memset(s, 0, sizeof *s);
@@ -6835,9 +6938,9 @@ static mllm_status mllm__gpu_step(mllm_context *ctx, mllm__batch *b) {
 
 mllm_status mllm_step(mllm_context *ctx, mllm_step_result *res) {
     mllm__batch b;
-    const int V = ctx->model->hp.n_vocab;
-    int i, n_res = 0, budget, n_active = 0, pass;
+    int i, n_res = 0, budget, n_active = 0, pass, V;
     if (!ctx || !res) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_step: NULL argument");
+    V = ctx->model->hp.n_vocab;
     memset(&b, 0, sizeof b);
     b.tokens = ctx->b_tokens;
     b.pos = ctx->b_pos;
@@ -6961,6 +7064,7 @@ mllm_status mllm_seq_add(mllm_context *ctx, const mllm_token *prompt, int n_prom
     mllm_status st;
     int i;
     if (!ctx || !prompt || n_prompt <= 0 || !out) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_seq_add: empty prompt or NULL argument");
+    if ((st = mllm__check_seq_params(p)) != MLLM_OK) return st;
     for (i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= ctx->model->hp.n_vocab)
             return mllm__fail(MLLM_ERR_INVALID_ARG, "prompt token %d at index %d is out of range [0, %d)", prompt[i], i, ctx->model->hp.n_vocab);
@@ -6980,6 +7084,7 @@ mllm_status mllm_seq_fork(mllm_context *ctx, mllm_seq_id src_id, const mllm_seq_
     mllm_status st;
     int i;
     if (!ctx || !out) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_seq_fork: NULL argument");
+    if ((st = mllm__check_seq_params(p)) != MLLM_OK) return st;
     if (!(src = mllm__seq_get(ctx, src_id))) return mllm__fail(MLLM_ERR_INVALID_ARG, "no sequence %d", src_id);
     if (!(s = mllm__seq_slot(ctx))) return mllm__fail(MLLM_ERR_INVALID_ARG, "all %d sequence slots are in use", ctx->p.n_seq_max);
     if ((st = mllm__seq_init(ctx, s, p ? p : &src->params))) return st;
@@ -7086,6 +7191,27 @@ void mllm_context_free(mllm_context *ctx) {
 
 #define MLLM__ALLOC(ptr, n, T) ((ptr) = MLLM__CAST(T *, mllm__calloc((size_t)(n), sizeof(T))), (ptr) != NULL)
 
+/* Checks mllm_context_params as documented and fills in the defaults (in place). */
+static mllm_status mllm__check_context_params(mllm_context_params *p, int n_ctx) {
+    int64_t per_seq;
+    if (p->n_seq_max < 0 || p->kv_block_tokens < 0 || p->n_batch < 0 || p->kv_blocks < 0 ||
+        p->n_seq_max > 4096 || p->kv_block_tokens > 4096 || p->n_batch > 65536)
+        return mllm__fail(MLLM_ERR_INVALID_ARG, "context parameters out of range (n_seq_max %d, kv_block_tokens %d, "
+                          "kv_blocks %d, n_batch %d)", p->n_seq_max, p->kv_block_tokens, p->kv_blocks, p->n_batch);
+    if ((int)p->kv_policy != MLLM_KV_FAIL_SEQ) return mllm__fail(MLLM_ERR_INVALID_ARG, "unknown kv_policy %d", (int)p->kv_policy);
+    if (p->n_seq_max == 0) p->n_seq_max = 16;
+    if (p->kv_block_tokens == 0) p->kv_block_tokens = 16;
+    if (p->n_batch == 0) p->n_batch = 512;
+    per_seq = ((int64_t)n_ctx + p->kv_block_tokens - 1) / p->kv_block_tokens;
+    if (p->kv_blocks == 0) {   /* default pool: a full context for up to 4 sequences */
+        int64_t n = per_seq * (p->n_seq_max < 4 ? p->n_seq_max : 4);
+        if (n > INT_MAX) return mllm__fail(MLLM_ERR_INVALID_ARG, "a context of %d tokens needs %lld KV blocks of %d tokens: set kv_blocks",
+                                           n_ctx, (long long)n, p->kv_block_tokens);
+        p->kv_blocks = (int)n;
+    }
+    return MLLM_OK;
+}
+
 /* Creates a context.  Its steps run on gpu when given (tests attach the emulated device here), else on
    Metal when the model's backend asks for it and this build has it, else on the CPU. */
 static mllm_status mllm__context_create(mllm_context **out, mllm_model *model, const mllm_context_params *params,
@@ -7100,19 +7226,11 @@ static mllm_status mllm__context_create(mllm_context **out, mllm_model *model, c
     hp = &model->hp;
     memset(&p, 0, sizeof p);
     if (params) p = *params;
-    if (p.n_seq_max <= 0) p.n_seq_max = 16;
-    if (p.kv_block_tokens <= 0) p.kv_block_tokens = 16;
-    if (p.n_batch <= 0) p.n_batch = 512;
-    if (p.n_seq_max > 4096 || p.kv_block_tokens > 4096 || p.n_batch > 65536 || p.kv_blocks < 0)
-        return mllm__fail(MLLM_ERR_INVALID_ARG, "context parameters out of range");
-    if (p.kv_blocks == 0) {   /* default pool: a full context for up to 4 sequences */
-        int64_t per_seq = (model->n_ctx + p.kv_block_tokens - 1) / p.kv_block_tokens;
-        p.kv_blocks = (int)(per_seq * (p.n_seq_max < 4 ? p.n_seq_max : 4));
-    }
+    if (mllm__check_context_params(&p, model->n_ctx) != MLLM_OK) return MLLM_ERR_INVALID_ARG;
     if (!(ctx = MLLM__CAST(mllm_context *, mllm__calloc(1, sizeof *ctx)))) return mllm__fail(MLLM_ERR_NOMEM, "out of memory");
     ctx->model = model;
     ctx->p = p;
-    ctx->max_blocks_per_seq = (model->n_ctx + p.kv_block_tokens - 1) / p.kv_block_tokens;
+    ctx->max_blocks_per_seq = (int)(((int64_t)model->n_ctx + p.kv_block_tokens - 1) / p.kv_block_tokens);
     ctx->kv.n_blocks = p.kv_blocks;
     ctx->kv.block_tokens = p.kv_block_tokens;
     ctx->kv.n_layer = hp->n_layer;
@@ -7194,13 +7312,48 @@ mllm_status mllm_context_create(mllm_context **out, mllm_model *model, const mll
 }
 
 /* ============================================================ SECTION: public API */
-static int mllm__online_cores(void) {
+/* Cores this process may run on: the affinity mask on Linux (taskset, cgroups cpusets), else the
+   online count.  More threads than this never help, so n_threads is capped to it. */
+static int mllm__usable_cores(void) {
+    long n = 1;
 #if defined(_SC_NPROCESSORS_ONLN)
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-#else
-    return 1;
+    n = sysconf(_SC_NPROCESSORS_ONLN);
 #endif
+#if defined(__linux__)
+    {   /* "Cpus_allowed:\tff,ffffffff" in /proc/self/status: count the bits (no _GNU_SOURCE needed) */
+        FILE *f = fopen("/proc/self/status", "r");
+        char line[4096];
+        while (f && fgets(line, sizeof line, f)) {
+            const char *c;
+            long bits = 0;
+            if (strncmp(line, "Cpus_allowed:", 13)) continue;
+            for (c = line + 13; *c; c++) {
+                int d = *c >= '0' && *c <= '9' ? *c - '0' : *c >= 'a' && *c <= 'f' ? *c - 'a' + 10 : -1;
+                if (d > 0) bits += (d & 1) + ((d >> 1) & 1) + ((d >> 2) & 1) + ((d >> 3) & 1);
+            }
+            if (bits > 0 && bits < n) n = bits;
+            break;
+        }
+        if (f) fclose(f);
+    }
+#endif
+    return n > 0 ? (int)(n < 1024 ? n : 1024) : 1;
+}
+
+/* Default thread count.  Apple Silicon: the performance cores (efficiency cores would hold the
+   performance ones back at every barrier).  Elsewhere: the usable cores, less one on machines with more
+   than 4, so the caller's other threads (a game, a server) keep a core and our barriers do not wait on
+   a descheduled worker. */
+static int mllm__default_threads(void) {
+    int n = mllm__usable_cores();
+#if defined(__APPLE__)
+    {
+        int perf = 0;
+        size_t len = sizeof perf;
+        if (sysctlbyname("hw.perflevel0.physicalcpu", &perf, &len, NULL, 0) == 0 && perf > 0 && perf < n) return perf;
+    }
+#endif
+    return n > 4 ? n - 1 : n;
 }
 
 void mllm_model_free(mllm_model *m) {
@@ -7236,13 +7389,16 @@ mllm_status mllm_model_load(mllm_model **out, const char *path, const mllm_model
     *out = NULL;
     memset(&p, 0, sizeof p);
     if (params) p = *params;
-    if (p.n_threads < 0 || p.n_threads > 1024 || p.n_ctx < 0) return mllm__fail(MLLM_ERR_INVALID_ARG, "n_threads or n_ctx out of range");
+    /* n_ctx bound: per-thread scratch and the sampler's buffers grow with it before the KV pool is sized */
+    if (p.n_threads < 0 || p.n_threads > 1024 || p.n_ctx < 0 || p.n_ctx > (1 << 24))
+        return mllm__fail(MLLM_ERR_INVALID_ARG, "n_threads %d (0 to 1024) or n_ctx %d (0 to 16777216) out of range", p.n_threads, p.n_ctx);
     if ((int)p.backend < MLLM_BACKEND_AUTO || (int)p.backend > MLLM_BACKEND_METAL)
         return mllm__fail(MLLM_ERR_INVALID_ARG, "unknown backend %d", (int)p.backend);
     if (p.backend == MLLM_BACKEND_METAL && !MLLM__HAVE_METAL)
         return mllm__fail(MLLM_ERR_UNSUPPORTED, "the Metal backend is not available in this build");
     if (!(m = MLLM__CAST(mllm_model *, mllm__calloc(1, sizeof *m)))) return mllm__fail(MLLM_ERR_NOMEM, "out of memory");
-    m->n_threads = p.n_threads ? p.n_threads : mllm__online_cores();
+    m->n_threads = p.n_threads ? p.n_threads : mllm__default_threads();
+    if (m->n_threads > mllm__usable_cores()) m->n_threads = mllm__usable_cores();
     m->precise = p.precise != 0;
     m->backend = p.backend;
     if ((st = mllm__gguf_open(&m->gguf, path)) || (st = mllm__load_model_meta(m)) || (st = mllm__load_weights(m))) {
@@ -7266,6 +7422,7 @@ mllm_status mllm_model_load(mllm_model **out, const char *path, const mllm_model
 const mllm_vocab *mllm_model_vocab(const mllm_model *m) { return m ? &m->vocab : NULL; }
 
 void mllm_model_get_info(const mllm_model *m, mllm_model_info *info) {
+    if (!info) return;
     memset(info, 0, sizeof *info);
     if (!m) return;
     info->arch = m->arch;
@@ -7296,22 +7453,27 @@ int mllm_chat_format(const mllm_model *m, const mllm_chat_message *msgs, int n, 
     size_t len = 0;
     int i, kind;
     enum { CHATML, LLAMA3, LLAMA2, GEMMA, PHI3 };
-    if (!m || (!msgs && n) || n < 0 || (!out && cap)) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_chat_format: bad arguments");
+    if (!m || (!msgs && n) || n < 0 || cap < 0 || (!out && cap)) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_chat_format: bad arguments");
+    for (i = 0; i < n; i++)
+        if (!msgs[i].role || !msgs[i].content) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_chat_format: message %d has a NULL role or content", i);
     if (!tpl || strstr(tpl, "<|im_start|>")) kind = CHATML;   /* ChatML is also the fallback */
     else if (strstr(tpl, "<|start_header_id|>")) kind = LLAMA3;
     else if (strstr(tpl, "[INST]")) kind = LLAMA2;
     else if (strstr(tpl, "<start_of_turn>")) kind = GEMMA;
     else if (strstr(tpl, "<|user|>") && strstr(tpl, "<|end|>")) kind = PHI3;
     else return mllm__fail(MLLM_ERR_UNSUPPORTED, "unrecognised chat template");
-#define MLLM__PUT(s)                                                    \
+#define MLLM__PUT(s)   /* what fits in cap - 1 bytes is written, so a short buffer holds a prefix */ \
     do {                                                                \
         size_t l_ = strlen(s);                                          \
-        if (len + l_ < (size_t)cap) memcpy(out + len, s, l_);           \
+        if (len < (size_t)cap) {                                        \
+            size_t k_ = (size_t)cap - 1 - len < l_ ? (size_t)cap - 1 - len : l_; \
+            if (k_) memcpy(out + len, s, k_);                           \
+        }                                                               \
         len += l_;                                                      \
     } while (0)
     if (kind == LLAMA3) MLLM__PUT("<|begin_of_text|>");
     for (i = 0; i < n; i++) {
-        const char *role = msgs[i].role ? msgs[i].role : "user", *text = msgs[i].content ? msgs[i].content : "";
+        const char *role = msgs[i].role, *text = msgs[i].content;
         if (kind == CHATML) { MLLM__PUT("<|im_start|>"); MLLM__PUT(role); MLLM__PUT("\n"); MLLM__PUT(text); MLLM__PUT("<|im_end|>\n"); }
         else if (kind == LLAMA3) { MLLM__PUT("<|start_header_id|>"); MLLM__PUT(role); MLLM__PUT("<|end_header_id|>\n\n"); MLLM__PUT(text); MLLM__PUT("<|eot_id|>"); }
         else if (kind == PHI3) { MLLM__PUT("<|"); MLLM__PUT(role); MLLM__PUT("|>\n"); MLLM__PUT(text); MLLM__PUT("<|end|>\n"); }
@@ -7357,27 +7519,28 @@ mllm_status mllm_generate_ex(mllm_model *model, const char *prompt, const mllm_g
     mllm_detok dt;
     mllm_status st;
     int n, flags = 0, stop = 0;
-    double t0, t_first = 0;
+    double t0 = mllm__now(), t_first = 0;
     char piece[512];
+    if (stats) memset(stats, 0, sizeof *stats);
     if (!model || !prompt) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_generate: NULL argument");
     memset(&p, 0, sizeof p);
     if (gp) p = *gp;
-    if (stats) memset(stats, 0, sizeof *stats);
+    if (p.max_tokens < 0) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_generate: max_tokens %d < 0", p.max_tokens);
+    if ((st = mllm_sampler_params_check(&p.sampler)) != MLLM_OK) return st;
     if (p.add_special >= 0) flags |= MLLM_TOKENIZE_ADD_SPECIAL;
     if (p.parse_special >= 0) flags |= MLLM_TOKENIZE_PARSE_SPECIAL;
     n = mllm_tokenize(&model->vocab, prompt, strlen(prompt), NULL, 0, flags);
     if (n < 0) return (mllm_status)n;
     if (n == 0) return mllm__fail(MLLM_ERR_INVALID_ARG, "empty prompt");
     if (!(toks = MLLM__CAST(mllm_token *, mllm__calloc((size_t)n, sizeof(mllm_token))))) return mllm__fail(MLLM_ERR_NOMEM, "out of memory");
-    mllm_tokenize(&model->vocab, prompt, strlen(prompt), toks, n, flags);
+    if ((st = (mllm_status)mllm_tokenize(&model->vocab, prompt, strlen(prompt), toks, n, flags)) < 0) goto done;
     memset(&cp, 0, sizeof cp);
     cp.n_seq_max = 1;
-    cp.kv_blocks = (model->n_ctx + 15) / 16;
+    cp.kv_blocks = (int)(((int64_t)model->n_ctx + 15) / 16);
     memset(&sp, 0, sizeof sp);
     sp.sampler = p.sampler;
     sp.max_tokens = p.max_tokens > 0 ? p.max_tokens : 128;
     sp.ignore_eog = p.ignore_eog;
-    t0 = mllm__now();
     if ((st = mllm_context_create(&ctx, model, &cp)) || (st = mllm_seq_add(ctx, toks, n, &sp, &sid))) goto done;
     memset(&dt, 0, sizeof dt);
     dt.n_tokens = 1;   /* the text continues the prompt: keep the space of the first piece */
