@@ -234,9 +234,11 @@ typedef enum mllm_kv_policy {
 } mllm_kv_policy;
 
 typedef struct mllm_context_params {
-    int n_seq_max;                 /* 0: 64 */
+    int n_seq_max;                 /* sequences at once; 0: 16 (each slot keeps its own logits: 2 x
+                                      n_vocab floats, 1.2 MiB for a 152k vocabulary) */
     int kv_block_tokens;           /* tokens per KV block; 0: 16 */
-    int kv_blocks;                 /* pool size in blocks; 0: enough for n_seq_max... see docs */
+    int kv_blocks;                 /* pool size in blocks (shared by all sequences); 0: a full n_ctx
+                                      for min(n_seq_max, 4) sequences */
     int n_batch;                   /* max tokens in one step; 0: 512 */
     mllm_kv_policy kv_policy;
 } mllm_context_params;

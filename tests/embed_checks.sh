@@ -8,7 +8,8 @@
 #  - the version macros agree with each other;
 #  - MSVC's cl.exe is refused with the #error (simulated by defining _MSC_VER);
 #  - Windows (MinGW target, syntax only): the implementation compiles, and windows.h leaves no min/max
-#    macros, WIN32_LEAN_AND_MEAN or NOMINMAX behind in the including program.
+#    macros, WIN32_LEAN_AND_MEAN or NOMINMAX behind in the including program;
+#  - the programs the README names (build/NAME, tests aside) are exactly those make builds (examples/).
 cd "$(dirname "$0")/.." 2>/dev/null && [ -f metalllm.h ] || cd "$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
 pass=0; fail=0
 ok() { echo "ok   $1"; pass=$((pass + 1)); }
@@ -61,5 +62,10 @@ else
         else bad "Windows (MinGW, $x): compiles, no windows.h macros leak" "$out"; fi
     done
 fi
+readme=$(grep -o 'build/[a-z0-9_]*' README.md | sed 's|build/||' | grep -v -e '^test_' -e '^$' | sort -u)
+built=$(ls examples/*.c | sed 's|examples/||; s|\.c$||' | sort -u)
+if [ "$readme" = "$built" ]; then ok "README names exactly the programs make builds: $(echo $built)"
+else bad "README names exactly the programs make builds" "README only: $(comm -23 <(echo "$readme") <(echo "$built") | tr '\n' ' ')
+built only: $(comm -13 <(echo "$readme") <(echo "$built") | tr '\n' ' ')"; fi
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
