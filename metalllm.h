@@ -3161,12 +3161,33 @@ int mllm_detokenize(const mllm_vocab *v, const mllm_token *tokens, int n, char *
 
 
 /* ============================================================ SECTION: model (hyper-parameters, weights) */
-/* Architectures differ only in data: these flags, optional tensors (biases, q/k norms, experts) and the
-   RoPE style.  One forward pass serves them all. */
+/* Architectures differ only in data: each has a row of mllm__archs (what the architecture implies), and
+   a model adds its hyper-parameters and tensors from the file.  One graph (mllm__forward) serves them all.
+
+   A new family is a row here, plus a field for each way it differs that no field expresses yet (read by
+   the loader or the graph; zero in the other rows keeps their behaviour), plus, only where it brings an
+   operation the backends lack (another activation, norm, RoPE scaling...), that op in mllm__backend_ops
+   and in each backend that implements it (the CPU's, and the GPU's with its kernel). */
+enum { MLLM__OPTIONAL = 0, MLLM__REQUIRED = 1 };   /* tensors: used when present / a file without them is refused */
+typedef struct mllm__arch {
+    const char *name;              /* general.architecture; also the prefix of its metadata keys */
+    int rope_neox;                 /* RoPE rotates pairs (i, i + n_rot/2) (GPT-NeoX style); 0: pairs (2i, 2i + 1) */
+    int qkv_bias;                  /* attn_{q,k,v}.bias, added to Q, K, V */
+    int qk_norm;                   /* attn_{q,k}_norm.weight: per-head RMSNorm of Q and K before RoPE */
+    int moe;                       /* expert FFN (ffn_*_exps): REQUIRED, or OPTIONAL: when expert_count > 0 */
+} mllm__arch;
+
+static const mllm__arch mllm__archs[] = {
+    /* name      rope_neox  qkv_bias        qk_norm         moe */
+    {"llama",    0,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL},   /* (Mixtral: llama with experts) */
+    {"qwen2",    1,         MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__OPTIONAL},
+    {"qwen3",    1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL},
+    {"qwen3moe", 1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__REQUIRED},
+};
+
 typedef struct mllm__hparams {
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
     int n_rot;                     /* rotated dims per head */
-    int rope_neox;                 /* 1: rotate (i, i + n_rot/2) pairs; 0: adjacent pairs */
     float rope_base, rope_freq_scale, norm_eps;
     int n_expert, n_expert_used, n_ff_exp;
 } mllm__hparams;
@@ -3181,20 +3202,20 @@ typedef struct mllm__weight {
 
 typedef struct mllm__layer {
     const float *attn_norm, *ffn_norm;
-    const float *bq, *bk, *bv;     /* qwen2 biases (NULL otherwise) */
-    const float *q_norm, *k_norm;  /* qwen3 per-head RMSNorm weights (NULL otherwise) */
+    const float *bq, *bk, *bv;     /* Q, K, V biases (mllm__arch.qkv_bias; NULL when absent) */
+    const float *q_norm, *k_norm;  /* per-head RMSNorm weights (mllm__arch.qk_norm; NULL when absent) */
     mllm__weight wq, wk, wv, wo;
     mllm__weight w_gate, w_up, w_down;                 /* dense FFN */
     const float *router;                               /* MoE: [n_expert][n_embd] F32 */
     mllm__weight gate_exps, up_exps, down_exps;        /* MoE: stacks of n_expert matrices */
 } mllm__layer;
 
-typedef struct mllm__ops mllm__ops;
 typedef struct mllm__pool mllm__pool;
 
 struct mllm_model {
     mllm__gguf gguf;
     char arch[32];
+    const mllm__arch *arch_desc;   /* arch's row of mllm__archs */
     char name[128];
     char *chat_template;
     mllm__hparams hp;
@@ -3207,7 +3228,6 @@ struct mllm_model {
     int n_threads;
     int precise;                   /* F32 activations in matmuls (mllm_model_params.precise) */
     mllm__pool *pool;
-    const mllm__ops *ops;
     mllm_backend backend;          /* mllm_model_params.backend: contexts decide by it */
     size_t weight_bytes;
 };
@@ -3280,7 +3300,8 @@ static mllm_status mllm__load_hparams(mllm_model *m) {
         return mllm__fail(MLLM_ERR_FORMAT, "rope base %g or norm eps %g out of range", hp->rope_base, hp->norm_eps);
     if (hp->n_expert && (hp->n_expert_used < 1 || hp->n_expert_used > hp->n_expert))
         return mllm__fail(MLLM_ERR_FORMAT, "expert_used_count %d with expert_count %d", hp->n_expert_used, hp->n_expert);
-    hp->rope_neox = strcmp(m->arch, "llama") != 0;   /* qwen2/qwen3/qwen3moe rotate NeoX-style */
+    if (m->arch_desc->moe == MLLM__REQUIRED && !hp->n_expert)
+        return mllm__fail(MLLM_ERR_FORMAT, "%s model without expert_count", m->arch);
     return MLLM_OK;
 }
 
@@ -3320,6 +3341,7 @@ static mllm_status mllm__get_vec(mllm_model *m, const float **out, const char *n
 static mllm_status mllm__load_weights(mllm_model *m) {
     const mllm__hparams *hp = &m->hp;
     const int64_t E = hp->n_embd, Dq = (int64_t)hp->n_head * hp->head_dim, Dkv = (int64_t)hp->n_head_kv * hp->head_dim;
+    const int bias = m->arch_desc->qkv_bias == MLLM__REQUIRED, qk_norm = m->arch_desc->qk_norm == MLLM__REQUIRED;
     mllm_status st;
     char nm[96];
     int l;
@@ -3338,11 +3360,11 @@ static mllm_status mllm__load_weights(mllm_model *m) {
             (st = mllm__get_weight(m, &L->wk, MLLM__NAME("attn_k.weight"), E, Dkv, 1, 1)) ||
             (st = mllm__get_weight(m, &L->wv, MLLM__NAME("attn_v.weight"), E, Dkv, 1, 1)) ||
             (st = mllm__get_weight(m, &L->wo, MLLM__NAME("attn_output.weight"), Dq, E, 1, 1)) ||
-            (st = mllm__get_vec(m, &L->bq, MLLM__NAME("attn_q.bias"), Dq, 0)) ||
-            (st = mllm__get_vec(m, &L->bk, MLLM__NAME("attn_k.bias"), Dkv, 0)) ||
-            (st = mllm__get_vec(m, &L->bv, MLLM__NAME("attn_v.bias"), Dkv, 0)) ||
-            (st = mllm__get_vec(m, &L->q_norm, MLLM__NAME("attn_q_norm.weight"), hp->head_dim, 0)) ||
-            (st = mllm__get_vec(m, &L->k_norm, MLLM__NAME("attn_k_norm.weight"), hp->head_dim, 0)))
+            (st = mllm__get_vec(m, &L->bq, MLLM__NAME("attn_q.bias"), Dq, bias)) ||
+            (st = mllm__get_vec(m, &L->bk, MLLM__NAME("attn_k.bias"), Dkv, bias)) ||
+            (st = mllm__get_vec(m, &L->bv, MLLM__NAME("attn_v.bias"), Dkv, bias)) ||
+            (st = mllm__get_vec(m, &L->q_norm, MLLM__NAME("attn_q_norm.weight"), hp->head_dim, qk_norm)) ||
+            (st = mllm__get_vec(m, &L->k_norm, MLLM__NAME("attn_k_norm.weight"), hp->head_dim, qk_norm)))
             return st;
         if (hp->n_expert) {
             const float *router = NULL;
@@ -3366,17 +3388,19 @@ static mllm_status mllm__load_weights(mllm_model *m) {
     return MLLM_OK;
 }
 
-/* Which architectures we run, and what each requires beyond the common llama layout. */
-static mllm_status mllm__check_arch(mllm_model *m) {
-    static const char *const known[] = {"llama", "qwen2", "qwen3", "qwen3moe"};
-    size_t i;
-    for (i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (!strcmp(m->arch, known[i])) break;
-    if (i == sizeof known / sizeof known[0])
-        return mllm__fail(MLLM_ERR_UNSUPPORTED, "unsupported architecture '%s' (supported: llama, qwen2, qwen3, qwen3moe)", m->arch);
-    if (!strcmp(m->arch, "qwen3moe") && !m->hp.n_expert)
-        return mllm__fail(MLLM_ERR_FORMAT, "qwen3moe model without expert_count");
-    return MLLM_OK;
+/* Finds the architecture's row of mllm__archs. */
+static mllm_status mllm__find_arch(mllm_model *m) {
+    char known[256] = "";
+    size_t i, n = 0;
+    for (i = 0; i < sizeof mllm__archs / sizeof mllm__archs[0]; i++) {
+        if (!strcmp(m->arch, mllm__archs[i].name)) {
+            m->arch_desc = &mllm__archs[i];
+            return MLLM_OK;
+        }
+        n += (size_t)snprintf(known + n, sizeof known - n, "%s%s", i ? ", " : "", mllm__archs[i].name);
+        if (n >= sizeof known) n = sizeof known - 1;
+    }
+    return mllm__fail(MLLM_ERR_UNSUPPORTED, "unsupported architecture '%s' (supported: %s)", m->arch, known);
 }
 
 /* Validates the vocabulary against the embedding matrix. */
@@ -3399,7 +3423,7 @@ static mllm_status mllm__load_model_meta(mllm_model *m) {
         if (!m->chat_template) return mllm__fail(MLLM_ERR_NOMEM, "out of memory");
         memcpy(m->chat_template, s.p, s.n);
     }
-    if ((st = mllm__load_hparams(m)) || (st = mllm__check_arch(m))) return st;
+    if ((st = mllm__find_arch(m)) || (st = mllm__load_hparams(m))) return st;
     emb = mllm__gguf_tensor_find(&m->gguf, "token_embd.weight");
     if (!emb) return mllm__fail(MLLM_ERR_FORMAT, "missing tensor token_embd.weight");
     if (emb->ne[1] < 1 || emb->ne[1] > (1 << 24)) return mllm__fail(MLLM_ERR_FORMAT, "token_embd has %lld rows", (long long)emb->ne[1]);
@@ -3453,7 +3477,43 @@ typedef struct mllm__batch {
     const mllm__batch_seq *seqs;
     int n_logits;                  /* rows of the LM head: only the tokens that sample */
     const int32_t *logits_idx;     /* batch token index of each logits row */
+    int n_sample;                  /* logits rows [0, n_sample) are sampled by the backend (a GPU) */
 } mllm__batch;
+
+/* ---- the backend interface: what the model graph (mllm__forward) runs on ----
+   Activations are named buffers of F32 rows, which each backend maps to its own storage (the CPU: the
+   context's arrays; a GPU: parts of its buffers).  Ops read and write them by name; rows are the batch's
+   tokens unless an op takes a count.  A backend may run ops concurrently until sync(): a barrier on a
+   GPU, nothing on the CPU, whose ops complete in order.  be is the backend's state for the step (it
+   knows the model and the batch); an op fails only with a message (a GPU kernel not found). */
+enum {
+    MLLM__X,                       /* [T][n_embd] the residual stream */
+    MLLM__XB,                      /* [T][n_embd] a block's normalized input */
+    MLLM__Q, MLLM__K, MLLM__V,     /* [T][n_head * head_dim], [T][n_head_kv * head_dim] (K, V) */
+    MLLM__ATT,                     /* [T][max(n_head * head_dim, n_embd)] attention output, MoE output */
+    MLLM__HB, MLLM__HB2,           /* [T][n_ff] FFN gate and up */
+    MLLM__LOGITS,                  /* [n_logits][n_vocab] the LM head's rows */
+    MLLM__N_BUFS
+};
+
+typedef struct mllm__backend_ops {
+    mllm_status (*embed)(void *be, int out);                          /* out[t] = token_embd[token t] */
+    mllm_status (*rmsnorm)(void *be, int in, const float *w, int rows, int n, int out);   /* out may be in */
+    /* out[r] = W in[r] (add: out[r] += W in[r]) for rows r, W one matrix of w */
+    mllm_status (*matmul)(void *be, const mllm__weight *w, int in, int rows, int out, int add);
+    mllm_status (*add_bias)(void *be, int x, const float *bias, int n);   /* x[t][i] += bias[i], rows of n */
+    mllm_status (*rope)(void *be, int x, int n_heads);                 /* in place, at the tokens' positions */
+    /* Q, K, V -> ATT for layer: writes K and V into the KV cache, then attends causally over it */
+    mllm_status (*attention)(void *be, int layer);
+    mllm_status (*moe)(void *be, const mllm__layer *L, int in, int out);   /* out not in */
+    mllm_status (*swiglu)(void *be, int gate, int up, int n);        /* gate[t][i] = silu(gate) * up, rows of n */
+    mllm_status (*add)(void *be, int x, int y, int n);               /* x[t][i] += y[t][i], rows of n */
+    mllm_status (*gather_rows)(void *be, int in, int n, int out);    /* out[i] = in[logits_idx[i]], rows of n */
+    mllm_status (*sample)(void *be);                                 /* the LOGITS rows [0, n_sample) */
+    void (*sync)(void *be);
+} mllm__backend_ops;
+
+static mllm_status mllm__forward(const mllm__backend_ops *ops, void *be, const mllm_model *m, const mllm__batch *b);
 
 /* ---- thread pool ----
    Persistent workers spin briefly on a generation counter (a decode step launches a few hundred parallel
@@ -4301,8 +4361,11 @@ static MLLM__UNUSED mllm__gpu_moe_scratch mllm__gpu_moe_scratch_of(const mllm__h
     return s;
 }
 
-/* Decode sizes take the grouped GEMV; from this many tokens on, the grouped simdgroup-matrix GEMM. */
-#define MLLM__GPU_MOE_GEMM_MIN_TOKENS 8
+/* Weight products of fewer tokens than this take the GEMV kernels, from it on the simdgroup-matrix GEMM
+   (dense products and a MoE layer's grouped ones alike, chosen by the step's token count).  The GEMV
+   reads each weight once per row of activations, the GEMM once per tile of MLLM__GEMM_BM rows, whose
+   padding is waste at decode sizes.  8: a guess between the two (not tuned on Apple hardware). */
+#define MLLM__GPU_GEMM_MIN_TOKENS 8
 
 static MLLM__UNUSED mllm__gpu_pipe *mllm__gpu_pipe_of(mllm__gpu *g, const char *family, uint32_t type) {
     char name[48];
@@ -4325,7 +4388,7 @@ static MLLM__UNUSED mllm_status mllm__gpu_encode_moe(mllm__gpu *g, mllm__gpu_cmd
     const uint32_t NE = (uint32_t)hp->n_expert, K = (uint32_t)hp->n_expert_used, E = (uint32_t)hp->n_embd;
     const uint32_t F = (uint32_t)hp->n_ff_exp, TK = (uint32_t)T * K;
     const mllm__gpu_moe_scratch s = mllm__gpu_moe_scratch_of(hp, T);
-    const int mm = use_gemm < 0 ? T >= MLLM__GPU_MOE_GEMM_MIN_TOKENS : use_gemm != 0;
+    const int mm = use_gemm < 0 ? T >= MLLM__GPU_GEMM_MIN_TOKENS : use_gemm != 0;
     const char *fam = mm ? "moe_gemm" : "moe_gemv";
     mllm__gpu_pipe *p_router, *p_route, *p_map = NULL, *p_gate, *p_up, *p_down, *p_swiglu, *p_combine;
     mllm__gpu_buf *sb = io->scratch.buf;
@@ -4550,11 +4613,11 @@ static MLLM__UNUSED mllm_status mllm__gpu_read_samples(mllm__gpu *g, mllm__gpu_s
     return mllm__gpu_read(g, s->out, 0, out, (size_t)n_rows * sizeof *out);
 }
 
-/* ---- the forward pass on the GPU: one step = one command buffer ----
-   The engine's GPU path (mllm__forward's twin, same order of operations).  Buffers, made once per
-   context: the GGUF mapping wrapped without a copy (every tensor is bound at its offset in it), the KV
-   pools (shared: mllm__kv's k and v point at their contents, so block allocation, refcounts and the
-   copy-on-write memcpy stay on the CPU, between steps), the activations (private scratch), and a
+/* ---- the GPU backend of the model graph: one step = one command buffer ----
+   mllm__forward encodes its ops (below) into the step's command buffer, sync() a barrier.  Buffers,
+   made once per context: the GGUF mapping wrapped without a copy (every tensor is bound at its offset in
+   it), the KV pools (shared: mllm__kv's k and v point at their contents, so block allocation, refcounts
+   and the copy-on-write memcpy stay on the CPU, between steps), the activations (private scratch), and a
    shared io buffer (the step's metadata in, the LM head's logits rows out). */
 typedef struct mllm__gpu_fwd {
     mllm__gpu *g;                  /* the device: &own (Metal) or the caller's (tests) */
@@ -4565,13 +4628,16 @@ typedef struct mllm__gpu_fwd {
     mllm__gpu_buf *act;            /* private: activations of n_batch tokens */
     mllm__gpu_buf *io;             /* shared: attention metadata at 0, then tokens, pos, logits rows */
     mllm__gpu_sampler smp;         /* one penalty state per sequence slot */
-    size_t part, x, xb, q, k, v, att, hb, hb2, moe;   /* offsets in act */
-    size_t tok, pos, lidx, logits;                    /* offsets in io */
+    mllm__gpu_span buf[MLLM__N_BUFS];   /* the graph's named buffers: in act, LOGITS in io */
+    size_t part, moe;              /* offsets in act: attention partials (at 0), MoE scratch */
+    size_t tok, pos, lidx;         /* offsets in io */
+    /* the step being encoded */
+    mllm__gpu_cmd *c;
+    const mllm_model *m;
+    const mllm__kv *kv;
+    const mllm__batch *b;
+    const mllm__sample_row *rows;  /* settings of the rows sampled here */
 } mllm__gpu_fwd;
-
-/* From this many tokens on, weight products take the simdgroup-matrix GEMM, below it the GEMV (as
-   the MoE encoder chooses). */
-#define MLLM__GPU_GEMM_MIN_TOKENS MLLM__GPU_MOE_GEMM_MIN_TOKENS
 
 static mllm__gpu_span mllm__gpu_span_of(mllm__gpu_buf *b, size_t off) {
     mllm__gpu_span s;
@@ -4638,8 +4704,9 @@ static mllm_status mllm__gpu_fwd_init(mllm__gpu_fwd *f, mllm__gpu *g, const mllm
     const size_t Dq = (size_t)hp->n_head * hd, Dkv = (size_t)hp->n_head_kv * hd;
     const size_t ff = (size_t)(hp->n_ff > hp->n_ff_exp ? hp->n_ff : hp->n_ff_exp);
     const size_t kv_bytes = mllm__kv_index(kv, kv->n_layer, 0, 0, 0) * 2;
-    size_t o = 0, page, wbytes;
+    size_t o = 0, page, wbytes, act[MLLM__N_BUFS];
     mllm_status st;
+    int i;
     f->g = g;
     if ((st = mllm__gpu_check_model(m))) return st;
     /* weights: the page-aligned mapping as is (Metal's no-copy wrap wants whole pages); a model parsed
@@ -4670,94 +4737,143 @@ static mllm_status mllm__gpu_fwd_init(mllm__gpu_fwd *f, mllm__gpu *g, const mllm
     kv->v = (uint16_t *)g->vt->buf_contents(f->vpool);
     /* activations, 256-byte aligned parts; the decode partials first (the attention encoder binds them
        at offset 0) */
-#define MLLM__GPU_TAKE(field, bytes) (f->field = o, o += ((bytes) + 255) / 256 * 256)
-    MLLM__GPU_TAKE(part, NS * (size_t)hp->n_head * ((size_t)(max_blocks_per_seq * kv->block_tokens) / MLLM__ATTN_CHUNK + 1) *
-                             (hd + 2) * 4);
-    MLLM__GPU_TAKE(x, NB * E * 4);
-    MLLM__GPU_TAKE(xb, NB * E * 4);
-    MLLM__GPU_TAKE(q, NB * Dq * 4);
-    MLLM__GPU_TAKE(k, NB * Dkv * 4);
-    MLLM__GPU_TAKE(v, NB * Dkv * 4);
-    MLLM__GPU_TAKE(att, NB * (Dq > E ? Dq : E) * 4);
-    MLLM__GPU_TAKE(hb, NB * ff * 4);
-    MLLM__GPU_TAKE(hb2, NB * ff * 4);
-    MLLM__GPU_TAKE(moe, hp->n_expert ? mllm__gpu_moe_scratch_of(hp, n_batch).bytes : 0);
+#define MLLM__GPU_TAKE(field, bytes) ((field) = o, o += ((bytes) + 255) / 256 * 256)
+    MLLM__GPU_TAKE(f->part, NS * (size_t)hp->n_head * ((size_t)(max_blocks_per_seq * kv->block_tokens) / MLLM__ATTN_CHUNK + 1) *
+                                (hd + 2) * 4);
+    MLLM__GPU_TAKE(act[MLLM__X], NB * E * 4);
+    MLLM__GPU_TAKE(act[MLLM__XB], NB * E * 4);
+    MLLM__GPU_TAKE(act[MLLM__Q], NB * Dq * 4);
+    MLLM__GPU_TAKE(act[MLLM__K], NB * Dkv * 4);
+    MLLM__GPU_TAKE(act[MLLM__V], NB * Dkv * 4);
+    MLLM__GPU_TAKE(act[MLLM__ATT], NB * (Dq > E ? Dq : E) * 4);
+    MLLM__GPU_TAKE(act[MLLM__HB], NB * ff * 4);
+    MLLM__GPU_TAKE(act[MLLM__HB2], NB * ff * 4);
+    MLLM__GPU_TAKE(f->moe, hp->n_expert ? mllm__gpu_moe_scratch_of(hp, n_batch).bytes : 0);
     f->act = g->vt->buf_new(g->dev, o, MLLM__GPU_PRIVATE);
     /* io: the largest attention metadata (mllm__gpu_attn_layout_of), the batch, the logits rows */
     o = ((NS * sizeof(mllm__attn_seq) + 15) / 16 * 16 + (NB * 4 + 15) / 16 * 16 + NS * (size_t)max_blocks_per_seq * 4 +
          255) / 256 * 256;   /* the attention metadata first: its encoder binds it at offset 0 */
-    MLLM__GPU_TAKE(tok, NB * 4);
-    MLLM__GPU_TAKE(pos, NB * 4);
-    MLLM__GPU_TAKE(lidx, NS * 4);
-    MLLM__GPU_TAKE(logits, (NS < NB ? NS : NB) * (size_t)hp->n_vocab * 4);
+    MLLM__GPU_TAKE(f->tok, NB * 4);
+    MLLM__GPU_TAKE(f->pos, NB * 4);
+    MLLM__GPU_TAKE(f->lidx, NS * 4);
+    MLLM__GPU_TAKE(act[MLLM__LOGITS], (NS < NB ? NS : NB) * (size_t)hp->n_vocab * 4);
 #undef MLLM__GPU_TAKE
     f->io = g->vt->buf_new(g->dev, o, MLLM__GPU_SHARED);
     if (!f->act || !f->io || !g->vt->buf_contents(f->io))
         return mllm__fail(MLLM_ERR_NOMEM, "gpu: no buffers for the activations of %d tokens", n_batch);
+    for (i = 0; i < MLLM__N_BUFS; i++) f->buf[i] = mllm__gpu_span_of(i == MLLM__LOGITS ? f->io : f->act, act[i]);
     /* penalty windows up to the whole context (while 16-bit counts hold them) */
     return mllm__gpu_sampler_init(g, &f->smp, hp->n_vocab, n_seq, m->n_ctx < 65535 ? m->n_ctx : 65535);
 }
 
-/* Y[M][N] = X[M][K] W^T (+ R: Y may alias R), W one matrix of w. */
-static mllm_status mllm__gpu_matmul(mllm__gpu *g, mllm__gpu_cmd *c, const mllm__gpu_fwd *f, const mllm__weight *w,
-                                    mllm__gpu_span x, int M, mllm__gpu_span y, const mllm__gpu_span *r) {
-    const int mm = M >= MLLM__GPU_GEMM_MIN_TOKENS;
-    const uint32_t N = (uint32_t)w->rows;
-    mllm__gpu_pipe *p = mllm__gpu_pipe_of(g, mm ? (r ? "gemm_add" : "gemm") : (r ? "gemv_add" : "gemv"), w->type);
-    const mllm__gpu_span ws = mllm__gpu_wspan(f, w->data);
+/* out[i] = row ids[i] of W (K columns), for M ids in the io buffer at ids_off. */
+static mllm_status mllm__gpu_get_rows(mllm__gpu_fwd *f, uint32_t type, mllm__gpu_span w, size_t row_bytes, int K, int N,
+                                      size_t ids_off, int M, mllm__gpu_span out) {
+    mllm__gpu *g = f->g;
+    mllm__gpu_pipe *p = mllm__gpu_pipe_of(g, "get_rows", type);
     mllm__mat_args a;
     if (!p) return MLLM_ERR_BACKEND;
-    a.K = (uint32_t)w->cols; a.N = N; a.M = (uint32_t)M; a.row_bytes = (uint32_t)w->row_bytes;
-    g->vt->set_buffer(c, ws.buf, ws.off, 0);
-    g->vt->set_buffer(c, x.buf, x.off, 1);
-    g->vt->set_buffer(c, y.buf, y.off, 2);
-    g->vt->set_bytes(c, &a, sizeof a, 3);
-    if (r) g->vt->set_buffer(c, r->buf, r->off, 4);
-    if (mm) mllm__gpu_dispatch(g, c, p, (N + MLLM__GEMM_BN - 1) / MLLM__GEMM_BN, ((uint32_t)M + MLLM__GEMM_BM - 1) / MLLM__GEMM_BM,
-                               1, MLLM__GEMM_THREADS, 1, 1);
-    else mllm__gpu_dispatch(g, c, p, (N + MLLM__GEMV_NSG * MLLM__GEMV_ROWS - 1) / (MLLM__GEMV_NSG * MLLM__GEMV_ROWS), (uint32_t)M,
-                            1, 32 * MLLM__GEMV_NSG, 1, 1);
+    a.K = (uint32_t)K; a.N = (uint32_t)N; a.M = (uint32_t)M; a.row_bytes = (uint32_t)row_bytes;
+    g->vt->set_buffer(f->c, w.buf, w.off, 0);
+    g->vt->set_buffer(f->c, f->io, ids_off, 1);
+    g->vt->set_buffer(f->c, out.buf, out.off, 2);
+    g->vt->set_bytes(f->c, &a, sizeof a, 3);
+    mllm__gpu_dispatch(g, f->c, p, (uint32_t)M, 1, 1, mllm__gpu_tpt((uint32_t)K / 16, 256), 1, 1);
     return MLLM_OK;
 }
 
-/* y[rows][n] = rmsnorm(x) * w (y may alias x). */
-static mllm_status mllm__gpu_rmsnorm(mllm__gpu *g, mllm__gpu_cmd *c, const mllm__gpu_fwd *f, mllm__gpu_span x,
-                                     const float *w, int rows, int n, float eps, mllm__gpu_span y) {
+/* a + b or swiglu(a, b) into out, over n floats (out may alias a). */
+static mllm_status mllm__gpu_vec(mllm__gpu_fwd *f, const char *kernel, mllm__gpu_span a_, mllm__gpu_span b_,
+                                 mllm__gpu_span out, size_t n) {
+    mllm__gpu *g = f->g;
+    mllm__gpu_pipe *p = g->vt->pipeline(g->dev, kernel);
+    mllm__vec_args a;
+    if (!p) return MLLM_ERR_BACKEND;
+    a.n = (uint32_t)n;
+    g->vt->set_buffer(f->c, a_.buf, a_.off, 0);
+    g->vt->set_buffer(f->c, b_.buf, b_.off, 1);
+    g->vt->set_buffer(f->c, out.buf, out.off, 2);
+    g->vt->set_bytes(f->c, &a, sizeof a, 3);
+    mllm__gpu_dispatch(g, f->c, p, (uint32_t)((n + 3) / 4 + 255) / 256, 1, 1, 256, 1, 1);
+    return MLLM_OK;
+}
+
+/* The ops of mllm__backend_ops; be is the mllm__gpu_fwd of the step being encoded. */
+static mllm_status mllm__gpu_embed(void *be, int out) {
+    mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    const mllm__weight *w = &f->m->tok_embd;
+    return mllm__gpu_get_rows(f, w->type, mllm__gpu_wspan(f, w->data), w->row_bytes, (int)w->cols, (int)w->rows, f->tok,
+                              f->b->n_tokens, f->buf[out]);
+}
+
+static mllm_status mllm__gpu_gather_rows(void *be, int in, int n, int out) {
+    mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    return mllm__gpu_get_rows(f, MLLM__F32, f->buf[in], (size_t)n * 4, n, f->b->n_tokens, f->lidx, f->b->n_logits,
+                              f->buf[out]);
+}
+
+static mllm_status mllm__gpu_rmsnorm(void *be, int in, const float *w, int rows, int n, int out) {
+    mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    mllm__gpu *g = f->g;
     mllm__gpu_pipe *p = g->vt->pipeline(g->dev, "rms_norm_mul");
     const mllm__gpu_span ws = mllm__gpu_wspan(f, w);
     mllm__norm_args a;
     if (!p) return MLLM_ERR_BACKEND;
     a.n = (uint32_t)n;
-    a.eps = eps;
-    g->vt->set_buffer(c, x.buf, x.off, 0);
-    g->vt->set_buffer(c, ws.buf, ws.off, 1);
-    g->vt->set_buffer(c, y.buf, y.off, 2);
-    g->vt->set_bytes(c, &a, sizeof a, 3);
-    mllm__gpu_dispatch(g, c, p, (uint32_t)rows, 1, 1, mllm__gpu_tpt((uint32_t)n / 4, MLLM__REDUCE_MAX_THREADS), 1, 1);
+    a.eps = f->m->hp.norm_eps;
+    g->vt->set_buffer(f->c, f->buf[in].buf, f->buf[in].off, 0);
+    g->vt->set_buffer(f->c, ws.buf, ws.off, 1);
+    g->vt->set_buffer(f->c, f->buf[out].buf, f->buf[out].off, 2);
+    g->vt->set_bytes(f->c, &a, sizeof a, 3);
+    mllm__gpu_dispatch(g, f->c, p, (uint32_t)rows, 1, 1, mllm__gpu_tpt((uint32_t)n / 4, MLLM__REDUCE_MAX_THREADS), 1, 1);
     return MLLM_OK;
 }
 
-/* x[rows][cols] += bias, in place. */
-static mllm_status mllm__gpu_add_bias(mllm__gpu *g, mllm__gpu_cmd *c, const mllm__gpu_fwd *f, mllm__gpu_span x,
-                                      const float *bias, int rows, int cols) {
+/* Y[M][N] = X[M][K] W^T (+ Y: the _add kernels take a residual, bound here to the output itself). */
+static mllm_status mllm__gpu_matmul(void *be, const mllm__weight *w, int in, int rows, int out, int add) {
+    mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    mllm__gpu *g = f->g;
+    const int mm = rows >= MLLM__GPU_GEMM_MIN_TOKENS;
+    const uint32_t N = (uint32_t)w->rows, M = (uint32_t)rows;
+    mllm__gpu_pipe *p = mllm__gpu_pipe_of(g, mm ? (add ? "gemm_add" : "gemm") : (add ? "gemv_add" : "gemv"), w->type);
+    const mllm__gpu_span ws = mllm__gpu_wspan(f, w->data), y = f->buf[out];
+    mllm__mat_args a;
+    if (!p) return MLLM_ERR_BACKEND;
+    a.K = (uint32_t)w->cols; a.N = N; a.M = M; a.row_bytes = (uint32_t)w->row_bytes;
+    g->vt->set_buffer(f->c, ws.buf, ws.off, 0);
+    g->vt->set_buffer(f->c, f->buf[in].buf, f->buf[in].off, 1);
+    g->vt->set_buffer(f->c, y.buf, y.off, 2);
+    g->vt->set_bytes(f->c, &a, sizeof a, 3);
+    if (add) g->vt->set_buffer(f->c, y.buf, y.off, 4);
+    if (mm) mllm__gpu_dispatch(g, f->c, p, (N + MLLM__GEMM_BN - 1) / MLLM__GEMM_BN, (M + MLLM__GEMM_BM - 1) / MLLM__GEMM_BM,
+                               1, MLLM__GEMM_THREADS, 1, 1);
+    else mllm__gpu_dispatch(g, f->c, p, (N + MLLM__GEMV_NSG * MLLM__GEMV_ROWS - 1) / (MLLM__GEMV_NSG * MLLM__GEMV_ROWS), M,
+                            1, 32 * MLLM__GEMV_NSG, 1, 1);
+    return MLLM_OK;
+}
+
+static mllm_status mllm__gpu_add_bias(void *be, int x, const float *bias, int n) {
+    mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    mllm__gpu *g = f->g;
     mllm__gpu_pipe *p = g->vt->pipeline(g->dev, "add_bias");
-    const mllm__gpu_span bs = mllm__gpu_wspan(f, bias);
+    const mllm__gpu_span bs = mllm__gpu_wspan(f, bias), xs = f->buf[x];
     mllm__bias_args a;
     if (!p) return MLLM_ERR_BACKEND;
-    a.n = (uint32_t)rows * (uint32_t)cols;
-    a.cols = (uint32_t)cols;
-    g->vt->set_buffer(c, x.buf, x.off, 0);
-    g->vt->set_buffer(c, bs.buf, bs.off, 1);
-    g->vt->set_buffer(c, x.buf, x.off, 2);
-    g->vt->set_bytes(c, &a, sizeof a, 3);
-    mllm__gpu_dispatch(g, c, p, (a.n + 255) / 256, 1, 1, 256, 1, 1);
+    a.n = (uint32_t)f->b->n_tokens * (uint32_t)n;
+    a.cols = (uint32_t)n;
+    g->vt->set_buffer(f->c, xs.buf, xs.off, 0);
+    g->vt->set_buffer(f->c, bs.buf, bs.off, 1);
+    g->vt->set_buffer(f->c, xs.buf, xs.off, 2);
+    g->vt->set_bytes(f->c, &a, sizeof a, 3);
+    mllm__gpu_dispatch(g, f->c, p, (a.n + 255) / 256, 1, 1, 256, 1, 1);
     return MLLM_OK;
 }
 
-/* RoPE in place on [T][n_heads][head_dim] rows, positions from the io buffer. */
-static mllm_status mllm__gpu_rope(mllm__gpu *g, mllm__gpu_cmd *c, const mllm__gpu_fwd *f, const mllm__hparams *hp,
-                                  mllm__gpu_span x, int n_heads, int T) {
-    mllm__gpu_pipe *p = g->vt->pipeline(g->dev, hp->rope_neox ? "rope_neox" : "rope");
+static mllm_status mllm__gpu_rope(void *be, int x, int n_heads) {
+    mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    mllm__gpu *g = f->g;
+    const mllm__hparams *hp = &f->m->hp;
+    mllm__gpu_pipe *p = g->vt->pipeline(g->dev, f->m->arch_desc->rope_neox ? "rope_neox" : "rope");
     mllm__rope_args a;
     if (!p) return MLLM_ERR_BACKEND;
     a.n_heads = (uint32_t)n_heads;
@@ -4766,158 +4882,96 @@ static mllm_status mllm__gpu_rope(mllm__gpu *g, mllm__gpu_cmd *c, const mllm__gp
     a.stride = (uint32_t)(n_heads * hp->head_dim);
     a.freq_base = hp->rope_base;
     a.freq_scale = hp->rope_freq_scale;
-    g->vt->set_buffer(c, x.buf, x.off, 0);
-    g->vt->set_buffer(c, f->io, f->pos, 1);
-    g->vt->set_bytes(c, &a, sizeof a, 2);
-    mllm__gpu_dispatch(g, c, p, (uint32_t)n_heads, (uint32_t)T, 1, mllm__gpu_tpt((uint32_t)hp->n_rot / 2, 1024), 1, 1);
+    g->vt->set_buffer(f->c, f->buf[x].buf, f->buf[x].off, 0);
+    g->vt->set_buffer(f->c, f->io, f->pos, 1);
+    g->vt->set_bytes(f->c, &a, sizeof a, 2);
+    mllm__gpu_dispatch(g, f->c, p, (uint32_t)n_heads, (uint32_t)f->b->n_tokens, 1, mllm__gpu_tpt((uint32_t)hp->n_rot / 2, 1024),
+                       1, 1);
     return MLLM_OK;
 }
 
-/* out = a + b, or swiglu(a, b), over n floats (out may alias a). */
-static mllm_status mllm__gpu_vec(mllm__gpu *g, mllm__gpu_cmd *c, const char *kernel, mllm__gpu_span a_,
-                                 mllm__gpu_span b_, mllm__gpu_span out, size_t n) {
-    mllm__gpu_pipe *p = g->vt->pipeline(g->dev, kernel);
-    mllm__vec_args a;
-    if (!p) return MLLM_ERR_BACKEND;
-    a.n = (uint32_t)n;
-    g->vt->set_buffer(c, a_.buf, a_.off, 0);
-    g->vt->set_buffer(c, b_.buf, b_.off, 1);
-    g->vt->set_buffer(c, out.buf, out.off, 2);
-    g->vt->set_bytes(c, &a, sizeof a, 3);
-    mllm__gpu_dispatch(g, c, p, (uint32_t)((n + 3) / 4 + 255) / 256, 1, 1, 256, 1, 1);
-    return MLLM_OK;
+static mllm_status mllm__gpu_attention(void *be, int layer) {
+    mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    mllm__gpu_attn_io io;
+    memset(&io, 0, sizeof io);
+    io.q = f->buf[MLLM__Q]; io.k = f->buf[MLLM__K]; io.v = f->buf[MLLM__V]; io.out = f->buf[MLLM__ATT];
+    io.kpool = f->kpool; io.vpool = f->vpool; io.meta = f->io;
+    io.part = f->act;   /* (f->part == 0) */
+    return mllm__gpu_encode_attention(f->g, f->c, f->b, f->kv, f->m->hp.n_head, layer, &io);
 }
 
-/* out[i] = row ids[i] of W (K columns), ids in the io buffer at ids_off. */
-static mllm_status mllm__gpu_get_rows(mllm__gpu *g, mllm__gpu_cmd *c, uint32_t type, mllm__gpu_span w, size_t row_bytes,
-                                      int K, int N, mllm__gpu_span ids, int M, mllm__gpu_span out) {
-    mllm__gpu_pipe *p = mllm__gpu_pipe_of(g, "get_rows", type);
-    mllm__mat_args a;
-    if (!p) return MLLM_ERR_BACKEND;
-    a.K = (uint32_t)K; a.N = (uint32_t)N; a.M = (uint32_t)M; a.row_bytes = (uint32_t)row_bytes;
-    g->vt->set_buffer(c, w.buf, w.off, 0);
-    g->vt->set_buffer(c, ids.buf, ids.off, 1);
-    g->vt->set_buffer(c, out.buf, out.off, 2);
-    g->vt->set_bytes(c, &a, sizeof a, 3);
-    mllm__gpu_dispatch(g, c, p, (uint32_t)M, 1, 1, mllm__gpu_tpt((uint32_t)K / 16, 256), 1, 1);
-    return MLLM_OK;
+static mllm_status mllm__gpu_moe(void *be, const mllm__layer *L, int in, int out) {
+    mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    mllm__gpu_moe_io io;
+    io.router = mllm__gpu_wspan(f, L->router);
+    io.gate = mllm__gpu_wspan(f, L->gate_exps.data);
+    io.up = mllm__gpu_wspan(f, L->up_exps.data);
+    io.down = mllm__gpu_wspan(f, L->down_exps.data);
+    io.x = f->buf[in];
+    io.out = f->buf[out];
+    io.scratch = mllm__gpu_span_of(f->act, f->moe);
+    return mllm__gpu_encode_moe(f->g, f->c, &f->m->hp, L, &io, f->b->n_tokens, -1);
 }
 
-/* Encodes one step's forward pass on c; reads like mllm__forward.  Every dispatch count here depends on
-   the architecture and on the batch's kind (decode / prefill attention), never on how many sequences
-   or tokens it holds.  The first n_sample logits rows are sampled here with settings rows[]. */
-static mllm_status mllm__gpu_encode_forward(mllm__gpu_fwd *f, mllm__gpu_cmd *c, const mllm_model *m, const mllm__kv *kv,
-                                            const mllm__batch *b, const mllm__sample_row *rows, int n_sample) {
-    mllm__gpu *g = f->g;
-    const mllm__hparams *hp = &m->hp;
-    const int T = b->n_tokens, E = hp->n_embd, hd = hp->head_dim;
-    const int Dq = hp->n_head * hd, Dkv = hp->n_head_kv * hd;
-    const mllm__gpu_span x = mllm__gpu_span_of(f->act, f->x), xb = mllm__gpu_span_of(f->act, f->xb);
-    const mllm__gpu_span q = mllm__gpu_span_of(f->act, f->q), k = mllm__gpu_span_of(f->act, f->k);
-    const mllm__gpu_span v = mllm__gpu_span_of(f->act, f->v), att = mllm__gpu_span_of(f->act, f->att);
-    const mllm__gpu_span hb = mllm__gpu_span_of(f->act, f->hb), hb2 = mllm__gpu_span_of(f->act, f->hb2);
-    mllm__gpu_attn_io aio;
-    mllm__gpu_moe_io mio;
-    mllm_status st = MLLM_OK;
-    int l;
-#define MLLM__GPU_DO(call) do { if ((st = (call)) != MLLM_OK) return st; } while (0)
-    memset(&aio, 0, sizeof aio);
-    aio.q = q; aio.k = k; aio.v = v; aio.out = att;
-    aio.kpool = f->kpool; aio.vpool = f->vpool; aio.meta = f->io;
-    aio.part = f->act;
-    memset(&mio, 0, sizeof mio);
-    mio.x = xb; mio.out = att;
-    mio.scratch = mllm__gpu_span_of(f->act, f->moe);
-
-    MLLM__GPU_DO(mllm__gpu_get_rows(g, c, m->tok_embd.type, mllm__gpu_wspan(f, m->tok_embd.data), m->tok_embd.row_bytes, E,
-                                    hp->n_vocab, mllm__gpu_span_of(f->io, f->tok), T, x));
-    mllm__gpu_barrier(g, c);
-    for (l = 0; l < hp->n_layer; l++) {
-        const mllm__layer *L = &m->layers[l];
-        /* attention */
-        MLLM__GPU_DO(mllm__gpu_rmsnorm(g, c, f, x, L->attn_norm, T, E, hp->norm_eps, xb));
-        mllm__gpu_barrier(g, c);
-        MLLM__GPU_DO(mllm__gpu_matmul(g, c, f, &L->wq, xb, T, q, NULL));
-        MLLM__GPU_DO(mllm__gpu_matmul(g, c, f, &L->wk, xb, T, k, NULL));
-        MLLM__GPU_DO(mllm__gpu_matmul(g, c, f, &L->wv, xb, T, v, NULL));
-        mllm__gpu_barrier(g, c);
-        if (L->bq) MLLM__GPU_DO(mllm__gpu_add_bias(g, c, f, q, L->bq, T, Dq));
-        if (L->bk) MLLM__GPU_DO(mllm__gpu_add_bias(g, c, f, k, L->bk, T, Dkv));
-        if (L->bv) MLLM__GPU_DO(mllm__gpu_add_bias(g, c, f, v, L->bv, T, Dkv));
-        if (L->bq || L->bk || L->bv) mllm__gpu_barrier(g, c);
-        if (L->q_norm) MLLM__GPU_DO(mllm__gpu_rmsnorm(g, c, f, q, L->q_norm, T * hp->n_head, hd, hp->norm_eps, q));
-        if (L->k_norm) MLLM__GPU_DO(mllm__gpu_rmsnorm(g, c, f, k, L->k_norm, T * hp->n_head_kv, hd, hp->norm_eps, k));
-        if (L->q_norm || L->k_norm) mllm__gpu_barrier(g, c);
-        MLLM__GPU_DO(mllm__gpu_rope(g, c, f, hp, q, hp->n_head, T));
-        MLLM__GPU_DO(mllm__gpu_rope(g, c, f, hp, k, hp->n_head_kv, T));
-        mllm__gpu_barrier(g, c);
-        MLLM__GPU_DO(mllm__gpu_encode_attention(g, c, b, kv, hp->n_head, l, &aio));
-        mllm__gpu_barrier(g, c);
-        MLLM__GPU_DO(mllm__gpu_matmul(g, c, f, &L->wo, att, T, x, &x));   /* x += wo att */
-        mllm__gpu_barrier(g, c);
-        /* feed-forward */
-        MLLM__GPU_DO(mllm__gpu_rmsnorm(g, c, f, x, L->ffn_norm, T, E, hp->norm_eps, xb));
-        mllm__gpu_barrier(g, c);
-        if (hp->n_expert) {
-            mio.router = mllm__gpu_wspan(f, L->router);
-            mio.gate = mllm__gpu_wspan(f, L->gate_exps.data);
-            mio.up = mllm__gpu_wspan(f, L->up_exps.data);
-            mio.down = mllm__gpu_wspan(f, L->down_exps.data);
-            MLLM__GPU_DO(mllm__gpu_encode_moe(g, c, hp, L, &mio, T, -1));
-            mllm__gpu_barrier(g, c);
-            MLLM__GPU_DO(mllm__gpu_vec(g, c, "add", x, att, x, (size_t)T * E));
-        } else {
-            MLLM__GPU_DO(mllm__gpu_matmul(g, c, f, &L->w_gate, xb, T, hb, NULL));
-            MLLM__GPU_DO(mllm__gpu_matmul(g, c, f, &L->w_up, xb, T, hb2, NULL));
-            mllm__gpu_barrier(g, c);
-            MLLM__GPU_DO(mllm__gpu_vec(g, c, "swiglu", hb, hb2, hb, (size_t)T * hp->n_ff));
-            mllm__gpu_barrier(g, c);
-            MLLM__GPU_DO(mllm__gpu_matmul(g, c, f, &L->w_down, hb, T, x, &x));   /* x += down hb */
-        }
-        mllm__gpu_barrier(g, c);
-    }
-    /* LM head only for the tokens that sample: gather their rows, norm, project into the io buffer */
-    if (b->n_logits) {
-        MLLM__GPU_DO(mllm__gpu_get_rows(g, c, MLLM__F32, x, (size_t)E * 4, E, T, mllm__gpu_span_of(f->io, f->lidx),
-                                        b->n_logits, xb));
-        mllm__gpu_barrier(g, c);
-        MLLM__GPU_DO(mllm__gpu_rmsnorm(g, c, f, xb, m->output_norm, b->n_logits, E, hp->norm_eps, xb));
-        mllm__gpu_barrier(g, c);
-        MLLM__GPU_DO(mllm__gpu_matmul(g, c, f, &m->output, xb, b->n_logits, mllm__gpu_span_of(f->io, f->logits), NULL));
-        if (n_sample) {   /* one threadgroup per sampled row, whatever their number */
-            mllm__gpu_barrier(g, c);
-            MLLM__GPU_DO(mllm__gpu_encode_sample(g, c, &f->smp, f->io, f->logits, rows, n_sample));
-        }
-    }
-#undef MLLM__GPU_DO
-    return st;
+static mllm_status mllm__gpu_swiglu(void *be, int gate, int up, int n) {
+    mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    return mllm__gpu_vec(f, "swiglu", f->buf[gate], f->buf[up], f->buf[gate], (size_t)f->b->n_tokens * (size_t)n);
 }
 
-/* One step on the GPU: uploads the batch's metadata, encodes the forward pass into one command buffer,
-   commits, waits.  Logits rows [0, n_sample) are sampled on the GPU (settings rows[], the picks to
-   picks: 4 bytes each come back); rows [n_sample, b->n_logits) are copied to logits (row i at
-   logits + i * n_vocab).  A failed encode still commits what it has and waits, so the command buffer
-   is released and the device stays usable. */
+static mllm_status mllm__gpu_add(void *be, int x, int y, int n) {
+    mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    return mllm__gpu_vec(f, "add", f->buf[x], f->buf[y], f->buf[x], (size_t)f->b->n_tokens * (size_t)n);
+}
+
+/* One threadgroup per sampled row, whatever their number. */
+static mllm_status mllm__gpu_sample(void *be) {
+    mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    return mllm__gpu_encode_sample(f->g, f->c, &f->smp, f->buf[MLLM__LOGITS].buf, f->buf[MLLM__LOGITS].off, f->rows,
+                                   f->b->n_sample);
+}
+
+static void mllm__gpu_sync(void *be) {
+    mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    mllm__gpu_barrier(f->g, f->c);
+}
+
+static const mllm__backend_ops mllm__gpu_backend = {
+    mllm__gpu_embed, mllm__gpu_rmsnorm, mllm__gpu_matmul, mllm__gpu_add_bias, mllm__gpu_rope, mllm__gpu_attention,
+    mllm__gpu_moe, mllm__gpu_swiglu, mllm__gpu_add, mllm__gpu_gather_rows, mllm__gpu_sample, mllm__gpu_sync};
+
+/* One step on the GPU: uploads the batch's metadata, encodes the graph into one command buffer, commits,
+   waits.  Logits rows [0, b->n_sample) are sampled on the GPU (settings rows[], the picks to picks: 4
+   bytes each come back); rows [n_sample, b->n_logits) are copied to logits (row i at logits + i *
+   n_vocab).  Every dispatch count depends on the architecture and on the batch's kind (decode / prefill
+   attention), never on how many sequences or tokens it holds.  A failed encode still commits what it
+   has and waits, so the command buffer is released and the device stays usable. */
 static mllm_status mllm__gpu_forward(mllm__gpu_fwd *f, const mllm_model *m, const mllm__kv *kv, const mllm__batch *b,
-                                     const mllm__sample_row *rows, int n_sample, mllm_token *picks, float *logits) {
+                                     const mllm__sample_row *rows, mllm_token *picks, float *logits) {
     const size_t V = (size_t)m->hp.n_vocab;
+    const int n_sample = b->n_sample;
     mllm__gpu *g = f->g;
     char *io = (char *)g->vt->buf_contents(f->io);
     const mllm__gpu_attn_layout L = mllm__gpu_attn_layout_of(b, kv->block_tokens, m->hp.n_head, m->hp.head_dim);
-    mllm__gpu_cmd *c;
     mllm_status st, wst;
     mllm__gpu_attn_meta(b, kv->block_tokens, &L, io);
     memcpy(io + f->tok, b->tokens, (size_t)b->n_tokens * 4);
     memcpy(io + f->pos, b->pos, (size_t)b->n_tokens * 4);
     memcpy(io + f->lidx, b->logits_idx, (size_t)b->n_logits * 4);
-    if (!(c = g->vt->begin(g->dev))) return mllm__fail(MLLM_ERR_BACKEND, "gpu: no command buffer");
-    st = mllm__gpu_encode_forward(f, c, m, kv, b, rows, n_sample);
-    mllm__gpu_commit(g, c);
-    wst = mllm__gpu_wait(g, c);
+    if (!(f->c = g->vt->begin(g->dev))) return mllm__fail(MLLM_ERR_BACKEND, "gpu: no command buffer");
+    f->m = m;
+    f->kv = kv;
+    f->b = b;
+    f->rows = rows;
+    st = mllm__forward(&mllm__gpu_backend, f, m, b);
+    mllm__gpu_commit(g, f->c);
+    wst = mllm__gpu_wait(g, f->c);
+    f->c = NULL;
+    f->b = NULL;
+    f->rows = NULL;
     if (st == MLLM_OK) st = wst;
     if (st == MLLM_OK && n_sample) st = mllm__gpu_read_samples(g, &f->smp, picks, n_sample);
     if (st == MLLM_OK && b->n_logits > n_sample)
-        st = mllm__gpu_read(g, f->io, f->logits + (size_t)n_sample * V * 4, logits + (size_t)n_sample * V,
+        st = mllm__gpu_read(g, f->io, f->buf[MLLM__LOGITS].off + (size_t)n_sample * V * 4, logits + (size_t)n_sample * V,
                             (size_t)(b->n_logits - n_sample) * V * sizeof(float));
     return st;
 }
@@ -5145,20 +5199,6 @@ static mllm_status mllm__mtl_open(mllm__gpu *g) {
 
 /* ============================================================ SECTION: engine (paged KV, batched step, sampler) */
 
-/* The backend seam: the forward pass calls these ops and nothing else.  Buffers are plain host
-   pointers (on Apple Silicon, Metal buffers are unified memory, so the same pointers work there). */
-struct mllm__ops {
-    const char *name;
-    void (*embed)(mllm__exec *ex, const mllm_token *tokens, int n, float *out);
-    void (*rmsnorm)(mllm__exec *ex, float *out, const float *x, const float *w, int rows, int n, float eps);
-    void (*matmul)(mllm__exec *ex, const mllm__weight *w, int mat, const float *x, int n_tok, float *out);
-    void (*attention)(mllm__exec *ex, const mllm__batch *b, int layer, const float *q, const float *k,
-                      const float *v, float *out);
-};
-
-static const mllm__ops mllm__cpu_ops = {"cpu", mllm__cpu_embed, mllm__cpu_rmsnorm_rows, mllm__cpu_matmul,
-                                        mllm__cpu_attention};
-
 typedef struct mllm__seq {
     int used;                      /* slot holds a sequence */
     mllm_seq_id sid;
@@ -5203,9 +5243,11 @@ struct mllm_context {
     mllm__seq *seqs;               /* n_seq_max slots */
     mllm_seq_id next_id;
     int max_blocks_per_seq;
-    /* step scratch, sized for n_batch tokens */
-    float *x, *xb, *q, *k, *v, *att, *hb, *hb2;
+    /* the CPU backend's step scratch (mllm__cpu_backend), sized for n_batch tokens */
+    float *act[MLLM__N_BUFS];      /* the graph's named buffers; act[MLLM__LOGITS] is logits_tmp */
+    float *res;                    /* [n_batch][n_embd]: a product before it is added to the residual */
     mllm__moe_buf moe;             /* MoE models only */
+    const mllm__batch *batch;      /* the step in flight */
     float *logits;                 /* [n_seq_max][n_vocab]: last logits of each slot */
     float *logits_tmp;             /* [n_seq_max][n_vocab]: LM head output of one step */
     mllm_token *b_tokens;
@@ -5657,7 +5699,7 @@ static void mllm__moe_router(mllm__exec *ex, mllm__moe_buf *b, const mllm__layer
     router.rows = hp->n_expert;
     router.n_mat = 1;
     router.row_bytes = (size_t)hp->n_embd * sizeof(float);
-    ex->model->ops->matmul(ex, &router, 0, x, T, b->logits);
+    mllm__cpu_matmul(ex, &router, 0, x, T, b->logits);
     mllm__moe_route(b, T, hp->n_expert, hp->n_expert_used);
 }
 
@@ -5684,11 +5726,17 @@ static void mllm__moe(mllm__exec *ex, mllm__moe_buf *b, const mllm__layer *L, co
     mllm__pool_run(ex->pool, mllm__moe_combine_task, &j, T);
 }
 
-static void mllm__add_bias(float *x, const float *bias, int rows, int n) {
-    int r, i;
-    if (!bias) return;
-    for (r = 0; r < rows; r++)
-        for (i = 0; i < n; i++) x[(size_t)r * n + i] += bias[i];
+/* The CPU backend's ops of mllm__backend_ops; be is the mllm_context. */
+static mllm_status mllm__cpu_embed_op(void *be, int out) {
+    mllm_context *ctx = (mllm_context *)be;
+    mllm__cpu_embed(&ctx->ex, ctx->batch->tokens, ctx->batch->n_tokens, ctx->act[out]);
+    return MLLM_OK;
+}
+
+static mllm_status mllm__cpu_rmsnorm(void *be, int in, const float *w, int rows, int n, int out) {
+    mllm_context *ctx = (mllm_context *)be;
+    mllm__cpu_rmsnorm_rows(&ctx->ex, ctx->act[out], ctx->act[in], w, rows, n, ctx->model->hp.norm_eps);
+    return MLLM_OK;
 }
 
 static void mllm__add(float *x, const float *y, size_t n) {
@@ -5696,57 +5744,159 @@ static void mllm__add(float *x, const float *y, size_t n) {
     for (i = 0; i < n; i++) x[i] += y[i];
 }
 
-/* One forward pass over a batch of tokens from many sequences.  Writes the LM head output of the
-   batch's logits rows to ctx->logits_tmp. */
-static void mllm__forward(mllm_context *ctx, const mllm__batch *b) {
-    const mllm_model *m = ctx->model;
+/* A product added to out goes through the scratch res: no kernel here fuses the addition. */
+static mllm_status mllm__cpu_matmul_op(void *be, const mllm__weight *w, int in, int rows, int out, int add) {
+    mllm_context *ctx = (mllm_context *)be;
+    MLLM_ASSERT(!add || w->rows <= ctx->model->hp.n_embd);   /* res's rows */
+    mllm__cpu_matmul(&ctx->ex, w, 0, ctx->act[in], rows, add ? ctx->res : ctx->act[out]);
+    if (add) mllm__add(ctx->act[out], ctx->res, (size_t)rows * (size_t)w->rows);
+    return MLLM_OK;
+}
+
+static mllm_status mllm__cpu_add_bias(void *be, int x, const float *bias, int n) {
+    mllm_context *ctx = (mllm_context *)be;
+    float *p = ctx->act[x];
+    int r, i;
+    for (r = 0; r < ctx->batch->n_tokens; r++)
+        for (i = 0; i < n; i++) p[(size_t)r * n + i] += bias[i];
+    return MLLM_OK;
+}
+
+/* With the cos/sin table of the step's positions (mllm__cpu_step). */
+static mllm_status mllm__cpu_rope(void *be, int x, int n_heads) {
+    mllm_context *ctx = (mllm_context *)be;
+    const mllm__hparams *hp = &ctx->model->hp;
+    const size_t stride = (size_t)n_heads * hp->head_dim;
+    int t;
+    for (t = 0; t < ctx->batch->n_tokens; t++)
+        mllm__rope_apply(ctx->act[x] + (size_t)t * stride, n_heads, hp->head_dim, hp->n_rot,
+                         ctx->ex.rope_cs + (size_t)t * hp->n_rot, ctx->model->arch_desc->rope_neox);
+    return MLLM_OK;
+}
+
+static mllm_status mllm__cpu_attention_op(void *be, int layer) {
+    mllm_context *ctx = (mllm_context *)be;
+    mllm__cpu_attention(&ctx->ex, ctx->batch, layer, ctx->act[MLLM__Q], ctx->act[MLLM__K], ctx->act[MLLM__V],
+                        ctx->act[MLLM__ATT]);
+    return MLLM_OK;
+}
+
+static mllm_status mllm__cpu_moe(void *be, const mllm__layer *L, int in, int out) {
+    mllm_context *ctx = (mllm_context *)be;
+    mllm__moe(&ctx->ex, &ctx->moe, L, ctx->act[in], ctx->batch->n_tokens, ctx->act[out]);
+    return MLLM_OK;
+}
+
+static mllm_status mllm__cpu_swiglu(void *be, int gate, int up, int n) {
+    mllm_context *ctx = (mllm_context *)be;
+    mllm__swiglu_rows(&ctx->ex, ctx->act[gate], ctx->act[up], ctx->batch->n_tokens, n);
+    return MLLM_OK;
+}
+
+static mllm_status mllm__cpu_add(void *be, int x, int y, int n) {
+    mllm_context *ctx = (mllm_context *)be;
+    mllm__add(ctx->act[x], ctx->act[y], (size_t)ctx->batch->n_tokens * (size_t)n);
+    return MLLM_OK;
+}
+
+static mllm_status mllm__cpu_gather_rows(void *be, int in, int n, int out) {
+    mllm_context *ctx = (mllm_context *)be;
+    int i;
+    for (i = 0; i < ctx->batch->n_logits; i++)
+        memcpy(ctx->act[out] + (size_t)i * n, ctx->act[in] + (size_t)ctx->batch->logits_idx[i] * n, sizeof(float) * (size_t)n);
+    return MLLM_OK;
+}
+
+/* The CPU samples after the step, in mllm_step (n_sample is 0). */
+static mllm_status mllm__cpu_sample(void *be) {
+    (void)be;
+    return MLLM_OK;
+}
+
+static void mllm__cpu_sync(void *be) { (void)be; }
+
+static const mllm__backend_ops mllm__cpu_backend = {
+    mllm__cpu_embed_op, mllm__cpu_rmsnorm, mllm__cpu_matmul_op, mllm__cpu_add_bias, mllm__cpu_rope,
+    mllm__cpu_attention_op, mllm__cpu_moe, mllm__cpu_swiglu, mllm__cpu_add, mllm__cpu_gather_rows, mllm__cpu_sample,
+    mllm__cpu_sync};
+
+/* The model graph: one forward pass over a batch of tokens from many sequences, on any backend.  Ends
+   with the LM head's rows (only the tokens that sample: the last of each finished prompt chunk, decode
+   tokens) in LOGITS, and those the backend samples sampled. */
+static mllm_status mllm__forward(const mllm__backend_ops *ops, void *be, const mllm_model *m, const mllm__batch *b) {
     const mllm__hparams *hp = &m->hp;
-    const mllm__ops *ops = m->ops;
-    mllm__exec *ex = &ctx->ex;
     const int T = b->n_tokens, E = hp->n_embd, hd = hp->head_dim;
     const int Dq = hp->n_head * hd, Dkv = hp->n_head_kv * hd;
-    int l, t;
-    ops->embed(ex, b->tokens, T, ctx->x);
-    for (t = 0; t < T; t++)
-        mllm__rope_table(ex->rope_cs + (size_t)t * hp->n_rot, hp->n_rot, b->pos[t], hp->rope_base, hp->rope_freq_scale);
+    mllm_status st;
+    int l;
+#define MLLM__DO(op) do { if ((st = (op)) != MLLM_OK) return st; } while (0)
+    MLLM__DO(ops->embed(be, MLLM__X));
+    ops->sync(be);
     for (l = 0; l < hp->n_layer; l++) {
         const mllm__layer *L = &m->layers[l];
         /* attention */
-        ops->rmsnorm(ex, ctx->xb, ctx->x, L->attn_norm, T, E, hp->norm_eps);
-        ops->matmul(ex, &L->wq, 0, ctx->xb, T, ctx->q);
-        ops->matmul(ex, &L->wk, 0, ctx->xb, T, ctx->k);
-        ops->matmul(ex, &L->wv, 0, ctx->xb, T, ctx->v);
-        mllm__add_bias(ctx->q, L->bq, T, Dq);
-        mllm__add_bias(ctx->k, L->bk, T, Dkv);
-        mllm__add_bias(ctx->v, L->bv, T, Dkv);
-        if (L->q_norm) ops->rmsnorm(ex, ctx->q, ctx->q, L->q_norm, T * hp->n_head, hd, hp->norm_eps);
-        if (L->k_norm) ops->rmsnorm(ex, ctx->k, ctx->k, L->k_norm, T * hp->n_head_kv, hd, hp->norm_eps);
-        for (t = 0; t < T; t++) {
-            const float *cs = ex->rope_cs + (size_t)t * hp->n_rot;
-            mllm__rope_apply(ctx->q + (size_t)t * Dq, hp->n_head, hd, hp->n_rot, cs, hp->rope_neox);
-            mllm__rope_apply(ctx->k + (size_t)t * Dkv, hp->n_head_kv, hd, hp->n_rot, cs, hp->rope_neox);
-        }
-        ops->attention(ex, b, l, ctx->q, ctx->k, ctx->v, ctx->att);
-        ops->matmul(ex, &L->wo, 0, ctx->att, T, ctx->xb);
-        mllm__add(ctx->x, ctx->xb, (size_t)T * E);
+        MLLM__DO(ops->rmsnorm(be, MLLM__X, L->attn_norm, T, E, MLLM__XB));
+        ops->sync(be);
+        MLLM__DO(ops->matmul(be, &L->wq, MLLM__XB, T, MLLM__Q, 0));
+        MLLM__DO(ops->matmul(be, &L->wk, MLLM__XB, T, MLLM__K, 0));
+        MLLM__DO(ops->matmul(be, &L->wv, MLLM__XB, T, MLLM__V, 0));
+        ops->sync(be);
+        if (L->bq) MLLM__DO(ops->add_bias(be, MLLM__Q, L->bq, Dq));
+        if (L->bk) MLLM__DO(ops->add_bias(be, MLLM__K, L->bk, Dkv));
+        if (L->bv) MLLM__DO(ops->add_bias(be, MLLM__V, L->bv, Dkv));
+        if (L->bq || L->bk || L->bv) ops->sync(be);
+        if (L->q_norm) MLLM__DO(ops->rmsnorm(be, MLLM__Q, L->q_norm, T * hp->n_head, hd, MLLM__Q));
+        if (L->k_norm) MLLM__DO(ops->rmsnorm(be, MLLM__K, L->k_norm, T * hp->n_head_kv, hd, MLLM__K));
+        if (L->q_norm || L->k_norm) ops->sync(be);
+        MLLM__DO(ops->rope(be, MLLM__Q, hp->n_head));
+        MLLM__DO(ops->rope(be, MLLM__K, hp->n_head_kv));
+        ops->sync(be);
+        MLLM__DO(ops->attention(be, l));
+        ops->sync(be);
+        MLLM__DO(ops->matmul(be, &L->wo, MLLM__ATT, T, MLLM__X, 1));   /* x += wo att */
+        ops->sync(be);
         /* feed-forward */
-        ops->rmsnorm(ex, ctx->xb, ctx->x, L->ffn_norm, T, E, hp->norm_eps);
+        MLLM__DO(ops->rmsnorm(be, MLLM__X, L->ffn_norm, T, E, MLLM__XB));
+        ops->sync(be);
         if (hp->n_expert) {
-            mllm__moe(ex, &ctx->moe, L, ctx->xb, T, ctx->att);
-            mllm__add(ctx->x, ctx->att, (size_t)T * E);
+            MLLM__DO(ops->moe(be, L, MLLM__XB, MLLM__ATT));
+            ops->sync(be);
+            MLLM__DO(ops->add(be, MLLM__X, MLLM__ATT, E));
         } else {
-            ops->matmul(ex, &L->w_gate, 0, ctx->xb, T, ctx->hb);
-            ops->matmul(ex, &L->w_up, 0, ctx->xb, T, ctx->hb2);
-            mllm__swiglu_rows(ex, ctx->hb, ctx->hb2, T, hp->n_ff);
-            ops->matmul(ex, &L->w_down, 0, ctx->hb, T, ctx->xb);
-            mllm__add(ctx->x, ctx->xb, (size_t)T * E);
+            MLLM__DO(ops->matmul(be, &L->w_gate, MLLM__XB, T, MLLM__HB, 0));
+            MLLM__DO(ops->matmul(be, &L->w_up, MLLM__XB, T, MLLM__HB2, 0));
+            ops->sync(be);
+            MLLM__DO(ops->swiglu(be, MLLM__HB, MLLM__HB2, hp->n_ff));
+            ops->sync(be);
+            MLLM__DO(ops->matmul(be, &L->w_down, MLLM__HB, T, MLLM__X, 1));   /* x += down hb */
+        }
+        ops->sync(be);
+    }
+    /* the LM head, only for the tokens that sample: gather their rows, norm, project */
+    if (b->n_logits) {
+        MLLM__DO(ops->gather_rows(be, MLLM__X, E, MLLM__XB));
+        ops->sync(be);
+        MLLM__DO(ops->rmsnorm(be, MLLM__XB, m->output_norm, b->n_logits, E, MLLM__XB));
+        ops->sync(be);
+        MLLM__DO(ops->matmul(be, &m->output, MLLM__XB, b->n_logits, MLLM__LOGITS, 0));
+        if (b->n_sample) {
+            ops->sync(be);
+            MLLM__DO(ops->sample(be));
         }
     }
-    /* LM head only for the tokens that sample (the last of each finished prompt chunk, decode tokens) */
-    for (t = 0; t < b->n_logits; t++)
-        memcpy(ctx->xb + (size_t)t * E, ctx->x + (size_t)b->logits_idx[t] * E, sizeof(float) * (size_t)E);
-    ops->rmsnorm(ex, ctx->xb, ctx->xb, m->output_norm, b->n_logits, E, hp->norm_eps);
-    ops->matmul(ex, &m->output, 0, ctx->xb, b->n_logits, ctx->logits_tmp);
+#undef MLLM__DO
+    return MLLM_OK;
+}
+
+/* A step on the CPU: the cos/sin table of the batch's positions, then the graph (logits to logits_tmp). */
+static void mllm__cpu_step(mllm_context *ctx, const mllm__batch *b) {
+    const mllm__hparams *hp = &ctx->model->hp;
+    int t;
+    for (t = 0; t < b->n_tokens; t++)
+        mllm__rope_table(ctx->ex.rope_cs + (size_t)t * hp->n_rot, hp->n_rot, b->pos[t], hp->rope_base, hp->rope_freq_scale);
+    ctx->batch = b;
+    mllm__forward(&mllm__cpu_backend, ctx, ctx->model, b);   /* (CPU ops do not fail) */
+    ctx->batch = NULL;
 }
 
 /* ---- sequences and steps ---- */
@@ -5829,7 +5979,7 @@ static void mllm__seq_accept(mllm_context *ctx, mllm__seq *s, mllm_token tok, ml
 /* A step's forward pass on the GPU.  The logits rows of sequences that sample there move to the front
    and are sampled in the step's command buffer (their picks go to gpu_pick); the other rows (manual
    sequences) come back to logits_tmp, at their row. */
-static mllm_status mllm__gpu_step(mllm_context *ctx, const mllm__batch *b) {
+static mllm_status mllm__gpu_step(mllm_context *ctx, mllm__batch *b) {
     int32_t *idx = ctx->b_logits_idx, *seq = ctx->b_logits_seq, t;
     int i, n = 0;
     mllm_status st;
@@ -5842,7 +5992,8 @@ static mllm_status mllm__gpu_step(mllm_context *ctx, const mllm__batch *b) {
         ctx->b_rows[n] = mllm__gpu_sample_row(seq[n], &sp, s->n_tokens, (uint64_t)s->n_generated);
         n++;
     }
-    st = mllm__gpu_forward(&ctx->gpu, ctx->model, &ctx->kv, b, ctx->b_rows, n, ctx->b_picks, ctx->logits_tmp);
+    b->n_sample = n;
+    st = mllm__gpu_forward(&ctx->gpu, ctx->model, &ctx->kv, b, ctx->b_rows, ctx->b_picks, ctx->logits_tmp);
     for (i = 0; i < n && st == MLLM_OK; i++) {
         if (ctx->b_picks[i] < 0 || ctx->b_picks[i] >= ctx->model->hp.n_vocab)
             return mllm__fail(MLLM_ERR_BACKEND, "gpu: sampled token %d out of range", ctx->b_picks[i]);
@@ -5906,7 +6057,7 @@ mllm_status mllm_step(mllm_context *ctx, mllm_step_result *res) {
     if (b.n_tokens) {
         mllm_status st = MLLM_OK;
         if (ctx->gpu.g) st = mllm__gpu_step(ctx, &b);
-        else mllm__forward(ctx, &b);
+        else mllm__cpu_step(ctx, &b);
         if (st != MLLM_OK) {   /* the batch's K/V rows are unknown now: its sequences end with the error */
             for (i = 0; i < b.n_seqs; i++) {
                 mllm__seq *s = &ctx->seqs[ctx->b_seq_slot[i]];
@@ -6084,14 +6235,8 @@ void mllm_context_free(mllm_context *ctx) {
     MLLM_FREE(ctx->ex.thread_scratch);
     MLLM_FREE(ctx->ex.rope_cs);
     MLLM_FREE(ctx->ex.row_buf);
-    MLLM_FREE(ctx->x);
-    MLLM_FREE(ctx->xb);
-    MLLM_FREE(ctx->q);
-    MLLM_FREE(ctx->k);
-    MLLM_FREE(ctx->v);
-    MLLM_FREE(ctx->att);
-    MLLM_FREE(ctx->hb);
-    MLLM_FREE(ctx->hb2);
+    for (i = 0; i < MLLM__LOGITS; i++) MLLM_FREE(ctx->act[i]);   /* (act[MLLM__LOGITS] is logits_tmp) */
+    MLLM_FREE(ctx->res);
     mllm__moe_buf_free(&ctx->moe);
     MLLM_FREE(ctx->logits);
     MLLM_FREE(ctx->logits_tmp);
@@ -6110,10 +6255,10 @@ void mllm_context_free(mllm_context *ctx) {
 
 #define MLLM__ALLOC(ptr, n, T) ((ptr) = MLLM__CAST(T *, mllm__calloc((size_t)(n), sizeof(T))), (ptr) != NULL)
 
-/* Creates a context; its steps run on gpu when given (tests attach the emulated device here), else on
-   Metal when the model's backend asks for it and this build has it, else on the CPU.  Internal. */
-static mllm_status mllm__context_create_gpu(mllm_context **out, mllm_model *model, const mllm_context_params *params,
-                                            mllm__gpu *gpu) {
+/* Creates a context.  Its steps run on gpu when given (tests attach the emulated device here), else on
+   Metal when the model's backend asks for it and this build has it, else on the CPU. */
+static mllm_status mllm__context_create(mllm_context **out, mllm_model *model, const mllm_context_params *params,
+                                        mllm__gpu *gpu) {
     mllm_context *ctx;
     const mllm__hparams *hp;
     mllm_context_params p;
@@ -6185,14 +6330,17 @@ static mllm_status mllm__context_create_gpu(mllm_context **out, mllm_model *mode
     ok &= MLLM__ALLOC(ctx->kv.refcount, p.kv_blocks, int32_t) && MLLM__ALLOC(ctx->kv.free_list, p.kv_blocks, int32_t);
     ok &= MLLM__ALLOC(ctx->seqs, NS, mllm__seq);
     if (cpu) {
-        ok &= MLLM__ALLOC(ctx->x, nb * hp->n_embd, float) && MLLM__ALLOC(ctx->xb, nb * hp->n_embd, float);
-        ok &= MLLM__ALLOC(ctx->q, nb * hp->n_head * hp->head_dim, float);
-        ok &= MLLM__ALLOC(ctx->k, nb * hp->n_head_kv * hp->head_dim, float) && MLLM__ALLOC(ctx->v, nb * hp->n_head_kv * hp->head_dim, float);
-        ok &= MLLM__ALLOC(ctx->att, nb * (hp->n_head * hp->head_dim > hp->n_embd ? hp->n_head * hp->head_dim : hp->n_embd), float);
-        ok &= MLLM__ALLOC(ctx->hb, nb * ff, float) && MLLM__ALLOC(ctx->hb2, nb * ff, float);
+        const size_t Dq = (size_t)hp->n_head * hp->head_dim, Dkv = (size_t)hp->n_head_kv * hp->head_dim;
+        ok &= MLLM__ALLOC(ctx->act[MLLM__X], nb * hp->n_embd, float) && MLLM__ALLOC(ctx->act[MLLM__XB], nb * hp->n_embd, float);
+        ok &= MLLM__ALLOC(ctx->act[MLLM__Q], nb * Dq, float);
+        ok &= MLLM__ALLOC(ctx->act[MLLM__K], nb * Dkv, float) && MLLM__ALLOC(ctx->act[MLLM__V], nb * Dkv, float);
+        ok &= MLLM__ALLOC(ctx->act[MLLM__ATT], nb * (Dq > (size_t)hp->n_embd ? Dq : (size_t)hp->n_embd), float);
+        ok &= MLLM__ALLOC(ctx->act[MLLM__HB], nb * ff, float) && MLLM__ALLOC(ctx->act[MLLM__HB2], nb * ff, float);
+        ok &= MLLM__ALLOC(ctx->res, nb * hp->n_embd, float);
         if (hp->n_expert) ok &= mllm__moe_buf_alloc(&ctx->moe, hp, (int)nb) == MLLM_OK;
     }
     ok &= MLLM__ALLOC(ctx->logits, nsv, float) && MLLM__ALLOC(ctx->logits_tmp, nsv > nb * hp->n_vocab ? nb * hp->n_vocab : nsv, float);
+    ctx->act[MLLM__LOGITS] = ctx->logits_tmp;
     ok &= MLLM__ALLOC(ctx->b_tokens, nb, mllm_token) && MLLM__ALLOC(ctx->b_pos, nb, int32_t);
     ok &= MLLM__ALLOC(ctx->b_logits_idx, NS, int32_t) && MLLM__ALLOC(ctx->b_logits_seq, NS, int32_t);
     ok &= MLLM__ALLOC(ctx->b_seqs, NS, mllm__batch_seq) && MLLM__ALLOC(ctx->results, NS, mllm_step_token);
@@ -6211,7 +6359,7 @@ static mllm_status mllm__context_create_gpu(mllm_context **out, mllm_model *mode
 }
 
 mllm_status mllm_context_create(mllm_context **out, mllm_model *model, const mllm_context_params *params) {
-    return mllm__context_create_gpu(out, model, params, NULL);
+    return mllm__context_create(out, model, params, NULL);
 }
 
 /* ============================================================ SECTION: public API */
@@ -6279,7 +6427,6 @@ static mllm_status mllm__model_load(mllm_model **out, const char *path, const vo
         return st;
     }
     m->n_ctx = p.n_ctx ? p.n_ctx : (m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096);
-    m->ops = &mllm__cpu_ops;
     if ((st = mllm__pool_create(&m->pool, m->n_threads)) || (st = mllm__prefault(m, &p))) {
         mllm_model_free(m);
         return st;

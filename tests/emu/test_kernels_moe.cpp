@@ -25,7 +25,6 @@ struct cpu_moe {
         m = (mllm_model *)calloc(1, sizeof *m);
         memset(&ex, 0, sizeof ex);
         m->hp = hp;
-        m->ops = &mllm__cpu_ops;
         m->precise = 1;
         ex.model = m;
         mllm__pool_create(&ex.pool, 1);
@@ -150,7 +149,7 @@ run_result check_moe(const moe_case &c) {
     mllm__gpu_commit(&g, cmd);
     if (s == MLLM_OK) s = mllm__gpu_wait(&g, cmd);
     else mllm__gpu_wait(&g, cmd);
-    const bool gemm = c.use_gemm < 0 ? T >= MLLM__GPU_MOE_GEMM_MIN_TOKENS : c.use_gemm != 0;
+    const bool gemm = c.use_gemm < 0 ? T >= MLLM__GPU_GEMM_MIN_TOKENS : c.use_gemm != 0;
     char what[200];
     snprintf(what, sizeof what, "moe %s gate %s up %s down %s NE=%d K=%d T=%d E=%d F=%d rig %d %s", gemm ? "gemm" : "gemv",
              c.tg->name, c.tu->name, c.td->name, NE, K, T, E, F, c.rig, msl::sched_name(c.v.policy));
