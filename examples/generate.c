@@ -10,6 +10,7 @@
 static void usage(void) {
     fprintf(stderr,
             "usage: generate -m MODEL.gguf [-p PROMPT | -f FILE] [options]\n"
+            "  samples by default (the defaults below); --temp 0 for greedy decoding\n"
             "  -n N                 tokens to generate (default 128)\n"
             "  -t N                 threads (default: all cores)\n"
             "  --metal              run on the GPU (Apple builds; never yet run on hardware)\n"
@@ -134,6 +135,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--chat")) chat = 1;
         else if (!strcmp(a, "--ids")) o.ids = 1;
         else if (!strcmp(a, "--ignore-eos")) gp.ignore_eog = 1;
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(); return 0; }
         else { usage(); return 2; }
 #undef ARG
     }
