@@ -62,6 +62,11 @@
 #if defined(METALLLM_IMPLEMENTATION) && !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
+/* On Apple platforms _POSIX_C_SOURCE hides the Darwin APIs (sysctlbyname, thread QoS, MAP_ANON);
+   _DARWIN_C_SOURCE brings them back beside POSIX. */
+#if defined(METALLLM_IMPLEMENTATION) && defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
+#define _DARWIN_C_SOURCE 1
+#endif
 
 #include <stddef.h>
 #include <stdint.h>
@@ -285,6 +290,11 @@ MLLMDEF mllm_status mllm_step(mllm_context *ctx, mllm_step_result *result);
    a GPU context only manual sequences have them (the others sample on the GPU): NULL otherwise. */
 MLLMDEF const float *mllm_seq_logits(const mllm_context *ctx, mllm_seq_id id);
 
+/* Free blocks in the context's KV pool; *n_total (if not NULL) gets the pool size.  A block shared by
+   forks counts once; a removed or finished-and-removed sequence's blocks are free again.  Negative
+   mllm_status for a NULL context. */
+MLLMDEF int mllm_kv_free_blocks(const mllm_context *ctx, int *n_total);
+
 /* ---------------------------------------------------------------- chat formatting */
 typedef struct mllm_chat_message { const char *role; const char *content; } mllm_chat_message;
 /* Formats messages with the model's chat template (ChatML, Llama 3 and Llama 2 / Mistral [INST] are
@@ -382,7 +392,9 @@ MLLMDEF mllm_status mllm_generate_ex(mllm_model *model, const char *prompt, cons
 #define MLLM_ASSERT(x) assert(x)
 #endif
 
-#if defined(__APPLE__) && !defined(MLLM_NO_METAL)
+/* MLLM__FORCE_METAL_STUBS (tests only): the Metal layer on a non-Apple system, against the test suite's
+   Objective-C declarations and fake Metal framework (tests/metal/). */
+#if (defined(__APPLE__) && !defined(MLLM_NO_METAL)) || defined(MLLM__FORCE_METAL_STUBS)
 #define MLLM__HAVE_METAL 1
 #else
 #define MLLM__HAVE_METAL 0
@@ -1098,6 +1110,8 @@ static float mllm__vec_dot_scalar(uint32_t type, int64_t n, const void *w, const
 static float mllm__f16_to_f32(uint16_t h) {
 #if MLLM__AVX2 && defined(__F16C__)
     return _cvtsh_ss(h);
+#elif MLLM__NEON   /* the same IEEE conversion in one instruction (FPCR's default NaN mode is off) */
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
 #else
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, e = (h >> 10) & 31, m = h & 0x3ff, u;
     float f;
@@ -1117,6 +1131,8 @@ static float mllm__f16_to_f32(uint16_t h) {
 static uint16_t mllm__f32_to_f16(float f) {
 #if MLLM__AVX2 && defined(__F16C__)
     return (uint16_t)_cvtss_sh(f, 0);
+#elif MLLM__NEON
+    return vget_lane_u16(vreinterpret_u16_f16(vcvt_f16_f32(vdupq_n_f32(f))), 0);
 #else
     uint32_t u, a, sign, h;
     memcpy(&u, &f, 4);
@@ -1356,6 +1372,63 @@ static void mllm__quant_q8_k(const float *x, uint8_t *y) {
     memcpy(y + 4 + MLLM__QK_K, bsums, sizeof bsums);
 }
 
+#if MLLM__NEON
+/* NEON activation quantizers, bytewise equal to the scalar ones: vcvtnq rounds half to even as
+   nearbyintf does, maxnm skips NaN as the scalar compare does, the other float steps are the same. */
+static float mllm__neon_amax(const float *x, int n) {
+    float32x4_t m = vdupq_n_f32(0.0f);
+    int i;
+    for (i = 0; i < n; i += 4) m = vmaxnmq_f32(m, vabsq_f32(vld1q_f32(x + i)));
+    return vmaxnmvq_f32(m);
+}
+
+/* q = round(x * s) for 16 floats, stored as bytes (Q8_K: at most 127); returns the lane sums of q. */
+MLLM__INLINE int32x4_t mllm__neon_round16(const float *x, float s, uint8_t *q, int clamp127) {
+    int32x4_t r[4];
+    int k;
+    for (k = 0; k < 4; k++) {
+        r[k] = vcvtnq_s32_f32(vmulq_n_f32(vld1q_f32(x + 4 * k), s));
+        if (clamp127) r[k] = vminq_s32(r[k], vdupq_n_s32(127));
+    }
+    vst1q_u8(q, vreinterpretq_u8_s8(vcombine_s8(vqmovn_s16(vcombine_s16(vqmovn_s32(r[0]), vqmovn_s32(r[1]))),
+                                                vqmovn_s16(vcombine_s16(vqmovn_s32(r[2]), vqmovn_s32(r[3]))))));
+    return vaddq_s32(vaddq_s32(r[0], r[1]), vaddq_s32(r[2], r[3]));
+}
+
+static void mllm__neon_quant_q8_32(const float *x, uint8_t *y, int with_sum) {
+    const float amax = mllm__neon_amax(x, MLLM__QK), d = amax / 127.0f, id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    const int off = with_sum ? 4 : 2;
+    const int32x4_t s = vaddq_s32(mllm__neon_round16(x, id, y + off, 0), mllm__neon_round16(x + 16, id, y + off + 16, 0));
+    uint16_t h = mllm__f32_to_f16(d);
+    memcpy(y, &h, 2);
+    if (with_sum) {
+        h = mllm__f32_to_f16(d * (float)vaddvq_s32(s));
+        memcpy(y + 2, &h, 2);
+    }
+}
+
+static void mllm__neon_quant_q8_k(const float *x, uint8_t *y) {
+    const float amax = mllm__neon_amax(x, MLLM__QK_K);
+    float max = 0.0f, iscale, d;
+    int16_t bsums[16];
+    int i = 0;
+    if (amax != 0.0f) {                    /* the first element of largest magnitude, as in the scalar loop */
+        while (fabsf(x[i]) != amax) i++;
+        max = x[i];
+    }
+    iscale = amax != 0.0f ? -127.0f / max : 0.0f;
+    for (i = 0; i < 16; i++) bsums[i] = (int16_t)vaddvq_s32(mllm__neon_round16(x + 16 * i, iscale, y + 4 + 16 * i, 1));
+    d = amax != 0.0f ? 1.0f / iscale : 0.0f;
+    memcpy(y, &d, 4);
+    memcpy(y + 4 + MLLM__QK_K, bsums, sizeof bsums);
+}
+#define MLLM__QUANT_Q8_32 mllm__neon_quant_q8_32
+#define MLLM__QUANT_Q8_K mllm__neon_quant_q8_k
+#else
+#define MLLM__QUANT_Q8_32 mllm__quant_q8_32
+#define MLLM__QUANT_Q8_K mllm__quant_q8_k
+#endif
+
 static void mllm__quant_row(uint32_t type, const float *src, void *dst, int64_t n) {
     uint8_t *y = (uint8_t *)dst;
     int64_t i;
@@ -1372,11 +1445,11 @@ static void mllm__quant_row(uint32_t type, const float *src, void *dst, int64_t 
     case MLLM__Q8_1:
         MLLM_ASSERT(n % MLLM__QK == 0);
         for (i = 0; i < n / MLLM__QK; i++)
-            mllm__quant_q8_32(src + i * MLLM__QK, y + i * (type == MLLM__Q8_1 ? 36 : 34), type == MLLM__Q8_1);
+            MLLM__QUANT_Q8_32(src + i * MLLM__QK, y + i * (type == MLLM__Q8_1 ? 36 : 34), type == MLLM__Q8_1);
         break;
     case MLLM__Q8_K:
         MLLM_ASSERT(n % MLLM__QK_K == 0);
-        for (i = 0; i < n / MLLM__QK_K; i++) mllm__quant_q8_k(src + i * MLLM__QK_K, y + i * 292);
+        for (i = 0; i < n / MLLM__QK_K; i++) MLLM__QUANT_Q8_K(src + i * MLLM__QK_K, y + i * 292);
         break;
     default: MLLM_ASSERT(!"quant_row: not an activation format");
     }
@@ -1640,35 +1713,223 @@ static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const u
 #undef MLLM__AVX2_CASE
 
 #elif MLLM__NEON
-/* ---- NEON: legacy blocks (the 32-quant unpack is shared with the scalar decoder; the products are
-   8x8->16-bit multiply-accumulates, pairwise widened). K-quants and float rows use the scalar path. */
-static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x, size_t xs,
-                             int nx, float *out) {
-    const mllm__type_traits *t = mllm__traits(type);
-    const int q81 = t && t->vec_dot_type == MLLM__Q8_1, xbytes = q81 ? 36 : 34;
+/* ---- NEON: each weight block is unpacked to signed bytes once and multiplied with up to four
+   activation rows: sdot (vdotq_s32, four adjacent byte products per int32 lane) where the CPU has the
+   dot-product extension, else widening 8x8->16-bit multiplies added pairwise into 32 bits (a product
+   is at most 128*128, so neither overflows).  The integer block sums are exact, and the float steps
+   after them are the scalar kernel's, written the same way and in its order, so the results are the
+   scalar path's bits (tests/arm64_neon.c checks it) and vec_dot_nx stays exact per row.  i8mm's
+   vmmlaq_s32 is not used: it multiplies 2x8 by 2x8 tiles, and these kernels see one weight row at a
+   time, so half of each tile would be wasted.  Float rows (F32, F16, BF16) accumulate in float lanes
+   with FMA, as the AVX2 kernels do (not the scalar kernel's bits: it sums in double). */
+/* The K-quant loops index arrays of vectors: unrolled, they stay in registers. */
+#define MLLM__UNROLL _Pragma("GCC unroll 16")
+
+MLLM__INLINE int32x4_t mllm__neon_dot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
+#if defined(__ARM_FEATURE_DOTPROD)
+    return vdotq_s32(acc, a, b);
+#else
+    return vpadalq_s16(vpadalq_s16(acc, vmull_s8(vget_low_s8(a), vget_low_s8(b))), vmull_high_s8(a, b));
+#endif
+}
+
+MLLM__INLINE int8x16_t mllm__neon_ld(const uint8_t *p) { return vreinterpretq_s8_u8(vld1q_u8(p)); }
+
+/* Bits 0-15 of a word -> 0x10 in byte i where bit i is set (the fifth bit of Q5_0/Q5_1). */
+MLLM__INLINE uint8x16_t mllm__neon_bit4(uint32_t bits) {
+    static const uint8_t sel[16] = {1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128};
+    const uint8x16_t v = vcombine_u8(vdup_n_u8((uint8_t)bits), vdup_n_u8((uint8_t)(bits >> 8)));
+    return vandq_u8(vtstq_u8(v, vld1q_u8(sel)), vdupq_n_u8(0x10));
+}
+
+/* The 32 quants of a legacy block (elements 0-15 in q[0], 16-31 in q[1]), offset removed. */
+MLLM__INLINE void mllm__neon_q32(uint32_t type, const uint8_t *b, int8x16_t q[2]) {
+    const mllm__fmt32 f = mllm__fmt32_of(type);
+    uint8x16_t v, lo, hi;
+    if (f.bits == 8) { q[0] = mllm__neon_ld(b + f.qs); q[1] = mllm__neon_ld(b + f.qs + 16); return; }
+    v = vld1q_u8(b + f.qs);
+    lo = vandq_u8(v, vdupq_n_u8(15));
+    hi = vshrq_n_u8(v, 4);
+    if (f.qh >= 0) {
+        const uint32_t qh = mllm__rd32(b + f.qh);
+        lo = vorrq_u8(lo, mllm__neon_bit4(qh));
+        hi = vorrq_u8(hi, mllm__neon_bit4(qh >> 16));
+    }
+    q[0] = vsubq_s8(vreinterpretq_s8_u8(lo), vdupq_n_s8((int8_t)f.zero));
+    q[1] = vsubq_s8(vreinterpretq_s8_u8(hi), vdupq_n_s8((int8_t)f.zero));
+}
+
+MLLM__INLINE void mllm__neon_dot32(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *x,
+                                   size_t xs, int nx, float *out) {
+    const mllm__fmt32 f = mllm__fmt32_of(type);
+    const int wbytes = mllm__traits(type)->bytes, q81 = f.m >= 0, xbytes = q81 ? 36 : 34;
+    float sum[MLLM__DOT_MAX_NX];
     int64_t i;
     int j;
-    if (!t || t->block != MLLM__QK || type == MLLM__Q8_1) return 0;
-    for (j = 0; j < nx; j++) out[j] = 0.0f;
-    for (i = 0; i < n / MLLM__QK; i++) {
-        mllm__blk32 a;
-        int8x16_t q0, q1;
-        mllm__decode32(type, w + i * t->bytes, &a);
-        q0 = vld1q_s8(a.q);
-        q1 = vld1q_s8(a.q + 16);
+    for (j = 0; j < nx; j++) sum[j] = 0.0f;
+    for (i = 0; i < nb; i++) {
+        const uint8_t *b = w + i * wbytes;
+        const float d = mllm__rdh(b), m = q81 ? mllm__rdh(b + f.m) : 0.0f;
+        int8x16_t q[2];
+        mllm__neon_q32(type, b, q);
         for (j = 0; j < nx; j++) {
-            const uint8_t *xb = x + j * xs + i * xbytes;
-            const int8x16_t y0 = vld1q_s8((const int8_t *)(xb + (q81 ? 4 : 2))), y1 = vld1q_s8((const int8_t *)(xb + (q81 ? 20 : 18)));
-            int16x8_t p0 = vmull_s8(vget_low_s8(q0), vget_low_s8(y0));
-            int16x8_t p1 = vmull_s8(vget_low_s8(q1), vget_low_s8(y1));
-            p0 = vmlal_s8(p0, vget_high_s8(q0), vget_high_s8(y0));
-            p1 = vmlal_s8(p1, vget_high_s8(q1), vget_high_s8(y1));
-            out[j] += a.d * mllm__rdh(xb) * (float)vaddvq_s32(vaddq_s32(vpaddlq_s16(p0), vpaddlq_s16(p1)));
-            if (q81) out[j] += a.m * mllm__rdh(xb + 2);
+            const uint8_t *xb = x + j * xs + i * xbytes, *y = xb + (q81 ? 4 : 2);
+            const int32x4_t p = mllm__neon_dot16(mllm__neon_dot16(vdupq_n_s32(0), q[0], mllm__neon_ld(y)), q[1],
+                                                 mllm__neon_ld(y + 16));
+            sum[j] += d * mllm__rdh(xb) * (float)vaddvq_s32(p);   /* the scalar kernel's expression */
+            if (q81) sum[j] += m * mllm__rdh(xb + 2);
         }
     }
-    return 1;
+    for (j = 0; j < nx; j++) out[j] = sum[j];
 }
+
+/* A K-quant super-block as 16 groups of 16 signed quants (q[g] = elements 16g..16g+15, as
+   mllm__decode256 numbers them) with the scales and mins of mllm__kscales: Q4_K/Q5_K have one scale
+   and min per 32 (sc[k], mn[k], k < 8), Q6_K one int8 scale per 16 and no min. */
+MLLM__INLINE void mllm__neon_unpack_k(uint32_t type, const uint8_t *b, int8x16_t q[16], int sc[16], uint8_t mn[8],
+                                      float *d, float *dmin) {
+    const uint8x16_t m4 = vdupq_n_u8(15), m2 = vdupq_n_u8(0x30);
+    int c, h;
+    if (type == MLLM__Q6_K) {
+        *d = mllm__rdh(b + 208);
+        *dmin = 0.0f;
+        for (c = 0; c < 16; c++) sc[c] = (int8_t)b[192 + c];
+        MLLM__UNROLL
+        for (c = 0; c < 2; c++)              /* 128 elements from ql[64c..], qh[32c..] */
+            for (h = 0; h < 2; h++) {
+                const uint8x16_t l0 = vld1q_u8(b + 64 * c + 16 * h), l1 = vld1q_u8(b + 64 * c + 32 + 16 * h);
+                const uint8x16_t hb = vld1q_u8(b + 128 + 32 * c + 16 * h), off = vdupq_n_u8(32);
+                q[8 * c + h] = vreinterpretq_s8_u8(vsubq_u8(vorrq_u8(vandq_u8(l0, m4), vandq_u8(vshlq_n_u8(hb, 4), m2)), off));
+                q[8 * c + 2 + h] = vreinterpretq_s8_u8(vsubq_u8(vorrq_u8(vandq_u8(l1, m4), vandq_u8(vshlq_n_u8(hb, 2), m2)), off));
+                q[8 * c + 4 + h] = vreinterpretq_s8_u8(vsubq_u8(vorrq_u8(vshrq_n_u8(l0, 4), vandq_u8(hb, m2)), off));
+                q[8 * c + 6 + h] = vreinterpretq_s8_u8(vsubq_u8(vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(hb, 2), m2)), off));
+            }
+        return;
+    }
+    {
+        const uint8_t *qs = b + (type == MLLM__Q5_K ? 48 : 16);
+        uint8x16_t hb[2];
+        uint8_t s8[8];
+        *d = mllm__rdh(b);
+        *dmin = mllm__rdh(b + 2);
+        mllm__k4_scales(b + 4, s8, mn);
+        for (c = 0; c < 8; c++) sc[c] = s8[c];
+        hb[0] = vld1q_u8(b + 16);
+        hb[1] = vld1q_u8(b + 32);
+        MLLM__UNROLL
+        for (c = 0; c < 4; c++)              /* 32 bytes: sub-block 2c in the low nibbles, 2c+1 in the high */
+            for (h = 0; h < 2; h++) {
+                const uint8x16_t v = vld1q_u8(qs + 32 * c + 16 * h);
+                uint8x16_t lo = vandq_u8(v, m4), hi = vshrq_n_u8(v, 4);
+                if (type == MLLM__Q5_K) {    /* bit 2c / 2c+1 of qh[l] is bit 4 of the low / high quant */
+                    const uint8x16_t bit = vdupq_n_u8(0x10);
+                    lo = vorrq_u8(lo, vandq_u8(vtstq_u8(hb[h], vdupq_n_u8((uint8_t)(1u << (2 * c)))), bit));
+                    hi = vorrq_u8(hi, vandq_u8(vtstq_u8(hb[h], vdupq_n_u8((uint8_t)(2u << (2 * c)))), bit));
+                }
+                q[4 * c + h] = vreinterpretq_s8_u8(lo);
+                q[4 * c + 2 + h] = vreinterpretq_s8_u8(hi);
+            }
+    }
+}
+
+MLLM__INLINE void mllm__neon_dotk(uint32_t type, int64_t nb, const uint8_t *w, const uint8_t *x,
+                                  size_t xs, int nx, float *out) {
+    const int wbytes = mllm__traits(type)->bytes, xbytes = 292;
+    float sum[MLLM__DOT_MAX_NX];
+    int64_t i;
+    int j, g;
+    for (j = 0; j < nx; j++) sum[j] = 0.0f;
+    for (i = 0; i < nb; i++) {
+        int8x16_t q[16];
+        int sc[16];
+        uint8_t mn[8];
+        float d, dmin;
+        mllm__neon_unpack_k(type, w + i * wbytes, q, sc, mn, &d, &dmin);
+        for (j = 0; j < nx; j++) {
+            const uint8_t *xb = x + j * xs + i * xbytes, *y = xb + 4;
+            int32x4_t acc = vdupq_n_s32(0);
+            int isum, msum = 0;
+            if (type == MLLM__Q6_K) {
+                MLLM__UNROLL
+                for (g = 0; g < 16; g++)
+                    acc = vmlaq_n_s32(acc, mllm__neon_dot16(vdupq_n_s32(0), q[g], mllm__neon_ld(y + 16 * g)), sc[g]);
+            } else {
+                int16x8_t bs, mn16;
+                int32x4_t ms;
+                MLLM__UNROLL
+                for (g = 0; g < 8; g++) {
+                    int32x4_t p = mllm__neon_dot16(vdupq_n_s32(0), q[2 * g], mllm__neon_ld(y + 32 * g));
+                    acc = vmlaq_n_s32(acc, mllm__neon_dot16(p, q[2 * g + 1], mllm__neon_ld(y + 32 * g + 16)), sc[g]);
+                }
+                /* bsums of 16 quants, paired to 32 (|sum| <= 4064), times the 8 mins */
+                bs = vpaddq_s16(vreinterpretq_s16_u8(vld1q_u8(y + MLLM__QK_K)), vreinterpretq_s16_u8(vld1q_u8(y + MLLM__QK_K + 16)));
+                mn16 = vreinterpretq_s16_u16(vmovl_u8(vld1_u8(mn)));
+                ms = vmlal_high_s16(vmull_s16(vget_low_s16(bs), vget_low_s16(mn16)), bs, mn16);
+                msum = vaddvq_s32(ms);
+            }
+            isum = vaddvq_s32(acc);
+            sum[j] += mllm__rdf(xb) * (d * (float)isum - dmin * (float)msum);   /* the scalar kernel's expression */
+        }
+    }
+    for (j = 0; j < nx; j++) out[j] = sum[j];
+}
+
+/* 4 elements of a float-like row as floats. */
+MLLM__INLINE float32x4_t mllm__neon_load4(uint32_t type, const uint8_t *p) {
+    if (type == MLLM__F32) return vreinterpretq_f32_u8(vld1q_u8(p));
+    if (type == MLLM__F16) return vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(p)));
+    return vreinterpretq_f32_u32(vshll_n_u16(vreinterpret_u16_u8(vld1_u8(p)), 16));
+}
+
+MLLM__INLINE void mllm__neon_dotf(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x,
+                                  size_t xs, int nx, float *out) {
+    const int es = type == MLLM__F32 ? 4 : 2;
+    float32x4_t acc[MLLM__DOT_MAX_NX][2];
+    int64_t i;
+    int j;
+    for (j = 0; j < nx; j++) acc[j][0] = acc[j][1] = vdupq_n_f32(0.0f);
+    for (i = 0; i + 8 <= n; i += 8) {
+        const float32x4_t a0 = mllm__neon_load4(type, w + i * es), a1 = mllm__neon_load4(type, w + (i + 4) * es);
+        for (j = 0; j < nx; j++) {
+            const uint8_t *xr = x + j * xs;
+            acc[j][0] = vfmaq_f32(acc[j][0], a0, mllm__neon_load4(type, xr + i * es));
+            acc[j][1] = vfmaq_f32(acc[j][1], a1, mllm__neon_load4(type, xr + (i + 4) * es));
+        }
+    }
+    for (j = 0; j < nx; j++) {
+        int64_t r;
+        out[j] = vaddvq_f32(vaddq_f32(acc[j][0], acc[j][1]));
+        for (r = i; r < n; r++) out[j] += mllm__rd_elem(type, w, r) * mllm__rd_elem(type, x + j * xs, r);
+    }
+}
+
+/* Returns 0 when the type has no NEON kernel; constant arguments let each inlined kernel specialize
+   for one row (decode) and four (prefill), as on AVX2. */
+#define MLLM__NEON_CASE(T, kernel, len)                                          \
+    case T:                                                                      \
+        if (nx == 1) kernel(T, len, w, x, xs, 1, out);                           \
+        else if (nx == 4) kernel(T, len, w, x, xs, 4, out);                      \
+        else kernel(T, len, w, x, xs, nx, out);                                  \
+        return 1;
+static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x, size_t xs,
+                             int nx, float *out) {
+    switch (type) {
+    MLLM__NEON_CASE(MLLM__Q4_0, mllm__neon_dot32, n / MLLM__QK)
+    MLLM__NEON_CASE(MLLM__Q4_1, mllm__neon_dot32, n / MLLM__QK)
+    MLLM__NEON_CASE(MLLM__Q5_0, mllm__neon_dot32, n / MLLM__QK)
+    MLLM__NEON_CASE(MLLM__Q5_1, mllm__neon_dot32, n / MLLM__QK)
+    MLLM__NEON_CASE(MLLM__Q8_0, mllm__neon_dot32, n / MLLM__QK)
+    MLLM__NEON_CASE(MLLM__Q4_K, mllm__neon_dotk, n / MLLM__QK_K)
+    MLLM__NEON_CASE(MLLM__Q5_K, mllm__neon_dotk, n / MLLM__QK_K)
+    MLLM__NEON_CASE(MLLM__Q6_K, mllm__neon_dotk, n / MLLM__QK_K)
+    MLLM__NEON_CASE(MLLM__F32, mllm__neon_dotf, n)
+    MLLM__NEON_CASE(MLLM__F16, mllm__neon_dotf, n)
+    MLLM__NEON_CASE(MLLM__BF16, mllm__neon_dotf, n)
+    default: return 0;
+    }
+}
+#undef MLLM__NEON_CASE
+#undef MLLM__UNROLL
 #else
 static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const uint8_t *x, size_t xs,
                              int nx, float *out) {
@@ -3175,14 +3436,26 @@ typedef struct mllm__arch {
     int qkv_bias;                  /* attn_{q,k,v}.bias, added to Q, K, V */
     int qk_norm;                   /* attn_{q,k}_norm.weight: per-head RMSNorm of Q and K before RoPE */
     int moe;                       /* expert FFN (ffn_*_exps): REQUIRED, or OPTIONAL: when expert_count > 0 */
+    int act;                       /* the FFN gate's activation: MLLM__SILU (SwiGLU) or MLLM__GELU (GeGLU, tanh form) */
+    int emb_scale;                 /* embeddings multiplied by sqrt(n_embd) */
+    int post_norms;                /* post_attention_norm / post_ffw_norm: RMSNorm of a block's output before
+                                      the residual add */
+    int swa_period;                /* with a sliding_window key: every swa_period-th layer attends globally,
+                                      the others over the window (with their own RoPE base); the file's
+                                      sliding_window_pattern overrides it */
+    int fused;                     /* attn_qkv holds Q, K, V and ffn_up holds gate then up, as row blocks */
 } mllm__arch;
 
+enum { MLLM__SILU = 0, MLLM__GELU = 1 };
+
 static const mllm__arch mllm__archs[] = {
-    /* name      rope_neox  qkv_bias        qk_norm         moe */
-    {"llama",    0,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL},   /* (Mixtral: llama with experts) */
-    {"qwen2",    1,         MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__OPTIONAL},
-    {"qwen3",    1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL},
-    {"qwen3moe", 1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__REQUIRED},
+    /* name      rope_neox  qkv_bias        qk_norm         moe             act         emb_scale post_norms      swa_period fused */
+    {"llama",    0,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},   /* (Mixtral: llama with experts) */
+    {"qwen2",    1,         MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},
+    {"qwen3",    1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},
+    {"qwen3moe", 1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__REQUIRED, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},
+    {"gemma3",   1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__GELU, 1,        MLLM__REQUIRED, 6,         0},
+    {"phi3",     1,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         1},
 };
 
 typedef struct mllm__hparams {
@@ -3190,6 +3463,11 @@ typedef struct mllm__hparams {
     int n_rot;                     /* rotated dims per head */
     float rope_base, rope_freq_scale, norm_eps;
     int n_expert, n_expert_used, n_ff_exp;
+    float emb_scale;               /* embeddings are multiplied by it (1, or sqrt(n_embd): mllm__arch.emb_scale) */
+    int n_swa;                     /* sliding window: a windowed layer's query sees this many positions, itself
+                                      included; 0: every layer attends globally */
+    float rope_base_swa;           /* RoPE base of the windowed layers (no frequency scaling or factors) */
+    int swa_period;                /* with n_swa: layer l is global when l % swa_period == swa_period - 1 */
 } mllm__hparams;
 
 /* A weight matrix (or a stack of expert matrices): rows of `cols` elements, row-major in the mapping. */
@@ -3204,6 +3482,8 @@ typedef struct mllm__layer {
     const float *attn_norm, *ffn_norm;
     const float *bq, *bk, *bv;     /* Q, K, V biases (mllm__arch.qkv_bias; NULL when absent) */
     const float *q_norm, *k_norm;  /* per-head RMSNorm weights (mllm__arch.qk_norm; NULL when absent) */
+    const float *attn_post_norm, *ffn_post_norm;       /* mllm__arch.post_norms (NULL when absent) */
+    int swa;                       /* attends over the sliding window hp.n_swa, RoPE base hp.rope_base_swa */
     mllm__weight wq, wk, wv, wo;
     mllm__weight w_gate, w_up, w_down;                 /* dense FFN */
     const float *router;                               /* MoE: [n_expert][n_embd] F32 */
@@ -3221,6 +3501,7 @@ struct mllm_model {
     mllm__hparams hp;
     mllm__weight tok_embd, output;
     const float *output_norm;
+    const float *rope_freqs;       /* [n_rot / 2] divisors of the RoPE frequencies (Llama 3.x rope_freqs), or NULL */
     mllm__layer *layers;
     mllm_vocab vocab;
     int vocab_ready;
@@ -3302,6 +3583,23 @@ static mllm_status mllm__load_hparams(mllm_model *m) {
         return mllm__fail(MLLM_ERR_FORMAT, "expert_used_count %d with expert_count %d", hp->n_expert_used, hp->n_expert);
     if (m->arch_desc->moe == MLLM__REQUIRED && !hp->n_expert)
         return mllm__fail(MLLM_ERR_FORMAT, "%s model without expert_count", m->arch);
+    {   /* what the graph has no op for is refused, never ignored */
+        static const char *const unsupported[] = {"final_logit_softcapping", "attn_logit_softcapping"};
+        float f;
+        size_t i;
+        for (i = 0; i < sizeof unsupported / sizeof unsupported[0]; i++)
+            if (mllm__arch_f32(m, unsupported[i], &f) && f != 0)
+                return mllm__fail(MLLM_ERR_UNSUPPORTED, "%s.%s (logit soft-capping) is not implemented", m->arch, unsupported[i]);
+    }
+    hp->emb_scale = m->arch_desc->emb_scale ? sqrtf((float)hp->n_embd) : 1.0f;
+    hp->rope_base_swa = 10000.0f;
+    if (m->arch_desc->swa_period) {   /* architectures without it ignore the key, as llama.cpp does */
+        if ((st = mllm__hp_int(m, "attention.sliding_window", &hp->n_swa, 0, 1 << 24)) ||
+            (st = mllm__hp_int(m, "attention.sliding_window_pattern", &hp->swa_period, m->arch_desc->swa_period, 4096)))
+            return st;
+        mllm__arch_f32(m, "rope.freq_base_swa", &hp->rope_base_swa);
+        if (!(hp->rope_base_swa > 0)) return mllm__fail(MLLM_ERR_FORMAT, "rope.freq_base_swa %g out of range", hp->rope_base_swa);
+    }
     return MLLM_OK;
 }
 
@@ -3338,10 +3636,42 @@ static mllm_status mllm__get_vec(mllm_model *m, const float **out, const char *n
     return MLLM_OK;
 }
 
+/* Rows [r0, r0 + n) of a matrix, as a matrix of their own (a block of a fused tensor). */
+static mllm__weight mllm__weight_rows(const mllm__weight *w, int64_t r0, int64_t n) {
+    mllm__weight v = *w;
+    v.data = (const uint8_t *)w->data + (size_t)r0 * w->row_bytes;
+    v.rows = n;
+    return v;
+}
+
+/* Q, K, V projections: three tensors, or blocks of rows of one attn_qkv tensor (mllm__arch.fused). */
+static mllm_status mllm__get_qkv(mllm_model *m, mllm__layer *L, int l) {
+    const mllm__hparams *hp = &m->hp;
+    const int64_t E = hp->n_embd, Dq = (int64_t)hp->n_head * hp->head_dim, Dkv = (int64_t)hp->n_head_kv * hp->head_dim;
+    mllm__weight qkv;
+    mllm_status st;
+    char nm[96];
+    if (m->arch_desc->fused) {
+        snprintf(nm, sizeof nm, "blk.%d.attn_qkv.weight", l);
+        if ((st = mllm__get_weight(m, &qkv, nm, E, Dq + 2 * Dkv, 1, 1))) return st;
+        L->wq = mllm__weight_rows(&qkv, 0, Dq);
+        L->wk = mllm__weight_rows(&qkv, Dq, Dkv);
+        L->wv = mllm__weight_rows(&qkv, Dq + Dkv, Dkv);
+        return MLLM_OK;
+    }
+    snprintf(nm, sizeof nm, "blk.%d.attn_q.weight", l);
+    if ((st = mllm__get_weight(m, &L->wq, nm, E, Dq, 1, 1))) return st;
+    snprintf(nm, sizeof nm, "blk.%d.attn_k.weight", l);
+    if ((st = mllm__get_weight(m, &L->wk, nm, E, Dkv, 1, 1))) return st;
+    snprintf(nm, sizeof nm, "blk.%d.attn_v.weight", l);
+    return mllm__get_weight(m, &L->wv, nm, E, Dkv, 1, 1);
+}
+
 static mllm_status mllm__load_weights(mllm_model *m) {
     const mllm__hparams *hp = &m->hp;
     const int64_t E = hp->n_embd, Dq = (int64_t)hp->n_head * hp->head_dim, Dkv = (int64_t)hp->n_head_kv * hp->head_dim;
     const int bias = m->arch_desc->qkv_bias == MLLM__REQUIRED, qk_norm = m->arch_desc->qk_norm == MLLM__REQUIRED;
+    const int post = m->arch_desc->post_norms == MLLM__REQUIRED;
     mllm_status st;
     char nm[96];
     int l;
@@ -3349,6 +3679,9 @@ static mllm_status mllm__load_weights(mllm_model *m) {
     if ((st = mllm__get_vec(m, &m->output_norm, "output_norm.weight", E, 1))) return st;
     if ((st = mllm__get_weight(m, &m->output, "output.weight", E, hp->n_vocab, 1, 0))) return st;
     if (!m->output.data) m->output = m->tok_embd;   /* tied embeddings */
+    if ((st = mllm__get_vec(m, &m->rope_freqs, "rope_freqs.weight", hp->n_rot / 2, 0))) return st;
+    if (mllm__gguf_tensor_find(&m->gguf, "rope_factors_long.weight") || mllm__gguf_tensor_find(&m->gguf, "blk.0.rope_factors_long.weight"))
+        return mllm__fail(MLLM_ERR_UNSUPPORTED, "LongRoPE (rope_factors_long) is not implemented");
     m->layers = MLLM__CAST(mllm__layer *, mllm__calloc((size_t)hp->n_layer, sizeof(mllm__layer)));
     if (!m->layers) return mllm__fail(MLLM_ERR_NOMEM, "out of memory for %d layers", hp->n_layer);
     for (l = 0; l < hp->n_layer; l++) {
@@ -3356,9 +3689,7 @@ static mllm_status mllm__load_weights(mllm_model *m) {
 #define MLLM__NAME(s) (snprintf(nm, sizeof nm, "blk.%d." s, l), nm)
         if ((st = mllm__get_vec(m, &L->attn_norm, MLLM__NAME("attn_norm.weight"), E, 1)) ||
             (st = mllm__get_vec(m, &L->ffn_norm, MLLM__NAME("ffn_norm.weight"), E, 1)) ||
-            (st = mllm__get_weight(m, &L->wq, MLLM__NAME("attn_q.weight"), E, Dq, 1, 1)) ||
-            (st = mllm__get_weight(m, &L->wk, MLLM__NAME("attn_k.weight"), E, Dkv, 1, 1)) ||
-            (st = mllm__get_weight(m, &L->wv, MLLM__NAME("attn_v.weight"), E, Dkv, 1, 1)) ||
+            (st = mllm__get_qkv(m, L, l)) ||
             (st = mllm__get_weight(m, &L->wo, MLLM__NAME("attn_output.weight"), Dq, E, 1, 1)) ||
             (st = mllm__get_vec(m, &L->bq, MLLM__NAME("attn_q.bias"), Dq, bias)) ||
             (st = mllm__get_vec(m, &L->bk, MLLM__NAME("attn_k.bias"), Dkv, bias)) ||
@@ -3378,11 +3709,20 @@ static mllm_status mllm__load_weights(mllm_model *m) {
                 (st = mllm__get_weight(m, &L->down_exps, MLLM__NAME("ffn_down_exps.weight"), hp->n_ff_exp, E, hp->n_expert, 1)))
                 return st;
         } else {
-            if ((st = mllm__get_weight(m, &L->w_gate, MLLM__NAME("ffn_gate.weight"), E, hp->n_ff, 1, 1)) ||
-                (st = mllm__get_weight(m, &L->w_up, MLLM__NAME("ffn_up.weight"), E, hp->n_ff, 1, 1)) ||
-                (st = mllm__get_weight(m, &L->w_down, MLLM__NAME("ffn_down.weight"), hp->n_ff, E, 1, 1)))
+            if (m->arch_desc->fused) {   /* gate then up, one tensor */
+                mllm__weight gu;
+                if ((st = mllm__get_weight(m, &gu, MLLM__NAME("ffn_up.weight"), E, 2 * (int64_t)hp->n_ff, 1, 1))) return st;
+                L->w_gate = mllm__weight_rows(&gu, 0, hp->n_ff);
+                L->w_up = mllm__weight_rows(&gu, hp->n_ff, hp->n_ff);
+            } else if ((st = mllm__get_weight(m, &L->w_gate, MLLM__NAME("ffn_gate.weight"), E, hp->n_ff, 1, 1)) ||
+                       (st = mllm__get_weight(m, &L->w_up, MLLM__NAME("ffn_up.weight"), E, hp->n_ff, 1, 1)))
                 return st;
+            if ((st = mllm__get_weight(m, &L->w_down, MLLM__NAME("ffn_down.weight"), hp->n_ff, E, 1, 1))) return st;
         }
+        if ((st = mllm__get_vec(m, &L->attn_post_norm, MLLM__NAME("post_attention_norm.weight"), E, post)) ||
+            (st = mllm__get_vec(m, &L->ffn_post_norm, MLLM__NAME("post_ffw_norm.weight"), E, post)))
+            return st;
+        L->swa = hp->n_swa > 0 && hp->swa_period > 0 && l % hp->swa_period < hp->swa_period - 1;
 #undef MLLM__NAME
     }
     return MLLM_OK;
@@ -3497,16 +3837,19 @@ enum {
 };
 
 typedef struct mllm__backend_ops {
-    mllm_status (*embed)(void *be, int out);                          /* out[t] = token_embd[token t] */
+    mllm_status (*embed)(void *be, int out);              /* out[t] = token_embd[token t] * hp.emb_scale */
     mllm_status (*rmsnorm)(void *be, int in, const float *w, int rows, int n, int out);   /* out may be in */
     /* out[r] = W in[r] (add: out[r] += W in[r]) for rows r, W one matrix of w */
     mllm_status (*matmul)(void *be, const mllm__weight *w, int in, int rows, int out, int add);
     mllm_status (*add_bias)(void *be, int x, const float *bias, int n);   /* x[t][i] += bias[i], rows of n */
-    mllm_status (*rope)(void *be, int x, int n_heads);                 /* in place, at the tokens' positions */
-    /* Q, K, V -> ATT for layer: writes K and V into the KV cache, then attends causally over it */
+    /* in place, at the tokens' positions, with the RoPE of the layer (its base; windowed layers differ) */
+    mllm_status (*rope)(void *be, int x, int n_heads, int layer);
+    /* Q, K, V -> ATT for layer: writes K and V into the KV cache, then attends causally over it (over the
+       last hp.n_swa positions in a windowed layer) */
     mllm_status (*attention)(void *be, int layer);
     mllm_status (*moe)(void *be, const mllm__layer *L, int in, int out);   /* out not in */
-    mllm_status (*swiglu)(void *be, int gate, int up, int n);        /* gate[t][i] = silu(gate) * up, rows of n */
+    /* gate[t][i] = act(gate) * up, rows of n; act MLLM__SILU (SwiGLU) or MLLM__GELU (GeGLU) */
+    mllm_status (*glu)(void *be, int gate, int up, int n, int act);
     mllm_status (*add)(void *be, int x, int y, int n);               /* x[t][i] += y[t][i], rows of n */
     mllm_status (*gather_rows)(void *be, int in, int n, int out);    /* out[i] = in[logits_idx[i]], rows of n */
     mllm_status (*sample)(void *be);                                 /* the LOGITS rows [0, n_sample) */
@@ -3650,20 +3993,42 @@ static void mllm__pool_run(mllm__pool *p, mllm__task_fn fn, void *arg, int n_tas
 }
 
 /* ---- row ops ---- */
+/* The NEON row ops round differently from the scalar ones (other summation order, a polynomial exp),
+   so the arm64 test build that checks the NEON weight kernels against the scalar build bit for bit
+   (tests/arm64.mk) leaves them out with MLLM__TEST_SCALAR_ROW_OPS. */
+#if MLLM__NEON && !defined(MLLM__TEST_SCALAR_ROW_OPS)
+#define MLLM__NEON_ROWS 1
+#endif
+
 static void mllm__rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     double ss = 0;
     float scale;
-    int i;
-    for (i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    int i = 0;
+#if MLLM__NEON_ROWS                        /* squares are exact in double; two pairs of partial sums */
+    float64x2_t s0 = vdupq_n_f64(0.0), s1 = vdupq_n_f64(0.0);
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t v = vld1q_f32(x + i);
+        const float64x2_t lo = vcvt_f64_f32(vget_low_f32(v)), hi = vcvt_high_f64_f32(v);
+        s0 = vfmaq_f64(s0, lo, lo);
+        s1 = vfmaq_f64(s1, hi, hi);
+    }
+    ss = vaddvq_f64(vaddq_f64(s0, s1));
+#endif
+    for (; i < n; i++) ss += (double)x[i] * x[i];
     scale = (float)(1.0 / sqrt(ss / n + eps));
-    for (i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+    i = 0;
+#if MLLM__NEON_ROWS                        /* (x * scale) * w per element, as below */
+    for (; i + 4 <= n; i += 4) vst1q_f32(out + i, vmulq_f32(vmulq_n_f32(vld1q_f32(x + i), scale), vld1q_f32(w + i)));
+#endif
+    for (; i < n; i++) out[i] = x[i] * scale * w[i];
 }
 
-/* cos/sin of each rotated pair for one position: cs[2i] = cos, cs[2i+1] = sin. */
-static void mllm__rope_table(float *cs, int n_rot, int pos, float freq_base, float freq_scale) {
+/* cos/sin of each rotated pair for one position: cs[2i] = cos, cs[2i+1] = sin.  factors (or NULL): each
+   pair's frequency is divided by factors[i] (Llama 3.x's rope_freqs). */
+static void mllm__rope_table(float *cs, int n_rot, int pos, float freq_base, float freq_scale, const float *factors) {
     int i;
     for (i = 0; i < n_rot / 2; i++) {
-        double theta = (double)pos * freq_scale * pow((double)freq_base, -2.0 * i / n_rot);
+        double theta = (double)pos * freq_scale * pow((double)freq_base, -2.0 * i / n_rot) / (factors ? factors[i] : 1.0f);
         cs[2 * i] = (float)cos(theta);
         cs[2 * i + 1] = (float)sin(theta);
     }
@@ -3686,7 +4051,7 @@ static void mllm__rope(float *x, int n_heads, int head_dim, int n_rot, int pos, 
                        float freq_scale, int neox) {
     float cs[1024];
     if (n_rot > 1024) n_rot = 1024;
-    mllm__rope_table(cs, n_rot, pos, freq_base, freq_scale);
+    mllm__rope_table(cs, n_rot, pos, freq_base, freq_scale, NULL);
     mllm__rope_apply(x, n_heads, head_dim, n_rot, cs, neox);
 }
 
@@ -3713,8 +4078,35 @@ static __m256 mllm__exp8(__m256 x) {
 }
 #endif
 
+#if MLLM__NEON_ROWS
+/* mllm__exp8's range reduction and polynomial on four lanes. */
+static float32x4_t mllm__neon_exp4(float32x4_t x) {
+    const float32x4_t one = vdupq_n_f32(1.0f);
+    float32x4_t n, r, p;
+    int32x4_t e;
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(-87.0f)), vdupq_n_f32(88.0f));
+    n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
+    r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
+    r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
+    p = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), vdupq_n_f32(1.3981999507e-3f), r);
+    p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
+    p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
+    p = vfmaq_f32(vaddq_f32(r, one), p, vmulq_f32(r, r));
+    e = vshlq_n_s32(vaddq_s32(vcvtnq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(p, vreinterpretq_f32_s32(e));
+}
+#endif
+
 static void mllm__swiglu(float *out, const float *gate, const float *up, int n) {
     int i = 0;
+#if MLLM__NEON_ROWS
+    for (; i + 4 <= n; i += 4) {
+        const float32x4_t g = vld1q_f32(gate + i);
+        const float32x4_t silu = vdivq_f32(g, vaddq_f32(vdupq_n_f32(1.0f), mllm__neon_exp4(vnegq_f32(g))));
+        vst1q_f32(out + i, vmulq_f32(silu, vld1q_f32(up + i)));
+    }
+#endif
 #ifdef MLLM__AVX2
     for (; i + 8 <= n; i += 8) {
         __m256 g = _mm256_loadu_ps(gate + i);
@@ -3750,6 +4142,16 @@ static float mllm__dot_f16(const float *a, const uint16_t *b, int n) {
         sum = _mm_cvtss_f32(s);
     }
 #endif
+#if MLLM__NEON_ROWS
+    {
+        float32x4_t acc0 = vdupq_n_f32(0.0f), acc1 = vdupq_n_f32(0.0f);
+        for (; i + 8 <= n; i += 8) {
+            acc0 = vfmaq_f32(acc0, vld1q_f32(a + i), vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(b + i))));
+            acc1 = vfmaq_f32(acc1, vld1q_f32(a + i + 4), vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(b + i + 4))));
+        }
+        sum = vaddvq_f32(vaddq_f32(acc0, acc1));
+    }
+#endif
     for (; i < n; i++) sum += a[i] * mllm__f16_to_f32(b[i]);
     return sum;
 }
@@ -3761,6 +4163,10 @@ static void mllm__axpy_f16(float *y, float a, const uint16_t *x, int n) {
     for (; i + 8 <= n; i += 8)
         _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))),
                                                 _mm256_loadu_ps(y + i)));
+#endif
+#if MLLM__NEON_ROWS
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(y + i, vfmaq_n_f32(vld1q_f32(y + i), vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x + i))), a));
 #endif
     for (; i < n; i++) y[i] += a * mllm__f16_to_f32(x[i]);
 }
@@ -3774,7 +4180,8 @@ typedef struct mllm__exec {
     size_t qbuf_bytes;
     float *thread_scratch;         /* per thread: attention scores (n_ctx) */
     size_t thread_scratch_floats;
-    float *rope_cs;                /* [n_batch][n_rot]: cos/sin per token of the step */
+    float *rope_cs;                /* [2][n_batch][n_rot]: cos/sin per token of the step, for global layers,
+                                      then for windowed ones (mllm__layer.swa) */
     float *row_buf;                /* per thread: one dequantized weight row (precise matmuls) */
     size_t row_buf_floats;
 } mllm__exec;
@@ -3880,8 +4287,14 @@ static void mllm__cpu_matmul(mllm__exec *ex, const mllm__weight *w, int mat, con
 static void mllm__cpu_embed(mllm__exec *ex, const mllm_token *tokens, int n, float *out) {
     const mllm__weight *w = &ex->model->tok_embd;
     int i;
-    for (i = 0; i < n; i++)
-        mllm__dequant_row(w->type, (const uint8_t *)w->data + (size_t)tokens[i] * w->row_bytes, out + (size_t)i * w->cols, w->cols);
+    const float scale = ex->model->hp.emb_scale;
+    int64_t k;
+    for (i = 0; i < n; i++) {
+        float *o = out + (size_t)i * w->cols;
+        mllm__dequant_row(w->type, (const uint8_t *)w->data + (size_t)tokens[i] * w->row_bytes, o, w->cols);
+        if (scale != 1.0f)
+            for (k = 0; k < w->cols; k++) o[k] *= scale;
+    }
 }
 
 /* ---- attention over the paged KV cache, with the new K/V written in the same pass ---- */
@@ -3906,6 +4319,7 @@ static void mllm__attn_task(void *arg, int task, int thread) {
     const float scale = 1.0f / sqrtf((float)hd);
     float *scores = j->ex->thread_scratch + (size_t)thread * j->ex->thread_scratch_floats;
     float *acc = scores + j->ex->model->n_ctx;
+    const int win = j->ex->model->layers[j->layer].swa ? hp->n_swa : 0;
     int i, g, p, d;
     for (i = 0; i < sq->n; i++) {
         int t = sq->first + i, pos = sq->pos0 + i;
@@ -3917,22 +4331,23 @@ static void mllm__attn_task(void *arg, int task, int thread) {
         }
     }
     for (i = 0; i < sq->n; i++) {
-        int t = sq->first + i, n_pos = sq->pos0 + i + 1;   /* causal: positions 0..pos */
+        int t = sq->first + i, n_pos = sq->pos0 + i + 1;   /* causal: positions p0..pos */
+        int p0 = win && n_pos > win ? n_pos - win : 0;   /* a windowed layer sees the last win positions */
         for (g = 0; g < group; g++) {
             int hq = h * group + g;
             const float *q = j->q + ((size_t)t * hp->n_head + hq) * hd;
             float qr[512];
             double sum = 0;
             for (d = 0; d < hd; d++) qr[d] = mllm__f16_to_f32(mllm__f32_to_f16(q[d]));  /* as llama.cpp's FA */
-            for (p = 0; p < n_pos; p++)
+            for (p = p0; p < n_pos; p++)
                 scores[p] = scale * mllm__dot_f16(qr, kv->k + mllm__kv_index(kv, j->layer, sq->blocks[p / B], h, p % B), hd);
             {
                 float mx = -INFINITY;
-                for (p = 0; p < n_pos; p++) mx = scores[p] > mx ? scores[p] : mx;
-                for (p = 0; p < n_pos; p++) { scores[p] = expf(scores[p] - mx); sum += scores[p]; }
+                for (p = p0; p < n_pos; p++) mx = scores[p] > mx ? scores[p] : mx;
+                for (p = p0; p < n_pos; p++) { scores[p] = expf(scores[p] - mx); sum += scores[p]; }
             }
             memset(acc, 0, sizeof(float) * (size_t)hd);
-            for (p = 0; p < n_pos; p++)
+            for (p = p0; p < n_pos; p++)
                 mllm__axpy_f16(acc, scores[p], kv->v + mllm__kv_index(kv, j->layer, sq->blocks[p / B], h, p % B), hd);
             {
                 float *o = j->out + ((size_t)t * hp->n_head + hq) * hd;
@@ -3993,6 +4408,8 @@ typedef struct mllm__gpu_vt {
     void (*barrier)(mllm__gpu_cmd *c);          /* dispatches after it see the buffer writes before it */
     void (*commit)(mllm__gpu_cmd *c);
     mllm_status (*wait)(mllm__gpu_cmd *c);      /* waits for c, then releases it */
+    uint32_t (*max_threads)(mllm__gpu_pipe *p); /* threads per threadgroup p allows (Metal: maxTotalThreadsPerThreadgroup) */
+    size_t (*max_buffer)(void *dev);            /* largest buffer buf_new/buf_wrap can make (Metal: maxBufferLength) */
 } mllm__gpu_vt;
 
 /* What the engine asked of the GPU, for the performance checks (e.g. one commit per decode step). */
@@ -4006,6 +4423,8 @@ typedef struct mllm__gpu {
     const mllm__gpu_vt *vt;
     void *dev;
     mllm__gpu_counters n;
+    mllm_status fault;      /* a dispatch refused since the last wait (the wait returns it); opening sets MLLM_OK */
+    char fault_msg[160];
 } mllm__gpu;
 
 /* The engine calls these (not the table) so that every backend is counted the same way. */
@@ -4015,11 +4434,30 @@ static MLLM__UNUSED void mllm__gpu_dispatch(mllm__gpu *g, mllm__gpu_cmd *c, mllm
     tgs[0] = gx; tgs[1] = gy; tgs[2] = gz;
     tpt[0] = tx; tpt[1] = ty; tpt[2] = tz;
     g->n.dispatches++;
+    if ((uint64_t)tx * ty * tz > g->vt->max_threads(p)) {   /* Metal would silently run nothing: fail the step */
+        if (!g->fault)
+            snprintf(g->fault_msg, sizeof g->fault_msg, "gpu: a kernel needs %u threads per threadgroup, its pipeline allows %u",
+                     (unsigned)(tx * ty * tz), (unsigned)g->vt->max_threads(p));
+        g->fault = MLLM_ERR_UNSUPPORTED;
+        return;
+    }
     g->vt->dispatch(c, p, tgs, tpt);
+}
+/* At most max threads per threadgroup, and no more than pipeline p allows. */
+static MLLM__UNUSED uint32_t mllm__gpu_max_tpt(const mllm__gpu *g, mllm__gpu_pipe *p, uint32_t max) {
+    uint32_t pm = g->vt->max_threads(p) / 32 * 32;
+    return pm < max ? pm : max;
 }
 static MLLM__UNUSED void mllm__gpu_barrier(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.barriers++; g->vt->barrier(c); }
 static MLLM__UNUSED void mllm__gpu_commit(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.commits++; g->vt->commit(c); }
-static MLLM__UNUSED mllm_status mllm__gpu_wait(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.waits++; return g->vt->wait(c); }
+static MLLM__UNUSED mllm_status mllm__gpu_wait(mllm__gpu *g, mllm__gpu_cmd *c) {
+    mllm_status st;
+    g->n.waits++;
+    st = g->vt->wait(c);
+    if (g->fault) st = mllm__fail(g->fault, "%s", g->fault_msg);
+    g->fault = MLLM_OK;
+    return st;
+}
 /* Copies GPU results to the CPU (shared buffers only; after wait). */
 static MLLM__UNUSED mllm_status mllm__gpu_read(mllm__gpu *g, mllm__gpu_buf *b, size_t offset, void *dst, size_t bytes) {
     const char *src = (const char *)g->vt->buf_contents(b);
@@ -4595,6 +5033,7 @@ static MLLM__UNUSED mllm_status mllm__gpu_encode_sample(mllm__gpu *g, mllm__gpu_
     if (!tpt) {   /* about 32 tokens a thread, as one threadgroup walks the whole vocabulary */
         tpt = ((uint32_t)s->n_vocab / 32 + 31) / 32 * 32;
         tpt = tpt < 32 ? 32 : tpt > MLLM__REDUCE_MAX_THREADS ? MLLM__REDUCE_MAX_THREADS : tpt;
+        if (tpt > mllm__gpu_max_tpt(g, s->pipe, tpt)) tpt = mllm__gpu_max_tpt(g, s->pipe, tpt);
     }
     a.n_vocab = (uint32_t)s->n_vocab;
     a.ring_cap = (uint32_t)s->ring_cap;
@@ -4622,7 +5061,9 @@ static MLLM__UNUSED mllm_status mllm__gpu_read_samples(mllm__gpu *g, mllm__gpu_s
 typedef struct mllm__gpu_fwd {
     mllm__gpu *g;                  /* the device: &own (Metal) or the caller's (tests) */
     mllm__gpu own;
-    mllm__gpu_buf *weights;        /* the model file; byte 0 is wbase */
+    mllm__gpu_buf **wbufs;         /* the model file in n_wbufs pieces (each <= the device's largest buffer) */
+    size_t *wstart, *wlen;         /* piece i holds bytes wstart[i]..+wlen[i] of the file (ascending starts) */
+    int n_wbufs;
     const uint8_t *wbase;
     mllm__gpu_buf *kpool, *vpool;  /* shared; laid out as mllm__kv */
     mllm__gpu_buf *act;            /* private: activations of n_batch tokens */
@@ -4646,7 +5087,13 @@ static mllm__gpu_span mllm__gpu_span_of(mllm__gpu_buf *b, size_t off) {
     return s;
 }
 static mllm__gpu_span mllm__gpu_wspan(const mllm__gpu_fwd *f, const void *p) {   /* a tensor of the mapping */
-    return mllm__gpu_span_of(f->weights, (size_t)((const uint8_t *)p - f->wbase));
+    const size_t off = (size_t)((const uint8_t *)p - f->wbase);
+    int lo = 0, hi = f->n_wbufs - 1;
+    while (lo < hi) {   /* the last piece starting at or before off holds the whole tensor (mllm__gpu_wsplit) */
+        const int mid = (lo + hi + 1) / 2;
+        if (f->wstart[mid] <= off) lo = mid; else hi = mid - 1;
+    }
+    return mllm__gpu_span_of(f->wbufs[lo], off - f->wstart[lo]);
 }
 static uint32_t mllm__gpu_tpt(uint32_t want, uint32_t max) {   /* want threads, as a multiple of 32 in [32, max] */
     want = (want + 31) / 32 * 32;
@@ -4660,6 +5107,10 @@ static mllm_status mllm__gpu_check_model(const mllm_model *m) {
     int l, i;
     if (hp->head_dim != 64 && hp->head_dim != 128)
         return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu: head dimension %d (the attention kernels take 64 or 128)", hp->head_dim);
+    if (m->arch_desc->act != MLLM__SILU || hp->emb_scale != 1.0f || hp->n_swa || m->rope_freqs)
+        return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu: %s needs %s, which the GPU kernels lack (the CPU backend runs it)", m->arch,
+                          m->arch_desc->act != MLLM__SILU ? "GELU" : hp->emb_scale != 1.0f ? "scaled embeddings"
+                          : hp->n_swa ? "sliding-window attention" : "RoPE frequency factors");
     if (hp->n_expert && (hp->n_expert > MLLM__MOE_MAX_EXPERT || hp->n_expert_used > MLLM__MOE_MAX_USED))
         return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu: %d experts, %d used (at most %d, %d)", hp->n_expert, hp->n_expert_used,
                           MLLM__MOE_MAX_EXPERT, MLLM__MOE_MAX_USED);
@@ -4684,15 +5135,67 @@ static mllm_status mllm__gpu_check_model(const mllm_model *m) {
 
 static void mllm__gpu_fwd_free(mllm__gpu_fwd *f) {
     mllm__gpu *g = f->g;
-    mllm__gpu_buf *bufs[5];
+    mllm__gpu_buf *bufs[4];
     int i;
     if (!g) return;
     mllm__gpu_sampler_free(g, &f->smp);
-    bufs[0] = f->weights; bufs[1] = f->kpool; bufs[2] = f->vpool; bufs[3] = f->act; bufs[4] = f->io;
-    for (i = 0; i < 5; i++)
+    for (i = 0; i < f->n_wbufs; i++)
+        if (f->wbufs[i]) g->vt->buf_free(f->wbufs[i]);
+    MLLM_FREE(f->wbufs);
+    MLLM_FREE(f->wstart);
+    MLLM_FREE(f->wlen);
+    bufs[0] = f->kpool; bufs[1] = f->vpool; bufs[2] = f->act; bufs[3] = f->io;
+    for (i = 0; i < 4; i++)
         if (bufs[i]) g->vt->buf_free(bufs[i]);
     if (g == &f->own) mllm__gpu_close(&f->own);
     memset(f, 0, sizeof *f);
+}
+
+/* Splits the model file into the pieces the device can wrap (or copy): one when it fits a buffer, else
+   page-aligned pieces of at most max_buffer bytes, each tensor inside one piece (pieces may share a page). */
+typedef struct mllm__gpu_wrange { size_t off, end; } mllm__gpu_wrange;
+static int mllm__gpu_wrange_cmp(const void *a, const void *b) {
+    const size_t x = ((const mllm__gpu_wrange *)a)->off, y = ((const mllm__gpu_wrange *)b)->off;
+    return x < y ? -1 : x > y;
+}
+static mllm_status mllm__gpu_wsplit(mllm__gpu_fwd *f, mllm__gpu *g, const mllm__gguf *gg, size_t page, size_t wbytes) {
+    size_t maxlen = g->vt->max_buffer(g->dev), n = (size_t)gg->n_tensors, i, start, end;
+    mllm__gpu_wrange *r;
+    maxlen = maxlen ? maxlen / page * page : wbytes;
+    f->wbufs = MLLM__CAST(mllm__gpu_buf **, mllm__calloc(n + 1, sizeof *f->wbufs));
+    f->wstart = MLLM__CAST(size_t *, mllm__calloc(n + 1, sizeof *f->wstart));
+    f->wlen = MLLM__CAST(size_t *, mllm__calloc(n + 1, sizeof *f->wlen));
+    if (!f->wbufs || !f->wstart || !f->wlen) return mllm__fail(MLLM_ERR_NOMEM, "gpu: out of memory");
+    if (wbytes <= maxlen || n == 0) {
+        f->wlen[0] = wbytes;
+        f->n_wbufs = 1;
+        return MLLM_OK;
+    }
+    if (!(r = MLLM__CAST(mllm__gpu_wrange *, mllm__calloc(n, sizeof *r)))) return mllm__fail(MLLM_ERR_NOMEM, "gpu: out of memory");
+    for (i = 0; i < n; i++) {
+        r[i].off = (size_t)((const uint8_t *)gg->tensors[i].data - gg->base);
+        r[i].end = r[i].off + gg->tensors[i].nbytes;
+    }
+    qsort(r, n, sizeof *r, mllm__gpu_wrange_cmp);
+    start = r[0].off / page * page;
+    end = r[0].end;
+    for (i = 0; i <= n; i++) {
+        const size_t e = i < n && r[i].end > end ? r[i].end : end;
+        if (i < n && (e + page - 1) / page * page - start <= maxlen) { end = e; continue; }
+        f->wstart[f->n_wbufs] = start;   /* close the piece before tensor i */
+        f->wlen[f->n_wbufs++] = (end + page - 1) / page * page - start;
+        if (i == n) break;
+        start = r[i].off / page * page;
+        end = r[i].end;
+        if ((end + page - 1) / page * page - start > maxlen) {
+            const double mib = (double)(end - r[i].off) / 1048576.0;
+            MLLM_FREE(r);
+            return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu: a tensor of %.1f MiB does not fit the device's largest buffer (%.1f MiB)",
+                              mib, maxlen / 1048576.0);
+        }
+    }
+    MLLM_FREE(r);
+    return MLLM_OK;
 }
 
 /* Sets up the GPU side of a context on device g (f->g = g; a Metal device opened into f->own is
@@ -4719,14 +5222,18 @@ static mllm_status mllm__gpu_fwd_init(mllm__gpu_fwd *f, mllm__gpu *g, const mllm
 #endif
     wbytes = (m->gguf.size + page - 1) / page * page;
     f->wbase = m->gguf.base;
-    if (m->gguf.map_handle && (uintptr_t)m->gguf.base % page == 0)
-        f->weights = g->vt->buf_wrap(g->dev, (void *)(uintptr_t)m->gguf.base, wbytes);
-    if (!f->weights) {
-        void *dst;
-        f->weights = g->vt->buf_new(g->dev, m->gguf.size, MLLM__GPU_SHARED);
-        if (!f->weights || !(dst = g->vt->buf_contents(f->weights)))
-            return mllm__fail(MLLM_ERR_NOMEM, "gpu: no buffer for %.1f MiB of weights", m->gguf.size / 1048576.0);
-        memcpy(dst, m->gguf.base, m->gguf.size);
+    if ((st = mllm__gpu_wsplit(f, g, &m->gguf, page, wbytes))) return st;
+    for (i = 0; i < f->n_wbufs; i++) {
+        const size_t len = f->wlen[i];
+        if (m->gguf.map_handle && (uintptr_t)m->gguf.base % page == 0)
+            f->wbufs[i] = g->vt->buf_wrap(g->dev, (void *)(uintptr_t)(m->gguf.base + f->wstart[i]), len);
+        if (!f->wbufs[i]) {
+            void *dst;
+            f->wbufs[i] = g->vt->buf_new(g->dev, len, MLLM__GPU_SHARED);
+            if (!f->wbufs[i] || !(dst = g->vt->buf_contents(f->wbufs[i])))
+                return mllm__fail(MLLM_ERR_NOMEM, "gpu: no buffer for %.1f MiB of weights", len / 1048576.0);
+            memcpy(dst, m->gguf.base + f->wstart[i], f->wstart[i] + len <= m->gguf.size ? len : m->gguf.size - f->wstart[i]);
+        }
     }
     /* KV pools: the CPU engine's layout, CPU-visible */
     f->kpool = g->vt->buf_new(g->dev, kv_bytes, MLLM__GPU_SHARED);
@@ -4778,7 +5285,7 @@ static mllm_status mllm__gpu_get_rows(mllm__gpu_fwd *f, uint32_t type, mllm__gpu
     g->vt->set_buffer(f->c, f->io, ids_off, 1);
     g->vt->set_buffer(f->c, out.buf, out.off, 2);
     g->vt->set_bytes(f->c, &a, sizeof a, 3);
-    mllm__gpu_dispatch(g, f->c, p, (uint32_t)M, 1, 1, mllm__gpu_tpt((uint32_t)K / 16, 256), 1, 1);
+    mllm__gpu_dispatch(g, f->c, p, (uint32_t)M, 1, 1, mllm__gpu_tpt((uint32_t)K / 16, mllm__gpu_max_tpt(g, p, 256)), 1, 1);
     return MLLM_OK;
 }
 
@@ -4825,7 +5332,7 @@ static mllm_status mllm__gpu_rmsnorm(void *be, int in, const float *w, int rows,
     g->vt->set_buffer(f->c, ws.buf, ws.off, 1);
     g->vt->set_buffer(f->c, f->buf[out].buf, f->buf[out].off, 2);
     g->vt->set_bytes(f->c, &a, sizeof a, 3);
-    mllm__gpu_dispatch(g, f->c, p, (uint32_t)rows, 1, 1, mllm__gpu_tpt((uint32_t)n / 4, MLLM__REDUCE_MAX_THREADS), 1, 1);
+    mllm__gpu_dispatch(g, f->c, p, (uint32_t)rows, 1, 1, mllm__gpu_tpt((uint32_t)n / 4, mllm__gpu_max_tpt(g, p, MLLM__REDUCE_MAX_THREADS)), 1, 1);
     return MLLM_OK;
 }
 
@@ -4869,8 +5376,9 @@ static mllm_status mllm__gpu_add_bias(void *be, int x, const float *bias, int n)
     return MLLM_OK;
 }
 
-static mllm_status mllm__gpu_rope(void *be, int x, int n_heads) {
+static mllm_status mllm__gpu_rope(void *be, int x, int n_heads, int layer) {   /* (no windowed layers: checked) */
     mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    (void)layer;
     mllm__gpu *g = f->g;
     const mllm__hparams *hp = &f->m->hp;
     mllm__gpu_pipe *p = g->vt->pipeline(g->dev, f->m->arch_desc->rope_neox ? "rope_neox" : "rope");
@@ -4885,7 +5393,7 @@ static mllm_status mllm__gpu_rope(void *be, int x, int n_heads) {
     g->vt->set_buffer(f->c, f->buf[x].buf, f->buf[x].off, 0);
     g->vt->set_buffer(f->c, f->io, f->pos, 1);
     g->vt->set_bytes(f->c, &a, sizeof a, 2);
-    mllm__gpu_dispatch(g, f->c, p, (uint32_t)n_heads, (uint32_t)f->b->n_tokens, 1, mllm__gpu_tpt((uint32_t)hp->n_rot / 2, 1024),
+    mllm__gpu_dispatch(g, f->c, p, (uint32_t)n_heads, (uint32_t)f->b->n_tokens, 1, mllm__gpu_tpt((uint32_t)hp->n_rot / 2, mllm__gpu_max_tpt(g, p, 1024)),
                        1, 1);
     return MLLM_OK;
 }
@@ -4913,8 +5421,9 @@ static mllm_status mllm__gpu_moe(void *be, const mllm__layer *L, int in, int out
     return mllm__gpu_encode_moe(f->g, f->c, &f->m->hp, L, &io, f->b->n_tokens, -1);
 }
 
-static mllm_status mllm__gpu_swiglu(void *be, int gate, int up, int n) {
+static mllm_status mllm__gpu_glu(void *be, int gate, int up, int n, int act) {   /* (SiLU only: checked) */
     mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    (void)act;
     return mllm__gpu_vec(f, "swiglu", f->buf[gate], f->buf[up], f->buf[gate], (size_t)f->b->n_tokens * (size_t)n);
 }
 
@@ -4937,7 +5446,7 @@ static void mllm__gpu_sync(void *be) {
 
 static const mllm__backend_ops mllm__gpu_backend = {
     mllm__gpu_embed, mllm__gpu_rmsnorm, mllm__gpu_matmul, mllm__gpu_add_bias, mllm__gpu_rope, mllm__gpu_attention,
-    mllm__gpu_moe, mllm__gpu_swiglu, mllm__gpu_add, mllm__gpu_gather_rows, mllm__gpu_sample, mllm__gpu_sync};
+    mllm__gpu_moe, mllm__gpu_glu, mllm__gpu_add, mllm__gpu_gather_rows, mllm__gpu_sample, mllm__gpu_sync};
 
 /* One step on the GPU: uploads the batch's metadata, encodes the graph into one command buffer, commits,
    waits.  Logits rows [0, b->n_sample) are sampled on the GPU (settings rows[], the picks to picks: 4
@@ -4991,12 +5500,29 @@ static char *mllm__kernel_source_joined(size_t *len);
 static const unsigned char *mllm__kernel_metallib(size_t *n);
 
 /* Metal through the Objective-C runtime: every message is objc_msgSend cast to the exact C prototype
-   of the method (the ABI requires the cast). MLLM__FORCE_METAL_STUBS compiles this on Linux against
-   tests/emu/objc_stub, so that the test suite type-checks it. Link with -framework Metal -framework
-   Foundation. */
+   of the method (the ABI requires the cast; tests/metal/check_sends.py checks each cast against Apple's
+   metal-cpp signatures in ../shared/reference/metal-api). On Linux, MLLM__FORCE_METAL_STUBS compiles this
+   against tests/emu/objc_stub: type-checked there, and run by the test suite on the fake Metal framework
+   of tests/metal/ (its own objc_msgSend, MTL objects executing on the MSL emulator). Link with
+   -framework Metal -framework Foundation -lobjc.
+   Ownership follows Cocoa's rule: objects from alloc/new/copy/Create are ours (+1) and released here;
+   every other returned object is autoreleased, so each call that gets one runs inside an autorelease
+   pool of its own (nothing leaks into, or depends on, the caller's pools). */
 #include <objc/runtime.h>
 #include <objc/message.h>
+#include <dispatch/dispatch.h>
 typedef unsigned long mllm__nsuint;   /* NSUInteger on 64-bit Apple platforms */
+typedef long mllm__nsint;             /* NSInteger */
+#if defined(__arm64__) || defined(__aarch64__)
+#ifdef __cplusplus
+typedef bool mllm__objc_bool;         /* BOOL is bool on arm64... */
+#else
+typedef _Bool mllm__objc_bool;
+#endif
+#else
+typedef signed char mllm__objc_bool;  /* ...and signed char on x86-64 */
+#endif
+typedef void *mllm__objc_block;       /* a block parameter (only NULL is passed) */
 typedef struct mllm__mtl_size { mllm__nsuint width, height, depth; } mllm__mtl_size;   /* MTLSize */
 #ifdef __cplusplus
 extern "C" {
@@ -5012,58 +5538,105 @@ enum {
     MLLM__MTL_STORAGE_PRIVATE = 2 << 4,   /* MTLResourceStorageModePrivate */
     MLLM__MTL_DISPATCH_CONCURRENT = 1,    /* MTLDispatchTypeConcurrent */
     MLLM__MTL_BARRIER_BUFFERS = 1,        /* MTLBarrierScopeBuffers */
+    MLLM__MTL_STATUS_COMPLETED = 4,       /* MTLCommandBufferStatusCompleted */
     MLLM__MTL_STATUS_ERROR = 5,           /* MTLCommandBufferStatusError */
+    MLLM__MTL_FAMILY_APPLE7 = 1007,       /* MTLGPUFamilyApple7 (M1, A14): simdgroup_matrix */
     MLLM__NS_UTF8 = 4                     /* NSUTF8StringEncoding */
 };
-#define MLLM__SEL(s) sel_registerName(s)
-/* Typed message sends: MLLM__MSG(return type, argument types...)(receiver, selector, arguments...).
+/* Every selector sent, with the metal-cpp class or protocol that declares it (the checker's key).
+   Registered once per device (mllm__mtl_open), not at every send. */
+#define MLLM__MTL_SELECTORS(X)                                                                       \
+    X(alloc, "NS::Object", "+alloc")                                                                 \
+    X(init, "NS::Object", "-init")                                                                   \
+    X(retain, "NS::Referencing", "-retain")                                                          \
+    X(release, "NS::Referencing", "-release")                                                        \
+    X(initWithBytes, "NS::String", "-initWithBytes:length:encoding:")                                \
+    X(UTF8String, "NS::String", "-UTF8String")                                                       \
+    X(localizedDescription, "NS::Error", "-localizedDescription")                                    \
+    X(newCommandQueue, "MTL::Device", "-newCommandQueue")                                            \
+    X(supportsFamily, "MTL::Device", "-supportsFamily:")                                             \
+    X(maxBufferLength, "MTL::Device", "-maxBufferLength")                                            \
+    X(newBuffer, "MTL::Device", "-newBufferWithLength:options:")                                     \
+    X(newBufferNoCopy, "MTL::Device", "-newBufferWithBytesNoCopy:length:options:deallocator:")       \
+    X(newLibraryWithSource, "MTL::Device", "-newLibraryWithSource:options:error:")                   \
+    X(newLibraryWithData, "MTL::Device", "-newLibraryWithData:error:")                               \
+    X(newPipeline, "MTL::Device", "-newComputePipelineStateWithFunction:error:")                     \
+    X(setFastMathEnabled, "MTL::CompileOptions", "-setFastMathEnabled:")                             \
+    X(newFunctionWithName, "MTL::Library", "-newFunctionWithName:")                                  \
+    X(maxTotalThreads, "MTL::ComputePipelineState", "-maxTotalThreadsPerThreadgroup")                \
+    X(threadExecutionWidth, "MTL::ComputePipelineState", "-threadExecutionWidth")                    \
+    X(contents, "MTL::Buffer", "-contents")                                                          \
+    X(commandBuffer, "MTL::CommandQueue", "-commandBuffer")                                          \
+    X(computeEncoder, "MTL::CommandBuffer", "-computeCommandEncoderWithDispatchType:")               \
+    X(commit, "MTL::CommandBuffer", "-commit")                                                       \
+    X(waitUntilCompleted, "MTL::CommandBuffer", "-waitUntilCompleted")                               \
+    X(status, "MTL::CommandBuffer", "-status")                                                       \
+    X(error, "MTL::CommandBuffer", "-error")                                                         \
+    X(endEncoding, "MTL::CommandEncoder", "-endEncoding")                                            \
+    X(setBuffer, "MTL::ComputeCommandEncoder", "-setBuffer:offset:atIndex:")                         \
+    X(setBytes, "MTL::ComputeCommandEncoder", "-setBytes:length:atIndex:")                           \
+    X(setTgMemory, "MTL::ComputeCommandEncoder", "-setThreadgroupMemoryLength:atIndex:")             \
+    X(setPipeline, "MTL::ComputeCommandEncoder", "-setComputePipelineState:")                        \
+    X(dispatch, "MTL::ComputeCommandEncoder", "-dispatchThreadgroups:threadsPerThreadgroup:")        \
+    X(memoryBarrier, "MTL::ComputeCommandEncoder", "-memoryBarrierWithScope:")
+#define MLLM__MTL_SEL_ENUM(name, cls, sel) MLLM__MTL_SEL_##name,
+enum { MLLM__MTL_SELECTORS(MLLM__MTL_SEL_ENUM) MLLM__MTL_N_SEL };
+#undef MLLM__MTL_SEL_ENUM
+/* Typed message sends: MLLM__MSG(return type, argument types...)(receiver, MLLM__S(m, name), arguments...).
    objc_msgSend goes through void (*)(void), the generic function pointer type, so that neither its
    declared type nor gcc's check of calls through casts gets in the way. */
 typedef void (*mllm__objc_fn)(void);
 static mllm__objc_fn mllm__msgsend(void) { return (mllm__objc_fn)objc_msgSend; }
 #define MLLM__MSG(R, ...) ((R (*)(id, SEL, __VA_ARGS__))mllm__msgsend())
 #define MLLM__MSG0(R) ((R (*)(id, SEL))mllm__msgsend())
+#define MLLM__S(m, name) ((m)->sel[MLLM__MTL_SEL_##name])
 
-#define MLLM__MTL_MAX_LIBS 32
 #define MLLM__MTL_MAX_PIPES 128
-struct mllm__gpu_pipe { char name[64]; id state; };
-struct mllm__gpu_buf { id buf; int storage; };
-struct mllm__gpu_cmd { id cb, enc; void *pool; };
-typedef struct mllm__mtl {
-    id device, queue;
-    id libs[MLLM__MTL_MAX_LIBS];
-    int n_libs, n_pipes;
+typedef struct mllm__mtl mllm__mtl;
+struct mllm__gpu_pipe { char name[64]; id state; uint32_t max_threads; };
+struct mllm__gpu_buf { mllm__mtl *m; id buf; int storage; };
+struct mllm__gpu_cmd { mllm__mtl *m; id cb, enc; };   /* both retained by us: no pool spans begin..wait */
+struct mllm__mtl {
+    SEL sel[MLLM__MTL_N_SEL];
+    id device, queue, lib;
+    size_t max_buffer;
+    mllm_status pipe_status;   /* why the last pipeline creation failed */
+    int n_pipes;
     struct mllm__gpu_pipe pipes[MLLM__MTL_MAX_PIPES];
-} mllm__mtl;
+};
 
-static void mllm__mtl_release(id o) { if (o) MLLM__MSG0(void)(o, MLLM__SEL("release")); }
-static id mllm__mtl_string(const char *s, size_t len) {   /* owned NSString */
-    id str = MLLM__MSG0(id)((id)objc_getClass("NSString"), MLLM__SEL("alloc"));
-    return MLLM__MSG(id, const void *, mllm__nsuint, mllm__nsuint)(str, MLLM__SEL("initWithBytes:length:encoding:"), s,
-                                                                   (mllm__nsuint)len, (mllm__nsuint)MLLM__NS_UTF8);
+
+static void mllm__mtl_release(mllm__mtl *m, id o) { if (o) MLLM__MSG0(void)(o, MLLM__S(m, release)); }
+static id mllm__mtl_string(mllm__mtl *m, const char *s, size_t len) {   /* owned NSString (nil on failure) */
+    id str = MLLM__MSG0(id)((id)objc_getClass("NSString"), MLLM__S(m, alloc));
+    return MLLM__MSG(id, const void *, mllm__nsuint, mllm__nsuint)(str, MLLM__S(m, initWithBytes), s, (mllm__nsuint)len,
+                                                                   (mllm__nsuint)MLLM__NS_UTF8);
 }
-static const char *mllm__mtl_error_text(id err) {   /* NSError -> C string (autoreleased) */
+static const char *mllm__mtl_error_text(mllm__mtl *m, id err) {   /* NSError -> C string, valid until the pool pops */
     id d;
+    const char *s;
     if (!err) return "unknown error";
-    d = MLLM__MSG0(id)(err, MLLM__SEL("localizedDescription"));
-    return d ? MLLM__MSG0(const char *)(d, MLLM__SEL("UTF8String")) : "unknown error";
+    d = MLLM__MSG0(id)(err, MLLM__S(m, localizedDescription));
+    s = d ? MLLM__MSG0(const char *)(d, MLLM__S(m, UTF8String)) : NULL;
+    return s ? s : "unknown error";
 }
 
 static void mllm__mtl_destroy(void *dev) {
     mllm__mtl *m = (mllm__mtl *)dev;
     int i;
     if (!m) return;
-    for (i = 0; i < m->n_pipes; i++) mllm__mtl_release(m->pipes[i].state);
-    for (i = 0; i < m->n_libs; i++) mllm__mtl_release(m->libs[i]);
-    mllm__mtl_release(m->queue);
-    mllm__mtl_release(m->device);
+    for (i = 0; i < m->n_pipes; i++) mllm__mtl_release(m, m->pipes[i].state);
+    mllm__mtl_release(m, m->lib);
+    mllm__mtl_release(m, m->queue);
+    mllm__mtl_release(m, m->device);
     MLLM_FREE(m);
 }
-static mllm__gpu_buf *mllm__mtl_buf_make(id buf, int storage) {
+static mllm__gpu_buf *mllm__mtl_buf_make(mllm__mtl *m, id buf, int storage) {
     mllm__gpu_buf *b;
     if (!buf) return NULL;
     b = MLLM__CAST(mllm__gpu_buf *, mllm__calloc(1, sizeof *b));
-    if (!b) { mllm__mtl_release(buf); return NULL; }
+    if (!b) { mllm__mtl_release(m, buf); return NULL; }
+    b->m = m;
     b->buf = buf;
     b->storage = storage;
     return b;
@@ -5071,28 +5644,33 @@ static mllm__gpu_buf *mllm__mtl_buf_make(id buf, int storage) {
 static mllm__gpu_buf *mllm__mtl_buf_new(void *dev, size_t bytes, int storage) {
     mllm__mtl *m = (mllm__mtl *)dev;
     mllm__nsuint opt = storage == MLLM__GPU_PRIVATE ? MLLM__MTL_STORAGE_PRIVATE : MLLM__MTL_STORAGE_SHARED;
-    id buf = MLLM__MSG(id, mllm__nsuint, mllm__nsuint)(m->device, MLLM__SEL("newBufferWithLength:options:"),
-                                                      (mllm__nsuint)(bytes ? bytes : 1), opt);
-    return mllm__mtl_buf_make(buf, storage);
+    id buf;
+    if (bytes > m->max_buffer) return NULL;   /* Metal would return nil (and log); say nothing twice */
+    buf = MLLM__MSG(id, mllm__nsuint, mllm__nsuint)(m->device, MLLM__S(m, newBuffer), (mllm__nsuint)(bytes ? bytes : 1), opt);
+    return mllm__mtl_buf_make(m, buf, storage);
 }
 static mllm__gpu_buf *mllm__mtl_buf_wrap(void *dev, void *ptr, size_t bytes) {
     mllm__mtl *m = (mllm__mtl *)dev;
-    id buf = MLLM__MSG(id, void *, mllm__nsuint, mllm__nsuint, void *)(
-        m->device, MLLM__SEL("newBufferWithBytesNoCopy:length:options:deallocator:"), ptr, (mllm__nsuint)bytes,
-        (mllm__nsuint)MLLM__MTL_STORAGE_SHARED, NULL);
-    return mllm__mtl_buf_make(buf, MLLM__GPU_SHARED);
+    id buf;
+    if (bytes > m->max_buffer) return NULL;
+    buf = MLLM__MSG(id, const void *, mllm__nsuint, mllm__nsuint, mllm__objc_block)(
+        m->device, MLLM__S(m, newBufferNoCopy), ptr, (mllm__nsuint)bytes, (mllm__nsuint)MLLM__MTL_STORAGE_SHARED, NULL);
+    return mllm__mtl_buf_make(m, buf, MLLM__GPU_SHARED);
 }
 static void *mllm__mtl_buf_contents(mllm__gpu_buf *b) {
-    return b->storage == MLLM__GPU_PRIVATE ? NULL : MLLM__MSG0(void *)(b->buf, MLLM__SEL("contents"));
+    return b->storage == MLLM__GPU_PRIVATE ? NULL : MLLM__MSG0(void *)(b->buf, MLLM__S(b->m, contents));
 }
 static void mllm__mtl_buf_free(mllm__gpu_buf *b) {
     if (!b) return;
-    mllm__mtl_release(b->buf);
+    mllm__mtl_release(b->m, b->buf);
     MLLM_FREE(b);
 }
+/* A pipeline (cached). The kernels assume 32-wide simdgroups: another width is refused here. */
 static mllm__gpu_pipe *mllm__mtl_pipeline(void *dev, const char *kernel) {
     mllm__mtl *m = (mllm__mtl *)dev;
-    id name, fn = NULL, state, err = NULL;
+    id name, fn, state, err = NULL;
+    mllm__nsuint width = 0, max_threads = 0;
+    void *pool;
     int i;
     for (i = 0; i < m->n_pipes; i++)
         if (!strcmp(m->pipes[i].name, kernel)) return &m->pipes[i];
@@ -5100,99 +5678,174 @@ static mllm__gpu_pipe *mllm__mtl_pipeline(void *dev, const char *kernel) {
         mllm__fail(MLLM_ERR_BACKEND, "metal: too many pipelines or name too long: %s", kernel);
         return NULL;
     }
-    name = mllm__mtl_string(kernel, strlen(kernel));
-    for (i = 0; i < m->n_libs && !fn; i++) fn = MLLM__MSG(id, id)(m->libs[i], MLLM__SEL("newFunctionWithName:"), name);
-    mllm__mtl_release(name);
-    if (!fn) {
-        mllm__fail(MLLM_ERR_BACKEND, "metal: no kernel named %s", kernel);
-        return NULL;
+    pool = objc_autoreleasePoolPush();   /* the NSError, if any */
+    name = mllm__mtl_string(m, kernel, strlen(kernel));
+    fn = name ? MLLM__MSG(id, id)(m->lib, MLLM__S(m, newFunctionWithName), name) : NULL;
+    mllm__mtl_release(m, name);
+    state = fn ? MLLM__MSG(id, id, id *)(m->device, MLLM__S(m, newPipeline), fn, &err) : NULL;
+    mllm__mtl_release(m, fn);
+    if (state) {
+        width = MLLM__MSG0(mllm__nsuint)(state, MLLM__S(m, threadExecutionWidth));
+        max_threads = MLLM__MSG0(mllm__nsuint)(state, MLLM__S(m, maxTotalThreads));
     }
-    state = MLLM__MSG(id, id, id *)(m->device, MLLM__SEL("newComputePipelineStateWithFunction:error:"), fn, &err);
-    mllm__mtl_release(fn);
-    if (!state) {
-        mllm__fail(MLLM_ERR_BACKEND, "metal: pipeline %s: %s", kernel, mllm__mtl_error_text(err));
+    if (!fn) mllm__fail(MLLM_ERR_BACKEND, "metal: no kernel named %s", kernel);
+    else if (!state) mllm__fail(MLLM_ERR_BACKEND, "metal: pipeline %s: %s", kernel, mllm__mtl_error_text(m, err));
+    else if (width != 32 || max_threads < 32)
+        mllm__fail(MLLM_ERR_UNSUPPORTED, "metal: pipeline %s runs %lu-wide simdgroups, at most %lu threads per threadgroup "
+                   "(the kernels need 32 and at least 32)", kernel, (unsigned long)width, (unsigned long)max_threads);
+    objc_autoreleasePoolPop(pool);
+    m->pipe_status = !state ? MLLM_ERR_BACKEND : MLLM_ERR_UNSUPPORTED;
+    if (!state || width != 32 || max_threads < 32) {
+        mllm__mtl_release(m, state);
         return NULL;
     }
     snprintf(m->pipes[m->n_pipes].name, sizeof m->pipes[0].name, "%s", kernel);
     m->pipes[m->n_pipes].state = state;
+    m->pipes[m->n_pipes].max_threads = max_threads > 1024 ? 1024 : (uint32_t)max_threads;
     return &m->pipes[m->n_pipes++];
+}
+static uint32_t mllm__mtl_max_threads(mllm__gpu_pipe *p) { return p->max_threads; }
+static size_t mllm__mtl_max_buffer(void *dev) { return ((mllm__mtl *)dev)->max_buffer; }
+static void mllm__mtl_cmd_free(mllm__gpu_cmd *c) {
+    mllm__mtl_release(c->m, c->enc);
+    mllm__mtl_release(c->m, c->cb);
+    MLLM_FREE(c);
 }
 static mllm__gpu_cmd *mllm__mtl_begin(void *dev) {
     mllm__mtl *m = (mllm__mtl *)dev;
     mllm__gpu_cmd *c = MLLM__CAST(mllm__gpu_cmd *, mllm__calloc(1, sizeof *c));
+    void *pool;
+    id cb, enc = NULL;
     if (!c) return NULL;
-    c->pool = objc_autoreleasePoolPush();   /* the command buffer and encoder are autoreleased */
-    c->cb = MLLM__MSG0(id)(m->queue, MLLM__SEL("commandBuffer"));
-    c->enc = MLLM__MSG(id, mllm__nsuint)(c->cb, MLLM__SEL("computeCommandEncoderWithDispatchType:"),
-                                         (mllm__nsuint)MLLM__MTL_DISPATCH_CONCURRENT);
+    c->m = m;
+    pool = objc_autoreleasePoolPush();   /* the command buffer and encoder are autoreleased: retain both */
+    cb = MLLM__MSG0(id)(m->queue, MLLM__S(m, commandBuffer));
+    if (cb) enc = MLLM__MSG(id, mllm__nsuint)(cb, MLLM__S(m, computeEncoder), (mllm__nsuint)MLLM__MTL_DISPATCH_CONCURRENT);
+    if (cb) c->cb = MLLM__MSG0(id)(cb, MLLM__S(m, retain));
+    if (enc) c->enc = MLLM__MSG0(id)(enc, MLLM__S(m, retain));
+    objc_autoreleasePoolPop(pool);
+    if (!c->cb || !c->enc) {   /* a nil command buffer or encoder would swallow every message: fail now */
+        mllm__mtl_cmd_free(c);
+        return NULL;
+    }
     return c;
 }
 static void mllm__mtl_set_buffer(mllm__gpu_cmd *c, mllm__gpu_buf *b, size_t offset, int index) {
-    MLLM__MSG(void, id, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__SEL("setBuffer:offset:atIndex:"), b->buf,
-                                                    (mllm__nsuint)offset, (mllm__nsuint)index);
+    MLLM__MSG(void, id, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__S(c->m, setBuffer), b->buf, (mllm__nsuint)offset,
+                                                    (mllm__nsuint)index);
 }
 static void mllm__mtl_set_bytes(mllm__gpu_cmd *c, const void *data, size_t bytes, int index) {
-    MLLM__MSG(void, const void *, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__SEL("setBytes:length:atIndex:"), data,
-                                                              (mllm__nsuint)bytes, (mllm__nsuint)index);
+    MLLM__MSG(void, const void *, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__S(c->m, setBytes), data, (mllm__nsuint)bytes,
+                                                              (mllm__nsuint)index);
 }
 static void mllm__mtl_set_tg_memory(mllm__gpu_cmd *c, size_t bytes, int index) {
-    MLLM__MSG(void, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__SEL("setThreadgroupMemoryLength:atIndex:"),
-                                                (mllm__nsuint)bytes, (mllm__nsuint)index);
+    MLLM__MSG(void, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__S(c->m, setTgMemory), (mllm__nsuint)bytes, (mllm__nsuint)index);
 }
 static void mllm__mtl_dispatch(mllm__gpu_cmd *c, mllm__gpu_pipe *p, const uint32_t tgs[3], const uint32_t tpt[3]) {
     mllm__mtl_size g, t;
     g.width = tgs[0]; g.height = tgs[1]; g.depth = tgs[2];
     t.width = tpt[0]; t.height = tpt[1]; t.depth = tpt[2];
-    MLLM__MSG(void, id)(c->enc, MLLM__SEL("setComputePipelineState:"), p->state);
-    MLLM__MSG(void, mllm__mtl_size, mllm__mtl_size)(c->enc, MLLM__SEL("dispatchThreadgroups:threadsPerThreadgroup:"), g, t);
+    MLLM__MSG(void, id)(c->enc, MLLM__S(c->m, setPipeline), p->state);
+    MLLM__MSG(void, mllm__mtl_size, mllm__mtl_size)(c->enc, MLLM__S(c->m, dispatch), g, t);
 }
 static void mllm__mtl_barrier(mllm__gpu_cmd *c) {
-    MLLM__MSG(void, mllm__nsuint)(c->enc, MLLM__SEL("memoryBarrierWithScope:"), (mllm__nsuint)MLLM__MTL_BARRIER_BUFFERS);
+    MLLM__MSG(void, mllm__nsuint)(c->enc, MLLM__S(c->m, memoryBarrier), (mllm__nsuint)MLLM__MTL_BARRIER_BUFFERS);
 }
 static void mllm__mtl_commit(mllm__gpu_cmd *c) {
-    MLLM__MSG0(void)(c->enc, MLLM__SEL("endEncoding"));
-    MLLM__MSG0(void)(c->cb, MLLM__SEL("commit"));
+    MLLM__MSG0(void)(c->enc, MLLM__S(c->m, endEncoding));
+    MLLM__MSG0(void)(c->cb, MLLM__S(c->m, commit));
 }
 static mllm_status mllm__mtl_wait(mllm__gpu_cmd *c) {
+    mllm__mtl *m = c->m;
     mllm_status st = MLLM_OK;
-    MLLM__MSG0(void)(c->cb, MLLM__SEL("waitUntilCompleted"));
-    if (MLLM__MSG0(mllm__nsuint)(c->cb, MLLM__SEL("status")) == MLLM__MTL_STATUS_ERROR)
-        st = mllm__fail(MLLM_ERR_BACKEND, "metal: command buffer failed: %s",
-                        mllm__mtl_error_text(MLLM__MSG0(id)(c->cb, MLLM__SEL("error"))));
-    objc_autoreleasePoolPop(c->pool);
-    MLLM_FREE(c);
+    mllm__nsuint status;
+    void *pool = objc_autoreleasePoolPush();   /* the error and its description */
+    MLLM__MSG0(void)(c->cb, MLLM__S(m, waitUntilCompleted));
+    status = MLLM__MSG0(mllm__nsuint)(c->cb, MLLM__S(m, status));
+    if (status != MLLM__MTL_STATUS_COMPLETED)
+        st = mllm__fail(MLLM_ERR_BACKEND, "metal: command buffer %s: %s", status == MLLM__MTL_STATUS_ERROR ? "failed" : "did not complete",
+                        mllm__mtl_error_text(m, MLLM__MSG0(id)(c->cb, MLLM__S(m, error))));
+    objc_autoreleasePoolPop(pool);
+    mllm__mtl_cmd_free(c);
     return st;
 }
 static const mllm__gpu_vt mllm__mtl_vt = {
     "metal", mllm__mtl_destroy, mllm__mtl_buf_new, mllm__mtl_buf_wrap, mllm__mtl_buf_contents, mllm__mtl_buf_free,
     mllm__mtl_pipeline, mllm__mtl_begin, mllm__mtl_set_buffer, mllm__mtl_set_bytes, mllm__mtl_set_tg_memory,
-    mllm__mtl_dispatch, mllm__mtl_barrier, mllm__mtl_commit, mllm__mtl_wait};
+    mllm__mtl_dispatch, mllm__mtl_barrier, mllm__mtl_commit, mllm__mtl_wait, mllm__mtl_max_threads, mllm__mtl_max_buffer};
 
-/* Opens the default GPU and compiles the embedded kernels. */
-static mllm_status mllm__mtl_open(mllm__gpu *g) {
-    mllm__mtl *m = MLLM__CAST(mllm__mtl *, mllm__calloc(1, sizeof *m));
-    if (!m) return mllm__fail(MLLM_ERR_NOMEM, "metal: out of memory");
-    m->device = MTLCreateSystemDefaultDevice();
-    if (!m->device) { MLLM_FREE(m); return mllm__fail(MLLM_ERR_BACKEND, "metal: no GPU"); }
-    m->queue = MLLM__MSG0(id)(m->device, MLLM__SEL("newCommandQueue"));
-    {   /* every kernel file, joined: one library */
+/* The kernels as one library: the embedded .metallib when there is one, else the embedded source,
+   compiled without fast math.  Why: fast math lets the compiler assume no NaN/Inf, and the sampler
+   sanitises NaN/Inf logits by bit tests on as_type<uint> (kernels/sample.metal), which that
+   assumption may fold away; the kernels call no math function whose precise form is slow enough
+   to matter next to the weight reads. */
+static mllm_status mllm__mtl_library(mllm__mtl *m, const unsigned char *metallib, size_t metallib_len) {
+    id err = NULL, src, opts;
+    mllm_status st = MLLM_OK;
+    void *pool = objc_autoreleasePoolPush();   /* the NSError, if any */
+    if (metallib && metallib_len) {
+        dispatch_data_t data = dispatch_data_create(metallib, metallib_len, NULL, DISPATCH_DATA_DESTRUCTOR_DEFAULT);
+        m->lib = data ? MLLM__MSG(id, dispatch_data_t, id *)(m->device, MLLM__S(m, newLibraryWithData), data, &err) : NULL;
+        if (data) dispatch_release(data);
+        if (!m->lib) st = mllm__fail(MLLM_ERR_BACKEND, "metal: loading the embedded metallib: %s", mllm__mtl_error_text(m, err));
+    } else {   /* every kernel file, joined: one library */
         size_t len = 0;
         char *text = mllm__kernel_source_joined(&len);
-        id err = NULL, lib = NULL, src = text ? mllm__mtl_string(text, len) : NULL;
+        src = text ? mllm__mtl_string(m, text, len) : NULL;
         MLLM_FREE(text);
-        if (src) lib = MLLM__MSG(id, id, id, id *)(m->device, MLLM__SEL("newLibraryWithSource:options:error:"), src, (id)NULL, &err);
-        mllm__mtl_release(src);
-        if (!lib) {
-            mllm__fail(MLLM_ERR_BACKEND, "metal: compiling the kernels: %s", src ? mllm__mtl_error_text(err) : "out of memory");
-            mllm__mtl_destroy(m);
-            return MLLM_ERR_BACKEND;
-        }
-        m->libs[m->n_libs++] = lib;
+        opts = MLLM__MSG0(id)((id)objc_getClass("MTLCompileOptions"), MLLM__S(m, alloc));
+        opts = opts ? MLLM__MSG0(id)(opts, MLLM__S(m, init)) : NULL;
+        if (opts) MLLM__MSG(void, mllm__objc_bool)(opts, MLLM__S(m, setFastMathEnabled), (mllm__objc_bool)0);
+        m->lib = src && opts ? MLLM__MSG(id, id, id, id *)(m->device, MLLM__S(m, newLibraryWithSource), src, opts, &err) : NULL;
+        mllm__mtl_release(m, opts);
+        mllm__mtl_release(m, src);
+        if (!m->lib)
+            st = mllm__fail(MLLM_ERR_BACKEND, "metal: compiling the kernels: %s", src ? mllm__mtl_error_text(m, err) : "out of memory");
+    }
+    objc_autoreleasePoolPop(pool);
+    return st;
+}
+
+/* Opens the default GPU and makes the kernel library (metallib: the embedded one, if any; tests pass
+   their own). */
+static mllm_status mllm__mtl_open_with(mllm__gpu *g, const unsigned char *metallib, size_t metallib_len) {
+    static const char *const names[] = {
+#define MLLM__MTL_SEL_NAME(name, cls, sel) (sel) + 1,
+        MLLM__MTL_SELECTORS(MLLM__MTL_SEL_NAME)
+#undef MLLM__MTL_SEL_NAME
+    };
+    mllm__mtl *m = MLLM__CAST(mllm__mtl *, mllm__calloc(1, sizeof *m));
+    mllm_status st;
+    int i;
+    if (!m) return mllm__fail(MLLM_ERR_NOMEM, "metal: out of memory");
+    for (i = 0; i < MLLM__MTL_N_SEL; i++) m->sel[i] = sel_registerName(names[i]);
+    m->device = MTLCreateSystemDefaultDevice();
+    if (!m->device) { MLLM_FREE(m); return mllm__fail(MLLM_ERR_BACKEND, "metal: no GPU"); }
+    if (!MLLM__MSG(mllm__objc_bool, mllm__nsint)(m->device, MLLM__S(m, supportsFamily), (mllm__nsint)MLLM__MTL_FAMILY_APPLE7)) {
+        mllm__mtl_destroy(m);
+        return mllm__fail(MLLM_ERR_UNSUPPORTED, "metal: this GPU is not of family Apple7 or newer (Apple M1/A14 on), which the "
+                          "kernels need for simdgroup_matrix; use the CPU backend");
+    }
+    m->max_buffer = (size_t)MLLM__MSG0(mllm__nsuint)(m->device, MLLM__S(m, maxBufferLength));
+    if (!m->max_buffer) m->max_buffer = (size_t)-1;
+    m->queue = MLLM__MSG0(id)(m->device, MLLM__S(m, newCommandQueue));
+    if (!m->queue) { mllm__mtl_destroy(m); return mllm__fail(MLLM_ERR_BACKEND, "metal: no command queue"); }
+    if ((st = mllm__mtl_library(m, metallib, metallib_len))) { mllm__mtl_destroy(m); return st; }
+    if (!mllm__mtl_pipeline(m, "rms_norm_mul")) {   /* the device's simdgroup width and thread limits, now */
+        st = m->pipe_status;
+        mllm__mtl_destroy(m);
+        return st;
     }
     g->vt = &mllm__mtl_vt;
     g->dev = m;
     memset(&g->n, 0, sizeof g->n);
+    g->fault = MLLM_OK;
     return MLLM_OK;
+}
+static mllm_status mllm__mtl_open(mllm__gpu *g) {
+    size_t n = 0;
+    const unsigned char *lib = mllm__kernel_metallib(&n);
+    return mllm__mtl_open_with(g, lib, n);
 }
 #endif /* MLLM__HAVE_METAL || MLLM__FORCE_METAL_STUBS */
 
@@ -5510,22 +6163,34 @@ static mllm_token mllm__sample(float *logits, int n_vocab, const mllm_token *his
 
 /* ---- forward pass ---- */
 
-/* gate[t] = silu(gate[t]) * up[t] for each of `rows` rows, spread over the pool. */
-typedef struct mllm__swiglu_job { float *gate; const float *up; int n; } mllm__swiglu_job;
+/* gate[t] = act(gate[t]) * up[t] for each of `rows` rows, spread over the pool. */
+typedef struct mllm__glu_job { float *gate; const float *up; int n, act; } mllm__glu_job;
 
-static void mllm__swiglu_task(void *arg, int task, int thread) {
-    const mllm__swiglu_job *j = (const mllm__swiglu_job *)arg;
-    float *g = j->gate + (size_t)task * j->n;
-    (void)thread;
-    mllm__swiglu(g, g, j->up + (size_t)task * j->n, j->n);
+/* GELU in its tanh form (as GGUF GeGLU models use it), computed in float; llama.cpp's CPU backend reads
+   it from a table at F16-rounded inputs, a difference of about 1e-3 relative. */
+static void mllm__geglu(float *out, const float *gate, const float *up, int n) {
+    int i;
+    for (i = 0; i < n; i++) {
+        float x = gate[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(0.7978845608f * (x + 0.044715f * x * x * x))) * up[i];
+    }
 }
 
-static void mllm__swiglu_rows(mllm__exec *ex, float *gate, const float *up, int rows, int n) {
-    mllm__swiglu_job j;
+static void mllm__glu_task(void *arg, int task, int thread) {
+    const mllm__glu_job *j = (const mllm__glu_job *)arg;
+    float *g = j->gate + (size_t)task * j->n;
+    (void)thread;
+    if (j->act == MLLM__GELU) mllm__geglu(g, g, j->up + (size_t)task * j->n, j->n);
+    else mllm__swiglu(g, g, j->up + (size_t)task * j->n, j->n);
+}
+
+static void mllm__glu_rows(mllm__exec *ex, float *gate, const float *up, int rows, int n, int act) {
+    mllm__glu_job j;
     j.gate = gate;
     j.up = up;
     j.n = n;
-    mllm__pool_run(ex->pool, mllm__swiglu_task, &j, rows);
+    j.act = act;
+    mllm__pool_run(ex->pool, mllm__glu_task, &j, rows);
 }
 
 
@@ -5763,14 +6428,15 @@ static mllm_status mllm__cpu_add_bias(void *be, int x, const float *bias, int n)
 }
 
 /* With the cos/sin table of the step's positions (mllm__cpu_step). */
-static mllm_status mllm__cpu_rope(void *be, int x, int n_heads) {
+static mllm_status mllm__cpu_rope(void *be, int x, int n_heads, int layer) {
     mllm_context *ctx = (mllm_context *)be;
     const mllm__hparams *hp = &ctx->model->hp;
     const size_t stride = (size_t)n_heads * hp->head_dim;
+    const float *cs = ctx->ex.rope_cs + (ctx->model->layers[layer].swa ? (size_t)ctx->p.n_batch * hp->n_rot : 0);
     int t;
     for (t = 0; t < ctx->batch->n_tokens; t++)
-        mllm__rope_apply(ctx->act[x] + (size_t)t * stride, n_heads, hp->head_dim, hp->n_rot,
-                         ctx->ex.rope_cs + (size_t)t * hp->n_rot, ctx->model->arch_desc->rope_neox);
+        mllm__rope_apply(ctx->act[x] + (size_t)t * stride, n_heads, hp->head_dim, hp->n_rot, cs + (size_t)t * hp->n_rot,
+                         ctx->model->arch_desc->rope_neox);
     return MLLM_OK;
 }
 
@@ -5787,9 +6453,9 @@ static mllm_status mllm__cpu_moe(void *be, const mllm__layer *L, int in, int out
     return MLLM_OK;
 }
 
-static mllm_status mllm__cpu_swiglu(void *be, int gate, int up, int n) {
+static mllm_status mllm__cpu_glu(void *be, int gate, int up, int n, int act) {
     mllm_context *ctx = (mllm_context *)be;
-    mllm__swiglu_rows(&ctx->ex, ctx->act[gate], ctx->act[up], ctx->batch->n_tokens, n);
+    mllm__glu_rows(&ctx->ex, ctx->act[gate], ctx->act[up], ctx->batch->n_tokens, n, act);
     return MLLM_OK;
 }
 
@@ -5817,8 +6483,20 @@ static void mllm__cpu_sync(void *be) { (void)be; }
 
 static const mllm__backend_ops mllm__cpu_backend = {
     mllm__cpu_embed_op, mllm__cpu_rmsnorm, mllm__cpu_matmul_op, mllm__cpu_add_bias, mllm__cpu_rope,
-    mllm__cpu_attention_op, mllm__cpu_moe, mllm__cpu_swiglu, mllm__cpu_add, mllm__cpu_gather_rows, mllm__cpu_sample,
+    mllm__cpu_attention_op, mllm__cpu_moe, mllm__cpu_glu, mllm__cpu_add, mllm__cpu_gather_rows, mllm__cpu_sample,
     mllm__cpu_sync};
+
+/* x += W in; where the architecture normalizes a block's output first (post_norm), x += rmsnorm(W in). */
+static mllm_status mllm__residual(const mllm__backend_ops *ops, void *be, const mllm__weight *w, int in, int T, int E,
+                                  const float *post_norm) {
+    mllm_status st;
+    if (!post_norm) return ops->matmul(be, w, in, T, MLLM__X, 1);
+    if ((st = ops->matmul(be, w, in, T, MLLM__XB, 0))) return st;
+    ops->sync(be);
+    if ((st = ops->rmsnorm(be, MLLM__XB, post_norm, T, E, MLLM__XB))) return st;
+    ops->sync(be);
+    return ops->add(be, MLLM__X, MLLM__XB, E);
+}
 
 /* The model graph: one forward pass over a batch of tokens from many sequences, on any backend.  Ends
    with the LM head's rows (only the tokens that sample: the last of each finished prompt chunk, decode
@@ -5848,12 +6526,12 @@ static mllm_status mllm__forward(const mllm__backend_ops *ops, void *be, const m
         if (L->q_norm) MLLM__DO(ops->rmsnorm(be, MLLM__Q, L->q_norm, T * hp->n_head, hd, MLLM__Q));
         if (L->k_norm) MLLM__DO(ops->rmsnorm(be, MLLM__K, L->k_norm, T * hp->n_head_kv, hd, MLLM__K));
         if (L->q_norm || L->k_norm) ops->sync(be);
-        MLLM__DO(ops->rope(be, MLLM__Q, hp->n_head));
-        MLLM__DO(ops->rope(be, MLLM__K, hp->n_head_kv));
+        MLLM__DO(ops->rope(be, MLLM__Q, hp->n_head, l));
+        MLLM__DO(ops->rope(be, MLLM__K, hp->n_head_kv, l));
         ops->sync(be);
         MLLM__DO(ops->attention(be, l));
         ops->sync(be);
-        MLLM__DO(ops->matmul(be, &L->wo, MLLM__ATT, T, MLLM__X, 1));   /* x += wo att */
+        MLLM__DO(mllm__residual(ops, be, &L->wo, MLLM__ATT, T, E, L->attn_post_norm));   /* x += wo att */
         ops->sync(be);
         /* feed-forward */
         MLLM__DO(ops->rmsnorm(be, MLLM__X, L->ffn_norm, T, E, MLLM__XB));
@@ -5866,9 +6544,9 @@ static mllm_status mllm__forward(const mllm__backend_ops *ops, void *be, const m
             MLLM__DO(ops->matmul(be, &L->w_gate, MLLM__XB, T, MLLM__HB, 0));
             MLLM__DO(ops->matmul(be, &L->w_up, MLLM__XB, T, MLLM__HB2, 0));
             ops->sync(be);
-            MLLM__DO(ops->swiglu(be, MLLM__HB, MLLM__HB2, hp->n_ff));
+            MLLM__DO(ops->glu(be, MLLM__HB, MLLM__HB2, hp->n_ff, m->arch_desc->act));
             ops->sync(be);
-            MLLM__DO(ops->matmul(be, &L->w_down, MLLM__HB, T, MLLM__X, 1));   /* x += down hb */
+            MLLM__DO(mllm__residual(ops, be, &L->w_down, MLLM__HB, T, E, L->ffn_post_norm));   /* x += down hb */
         }
         ops->sync(be);
     }
@@ -5892,8 +6570,13 @@ static mllm_status mllm__forward(const mllm__backend_ops *ops, void *be, const m
 static void mllm__cpu_step(mllm_context *ctx, const mllm__batch *b) {
     const mllm__hparams *hp = &ctx->model->hp;
     int t;
-    for (t = 0; t < b->n_tokens; t++)
-        mllm__rope_table(ctx->ex.rope_cs + (size_t)t * hp->n_rot, hp->n_rot, b->pos[t], hp->rope_base, hp->rope_freq_scale);
+    for (t = 0; t < b->n_tokens; t++) {
+        mllm__rope_table(ctx->ex.rope_cs + (size_t)t * hp->n_rot, hp->n_rot, b->pos[t], hp->rope_base, hp->rope_freq_scale,
+                         ctx->model->rope_freqs);
+        if (hp->n_swa)
+            mllm__rope_table(ctx->ex.rope_cs + ((size_t)ctx->p.n_batch + t) * hp->n_rot, hp->n_rot, b->pos[t], hp->rope_base_swa,
+                             1.0f, NULL);
+    }
     ctx->batch = b;
     mllm__forward(&mllm__cpu_backend, ctx, ctx->model, b);   /* (CPU ops do not fail) */
     ctx->batch = NULL;
@@ -6325,7 +7008,7 @@ static mllm_status mllm__context_create(mllm_context **out, mllm_model *model, c
         ok &= MLLM__ALLOC(ctx->ex.row_buf, ctx->ex.row_buf_floats * model->pool->n_threads, float);
     }
     ok &= MLLM__ALLOC(ctx->ex.thread_scratch, ctx->ex.thread_scratch_floats * model->pool->n_threads, float);
-    ok &= MLLM__ALLOC(ctx->ex.rope_cs, nb * hp->n_rot, float);
+    ok &= MLLM__ALLOC(ctx->ex.rope_cs, 2 * nb * hp->n_rot, float);
     ok &= !cpu || (MLLM__ALLOC(ctx->kv.k, kv_elems, uint16_t) && MLLM__ALLOC(ctx->kv.v, kv_elems, uint16_t));
     ok &= MLLM__ALLOC(ctx->kv.refcount, p.kv_blocks, int32_t) && MLLM__ALLOC(ctx->kv.free_list, p.kv_blocks, int32_t);
     ok &= MLLM__ALLOC(ctx->seqs, NS, mllm__seq);
@@ -6469,16 +7152,24 @@ void mllm_model_get_info(const mllm_model *m, mllm_model_info *info) {
     info->weight_bytes = m->weight_bytes;
 }
 
+int mllm_kv_free_blocks(const mllm_context *ctx, int *n_total) {
+    if (!ctx) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_kv_free_blocks: NULL context");
+    if (n_total) *n_total = ctx->kv.n_blocks;
+    return ctx->kv.n_free;
+}
+
 /* ---- chat templates: recognised by their markers, formatted without a template engine ---- */
 int mllm_chat_format(const mllm_model *m, const mllm_chat_message *msgs, int n, char *out, int cap) {
     const char *tpl = m ? m->chat_template : NULL;
     size_t len = 0;
     int i, kind;
-    enum { CHATML, LLAMA3, LLAMA2 };
+    enum { CHATML, LLAMA3, LLAMA2, GEMMA, PHI3 };
     if (!m || (!msgs && n) || n < 0 || (!out && cap)) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_chat_format: bad arguments");
     if (!tpl || strstr(tpl, "<|im_start|>")) kind = CHATML;   /* ChatML is also the fallback */
     else if (strstr(tpl, "<|start_header_id|>")) kind = LLAMA3;
     else if (strstr(tpl, "[INST]")) kind = LLAMA2;
+    else if (strstr(tpl, "<start_of_turn>")) kind = GEMMA;
+    else if (strstr(tpl, "<|user|>") && strstr(tpl, "<|end|>")) kind = PHI3;
     else return mllm__fail(MLLM_ERR_UNSUPPORTED, "unrecognised chat template");
 #define MLLM__PUT(s)                                                    \
     do {                                                                \
@@ -6491,12 +7182,22 @@ int mllm_chat_format(const mllm_model *m, const mllm_chat_message *msgs, int n, 
         const char *role = msgs[i].role ? msgs[i].role : "user", *text = msgs[i].content ? msgs[i].content : "";
         if (kind == CHATML) { MLLM__PUT("<|im_start|>"); MLLM__PUT(role); MLLM__PUT("\n"); MLLM__PUT(text); MLLM__PUT("<|im_end|>\n"); }
         else if (kind == LLAMA3) { MLLM__PUT("<|start_header_id|>"); MLLM__PUT(role); MLLM__PUT("<|end_header_id|>\n\n"); MLLM__PUT(text); MLLM__PUT("<|eot_id|>"); }
+        else if (kind == PHI3) { MLLM__PUT("<|"); MLLM__PUT(role); MLLM__PUT("|>\n"); MLLM__PUT(text); MLLM__PUT("<|end|>\n"); }
+        else if (kind == GEMMA) {   /* no system role: its text opens the next user turn; the assistant is "model" */
+            if (!strcmp(role, "system")) { MLLM__PUT("<start_of_turn>user\n"); MLLM__PUT(text); MLLM__PUT("\n\n"); continue; }
+            if (!(i > 0 && msgs[i - 1].role && !strcmp(msgs[i - 1].role, "system"))) {
+                MLLM__PUT("<start_of_turn>"); MLLM__PUT(!strcmp(role, "assistant") ? "model" : role); MLLM__PUT("\n");
+            }
+            MLLM__PUT(text); MLLM__PUT("<end_of_turn>\n");
+        }
         else if (!strcmp(role, "assistant")) { MLLM__PUT(" "); MLLM__PUT(text); MLLM__PUT(" </s>"); }
         else if (!strcmp(role, "system")) { MLLM__PUT("<<SYS>>\n"); MLLM__PUT(text); MLLM__PUT("\n<</SYS>>\n\n"); }
         else { MLLM__PUT("[INST] "); MLLM__PUT(text); MLLM__PUT(" [/INST]"); }
     }
     if (kind == CHATML) MLLM__PUT("<|im_start|>assistant\n");
     else if (kind == LLAMA3) MLLM__PUT("<|start_header_id|>assistant<|end_header_id|>\n\n");
+    else if (kind == GEMMA) MLLM__PUT("<start_of_turn>model\n");
+    else if (kind == PHI3) MLLM__PUT("<|assistant|>\n");
 #undef MLLM__PUT
     if (cap > 0) out[len < (size_t)cap ? len : (size_t)cap - 1] = 0;
     if (len > INT_MAX - 1) return mllm__fail(MLLM_ERR_INVALID_ARG, "chat too long");
@@ -7717,11 +8418,11 @@ static const char mllm__kernel_rope_metal[] = /* kernels/rope.metal */
     "template <bool NEOX>\n"
     "kernel void rope(device float *x [[buffer(0)]], device const int *pos [[buffer(1)]],\n"
     "                 constant mllm__rope_args &a [[buffer(2)]], uint2 tg [[threadgroup_position_in_grid]],\n"
-    "                 ushort tid [[thread_index_in_threadgroup]], ushort ntg [[threads_per_threadgroup]]) {\n"
+    "                 ushort tid [[thread_index_in_threadgroup]], ushort2 ntg [[threads_per_threadgroup]]) {\n"
     "    device float *h = x + (ulong)tg.y * a.stride + (ulong)tg.x * a.head_dim;\n"
     "    const float p = float(pos[tg.y]) * a.freq_scale;\n"
     "    const uint half_rot = a.n_rot / 2;\n"
-    "    for (uint i = tid; i < half_rot; i += ntg) {\n"
+    "    for (uint i = tid; i < half_rot; i += ntg.x) {\n"
     "        // precise:: because the angle reaches thousands of radians at long positions.\n"
     "        const float theta = p * precise::pow(a.freq_base, -float(2 * i) / float(a.n_rot));\n"
     "        const float c = precise::cos(theta), s = precise::sin(theta);\n"
@@ -7733,9 +8434,9 @@ static const char mllm__kernel_rope_metal[] = /* kernels/rope.metal */
     "}\n"
     "\n"
     "template [[host_name(\"rope\")]] [[kernel]] void rope<false>(device float *, device const int *,\n"
-    "    constant mllm__rope_args &, uint2, ushort, ushort);\n"
+    "    constant mllm__rope_args &, uint2, ushort, ushort2);\n"
     "template [[host_name(\"rope_neox\")]] [[kernel]] void rope<true>(device float *, device const int *,\n"
-    "    constant mllm__rope_args &, uint2, ushort, ushort);\n"
+    "    constant mllm__rope_args &, uint2, ushort, ushort2);\n"
     ;
 static const char mllm__kernel_sample_metal[] = /* kernels/sample.metal */
     "// Token sampling: one threadgroup per sampled row picks one token id under the rule written out above\n"

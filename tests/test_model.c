@@ -175,14 +175,30 @@ static void check_fixtures(const char *model_path, fixture *fx, int n_fix, const
 
 static const char *const prompts[] = {"p1_fox", "p2_hello", "p3_story"};
 
-static void check_tiny(const char *model, double tol, int n_seqs) {
+/* MLLM_TEST_SHORT=1 (the arm64 run under qemu, tests/arm64.mk): the two short prompts, 8 greedy steps
+   each, and no SmolLM2. */
+static int short_mode(void) { return getenv("MLLM_TEST_SHORT") != NULL; }
+
+/* extra: a model of tests/gen_tiny.c (build/tiny-extra, written by make tiny-extra, which checks each file's
+   hash against the fixtures'), with llama.cpp's outputs in tests/fixtures/tiny-extra. */
+static void check_tiny_in(const char *model, double tol, int n_seqs, int extra) {
     char dir[512], path[512], label[64];
     fixture fx[3];
     check_opts o;
-    int i, ok = 1;
-    snprintf(dir, sizeof dir, "%s/tiny/fixtures/%s", t_testdata(), model);
-    snprintf(path, sizeof path, "%s/tiny/models/%s.gguf", t_testdata(), model);
-    for (i = 0; i < 3; i++) ok &= fixture_load(&fx[i], dir, prompts[i]);
+    int i, ok = 1, n_fix = short_mode() ? 2 : 3;
+    if (extra) {
+        const char *build = getenv("MLLM_BUILD");
+        snprintf(dir, sizeof dir, "tests/fixtures/tiny-extra/%s", model);
+        snprintf(path, sizeof path, "%s/tiny-extra/%s.gguf", build ? build : "build", model);
+    } else {
+        snprintf(dir, sizeof dir, "%s/tiny/fixtures/%s", t_testdata(), model);
+        snprintf(path, sizeof path, "%s/tiny/models/%s.gguf", t_testdata(), model);
+    }
+    memset(fx, 0, sizeof fx);
+    for (i = 0; i < n_fix; i++) {
+        ok &= fixture_load(&fx[i], dir, prompts[i]);
+        if (short_mode() && fx[i].n_greedy > 8) fx[i].n_greedy = 8;
+    }
     CHECK(ok, "fixtures of %s missing", model);
     memset(&o, 0, sizeof o);
     o.logit_tol = tol;
@@ -190,9 +206,11 @@ static void check_tiny(const char *model, double tol, int n_seqs) {
     o.router_gap_min = strstr(model, "qwen3moe") || strstr(model, "mixtral") ? 1e-2 : 0;
     o.n_seqs = n_seqs;
     snprintf(label, sizeof label, "%s%s", model, n_seqs > 1 ? " (batched)" : "");
-    if (ok) check_fixtures(path, fx, 3, &o, label);
+    if (ok) check_fixtures(path, fx, n_fix, &o, label);
     for (i = 0; i < 3; i++) { free(fx[i].logits); free(fx[i].logits64); }
 }
+
+static void check_tiny(const char *model, double tol, int n_seqs) { check_tiny_in(model, tol, n_seqs, 0); }
 
 static void test_tiny_llama_f32(void) { check_tiny("tiny-llama-F32", 5e-3, 1); }
 static void test_tiny_llama_f16(void) { check_tiny("tiny-llama-F16", 5e-3, 1); }
@@ -223,6 +241,7 @@ static void check_smollm2(int precise) {
     check_opts o;
     FILE *f = fopen(model, "rb");
     int i, ok = 1;
+    if (short_mode()) { printf("  skipped: MLLM_TEST_SHORT\n"); if (f) fclose(f); return; }
     if (!f) { printf("  skipped: %s not present (make model)\n", model); return; }
     fclose(f);
     for (i = 0; i < 4; i++) ok &= fixture_load(&fx[i], "tests/fixtures/smollm2", names[i]);
@@ -323,6 +342,11 @@ static void test_load_from_memory_equals_file(void) {
     check_from_memory("tiny-qwen2-Q8_0");
     check_from_memory("tiny-llama-Q4_K_M");
 }
+/* Architectures and weight types beyond the shared set (tests/gen_tiny.c). */
+static void test_tiny_gemma3_q8_0(void) { check_tiny_in("tiny-gemma3-Q8_0", 3e-2, 1, 1); }
+static void test_tiny_gemma3_batched(void) { check_tiny_in("tiny-gemma3-Q8_0", 3e-2, 4, 1); }
+static void test_tiny_phi3_q8_0(void) { check_tiny_in("tiny-phi3-Q8_0", 3e-2, 1, 1); }
+static void test_tiny_llama3_rope_freqs(void) { check_tiny_in("tiny-llama3-Q8_0", 3e-2, 1, 1); }
 
 int main(void) {
     RUN(test_tiny_llama_f32);
@@ -347,5 +371,9 @@ int main(void) {
     RUN(test_load_from_memory_equals_file);
     RUN(test_smollm2_vs_references);
     RUN(test_smollm2_precise_vs_float64);
+    RUN(test_tiny_gemma3_q8_0);
+    RUN(test_tiny_gemma3_batched);
+    RUN(test_tiny_phi3_q8_0);
+    RUN(test_tiny_llama3_rope_freqs);
     return t_finish();
 }

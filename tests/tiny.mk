@@ -8,6 +8,10 @@ $(BUILD)/gen_tiny: tests/gen_tiny.c | $(BUILD)
 	$(CC) $(ALLCFLAGS) -o $@ $<
 tiny-extra: $(BUILD)/gen_tiny
 	@mkdir -p $(TINY_EXTRA)
-	@for m in $$($(BUILD)/gen_tiny --list); do $(BUILD)/gen_tiny $(TINY_VOCAB) $(TINY_EXTRA)/$$m.gguf $$m || exit 1; done
+	@for m in $$($(BUILD)/gen_tiny --list); do $(BUILD)/gen_tiny $(TINY_VOCAB) $(TINY_EXTRA)/$$m.gguf $$m || exit 1; \
+	  (cd $(TINY_EXTRA) && sha256sum -c --quiet $(CURDIR)/tests/fixtures/tiny-extra/$$m/sha256) || \
+	  { echo "$(TINY_EXTRA)/$$m.gguf differs from the file of tests/fixtures/tiny-extra/$$m"; exit 1; }; done
 all: $(BUILD)/gen_tiny
 test: tiny-extra
+test-arm64: tiny-extra
+export MLLM_BUILD := $(BUILD)

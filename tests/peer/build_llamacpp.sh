@@ -3,10 +3,14 @@
 # Sources come from the llama-cpp-python sdist on PyPI (it vendors llama.cpp); everything lands in
 # peer/ (git-ignored).  Idempotent: each stage is skipped when its output already exists.
 #   tests/peer/build_llamacpp.sh            -> peer/bin/{llama-bench,llama-simple,llama-tokenize,mllm-peer-ref}
+#   PEER_SERVER=1 tests/peer/build_llamacpp.sh   also peer/bin/llama-server (for make bench-server)
 # Env: PEER_VERSION (llama-cpp-python version), JOBS (parallel build jobs, default 2).
 set -eu
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 PEER="$ROOT/peer"
+# peer/ may be a symlink to a shared folder: use its real path, so the CMake cache and the tool links
+# stay the same whichever checkout runs this (a different path makes CMake rebuild everything).
+[ -d "$PEER" ] && PEER=$(cd "$PEER" && pwd -P)
 VER="${PEER_VERSION:-0.3.36}"
 JOBS="${JOBS:-2}"
 PYTHON="${PYTHON:-python3}"
@@ -43,4 +47,17 @@ if [ ! -x "$PEER/bin/mllm-peer-ref" ] || [ "$ROOT/tests/peer/peer_ref.c" -nt "$P
         -Wl,-rpath,"$LIBDIR" -lm
 fi
 for t in llama-bench llama-simple llama-tokenize llama-batched-bench llama-quantize; do ln -sf "$LIBDIR/$t" "$PEER/bin/$t"; done
+
+# llama-server for `make bench-server` (only with PEER_SERVER=1; the other tools do not need it), in a
+# build directory of its own so the tools above are never reconfigured or rebuilt.  Its web UI is off
+# (no npm, no download: the UI stage then embeds nothing), so it builds offline.
+SBLD="$PEER/build-server-$VER"
+if [ "${PEER_SERVER:-0}" = 1 ] && [ ! -x "$SBLD/bin/llama-server" ]; then
+    [ -f "$SBLD/CMakeCache.txt" ] || cmake -S "$SRC" -B "$SBLD" -DCMAKE_BUILD_TYPE=Release \
+        -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+        -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_APP=OFF \
+        -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=OFF
+    cmake --build "$SBLD" -j "$JOBS" --target llama-server
+fi
+if [ -x "$SBLD/bin/llama-server" ]; then ln -sf "$SBLD/bin/llama-server" "$PEER/bin/llama-server"; fi
 echo "llama.cpp peer ready in $PEER/bin (llama-cpp-python $VER)"
