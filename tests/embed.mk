@@ -6,3 +6,4 @@ TEST_BINS += $(BUILD)/test_embed
 endif
 $(BUILD)/test_embed: tests/embed_checks.sh | $(BUILD)
 	cp $< $@ && chmod +x $@
+all: $(BUILD)/test_embed
