@@ -3444,18 +3444,20 @@ typedef struct mllm__arch {
                                       the others over the window (with their own RoPE base); the file's
                                       sliding_window_pattern overrides it */
     int fused;                     /* attn_qkv holds Q, K, V and ffn_up holds gate then up, as row blocks */
+    const char *chat;              /* the chat format's markers when a file has no tokenizer.chat_template
+                                      (NULL: ChatML) */
 } mllm__arch;
 
 enum { MLLM__SILU = 0, MLLM__GELU = 1 };
 
 static const mllm__arch mllm__archs[] = {
-    /* name      rope_neox  qkv_bias        qk_norm         moe             act         emb_scale post_norms      swa_period fused */
-    {"llama",    0,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},   /* (Mixtral: llama with experts) */
-    {"qwen2",    1,         MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},
-    {"qwen3",    1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},
-    {"qwen3moe", 1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__REQUIRED, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},
-    {"gemma3",   1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__GELU, 1,        MLLM__REQUIRED, 6,         0},
-    {"phi3",     1,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         1},
+    /* name      rope_neox  qkv_bias        qk_norm         moe             act         emb_scale post_norms      swa_period fused chat */
+    {"llama",    0,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0,    NULL},   /* (Mixtral: llama with experts) */
+    {"qwen2",    1,         MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0,    NULL},
+    {"qwen3",    1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0,    NULL},
+    {"qwen3moe", 1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__REQUIRED, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0,    NULL},
+    {"gemma3",   1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__GELU, 1,        MLLM__REQUIRED, 6,         0,    "<start_of_turn>"},
+    {"phi3",     1,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         1,    "<|user|><|end|>"},
 };
 
 typedef struct mllm__hparams {
@@ -7160,7 +7162,7 @@ int mllm_kv_free_blocks(const mllm_context *ctx, int *n_total) {
 
 /* ---- chat templates: recognised by their markers, formatted without a template engine ---- */
 int mllm_chat_format(const mllm_model *m, const mllm_chat_message *msgs, int n, char *out, int cap) {
-    const char *tpl = m ? m->chat_template : NULL;
+    const char *tpl = !m ? NULL : m->chat_template ? m->chat_template : m->arch_desc->chat;
     size_t len = 0;
     int i, kind;
     enum { CHATML, LLAMA3, LLAMA2, GEMMA, PHI3 };
