@@ -6,7 +6,14 @@
        #define METALLLM_IMPLEMENTATION
        #include "metalllm.h"
 
-   Other files include it without the define.  It compiles as C11 and as C++ (gcc, clang).
+   Other files include it without the define.  It compiles as C11 and as C++ with gcc and clang
+   (MinGW on Windows); MSVC's cl.exe is refused with an #error (the declarations alone compile anywhere).
+   Version: MLLM_VERSION_MAJOR, _MINOR, _PATCH and MLLM_VERSION_STRING.
+
+   LINKING
+       -lm -lpthread                                        everywhere (no pthread with MLLM_NO_THREADS)
+       -framework Metal -framework Foundation -lobjc       on Apple platforms, unless MLLM_NO_METAL
+   e.g.  cc -O2 -march=native app.c -lm -lpthread
 
    CONFIGURATION (define before the implementation include)
        MLLM_MALLOC(sz), MLLM_REALLOC(p,sz), MLLM_FREE(p)   memory functions (default: stdlib)
@@ -16,6 +23,8 @@
        MLLM_NO_SIMD          scalar CPU kernels only (for testing the fallback)
        MLLM_SIMD_MAX         x86: highest SIMD level used, 0 scalar, 1 AVX2, 2 AVX-512 (default: the best
                              the CPU has, found by cpuid at run time; no -march flag is needed)
+       MLLM_STATIC           the public functions are static (private to the implementation's file)
+       MLLMDEF               or define their linkage/attributes yourself (default: extern)
 
    USAGE
        mllm_model *model;
@@ -31,6 +40,8 @@
        gp.sampler.seed = 42;
        mllm_generate(model, "The capital of France is", &gp, print_piece, NULL);  // streams text
        mllm_model_free(model);
+   A model can also come from memory: mllm_model_load_from_memory(&model, data, size, &mp) (the caller
+   keeps data alive until mllm_model_free; the weights are used in place).
 
    BACKENDS
        Contexts run their steps on the CPU.  On Apple platforms mllm_model_params.backend = METAL runs
@@ -67,6 +78,25 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define MLLM_VERSION_MAJOR 0
+#define MLLM_VERSION_MINOR 1
+#define MLLM_VERSION_PATCH 0
+#define MLLM_VERSION_STRING "0.1.0"
+
+/* Linkage of the public functions: extern, or static with MLLM_STATIC (defined before every include,
+   for a program that uses the library from the implementation's file only). */
+#ifndef MLLMDEF
+#ifdef MLLM_STATIC
+#if defined(__GNUC__) || defined(__clang__)
+#define MLLMDEF static __attribute__((unused))
+#else
+#define MLLMDEF static
+#endif
+#else
+#define MLLMDEF extern
+#endif
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -84,12 +114,12 @@ typedef enum mllm_status {
     MLLM_ERR_BACKEND = -8        /* the GPU backend failed */
 } mllm_status;
 
-const char *mllm_last_error(void);              /* message of the last error on this thread */
-const char *mllm_status_string(mllm_status s);
+MLLMDEF const char *mllm_last_error(void);              /* message of the last error on this thread */
+MLLMDEF const char *mllm_status_string(mllm_status s);
 
 typedef enum mllm_log_level { MLLM_LOG_ERROR, MLLM_LOG_WARN, MLLM_LOG_INFO, MLLM_LOG_DEBUG } mllm_log_level;
 typedef void (*mllm_log_fn)(mllm_log_level level, const char *msg, void *user);
-void mllm_set_log(mllm_log_fn fn, void *user);  /* process-wide; NULL = silent (default) */
+MLLMDEF void mllm_set_log(mllm_log_fn fn, void *user);  /* process-wide; NULL = silent (default) */
 
 typedef int32_t mllm_token;
 
@@ -102,8 +132,8 @@ enum {
 };
 
 /* Load only the tokenizer of a GGUF file (works on vocabulary-only files). */
-mllm_status mllm_vocab_load(mllm_vocab **out, const char *path);
-void mllm_vocab_free(mllm_vocab *vocab);
+MLLMDEF mllm_status mllm_vocab_load(mllm_vocab **out, const char *path);
+MLLMDEF void mllm_vocab_free(mllm_vocab *vocab);
 
 /* Tokenize len bytes of text (any bytes; invalid UTF-8 is handled).  Writes at most max_tokens ids and
    returns how many the whole text needs (so a second call with a larger buffer gets them all), or a
@@ -115,12 +145,12 @@ void mllm_vocab_free(mllm_vocab *vocab);
    its high bits give (0xC0-0xDF: 2 bytes, 0xE0-0xEF: 3, 0xF0-0xFF: 4) whatever bytes follow, after
    spaces became "▁" (e2 96 81).  Byte tokens keep all those bytes, but a "▁" caught this way comes
    back as its three bytes, not as a space: ff fe 20 61 detokenizes to ff fe e2 96 81 61. */
-int mllm_tokenize(const mllm_vocab *vocab, const char *text, size_t len, mllm_token *tokens,
-                  int max_tokens, int flags);
+MLLMDEF int mllm_tokenize(const mllm_vocab *vocab, const char *text, size_t len, mllm_token *tokens,
+                          int max_tokens, int flags);
 
 /* Text of one token as raw bytes (SentencePiece "▁" becomes a space, byte tokens become their byte).
    Returns the byte count (may exceed cap: then nothing is written) or a negative mllm_status. */
-int mllm_token_to_bytes(const mllm_vocab *vocab, mllm_token token, char *buf, int cap);
+MLLMDEF int mllm_token_to_bytes(const mllm_vocab *vocab, mllm_token token, char *buf, int cap);
 
 /* Streaming detokenizer: zero-initialize, feed tokens one at a time; it emits only complete UTF-8
    characters and holds a partial one until its remaining bytes arrive.  Returns bytes written to out;
@@ -135,21 +165,21 @@ typedef struct mllm_detok {
     int n_pending;
     int n_tokens;                    /* tokens with text seen so far */
 } mllm_detok;
-int mllm_detok_push(const mllm_vocab *vocab, mllm_detok *state, mllm_token token, char *out, int cap);
-int mllm_detok_flush(mllm_detok *state, char *out, int cap);
+MLLMDEF int mllm_detok_push(const mllm_vocab *vocab, mllm_detok *state, mllm_token token, char *out, int cap);
+MLLMDEF int mllm_detok_flush(mllm_detok *state, char *out, int cap);
 
 /* Whole-sequence detokenize (the concatenated pieces, first SentencePiece space dropped, as a fresh
    mllm_detok would emit them); returns bytes needed (writes only if <= cap) or negative status.
    Unlike llama_detokenize it never "cleans up" spaces before punctuation: the bytes are exact. */
-int mllm_detokenize(const mllm_vocab *vocab, const mllm_token *tokens, int n, char *out, int cap);
+MLLMDEF int mllm_detokenize(const mllm_vocab *vocab, const mllm_token *tokens, int n, char *out, int cap);
 
-int mllm_vocab_size(const mllm_vocab *vocab);
-int mllm_vocab_max_piece(const mllm_vocab *vocab);    /* most bytes one token's text can have */
-mllm_token mllm_vocab_bos(const mllm_vocab *vocab);   /* -1 when the vocabulary has none */
-mllm_token mllm_vocab_eos(const mllm_vocab *vocab);
-int mllm_vocab_is_eog(const mllm_vocab *vocab, mllm_token t);   /* end of generation (eos, eot, ...) */
+MLLMDEF int mllm_vocab_size(const mllm_vocab *vocab);
+MLLMDEF int mllm_vocab_max_piece(const mllm_vocab *vocab);    /* most bytes one token's text can have */
+MLLMDEF mllm_token mllm_vocab_bos(const mllm_vocab *vocab);   /* -1 when the vocabulary has none */
+MLLMDEF mllm_token mllm_vocab_eos(const mllm_vocab *vocab);
+MLLMDEF int mllm_vocab_is_eog(const mllm_vocab *vocab, mllm_token t);   /* end of generation (eos, eot, ...) */
 /* Find a token by its exact text (e.g. "<|im_end|>"); -1 if absent. */
-mllm_token mllm_vocab_find(const mllm_vocab *vocab, const char *text);
+MLLMDEF mllm_token mllm_vocab_find(const mllm_vocab *vocab, const char *text);
 
 /* ---------------------------------------------------------------- model */
 typedef struct mllm_model mllm_model;
@@ -180,9 +210,14 @@ typedef struct mllm_model_params {
                                       llama.cpp does (about 2-5% relative logit noise on small models) */
 } mllm_model_params;
 
-mllm_status mllm_model_load(mllm_model **out, const char *path, const mllm_model_params *params);
-void mllm_model_free(mllm_model *model);
-const mllm_vocab *mllm_model_vocab(const mllm_model *model);
+MLLMDEF mllm_status mllm_model_load(mllm_model **out, const char *path, const mllm_model_params *params);
+/* The same from a GGUF file already in memory (embedded in the program, read or mapped by the caller):
+   the weights are used in place, so data must stay valid and unchanged until mllm_model_free.  data
+   must be 4-byte aligned (malloc and mmap give more). */
+MLLMDEF mllm_status mllm_model_load_from_memory(mllm_model **out, const void *data, size_t size,
+                                                const mllm_model_params *params);
+MLLMDEF void mllm_model_free(mllm_model *model);
+MLLMDEF const mllm_vocab *mllm_model_vocab(const mllm_model *model);
 
 typedef struct mllm_model_info {
     const char *arch;              /* "llama", "qwen2", "qwen3", "qwen3moe" */
@@ -192,7 +227,7 @@ typedef struct mllm_model_info {
     const char *chat_template;     /* tokenizer.chat_template or NULL */
     size_t weight_bytes;
 } mllm_model_info;
-void mllm_model_get_info(const mllm_model *model, mllm_model_info *info);   /* info NULL: does nothing */
+MLLMDEF void mllm_model_get_info(const mllm_model *model, mllm_model_info *info);   /* info NULL: does nothing */
 
 /* ---------------------------------------------------------------- sampling */
 typedef struct mllm_sampler_params {
@@ -224,15 +259,17 @@ typedef enum mllm_kv_policy {
 } mllm_kv_policy;
 
 typedef struct mllm_context_params {
-    int n_seq_max;                 /* 0: 16 */
+    int n_seq_max;                 /* sequences at once; 0: 16 (each slot keeps its own logits: 2 x
+                                      n_vocab floats, 1.2 MiB for a 152k vocabulary) */
     int kv_block_tokens;           /* tokens per KV block; 0: 16 */
-    int kv_blocks;                 /* pool size in blocks; 0: enough for n_seq_max... see docs */
+    int kv_blocks;                 /* pool size in blocks (shared by all sequences); 0: a full n_ctx
+                                      for min(n_seq_max, 4) sequences */
     int n_batch;                   /* max tokens in one step; 0: 512 */
     mllm_kv_policy kv_policy;      /* only MLLM_KV_FAIL_SEQ (0) exists; other values are errors */
 } mllm_context_params;
 
-mllm_status mllm_context_create(mllm_context **out, mllm_model *model, const mllm_context_params *p);
-void mllm_context_free(mllm_context *ctx);
+MLLMDEF mllm_status mllm_context_create(mllm_context **out, mllm_model *model, const mllm_context_params *p);
+MLLMDEF void mllm_context_free(mllm_context *ctx);
 
 typedef struct mllm_seq_params {
     mllm_sampler_params sampler;
@@ -244,15 +281,15 @@ typedef struct mllm_seq_params {
 } mllm_seq_params;
 
 /* Add a sequence with its prompt (token ids).  The prompt is processed by the following steps. */
-mllm_status mllm_seq_add(mllm_context *ctx, const mllm_token *prompt, int n_prompt,
-                         const mllm_seq_params *p, mllm_seq_id *out);
+MLLMDEF mllm_status mllm_seq_add(mllm_context *ctx, const mllm_token *prompt, int n_prompt,
+                                 const mllm_seq_params *p, mllm_seq_id *out);
 /* Fork: the new sequence shares src's KV blocks (copy-on-write) and history; its own sampler. */
-mllm_status mllm_seq_fork(mllm_context *ctx, mllm_seq_id src, const mllm_seq_params *p,
-                          mllm_seq_id *out);
-mllm_status mllm_seq_remove(mllm_context *ctx, mllm_seq_id id);
+MLLMDEF mllm_status mllm_seq_fork(mllm_context *ctx, mllm_seq_id src, const mllm_seq_params *p,
+                                  mllm_seq_id *out);
+MLLMDEF mllm_status mllm_seq_remove(mllm_context *ctx, mllm_seq_id id);
 /* Append tokens to a sequence (a user turn after the reply, or the caller's own pick in manual mode).
    A sequence that finished normally (EOG, max_tokens) resumes; its generated-token count restarts. */
-mllm_status mllm_seq_append(mllm_context *ctx, mllm_seq_id id, const mllm_token *tokens, int n);
+MLLMDEF mllm_status mllm_seq_append(mllm_context *ctx, mllm_seq_id id, const mllm_token *tokens, int n);
 
 typedef struct mllm_step_token {
     mllm_seq_id seq;
@@ -268,26 +305,27 @@ typedef struct mllm_step_result {
     int n_active;                  /* sequences still running after this step */
 } mllm_step_result;
 
-mllm_status mllm_step(mllm_context *ctx, mllm_step_result *result);
+MLLMDEF mllm_status mllm_step(mllm_context *ctx, mllm_step_result *result);
 
 /* Logits of the last sampled position of a sequence (n_vocab floats), valid until the next step.  On
    a GPU context only manual sequences have them (the others sample on the GPU): NULL otherwise. */
-const float *mllm_seq_logits(const mllm_context *ctx, mllm_seq_id id);
+MLLMDEF const float *mllm_seq_logits(const mllm_context *ctx, mllm_seq_id id);
 
 /* Free blocks in the context's KV pool; *n_total (if not NULL) gets the pool size.  A block shared by
    forks counts once; a removed or finished-and-removed sequence's blocks are free again.  Negative
    mllm_status for a NULL context. */
-int mllm_kv_free_blocks(const mllm_context *ctx, int *n_total);
+MLLMDEF int mllm_kv_free_blocks(const mllm_context *ctx, int *n_total);
 
 /* ---------------------------------------------------------------- chat formatting */
 typedef struct mllm_chat_message { const char *role; const char *content; } mllm_chat_message;
-/* Formats messages with the model's chat template (ChatML, Llama 3 and Llama 2 / Mistral [INST] are
-   recognised by their markers; a model without a template gets ChatML) and appends the opening of the
+/* Formats messages with the model's chat template (ChatML, Llama 3, Llama 2 / Mistral [INST], Gemma and
+   Phi-3 are recognised by their markers; a file without a template gets its architecture's format:
+   Gemma's for gemma3, Phi-3's for phi3, ChatML otherwise) and appends the opening of the
    assistant turn.  Writes a NUL-terminated string (its first cap - 1 bytes when it does not fit);
    returns the size needed including the NUL, or a
    negative status (MLLM_ERR_UNSUPPORTED for an unrecognised template; MLLM_ERR_INVALID_ARG for a NULL
    role or content, cap < 0, or out == NULL with cap > 0). */
-int mllm_chat_format(const mllm_model *model, const mllm_chat_message *msgs, int n_msgs, char *out, int cap);
+MLLMDEF int mllm_chat_format(const mllm_model *model, const mllm_chat_message *msgs, int n_msgs, char *out, int cap);
 
 /* ---------------------------------------------------------------- one-call generation */
 typedef struct mllm_generate_params {
@@ -306,10 +344,10 @@ typedef struct mllm_generate_stats {
     double prefill_seconds, decode_seconds;
 } mllm_generate_stats;
 
-mllm_status mllm_generate(mllm_model *model, const char *prompt, const mllm_generate_params *p,
-                          mllm_piece_fn on_piece, void *user);
-mllm_status mllm_generate_ex(mllm_model *model, const char *prompt, const mllm_generate_params *p,
-                             mllm_piece_fn on_piece, void *user, mllm_generate_stats *stats);
+MLLMDEF mllm_status mllm_generate(mllm_model *model, const char *prompt, const mllm_generate_params *p,
+                                  mllm_piece_fn on_piece, void *user);
+MLLMDEF mllm_status mllm_generate_ex(mllm_model *model, const char *prompt, const mllm_generate_params *p,
+                                     mllm_piece_fn on_piece, void *user, mllm_generate_stats *stats);
 
 #ifdef __cplusplus
 }
@@ -324,6 +362,11 @@ mllm_status mllm_generate_ex(mllm_model *model, const char *prompt, const mllm_g
 #define METALLLM_IMPLEMENTATION_DONE
 
 /* ============================================================ SECTION: config and platform */
+/* The implementation relies on GCC/Clang extensions (__atomic builtins, __attribute__, inline asm)
+   that cl.exe does not have. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#error "metalllm.h: the implementation needs GCC or Clang (MinGW on Windows); MSVC's cl.exe is not supported. The declarations alone (without METALLLM_IMPLEMENTATION) compile anywhere."
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -332,7 +375,31 @@ mllm_status mllm_generate_ex(mllm_model *model, const char *prompt, const mllm_g
 #include <float.h>
 #include <limits.h>
 #include <time.h>
-#if !defined(_WIN32)
+#ifdef _WIN32
+/* File mapping only.  The lean, min/max-free windows.h, without changing what the including program
+   gets if it includes windows.h itself afterwards (its include guard then keeps this version). */
+#ifndef WIN32_LEAN_AND_MEAN
+#define WIN32_LEAN_AND_MEAN
+#define MLLM__UNDEF_LEAN
+#endif
+#ifndef NOMINMAX
+#define NOMINMAX
+#define MLLM__UNDEF_NOMINMAX
+#endif
+#include <windows.h>
+#ifdef MLLM__UNDEF_LEAN
+#undef WIN32_LEAN_AND_MEAN
+#undef MLLM__UNDEF_LEAN
+#endif
+#ifdef MLLM__UNDEF_NOMINMAX
+#undef NOMINMAX
+#undef MLLM__UNDEF_NOMINMAX
+#endif
+#else
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #endif
 #if defined(__APPLE__)
@@ -512,22 +579,6 @@ static const mllm__gguf_tensor *mllm__gguf_tensor_find(const mllm__gguf *g, cons
 static int mllm__str_eq(mllm__str a, const char *b);
 
 /* ---- implementation */
-#ifdef _WIN32
-#ifndef WIN32_LEAN_AND_MEAN
-#define WIN32_LEAN_AND_MEAN
-#endif
-#ifndef NOMINMAX
-#define NOMINMAX   /* keep windows.h from defining min/max macros */
-#endif
-#include <windows.h>
-#else
-#include <errno.h>
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#endif
-
 #define MLLM__GGUF_DEFAULT_ALIGN 32
 #define MLLM__GGUF_MAX_ALIGN (1u << 20)   /* larger values are corruption, not a layout choice */
 #define MLLM__GGUF_MAX_DIMS 4
@@ -7381,11 +7432,13 @@ static mllm_status mllm__prefault(const mllm_model *m, const mllm_model_params *
     return MLLM_OK;
 }
 
-mllm_status mllm_model_load(mllm_model **out, const char *path, const mllm_model_params *params) {
+/* From the file at path, or (path NULL) from size bytes of caller memory at data. */
+static mllm_status mllm__model_load(mllm_model **out, const char *path, const void *data, size_t size,
+                                    const mllm_model_params *params) {
     mllm_model *m;
     mllm_model_params p;
     mllm_status st;
-    if (!out || !path) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_model_load: NULL argument");
+    if (!out || (!path && !data)) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_model_load: NULL argument");
     *out = NULL;
     memset(&p, 0, sizeof p);
     if (params) p = *params;
@@ -7401,7 +7454,8 @@ mllm_status mllm_model_load(mllm_model **out, const char *path, const mllm_model
     if (m->n_threads > mllm__usable_cores()) m->n_threads = mllm__usable_cores();
     m->precise = p.precise != 0;
     m->backend = p.backend;
-    if ((st = mllm__gguf_open(&m->gguf, path)) || (st = mllm__load_model_meta(m)) || (st = mllm__load_weights(m))) {
+    st = path ? mllm__gguf_open(&m->gguf, path) : mllm__gguf_parse(&m->gguf, data, size);
+    if (st || (st = mllm__load_model_meta(m)) || (st = mllm__load_weights(m))) {
         mllm_model_free(m);
         return st;
     }
@@ -7417,6 +7471,19 @@ mllm_status mllm_model_load(mllm_model **out, const char *path, const mllm_model
     }
     *out = m;
     return MLLM_OK;
+}
+
+mllm_status mllm_model_load(mllm_model **out, const char *path, const mllm_model_params *params) {
+    if (!path) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_model_load: NULL path");
+    return mllm__model_load(out, path, NULL, 0, params);
+}
+
+mllm_status mllm_model_load_from_memory(mllm_model **out, const void *data, size_t size,
+                                        const mllm_model_params *params) {
+    if (!data) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_model_load_from_memory: NULL data");
+    if ((uintptr_t)data % 4 != 0)
+        return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_model_load_from_memory: data is not 4-byte aligned");
+    return mllm__model_load(out, NULL, data, size, params);
 }
 
 const mllm_vocab *mllm_model_vocab(const mllm_model *m) { return m ? &m->vocab : NULL; }

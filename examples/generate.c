@@ -13,6 +13,7 @@
 static void usage(void) {
     fprintf(stderr,
             "usage: generate -m MODEL.gguf [-p PROMPT | -f FILE] [options]\n"
+            "  samples by default (the defaults below); --temp 0 for greedy decoding\n"
             "  -p PROMPT            the prompt; without -p and -f it is read from stdin (a pipe)\n"
             "  -f FILE              read the prompt from FILE (- for stdin)\n"
             "  -n N                 tokens to generate, 1 or more (default 128)\n"
@@ -181,6 +182,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--chat")) chat = 1;
         else if (!strcmp(a, "--ids")) o.ids = 1;
         else if (!strcmp(a, "--ignore-eos")) gp.ignore_eog = 1;
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(); return 0; }
         else { usage(); return 2; }
 #undef ARG
     }

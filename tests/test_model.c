@@ -268,6 +268,80 @@ static void check_smollm2(int precise) {
 static void test_smollm2_vs_references(void) { check_smollm2(0); }
 static void test_smollm2_precise_vs_float64(void) { check_smollm2(1); }
 
+/* mllm_model_load_from_memory: the file's bytes in a malloc'd buffer give the file-loaded model's logits
+   bit for bit (prompt and 8 greedy continuations, manual mode); bad buffers are errors. */
+static int logits_of(mllm_model *m, float *out, int n_out, int *n_vocab) {
+    static const mllm_token prompt[] = {1, 15, 200, 7, 99, 3, 42, 250};
+    mllm_context *ctx;
+    mllm_context_params cp;
+    mllm_seq_params sp;
+    mllm_seq_id id;
+    mllm_step_result r;
+    mllm_model_info info;
+    int step, n = 0;
+    mllm_model_get_info(m, &info);
+    *n_vocab = info.n_vocab;
+    memset(&cp, 0, sizeof cp);
+    memset(&sp, 0, sizeof sp);
+    sp.manual = 1;
+    cp.n_seq_max = 1;
+    if (mllm_context_create(&ctx, m, &cp) != MLLM_OK) return 0;
+    if (mllm_seq_add(ctx, prompt, 8, &sp, &id) != MLLM_OK) { mllm_context_free(ctx); return 0; }
+    for (step = 0; step < 9 && n + info.n_vocab <= n_out; step++) {
+        const float *l;
+        mllm_token next;
+        if (mllm_step(ctx, &r) != MLLM_OK || !(l = mllm_seq_logits(ctx, id))) break;
+        memcpy(out + n, l, sizeof(float) * (size_t)info.n_vocab);
+        next = (mllm_token)argmax(l, info.n_vocab);
+        n += info.n_vocab;
+        if (mllm_seq_append(ctx, id, &next, 1) != MLLM_OK) break;
+    }
+    mllm_context_free(ctx);
+    return n;
+}
+
+static void check_from_memory(const char *name) {
+    char path[1024];
+    size_t size = 0;
+    char *buf;
+    mllm_model *mf = NULL, *mm = NULL, *bad = NULL;
+    mllm_model_params mp;
+    float *a = (float *)malloc(sizeof(float) * 9 * 4096), *b = (float *)malloc(sizeof(float) * 9 * 4096);
+    int na = 0, nb = 0, va = 0, vb = 0;
+    snprintf(path, sizeof path, "%s/tiny/models/%s.gguf", t_testdata(), name);
+    buf = t_read_file(path, &size);
+    CHECK(buf != NULL, "%s missing", path);
+    memset(&mp, 0, sizeof mp);
+    mp.n_threads = 2;
+    if (buf && a && b) {
+        CHECK(mllm_model_load(&mf, path, &mp) == MLLM_OK, "%s", mllm_last_error());
+        CHECK(mllm_model_load_from_memory(&mm, buf, size, &mp) == MLLM_OK, "%s", mllm_last_error());
+        if (mf && mm) {
+            na = logits_of(mf, a, 9 * 4096, &va);
+            nb = logits_of(mm, b, 9 * 4096, &vb);
+            CHECK(na == 9 * va && nb == na, "%s: %d vs %d logits", name, na, nb);
+            CHECK(nb == na && memcmp(a, b, sizeof(float) * (size_t)na) == 0, "%s: logits differ", name);
+        }
+        /* bad buffers: NULL, misaligned, truncated, not GGUF */
+        CHECK(mllm_model_load_from_memory(&bad, NULL, size, &mp) == MLLM_ERR_INVALID_ARG && !bad, "NULL data");
+        CHECK(mllm_model_load_from_memory(&bad, buf + 1, size - 1, &mp) == MLLM_ERR_INVALID_ARG && !bad, "misaligned");
+        CHECK(mllm_model_load_from_memory(&bad, buf, size / 2, &mp) == MLLM_ERR_FORMAT && !bad, "truncated: %s",
+              mllm_last_error());
+        memcpy(buf, "GGUX", 4);
+        CHECK(mllm_model_load_from_memory(&bad, buf, size, &mp) == MLLM_ERR_FORMAT && !bad, "bad magic: %s",
+              mllm_last_error());
+    }
+    mllm_model_free(mf);
+    mllm_model_free(mm);   /* before buf: the model reads the caller's memory until freed */
+    free(buf);
+    free(a);
+    free(b);
+}
+
+static void test_load_from_memory_equals_file(void) {
+    check_from_memory("tiny-qwen2-Q8_0");
+    check_from_memory("tiny-llama-Q4_K_M");
+}
 /* Architectures and weight types beyond the shared set (tests/gen_tiny.c). */
 static void test_tiny_gemma3_q8_0(void) { check_tiny_in("tiny-gemma3-Q8_0", 3e-2, 1, 1); }
 static void test_tiny_gemma3_batched(void) { check_tiny_in("tiny-gemma3-Q8_0", 3e-2, 4, 1); }
@@ -294,6 +368,7 @@ int main(void) {
     RUN(test_tiny_llama_q4_k_m_batched);
     RUN(test_tiny_mixtral_batched);
     RUN(test_tiny_qwen3moe_batched);
+    RUN(test_load_from_memory_equals_file);
     RUN(test_smollm2_vs_references);
     RUN(test_smollm2_precise_vs_float64);
     RUN(test_tiny_gemma3_q8_0);
