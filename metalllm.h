@@ -245,7 +245,7 @@ typedef struct mllm_sampler_params {
    finite and >= 0, top_k >= 0, top_p and min_p in [0, 1], repeat_penalty finite and >= 0,
    penalty_last_n >= 0, frequency/presence_penalty finite.  mllm_seq_add/_fork and mllm_generate apply it;
    front ends may call it to check their flags before loading a model. */
-mllm_status mllm_sampler_params_check(const mllm_sampler_params *p);
+MLLMDEF mllm_status mllm_sampler_params_check(const mllm_sampler_params *p);
 
 /* ---------------------------------------------------------------- context, sequences, batched steps
    A context owns a paged KV cache (a pool of fixed-size blocks) and serves many sequences at once.
