@@ -1,6 +1,7 @@
 /* bench: throughput of prefill (a 128-token prompt), decode (64 tokens) and batched decode (1, 4, 16
    concurrent sequences), best of several runs, plus peak memory.
-     bench -m MODEL.gguf [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--batch 1,4,16] */
+     bench -m MODEL.gguf [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--batch 1,4,16] [--cuda]
+   On a GPU backend it also prints the dispatches per decode step (the host interface's counters). */
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
 
@@ -25,6 +26,8 @@ static void random_tokens(mllm_token *t, int n, int n_vocab, unsigned seed) {
 
 /* n_seqs sequences with n_prompt-token prompts; returns prefill tok/s (all prompts in one step where the
    batch allows) and decode tok/s (aggregate over n_gen steps). */
+static double g_dispatches_per_step;   /* GPU only: dispatches per decode step of the last run */
+
 static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefill_tps, double *decode_tps) {
     mllm_model_info info;
     mllm_context_params cp;
@@ -32,6 +35,7 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
     mllm_seq_params sp;
     mllm_token *prompt;
     int i, steps, produced = 0;
+    uint64_t d0 = 0;
     double t0, t1, t2;
     mllm_model_get_info(m, &info);
     memset(&cp, 0, sizeof cp);
@@ -55,12 +59,14 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
         produced += r.n_tokens;
     }
     t1 = now();
+    if (ctx->gpu.g) d0 = ctx->gpu.g->n.dispatches;
     for (steps = 0; steps < n_gen; steps++) {
         mllm_step_result r;
         if (mllm_step(ctx, &r)) break;
         produced += r.n_tokens;
     }
     t2 = now();
+    if (ctx->gpu.g && steps > 0) g_dispatches_per_step = (double)(ctx->gpu.g->n.dispatches - d0) / steps;
     *prefill_tps = (double)n_prompt * n_seqs / (t1 - t0);
     *decode_tps = (double)(produced - n_seqs) / (t2 - t1);
     mllm_context_free(ctx);
@@ -72,12 +78,14 @@ int main(int argc, char **argv) {
     const char *path = NULL, *batches = "1,4,16";
     int threads = 2, n_prompt = 128, n_gen = 64, repeats = 3, i;
     mllm_model_params mp;
+    mllm_backend backend = MLLM_BACKEND_AUTO;
     mllm_model *m;
     mllm_model_info info;
     double pf = 0, dc = 0, t0, load_s;
     struct rusage ru;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (!strcmp(a, "--cuda")) { backend = MLLM_BACKEND_CUDA; continue; }
         if (i + 1 >= argc) break;
         if (!strcmp(a, "-m")) path = argv[++i];
         else if (!strcmp(a, "-t")) threads = atoi(argv[++i]);
@@ -86,10 +94,11 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-r")) repeats = atoi(argv[++i]);
         else if (!strcmp(a, "--batch")) batches = argv[++i];
     }
-    if (!path) { fprintf(stderr, "usage: bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r N] [--batch 1,4,16]\n"); return 2; }
+    if (!path) { fprintf(stderr, "usage: bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r N] [--batch 1,4,16] [--cuda]\n"); return 2; }
     memset(&mp, 0, sizeof mp);
     mp.n_threads = threads;
     mp.n_ctx = n_prompt + n_gen + 16;
+    mp.backend = backend;
     t0 = now();
     if (mllm_model_load(&m, path, &mp)) { fprintf(stderr, "error: %s\n", mllm_last_error()); return 1; }
     load_s = now() - t0;
@@ -104,6 +113,9 @@ int main(int argc, char **argv) {
     }
     printf("prefill %d tokens: %8.1f tok/s\n", n_prompt, pf);
     printf("decode  %d tokens:  %8.1f tok/s\n", n_gen, dc);
+    if (g_dispatches_per_step > 0)
+        printf("GPU dispatches per decode step: %.1f (%.2f per layer)\n", g_dispatches_per_step,
+               g_dispatches_per_step / info.n_layer);
     {
         const char *s = batches;
         double base = 0;

@@ -13,6 +13,7 @@ static void usage(void) {
             "  -n N                 tokens to generate (default 128)\n"
             "  -t N                 threads (default: all cores)\n"
             "  --metal              run on the GPU (Apple builds; never yet run on hardware)\n"
+            "  --cuda               run on an NVIDIA GPU (Linux, needs only the driver)\n"
             "  -c N                 context size (default: model's, at most 4096)\n"
             "  --temp T             temperature, 0 = greedy (default 0.8)\n"
             "  --top-k K            (default 40)     --top-p P  (default 0.95)\n"
@@ -122,6 +123,7 @@ int main(int argc, char **argv) {
         else if (ARG("-n")) gp.max_tokens = atoi(v);
         else if (ARG("-t")) mp.n_threads = atoi(v);
         else if (!strcmp(a, "--metal")) mp.backend = MLLM_BACKEND_METAL;
+        else if (!strcmp(a, "--cuda")) mp.backend = MLLM_BACKEND_CUDA;
         else if (ARG("-c")) mp.n_ctx = atoi(v);
         else if (ARG("--temp")) gp.sampler.temperature = (float)atof(v);
         else if (ARG("--top-k")) gp.sampler.top_k = atoi(v);
