@@ -48,7 +48,7 @@ static int make_weight(mllm__weight *w, uint32_t type, int64_t cols, int64_t row
     return 1;
 }
 
-/* What mllm__moe reads: the model's hparams and ops, the exec state (pool) and the MoE scratch. */
+/* What mllm__moe reads: the model's hparams, the exec state (pool) and the MoE scratch. */
 static int setup(const shape *s, int n_threads, int n_tok, mllm_model *m, mllm__exec *ex, mllm__moe_buf *b, mllm__layer *L) {
     uint32_t seed = 1234;
     size_t i, nr = (size_t)s->n_expert * (size_t)s->n_embd;
@@ -60,7 +60,6 @@ static int setup(const shape *s, int n_threads, int n_tok, mllm_model *m, mllm__
     m->hp.n_expert = s->n_expert;
     m->hp.n_expert_used = s->n_used;
     m->hp.n_ff_exp = s->n_ff;
-    m->ops = &mllm__cpu_ops;
     if (mllm__pool_create(&m->pool, n_threads) || mllm__moe_buf_alloc(b, &m->hp, n_tok)) return 0;
     ex->model = m;
     ex->pool = m->pool;
@@ -97,10 +96,10 @@ static void moe_one_at_a_time(mllm__exec *ex, mllm__moe_buf *b, const mllm__laye
         for (k = 0; k < K; k++) {
             const int e = b->sel[t * K + k];
             const float w = b->w[t * K + k];
-            ex->model->ops->matmul(ex, &L->gate_exps, e, x + (size_t)t * E, 1, b->h);
-            ex->model->ops->matmul(ex, &L->up_exps, e, x + (size_t)t * E, 1, b->h2);
+            mllm__cpu_matmul(ex, &L->gate_exps, e, x + (size_t)t * E, 1, b->h);
+            mllm__cpu_matmul(ex, &L->up_exps, e, x + (size_t)t * E, 1, b->h2);
             mllm__swiglu(b->h, b->h, b->h2, F);
-            ex->model->ops->matmul(ex, &L->down_exps, e, b->h, 1, b->y);
+            mllm__cpu_matmul(ex, &L->down_exps, e, b->h, 1, b->y);
             for (d = 0; d < E; d++) o[d] += w * b->y[d];
         }
     }

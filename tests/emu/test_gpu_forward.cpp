@@ -111,7 +111,7 @@ mllm_context *make_ctx(mllm_model *m, mllm__gpu *g, int n_seq, int n_batch) {
     cp.n_seq_max = n_seq;
     cp.kv_blocks = 64;
     cp.n_batch = n_batch;
-    const mllm_status st = mllm__context_create_gpu(&ctx, m, &cp, g);
+    const mllm_status st = mllm__context_create(&ctx, m, &cp, g);
     CHECK(st == MLLM_OK, "context on %s: %s", g ? "gpu" : "cpu", mllm_last_error());
     return st == MLLM_OK ? ctx : nullptr;
 }
@@ -402,7 +402,7 @@ EMU_TEST(gpu_context_rejects_weight_types_without_kernels) {
         mllm_context *ctx = (mllm_context *)&dev;   // must be reset to NULL
         mllm_context_params cp;
         memset(&cp, 0, sizeof cp);
-        const mllm_status st = mllm__context_create_gpu(&ctx, m, &cp, &dev.g);
+        const mllm_status st = mllm__context_create(&ctx, m, &cp, &dev.g);
         CHECK(st == MLLM_ERR_UNSUPPORTED && !ctx && strstr(mllm_last_error(), "Q5"), "%s: status %d, %s", name, (int)st,
               mllm_last_error());
         mllm_context_free(st == MLLM_OK ? ctx : nullptr);
@@ -428,7 +428,7 @@ EMU_TEST(gpu_errors_propagate_as_status_codes) {
         mllm_context_params cp;
         memset(&cp, 0, sizeof cp);
         cp.n_seq_max = 2;
-        const mllm_status st = mllm__context_create_gpu(&ctx, m, &cp, &dev.g);
+        const mllm_status st = mllm__context_create(&ctx, m, &cp, &dev.g);
         if (st == MLLM_OK) {
             CHECK(at >= 8, "context made although buffer %d failed", at);
             mllm_context_free(ctx);

@@ -25,7 +25,6 @@ struct cpu_moe {
         m = (mllm_model *)calloc(1, sizeof *m);
         memset(&ex, 0, sizeof ex);
         m->hp = hp;
-        m->ops = &mllm__cpu_ops;
         m->precise = 1;
         ex.model = m;
         mllm__pool_create(&ex.pool, 1);
@@ -150,7 +149,7 @@ run_result check_moe(const moe_case &c) {
     mllm__gpu_commit(&g, cmd);
     if (s == MLLM_OK) s = mllm__gpu_wait(&g, cmd);
     else mllm__gpu_wait(&g, cmd);
-    const bool gemm = c.use_gemm < 0 ? T >= MLLM__GPU_MOE_GEMM_MIN_TOKENS : c.use_gemm != 0;
+    const bool gemm = c.use_gemm < 0 ? T >= MLLM__GPU_GEMM_MIN_TOKENS : c.use_gemm != 0;
     char what[200];
     snprintf(what, sizeof what, "moe %s gate %s up %s down %s NE=%d K=%d T=%d E=%d F=%d rig %d %s", gemm ? "gemm" : "gemv",
              c.tg->name, c.tu->name, c.td->name, NE, K, T, E, F, c.rig, msl::sched_name(c.v.policy));
@@ -276,14 +275,11 @@ EMU_TEST(moe_route_selection_equals_cpu_with_ties) {
     }
 }
 
-EMU_TEST(moe_layer_f32_matches_cpu_moe) { run_types(kt_types[KT_F32], kt_types[KT_F32]); }
-EMU_TEST(moe_layer_f16_matches_cpu_moe) { run_types(kt_types[KT_F16], kt_types[KT_BF16]); }
-EMU_TEST(moe_layer_bf16_matches_cpu_moe) { run_types(kt_types[KT_BF16], kt_types[KT_F16]); }
-EMU_TEST(moe_layer_q8_0_matches_cpu_moe) { run_types(kt_types[KT_Q8_0], kt_types[KT_Q8_0]); }
-EMU_TEST(moe_layer_q4_0_matches_cpu_moe) { run_types(kt_types[KT_Q4_0], kt_types[KT_Q4_1]); }
-EMU_TEST(moe_layer_q4_1_matches_cpu_moe) { run_types(kt_types[KT_Q4_1], kt_types[KT_Q4_0]); }
-EMU_TEST(moe_layer_q4_k_matches_cpu_moe) { run_types(kt_types[KT_Q4_K], kt_types[KT_Q6_K]); }
-EMU_TEST(moe_layer_q6_k_matches_cpu_moe) { run_types(kt_types[KT_Q6_K], kt_types[KT_Q4_K]); }
+// one test per weight type of MLLM__GPU_TYPES for gate/up, each with the next type of the list for down
+// (so every type is also a down type, and mixed-type layers are covered)
+#define KT_TEST(name, TYPE) \
+    EMU_TEST(moe_layer_##name##_matches_cpu_moe) { run_types(kt_types[KT_##TYPE], kt_types[(KT_##TYPE + 1) % KT_NTYPES]); }
+MLLM__GPU_TYPES(KT_TEST)
 
 // The encoder's dispatch and barrier counts (emulated device counters) at 1 token (GEMV path) and at
 // many tokens (GEMM path): the same for 4 and 64 experts, and for one expert vs all experts active.
