@@ -153,13 +153,22 @@ def c_string(text, name):
 
 
 def block(ptx, sigs):
-    b = [BEGIN, '/* PTX (%s) of every kernel of kernels/NAME.metal, translated by gen/cudac.py; "name", "signature"\n'
-         '   (buffer index + p: pointer, v: bytes by value, per parameter) for each entry point. */' % ARCH]
-    b.append('static const char *const mllm__cuda_sigs[] = {')
+    b = [BEGIN, '/* PTX (%s) of every kernel of kernels/NAME.metal, translated by gen/cudac.py (do not edit: run it),\n'
+         '   and each entry point\'s "name", "signature" (buffer index + p: pointer, v: bytes by value). */' % ARCH]
+    b.append('static const char *const mllm__cuda_sig_table[] = {')
     for h, s in sigs:
         b.append('    "%s", "%s",' % (h, s))
     b.append('    NULL, NULL};')
-    b.append(c_string(ptx, 'mllm__cuda_ptx'))
+    b.append('#if defined(__GNUC__) || defined(__clang__)')
+    b.append('#pragma GCC diagnostic push')
+    b.append('#pragma GCC diagnostic ignored "-Woverlength-strings"   /* C11 promises 4095 characters */')
+    b.append('#endif')
+    b.append(c_string(ptx, 'mllm__cuda_ptx_text'))
+    b.append('#if defined(__GNUC__) || defined(__clang__)')
+    b.append('#pragma GCC diagnostic pop')
+    b.append('#endif')
+    b.append('static const char *mllm__cuda_ptx(void) { return mllm__cuda_ptx_text; }')
+    b.append('static const char *const *mllm__cuda_sigs(void) { return mllm__cuda_sig_table; }')
     b.append(END)
     return '\n'.join(b)
 

@@ -55,13 +55,13 @@ size_t guarded_size(const void* p) {
     return a < it->first + it->second ? it->first + it->second - a : 0;
 }
 bool has_kernel(const char* kernel) {
-    for (int i = 0; mllm__cuda_sigs[i]; i += 2)
-        if (!strcmp(mllm__cuda_sigs[i], kernel)) return true;
+    for (int i = 0; mllm__cuda_sigs()[i]; i += 2)
+        if (!strcmp(mllm__cuda_sigs()[i], kernel)) return true;
     return false;
 }
 std::vector<std::string> kernel_names() {
     std::vector<std::string> v;
-    for (int i = 0; mllm__cuda_sigs[i]; i += 2) v.push_back(mllm__cuda_sigs[i]);
+    for (int i = 0; mllm__cuda_sigs()[i]; i += 2) v.push_back(mllm__cuda_sigs()[i]);
     return v;
 }
 const char* sched_name(int policy) {

@@ -4,8 +4,9 @@
 #   2. ptxas accepts it for sm_90 (the H200) as the driver's JIT will
 # Needs clang-19 (as the emulator) and the CUDA toolkit (libdevice, ptxas); without the toolkit the
 # checks are reported as skipped.
-cd "$(dirname "$0")/../.." 2>/dev/null || true
-[ -f metalllm.h ] || cd "$(git rev-parse --show-toplevel)"
+for d in "$PWD" "$(dirname "$0")/.." "$(dirname "$0")/../.."; do   # the repository (make test runs from it)
+  [ -f "$d/gen/cudac.py" ] && { cd "$d"; break; }
+done
 CUDA=${CUDA_PATH:-/usr/local/cuda}
 p=0; f=0
 if [ ! -f "$CUDA/nvvm/libdevice/libdevice.10.bc" ] || [ ! -x "$CUDA/bin/ptxas" ]; then
