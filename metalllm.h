@@ -12,6 +12,8 @@
        MLLM_MALLOC(sz), MLLM_REALLOC(p,sz), MLLM_FREE(p)   memory functions (default: stdlib)
        MLLM_ASSERT(x)        internal invariants only; bad input never asserts (default: assert)
        MLLM_NO_METAL         leave out the Metal backend even on Apple platforms
+       MLLM_NO_CUDA          leave out the CUDA backend (Linux; it needs no toolkit or -l flag: the
+                             driver's libcuda.so.1 is opened at run time, hence -ldl on glibc < 2.34)
        MLLM_NO_THREADS       no thread pool (single-threaded CPU backend)
        MLLM_NO_SIMD          scalar CPU kernels only (for testing the fallback)
 
@@ -34,7 +36,9 @@
        Contexts run their steps on the CPU.  On Apple platforms mllm_model_params.backend = METAL runs
        them on the GPU through Metal instead (one command buffer per step; weights used in place from the
        file mapping).  The Metal path is tested on Linux on an emulated GPU only and has never run on
-       Apple hardware, so it is opt-in until it has: AUTO means CPU for now.
+       Apple hardware, so it is opt-in until it has: AUTO means CPU for now.  On Linux, backend = CUDA
+       runs the same kernels (translated from MSL, PTX embedded below) on an NVIDIA GPU; it has run on an
+       H200 (kernel tests, tokens equal to the CPU's), and is opt-in too: AUTO means CPU.
 
    ERRORS
        Every fallible call returns mllm_status (0 = MLLM_OK, negative = error).  The message of the last
@@ -150,7 +154,9 @@ typedef struct mllm_model_params {
                                       Metal path is verified on Apple hardware).  METAL (Apple builds):
                                       the GPU; mllm_context_create fails when there is none or the model
                                       needs what the GPU kernels lack (a weight type such as Q5_0/Q5_1/
-                                      Q5_K, head_dim other than 64/128): MLLM_ERR_UNSUPPORTED/_BACKEND */
+                                      Q5_K, head_dim other than 64/128): MLLM_ERR_UNSUPPORTED/_BACKEND.
+                                      CUDA (Linux, NVIDIA driver): the same on an NVIDIA GPU; no driver
+                                      or GPU: MLLM_ERR_UNSUPPORTED at mllm_context_create */
     int n_ctx;                     /* context per sequence; 0: min(model's training context, 4096) */
     mllm_progress_fn progress;
     void *progress_user;
