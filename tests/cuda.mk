@@ -34,7 +34,10 @@ $(BUILD)/test_cuda_static: tests/cuda/static_checks.sh | $(BUILD)
 $(BUILD)/test_cuda_nodriver: | $(BUILD)
 	printf '#!/bin/sh\nexec $(BUILD)/test_cuda_e2e $(TESTDATA_MODELS)/tiny-llama-Q8_0.gguf\n' > $@ && chmod +x $@
 $(BUILD)/test_cuda_nodriver: $(BUILD)/test_cuda_e2e
-TEST_BINS += $(BUILD)/test_cuda_static $(BUILD)/test_cuda_nodriver
+TEST_BINS += $(BUILD)/test_cuda_nodriver
+ifeq ($(EMU_TEST_SAN),)   # (make test-san: the PTX check already ran in make test)
+TEST_BINS += $(BUILD)/test_cuda_static
+endif
 
 .PHONY: test-gpu bench-gpu cuda
 cuda: $(CUDA_KBINS) $(BUILD)/test_cuda_e2e
