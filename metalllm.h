@@ -5209,18 +5209,19 @@ typedef struct mllm__cu_api {
 
 #define MLLM__CU_MAX_PARAMS 16
 #define MLLM__CU_MAX_PIPES 128
-struct mllm__gpu_buf { mllm__cu_ptr d; void *host; size_t bytes; int storage; };
-struct mllm__gpu_pipe {
+/* (own type names: the emulator tests define the mllm__gpu_* structs on Linux; the table below casts) */
+typedef struct mllm__cu_buf { mllm__cu_ptr d; void *host; size_t bytes; int storage; } mllm__cu_buf;
+typedef struct mllm__cu_pipe {
     char name[64];
     void *fn;
     int np;                                  /* parameters of the __global__ function */
     unsigned char idx[MLLM__CU_MAX_PARAMS];  /* buffer index feeding each */
     unsigned char ptr[MLLM__CU_MAX_PARAMS];  /* 1: a pointer, 0: bytes by value */
-};
-typedef struct mllm__cu_op { struct mllm__gpu_pipe *p; uint32_t g[3], t[3], shmem; size_t args; } mllm__cu_op;
+} mllm__cu_pipe;
+typedef struct mllm__cu_op { mllm__cu_pipe *p; uint32_t g[3], t[3], shmem; size_t args; } mllm__cu_op;
 typedef struct mllm__cu_slot { int kind; mllm__cu_ptr ptr; size_t off, bytes; } mllm__cu_slot;   /* kind 1 buffer, 2 bytes */
 typedef struct mllm__cu_dev mllm__cu_dev;
-struct mllm__gpu_cmd {
+typedef struct mllm__cu_cmd {
     mllm__cu_dev *dev;
     mllm__cu_slot slot[MLLM__CU_MAX_PARAMS * 2];
     mllm__cu_op *ops;
@@ -5231,13 +5232,13 @@ struct mllm__gpu_cmd {
     mllm__cu_ptr scratch;                    /* device copy of set_bytes data bound to pointer parameters */
     int failed;
     char error[160];
-};
+} mllm__cu_cmd;
 struct mllm__cu_dev {
     mllm__cu_api a;
     int device;
     void *ctx, *module, *stream;
     int n_pipes;
-    struct mllm__gpu_pipe pipes[MLLM__CU_MAX_PIPES];
+    mllm__cu_pipe pipes[MLLM__CU_MAX_PIPES];
 };
 
 static const char *mllm__cu_err(const mllm__cu_api *a, mllm__cu_res r) {
@@ -5259,9 +5260,9 @@ static void mllm__cu_destroy(void *dev) {
     dlclose(d->a.lib);
     MLLM_FREE(d);
 }
-static mllm__gpu_buf *mllm__cu_buf_new(void *dev, size_t bytes, int storage) {
+static mllm__cu_buf *mllm__cu_buf_new(void *dev, size_t bytes, int storage) {
     mllm__cu_dev *d = (mllm__cu_dev *)dev;
-    mllm__gpu_buf *b = MLLM__CAST(mllm__gpu_buf *, mllm__calloc(1, sizeof *b));
+    mllm__cu_buf *b = MLLM__CAST(mllm__cu_buf *, mllm__calloc(1, sizeof *b));
     mllm__cu_res r;
     if (!b) return NULL;
     b->bytes = bytes;
@@ -5281,9 +5282,9 @@ static mllm__gpu_buf *mllm__cu_buf_new(void *dev, size_t bytes, int storage) {
     return b;
 }
 /* Weights: one upload into device memory, in chunks (no CPU copy of the whole file beyond the mapping). */
-static mllm__gpu_buf *mllm__cu_buf_wrap(void *dev, void *ptr, size_t bytes) {
+static mllm__cu_buf *mllm__cu_buf_wrap(void *dev, void *ptr, size_t bytes) {
     mllm__cu_dev *d = (mllm__cu_dev *)dev;
-    mllm__gpu_buf *b = MLLM__CAST(mllm__gpu_buf *, mllm__calloc(1, sizeof *b));
+    mllm__cu_buf *b = MLLM__CAST(mllm__cu_buf *, mllm__calloc(1, sizeof *b));
     mllm__cu_res r;
     size_t o;
     if (!b) return NULL;
@@ -5301,15 +5302,15 @@ static mllm__gpu_buf *mllm__cu_buf_wrap(void *dev, void *ptr, size_t bytes) {
     b->storage = MLLM__GPU_SHARED;
     return b;
 }
-static void *mllm__cu_buf_contents(mllm__gpu_buf *b) { return b->host; }
-static void mllm__cu_buf_free(mllm__gpu_buf *b) {
+static void *mllm__cu_buf_contents(mllm__cu_buf *b) { return b->host; }
+static void mllm__cu_buf_free(mllm__cu_buf *b) {
     if (!b) return;
     if (mllm__cu_current && b->d) mllm__cu_current->a.MemFree(b->d);
     MLLM_FREE(b);
 }
-static mllm__gpu_pipe *mllm__cu_pipeline(void *dev, const char *kernel) {
+static mllm__cu_pipe *mllm__cu_pipeline(void *dev, const char *kernel) {
     mllm__cu_dev *d = (mllm__cu_dev *)dev;
-    struct mllm__gpu_pipe *p;
+    mllm__cu_pipe *p;
     const char *sig = NULL;
     int i;
     mllm__cu_res r;
@@ -5341,17 +5342,17 @@ static mllm__gpu_pipe *mllm__cu_pipeline(void *dev, const char *kernel) {
     d->n_pipes++;
     return p;
 }
-static mllm__gpu_cmd *mllm__cu_begin(void *dev) {
-    mllm__gpu_cmd *c = MLLM__CAST(mllm__gpu_cmd *, mllm__calloc(1, sizeof *c));
+static mllm__cu_cmd *mllm__cu_begin(void *dev) {
+    mllm__cu_cmd *c = MLLM__CAST(mllm__cu_cmd *, mllm__calloc(1, sizeof *c));
     if (c) c->dev = (mllm__cu_dev *)dev;
     return c;
 }
-static void mllm__cu_cmd_fail(mllm__gpu_cmd *c, const char *what) {
+static void mllm__cu_cmd_fail(mllm__cu_cmd *c, const char *what) {
     if (!c->failed) snprintf(c->error, sizeof c->error, "%s", what);
     c->failed = 1;
 }
 /* n bytes at the end of c->bytes (8-byte aligned); offset, or (size_t)-1 */
-static size_t mllm__cu_take(mllm__gpu_cmd *c, size_t n) {
+static size_t mllm__cu_take(mllm__cu_cmd *c, size_t n) {
     size_t o = (c->n_bytes + 7) / 8 * 8;
     if (o + n > c->cap_bytes) {
         size_t cap = c->cap_bytes ? c->cap_bytes : 4096;
@@ -5367,12 +5368,12 @@ static size_t mllm__cu_take(mllm__gpu_cmd *c, size_t n) {
     c->n_bytes = o + n;
     return o;
 }
-static void mllm__cu_set_buffer(mllm__gpu_cmd *c, mllm__gpu_buf *b, size_t offset, int index) {
+static void mllm__cu_set_buffer(mllm__cu_cmd *c, mllm__cu_buf *b, size_t offset, int index) {
     if (index < 0 || index >= MLLM__CU_MAX_PARAMS * 2) { mllm__cu_cmd_fail(c, "buffer index out of range"); return; }
     c->slot[index].kind = 1;
     c->slot[index].ptr = b->d + offset;
 }
-static void mllm__cu_set_bytes(mllm__gpu_cmd *c, const void *data, size_t bytes, int index) {
+static void mllm__cu_set_bytes(mllm__cu_cmd *c, const void *data, size_t bytes, int index) {
     size_t o;
     if (index < 0 || index >= MLLM__CU_MAX_PARAMS * 2) { mllm__cu_cmd_fail(c, "buffer index out of range"); return; }
     if ((o = mllm__cu_take(c, bytes + 64)) == (size_t)-1) return;   /* 64 zero bytes of slack past the data */
@@ -5382,7 +5383,7 @@ static void mllm__cu_set_bytes(mllm__gpu_cmd *c, const void *data, size_t bytes,
     c->slot[index].off = o;
     c->slot[index].bytes = bytes;
 }
-static void mllm__cu_set_tg_memory(mllm__gpu_cmd *c, size_t bytes, int index) {
+static void mllm__cu_set_tg_memory(mllm__cu_cmd *c, size_t bytes, int index) {
     (void)index;
     c->shmem = bytes;   /* the kernels declare their threadgroup arrays: nothing binds dynamic memory */
 }
@@ -5391,7 +5392,7 @@ static void mllm__cu_set_tg_memory(mllm__gpu_cmd *c, size_t bytes, int index) {
    by-value struct otherwise (64 bytes each at most, every struct of kernels/common.h is smaller). */
 #define MLLM__CU_VAL 64
 #define MLLM__CU_PENDING (1ull << 63)
-static void mllm__cu_dispatch(mllm__gpu_cmd *c, mllm__gpu_pipe *p, const uint32_t tgs[3], const uint32_t tpt[3]) {
+static void mllm__cu_dispatch(mllm__cu_cmd *c, mllm__cu_pipe *p, const uint32_t tgs[3], const uint32_t tpt[3]) {
     mllm__cu_op *op;
     size_t o;
     int i;
@@ -5430,8 +5431,8 @@ static void mllm__cu_dispatch(mllm__gpu_cmd *c, mllm__gpu_pipe *p, const uint32_
         }
     }
 }
-static void mllm__cu_barrier(mllm__gpu_cmd *c) { (void)c; }
-static void mllm__cu_commit(mllm__gpu_cmd *c) {
+static void mllm__cu_barrier(mllm__cu_cmd *c) { (void)c; }
+static void mllm__cu_commit(mllm__cu_cmd *c) {
     mllm__cu_dev *d = c->dev;
     void *params[MLLM__CU_MAX_PARAMS];
     size_t k;
@@ -5472,7 +5473,7 @@ static void mllm__cu_commit(mllm__gpu_cmd *c) {
     }
     if (r && !c->failed) mllm__cu_cmd_fail(c, mllm__cu_err(&d->a, r));
 }
-static mllm_status mllm__cu_wait(mllm__gpu_cmd *c) {
+static mllm_status mllm__cu_wait(mllm__cu_cmd *c) {
     mllm__cu_dev *d = c->dev;
     mllm_status st = MLLM_OK;
     mllm__cu_res r = d->a.StreamSynchronize(d->stream);
@@ -5484,10 +5485,32 @@ static mllm_status mllm__cu_wait(mllm__gpu_cmd *c) {
     MLLM_FREE(c);
     return st;
 }
+/* The host interface's table: its opaque types are this backend's structs. */
+static mllm__gpu_buf *mllm__cuv_buf_new(void *dev, size_t bytes, int storage) {
+    return (mllm__gpu_buf *)mllm__cu_buf_new(dev, bytes, storage);
+}
+static mllm__gpu_buf *mllm__cuv_buf_wrap(void *dev, void *ptr, size_t bytes) { return (mllm__gpu_buf *)mllm__cu_buf_wrap(dev, ptr, bytes); }
+static void *mllm__cuv_buf_contents(mllm__gpu_buf *b) { return mllm__cu_buf_contents((mllm__cu_buf *)b); }
+static void mllm__cuv_buf_free(mllm__gpu_buf *b) { mllm__cu_buf_free((mllm__cu_buf *)b); }
+static mllm__gpu_pipe *mllm__cuv_pipeline(void *dev, const char *kernel) { return (mllm__gpu_pipe *)mllm__cu_pipeline(dev, kernel); }
+static mllm__gpu_cmd *mllm__cuv_begin(void *dev) { return (mllm__gpu_cmd *)mllm__cu_begin(dev); }
+static void mllm__cuv_set_buffer(mllm__gpu_cmd *c, mllm__gpu_buf *b, size_t offset, int index) {
+    mllm__cu_set_buffer((mllm__cu_cmd *)c, (mllm__cu_buf *)b, offset, index);
+}
+static void mllm__cuv_set_bytes(mllm__gpu_cmd *c, const void *data, size_t bytes, int index) {
+    mllm__cu_set_bytes((mllm__cu_cmd *)c, data, bytes, index);
+}
+static void mllm__cuv_set_tg_memory(mllm__gpu_cmd *c, size_t bytes, int index) { mllm__cu_set_tg_memory((mllm__cu_cmd *)c, bytes, index); }
+static void mllm__cuv_dispatch(mllm__gpu_cmd *c, mllm__gpu_pipe *p, const uint32_t tgs[3], const uint32_t tpt[3]) {
+    mllm__cu_dispatch((mllm__cu_cmd *)c, (mllm__cu_pipe *)p, tgs, tpt);
+}
+static void mllm__cuv_barrier(mllm__gpu_cmd *c) { mllm__cu_barrier((mllm__cu_cmd *)c); }
+static void mllm__cuv_commit(mllm__gpu_cmd *c) { mllm__cu_commit((mllm__cu_cmd *)c); }
+static mllm_status mllm__cuv_wait(mllm__gpu_cmd *c) { return mllm__cu_wait((mllm__cu_cmd *)c); }
 static const mllm__gpu_vt mllm__cu_vt = {
-    "cuda", mllm__cu_destroy, mllm__cu_buf_new, mllm__cu_buf_wrap, mllm__cu_buf_contents, mllm__cu_buf_free,
-    mllm__cu_pipeline, mllm__cu_begin, mllm__cu_set_buffer, mllm__cu_set_bytes, mllm__cu_set_tg_memory,
-    mllm__cu_dispatch, mllm__cu_barrier, mllm__cu_commit, mllm__cu_wait};
+    "cuda", mllm__cu_destroy, mllm__cuv_buf_new, mllm__cuv_buf_wrap, mllm__cuv_buf_contents, mllm__cuv_buf_free,
+    mllm__cuv_pipeline, mllm__cuv_begin, mllm__cuv_set_buffer, mllm__cuv_set_bytes, mllm__cuv_set_tg_memory,
+    mllm__cuv_dispatch, mllm__cuv_barrier, mllm__cuv_commit, mllm__cuv_wait};
 
 /* Opens GPU 0 (MLLM_CUDA_DEVICE=n for another) and loads the embedded PTX (the driver compiles it for
    the GPU and caches the result). */

@@ -20,18 +20,18 @@ struct mllm__emu_dev {
     uint64_t executed = 0;              // dispatches launched
     std::vector<std::string> warnings;  // (never any)
     mllm__emu_settings s;
-    std::vector<std::pair<mllm__gpu_cmd*, size_t>> groups;   // barrier positions of open command buffers
+    std::vector<std::pair<mllm__cu_cmd*, size_t>> groups;   // barrier positions of open command buffers
 };
 static mllm__emu_dev& mllm__emu_state() {
     static mllm__emu_dev d;
     return d;
 }
 static void mllm__emu_destroy(void*) {}   // the one CUDA device stays open for the whole program
-static void mllm__emu_dispatch(mllm__gpu_cmd* c, mllm__gpu_pipe* p, const uint32_t tgs[3], const uint32_t tpt[3]) {
-    mllm__cu_dispatch(c, p, tgs, tpt);
-}
-static void mllm__emu_barrier(mllm__gpu_cmd* c) { mllm__emu_state().groups.push_back({c, c->n_ops}); }
-static void mllm__emu_commit(mllm__gpu_cmd* c) {
+// (the CUDA backend's command buffer behind the host interface's opaque type)
+static mllm__cu_cmd* mllm__emu_cu(mllm__gpu_cmd* c) { return (mllm__cu_cmd*)c; }
+static void mllm__emu_barrier(mllm__gpu_cmd* gc) { mllm__emu_state().groups.push_back({mllm__emu_cu(gc), mllm__emu_cu(gc)->n_ops}); }
+static void mllm__emu_commit(mllm__gpu_cmd* gc) {
+    mllm__cu_cmd* c = mllm__emu_cu(gc);
     mllm__emu_dev& e = mllm__emu_state();
     std::vector<size_t> cuts{0};
     for (auto it = e.groups.begin(); it != e.groups.end();) {
@@ -46,9 +46,9 @@ static void mllm__emu_commit(mllm__gpu_cmd* c) {
     mllm__cu_commit(c);
 }
 static const mllm__gpu_vt mllm__emu_vt = {
-    "cuda (test)", mllm__emu_destroy, mllm__cu_buf_new, mllm__cu_buf_wrap, mllm__cu_buf_contents, mllm__cu_buf_free,
-    mllm__cu_pipeline, mllm__cu_begin, mllm__cu_set_buffer, mllm__cu_set_bytes, mllm__cu_set_tg_memory,
-    mllm__emu_dispatch, mllm__emu_barrier, mllm__emu_commit, mllm__cu_wait};
+    "cuda (test)", mllm__emu_destroy, mllm__cuv_buf_new, mllm__cuv_buf_wrap, mllm__cuv_buf_contents, mllm__cuv_buf_free,
+    mllm__cuv_pipeline, mllm__cuv_begin, mllm__cuv_set_buffer, mllm__cuv_set_bytes, mllm__cuv_set_tg_memory,
+    mllm__cuv_dispatch, mllm__emu_barrier, mllm__emu_commit, mllm__cuv_wait};
 
 static mllm_status mllm__emu_gpu_open(mllm__gpu* g, const mllm__emu_settings* s) {
     mllm__gpu& dev = msl::cuda_gpu();

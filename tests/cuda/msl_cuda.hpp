@@ -75,7 +75,7 @@ const char* poison_name(int poison) {
 Result dispatch(const char* kernel, const Dispatch& dd, void* const* buffers, int nbuf) {
     Result res;
     mllm__cu_dev* d = cuda_dev();
-    mllm__gpu_pipe* p = mllm__cu_pipeline(d, kernel);
+    mllm__cu_pipe* p = mllm__cu_pipeline(d, kernel);
     if (!p) { res.ok = false; res.error = mllm_last_error(); return res; }
     if (!dd.function_constants.empty()) { res.ok = false; res.error = "function constants: not supported on CUDA"; return res; }
     void* params[MLLM__CU_MAX_PARAMS];
