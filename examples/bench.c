@@ -3,7 +3,8 @@
    tokens each), mean and best of several runs, plus peak memory, a STREAM-like triad bandwidth and
    decode's weight + KV traffic as a fraction of it.
      bench -m MODEL.gguf [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--batch 1,4,16]
-           [--batch-prompt 32] [--triad] */
+           [--batch-prompt 32] [--triad] [--cuda]
+   On a GPU backend it also prints the dispatches per decode step (the host interface's counters). */
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
 
@@ -64,6 +65,8 @@ static double triad_gbs(int threads) {
 
 /* n_seqs sequences with n_prompt-token prompts; returns prefill tok/s (all prompts in one step where the
    batch allows) and decode tok/s (aggregate over n_gen steps). */
+static double g_dispatches_per_step;   /* GPU only: dispatches per decode step of the last run */
+
 static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefill_tps, double *decode_tps) {
     mllm_model_info info;
     mllm_context_params cp;
@@ -71,6 +74,7 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
     mllm_seq_params sp;
     mllm_token *prompt;
     int i, steps, produced = 0;
+    uint64_t d0 = 0;
     double t0, t1, t2;
     mllm_model_get_info(m, &info);
     memset(&cp, 0, sizeof cp);
@@ -94,12 +98,14 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
         produced += r.n_tokens;
     }
     t1 = now();
+    if (ctx->gpu.g) d0 = ctx->gpu.g->n.dispatches;
     for (steps = 0; steps < n_gen; steps++) {
         mllm_step_result r;
         if (mllm_step(ctx, &r)) break;
         produced += r.n_tokens;
     }
     t2 = now();
+    if (ctx->gpu.g && steps > 0) g_dispatches_per_step = (double)(ctx->gpu.g->n.dispatches - d0) / steps;
     *prefill_tps = (double)n_prompt * n_seqs / (t1 - t0);
     *decode_tps = n_gen > 0 ? (double)(produced - n_seqs) / (t2 - t1) : 0.0;
     mllm_context_free(ctx);
@@ -111,6 +117,7 @@ int main(int argc, char **argv) {
     const char *path = NULL, *batches = "1,4,16";
     int threads = 2, n_prompt = 128, n_gen = 64, repeats = 3, batch_prompt = 32, triad = 0, i;
     mllm_model_params mp;
+    mllm_backend backend = MLLM_BACKEND_AUTO;
     mllm_model *m;
     mllm_model_info info;
     double pf_best = 0, pf_sum = 0, dc_best = 0, dc_sum = 0, t0, load_s;
@@ -118,6 +125,7 @@ int main(int argc, char **argv) {
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--triad")) { triad = 1; continue; }
+        if (!strcmp(a, "--cuda")) { backend = MLLM_BACKEND_CUDA; continue; }
         if (i + 1 >= argc) break;
         if (!strcmp(a, "-m")) path = argv[++i];
         else if (!strcmp(a, "-t")) threads = atoi(argv[++i]);
@@ -128,12 +136,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--batch-prompt")) batch_prompt = atoi(argv[++i]);
     }
     if (!path || repeats < 1 || n_prompt < 1 || n_gen < 1 || batch_prompt < 1) {
-        fprintf(stderr, "usage: bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r N] [--batch 1,4,16] [--batch-prompt N] [--triad]\n");
+        fprintf(stderr, "usage: bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r N] [--batch 1,4,16] [--batch-prompt N] [--triad] [--cuda]\n");
         return 2;
     }
     memset(&mp, 0, sizeof mp);
     mp.n_threads = threads;
     mp.n_ctx = (n_prompt > batch_prompt ? n_prompt : batch_prompt) + n_gen + 16;
+    mp.backend = backend;
     t0 = now();
     if (mllm_model_load(&m, path, &mp)) { fprintf(stderr, "error: %s\n", mllm_last_error()); return 1; }
     load_s = now() - t0;
@@ -162,6 +171,9 @@ int main(int argc, char **argv) {
         }
         printf("\n");
     }
+    if (g_dispatches_per_step > 0)
+        printf("GPU dispatches per decode step: %.1f (%.2f per layer)\n", g_dispatches_per_step,
+               g_dispatches_per_step / info.n_layer);
     {
         const char *s = batches;
         double base = 0;
