@@ -6491,10 +6491,13 @@ static void mllm__cuv_dispatch(mllm__gpu_cmd *c, mllm__gpu_pipe *p, const uint32
 static void mllm__cuv_barrier(mllm__gpu_cmd *c) { mllm__cu_barrier((mllm__cu_cmd *)c); }
 static void mllm__cuv_commit(mllm__gpu_cmd *c) { mllm__cu_commit((mllm__cu_cmd *)c); }
 static mllm_status mllm__cuv_wait(mllm__gpu_cmd *c) { return mllm__cu_wait((mllm__cu_cmd *)c); }
+/* CUDA's limit for every kernel here (no kernel uses enough registers or shared memory to lower it) */
+static uint32_t mllm__cuv_max_threads(mllm__gpu_pipe *p) { (void)p; return 1024; }
+static size_t mllm__cuv_max_buffer(void *dev) { (void)dev; return (size_t)-1; }   /* one allocation, any size */
 static const mllm__gpu_vt mllm__cu_vt = {
     "cuda", mllm__cu_destroy, mllm__cuv_buf_new, mllm__cuv_buf_wrap, mllm__cuv_buf_contents, mllm__cuv_buf_free,
     mllm__cuv_pipeline, mllm__cuv_begin, mllm__cuv_set_buffer, mllm__cuv_set_bytes, mllm__cuv_set_tg_memory,
-    mllm__cuv_dispatch, mllm__cuv_barrier, mllm__cuv_commit, mllm__cuv_wait};
+    mllm__cuv_dispatch, mllm__cuv_barrier, mllm__cuv_commit, mllm__cuv_wait, mllm__cuv_max_threads, mllm__cuv_max_buffer};
 
 /* Opens GPU 0 (MLLM_CUDA_DEVICE=n for another) and loads the embedded PTX (the driver compiles it for
    the GPU and caches the result). */
@@ -6561,6 +6564,7 @@ static mllm_status mllm__cuda_open(mllm__gpu *g) {
     g->vt = &mllm__cu_vt;
     g->dev = d;
     memset(&g->n, 0, sizeof g->n);
+    g->fault = MLLM_OK;
     return MLLM_OK;
 }
 #endif /* MLLM__HAVE_CUDA */
