@@ -26,6 +26,21 @@ using namespace metal;
 #define MLLM__GEMM_THREADS 128   /* 4 simdgroups in a 2 x 2 arrangement */
 #define MLLM__REDUCE_MAX_THREADS 1024  /* row reductions (norm, softmax, argmax) use <= this many */
 
+/* ---------------------------------------------------------------- the weight types the kernels read
+   The one list of GPU weight types: X(suffix, TYPE) with suffix the kernel-name suffix (gemv_q4_k...)
+   and the block loader's name (blk_q4_k, below), TYPE the GGUF type (MLLM__TYPE in metalllm.h).  The
+   kernel files instantiate their templates over it, the host maps weight types to kernel names with it
+   and the emulator tests build their tables from it: a new type is a line here plus its blk_ loader. */
+#define MLLM__GPU_TYPES(X) \
+    X(f32, F32)            \
+    X(f16, F16)            \
+    X(bf16, BF16)          \
+    X(q8_0, Q8_0)          \
+    X(q4_0, Q4_0)          \
+    X(q4_1, Q4_1)          \
+    X(q4_k, Q4_K)          \
+    X(q6_k, Q6_K)
+
 /* ---------------------------------------------------------------- kernel parameters */
 typedef struct mllm__mat_args {  /* gemv_*, gemm_*, get_rows_* */
     uint32_t K;                  /* elements per weight row (a multiple of the type's block) */

@@ -69,17 +69,10 @@ kernel void gemm_add(device const uchar *w [[buffer(0)]], device const float *x 
                  (threadgroup float(*)[BN])Ys, tg, tid, sg);
 }
 
-#define MLLM_GEMM(name, B)                                                                          \
-    template [[host_name("gemm_" #name)]] [[kernel]] void gemm<B>(device const uchar *,             \
-        device const float *, device float *, constant mllm__mat_args &, uint2, ushort, ushort);    \
-    template [[host_name("gemm_add_" #name)]] [[kernel]] void gemm_add<B>(device const uchar *,     \
-        device const float *, device float *, constant mllm__mat_args &, device const float *, uint2, \
+#define MLLM_GEMM(name, TYPE)                                                                            \
+    template [[host_name("gemm_" #name)]] [[kernel]] void gemm<blk_##name>(device const uchar *,         \
+        device const float *, device float *, constant mllm__mat_args &, uint2, ushort, ushort);         \
+    template [[host_name("gemm_add_" #name)]] [[kernel]] void gemm_add<blk_##name>(device const uchar *, \
+        device const float *, device float *, constant mllm__mat_args &, device const float *, uint2,    \
         ushort, ushort);
-MLLM_GEMM(f32, blk_f32)
-MLLM_GEMM(f16, blk_f16)
-MLLM_GEMM(bf16, blk_bf16)
-MLLM_GEMM(q8_0, blk_q8_0)
-MLLM_GEMM(q4_0, blk_q4_0)
-MLLM_GEMM(q4_1, blk_q4_1)
-MLLM_GEMM(q4_k, blk_q4_k)
-MLLM_GEMM(q6_k, blk_q6_k)
+MLLM__GPU_TYPES(MLLM_GEMM)

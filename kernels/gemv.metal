@@ -24,17 +24,10 @@ kernel void gemv_add(device const uchar *w [[buffer(0)]], device const float *x 
                   tg.x, sg, lane);
 }
 
-#define MLLM_GEMV(name, B)                                                                          \
-    template [[host_name("gemv_" #name)]] [[kernel]] void gemv<B>(device const uchar *,             \
-        device const float *, device float *, constant mllm__mat_args &, uint2, ushort, ushort);    \
-    template [[host_name("gemv_add_" #name)]] [[kernel]] void gemv_add<B>(device const uchar *,     \
-        device const float *, device float *, constant mllm__mat_args &, device const float *, uint2, \
+#define MLLM_GEMV(name, TYPE)                                                                            \
+    template [[host_name("gemv_" #name)]] [[kernel]] void gemv<blk_##name>(device const uchar *,         \
+        device const float *, device float *, constant mllm__mat_args &, uint2, ushort, ushort);         \
+    template [[host_name("gemv_add_" #name)]] [[kernel]] void gemv_add<blk_##name>(device const uchar *, \
+        device const float *, device float *, constant mllm__mat_args &, device const float *, uint2,    \
         ushort, ushort);
-MLLM_GEMV(f32, blk_f32)
-MLLM_GEMV(f16, blk_f16)
-MLLM_GEMV(bf16, blk_bf16)
-MLLM_GEMV(q8_0, blk_q8_0)
-MLLM_GEMV(q4_0, blk_q4_0)
-MLLM_GEMV(q4_1, blk_q4_1)
-MLLM_GEMV(q4_k, blk_q4_k)
-MLLM_GEMV(q6_k, blk_q6_k)
+MLLM__GPU_TYPES(MLLM_GEMV)

@@ -23,14 +23,7 @@ kernel void get_rows(device const uchar *w [[buffer(0)]], device const int *ids 
     for (uint k = 16 * nch + tid; k < a.K; k += ntg) o[k] = ok ? B::at(row, k) : 0.0f;
 }
 
-#define MLLM_GET_ROWS(name, B)                                                                      \
-    template [[host_name("get_rows_" #name)]] [[kernel]] void get_rows<B>(device const uchar *,     \
+#define MLLM_GET_ROWS(name, TYPE)                                                                        \
+    template [[host_name("get_rows_" #name)]] [[kernel]] void get_rows<blk_##name>(device const uchar *, \
         device const int *, device float *, constant mllm__mat_args &, uint, ushort, ushort);
-MLLM_GET_ROWS(f32, blk_f32)
-MLLM_GET_ROWS(f16, blk_f16)
-MLLM_GET_ROWS(bf16, blk_bf16)
-MLLM_GET_ROWS(q8_0, blk_q8_0)
-MLLM_GET_ROWS(q4_0, blk_q4_0)
-MLLM_GET_ROWS(q4_1, blk_q4_1)
-MLLM_GET_ROWS(q4_k, blk_q4_k)
-MLLM_GET_ROWS(q6_k, blk_q6_k)
+MLLM__GPU_TYPES(MLLM_GET_ROWS)

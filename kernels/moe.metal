@@ -155,18 +155,11 @@ kernel void moe_combine(device const float *y [[buffer(0)]], device const float 
     }
 }
 
-#define MLLM_MOE_MAT(name, B)                                                                         \
-    template [[host_name("moe_gemv_" #name)]] [[kernel]] void moe_gemv<B>(device const uchar *,       \
-        device const float *, device float *, constant mllm__moe_mat_args &, device const int *, uint2, \
-        ushort, ushort);                                                                              \
-    template [[host_name("moe_gemm_" #name)]] [[kernel]] void moe_gemm<B>(device const uchar *,       \
+#define MLLM_MOE_MAT(name, TYPE)                                                                         \
+    template [[host_name("moe_gemv_" #name)]] [[kernel]] void moe_gemv<blk_##name>(device const uchar *, \
+        device const float *, device float *, constant mllm__moe_mat_args &, device const int *, uint2,  \
+        ushort, ushort);                                                                                 \
+    template [[host_name("moe_gemm_" #name)]] [[kernel]] void moe_gemm<blk_##name>(device const uchar *, \
         device const float *, device float *, constant mllm__moe_mat_args &, device const uint *, uint2, \
         ushort, ushort);
-MLLM_MOE_MAT(f32, blk_f32)
-MLLM_MOE_MAT(f16, blk_f16)
-MLLM_MOE_MAT(bf16, blk_bf16)
-MLLM_MOE_MAT(q8_0, blk_q8_0)
-MLLM_MOE_MAT(q4_0, blk_q4_0)
-MLLM_MOE_MAT(q4_1, blk_q4_1)
-MLLM_MOE_MAT(q4_k, blk_q4_k)
-MLLM_MOE_MAT(q6_k, blk_q6_k)
+MLLM__GPU_TYPES(MLLM_MOE_MAT)

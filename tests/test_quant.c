@@ -468,6 +468,34 @@ static void test_vec_dot_extremes(void) {
     free(w); free(x);
 }
 
+/* mllm__traits is a table indexed by type id: every id must give the GGUF spec's name and block layout
+   for that id (the table is positional, so a missing or extra row shifts every later type), NULL for
+   ids we do not run, and NULL past the table. */
+static void test_type_traits_by_id(void) {
+    static const struct { uint32_t id; const char *name; int block, bytes; } spec[] = {
+        {0, "F32", 1, 4}, {1, "F16", 1, 2}, {2, "Q4_0", 32, 18}, {3, "Q4_1", 32, 20}, {6, "Q5_0", 32, 22},
+        {7, "Q5_1", 32, 24}, {8, "Q8_0", 32, 34}, {9, "Q8_1", 32, 36}, {12, "Q4_K", 256, 144},
+        {13, "Q5_K", 256, 176}, {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 292}, {30, "BF16", 1, 2},
+    };
+    const uint32_t beyond[] = {MLLM__NTYPES, 1000, 0xffffffffu};
+    uint32_t id;
+    size_t i;
+    for (id = 0; id < MLLM__NTYPES; id++) {
+        const mllm__type_traits *t = mllm__traits(id);
+        for (i = 0; i < sizeof spec / sizeof spec[0] && spec[i].id != id; i++) {}
+        if (i == sizeof spec / sizeof spec[0]) {
+            CHECK(t == NULL, "type %u: not run, yet has traits (%s)", id, t ? t->name : "");
+            continue;
+        }
+        CHECK(t && !strcmp(t->name, spec[i].name) && t->block == spec[i].block && t->bytes == spec[i].bytes,
+              "type %u: want %s %d/%d, got %s %d/%d", id, spec[i].name, spec[i].block, spec[i].bytes,
+              t ? t->name : "NULL", t ? t->block : 0, t ? t->bytes : 0);
+        CHECK(t && mllm__traits((uint32_t)t->vec_dot_type) != NULL, "type %u: vec_dot_type has no traits", id);
+    }
+    for (i = 0; i < sizeof beyond / sizeof beyond[0]; i++)
+        CHECK(mllm__traits(beyond[i]) == NULL, "type %u past the table has traits", beyond[i]);
+}
+
 int main(void) {
 #if MLLM__AVX2
     printf("SIMD: AVX2\n");
@@ -484,5 +512,6 @@ int main(void) {
     RUN(test_quant_activations);
     RUN(test_vec_dot);
     RUN(test_vec_dot_extremes);
+    RUN(test_type_traits_by_id);
     return t_finish();
 }

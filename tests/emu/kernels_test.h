@@ -22,11 +22,18 @@ static inline kt_type kt_mk(uint32_t id, const char *name) {
     kt_type t = {id, name, tr->block, tr->bytes};
     return t;
 }
+// Every type the kernels are instantiated for (MLLM__GPU_TYPES, kernels/common.h), in its order.
 static const kt_type kt_types[] = {
-    kt_mk(MLLM__F32, "f32"), kt_mk(MLLM__F16, "f16"), kt_mk(MLLM__BF16, "bf16"), kt_mk(MLLM__Q8_0, "q8_0"),
-    kt_mk(MLLM__Q4_0, "q4_0"), kt_mk(MLLM__Q4_1, "q4_1"), kt_mk(MLLM__Q4_K, "q4_k"), kt_mk(MLLM__Q6_K, "q6_k"),
+#define KT_TYPE(name, TYPE) kt_mk(MLLM__##TYPE, #name),
+    MLLM__GPU_TYPES(KT_TYPE)
+#undef KT_TYPE
 };
-enum { KT_F32, KT_F16, KT_BF16, KT_Q8_0, KT_Q4_0, KT_Q4_1, KT_Q4_K, KT_Q6_K };   // indices into kt_types
+enum {   // indices into kt_types: KT_F32, KT_F16, ...
+#define KT_INDEX(name, TYPE) KT_##TYPE,
+    MLLM__GPU_TYPES(KT_INDEX)
+#undef KT_INDEX
+    KT_NTYPES
+};
 
 // One weight row dequantized by the CPU backend, widened to double.
 static void kt_cpu_dequant(const kt_type &t, const uint8_t *row, uint32_t k, double *out) {

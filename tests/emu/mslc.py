@@ -300,8 +300,10 @@ def rename_keywords_in_attributes(tk):
 
 def translate(src, cxx, defines, includes, depfile=None, target=None):
     here = os.path.dirname(os.path.abspath(__file__))
+    # metal_pp.h: the Metal compiler's predefined macros (__METAL_VERSION__...), there from the first
+    # line as with Apple's compiler, not only after #include <metal_stdlib>
     cmd = [cxx, '-E', '-x', 'c++', '-std=c++17', '-I', os.path.join(here, 'pp_stub'),
-           '-I', os.path.dirname(os.path.abspath(src))]
+           '-include', os.path.join(here, 'pp_stub', 'metal_pp.h'), '-I', os.path.dirname(os.path.abspath(src))]
     cmd += ['-I' + i for i in includes] + ['-D' + d for d in defines] + [src]
     if depfile:   # make dependencies on the .metal file and the headers it includes
         cmd += ['-MD', '-MF', depfile, '-MT', target]

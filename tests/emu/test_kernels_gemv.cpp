@@ -37,11 +37,6 @@ void run_type(const kt_type &t) {
 }
 }  // namespace
 
-EMU_TEST(gemv_f32_matches_dequantized_product) { run_type(kt_types[KT_F32]); }
-EMU_TEST(gemv_f16_matches_dequantized_product) { run_type(kt_types[KT_F16]); }
-EMU_TEST(gemv_bf16_matches_dequantized_product) { run_type(kt_types[KT_BF16]); }
-EMU_TEST(gemv_q8_0_matches_dequantized_product) { run_type(kt_types[KT_Q8_0]); }
-EMU_TEST(gemv_q4_0_matches_dequantized_product) { run_type(kt_types[KT_Q4_0]); }
-EMU_TEST(gemv_q4_1_matches_dequantized_product) { run_type(kt_types[KT_Q4_1]); }
-EMU_TEST(gemv_q4_k_matches_dequantized_product) { run_type(kt_types[KT_Q4_K]); }
-EMU_TEST(gemv_q6_k_matches_dequantized_product) { run_type(kt_types[KT_Q6_K]); }
+// one test per weight type of MLLM__GPU_TYPES
+#define KT_TEST(name, TYPE) EMU_TEST(gemv_##name##_matches_dequantized_product) { run_type(kt_types[KT_##TYPE]); }
+MLLM__GPU_TYPES(KT_TEST)

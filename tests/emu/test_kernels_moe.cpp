@@ -275,14 +275,11 @@ EMU_TEST(moe_route_selection_equals_cpu_with_ties) {
     }
 }
 
-EMU_TEST(moe_layer_f32_matches_cpu_moe) { run_types(kt_types[KT_F32], kt_types[KT_F32]); }
-EMU_TEST(moe_layer_f16_matches_cpu_moe) { run_types(kt_types[KT_F16], kt_types[KT_BF16]); }
-EMU_TEST(moe_layer_bf16_matches_cpu_moe) { run_types(kt_types[KT_BF16], kt_types[KT_F16]); }
-EMU_TEST(moe_layer_q8_0_matches_cpu_moe) { run_types(kt_types[KT_Q8_0], kt_types[KT_Q8_0]); }
-EMU_TEST(moe_layer_q4_0_matches_cpu_moe) { run_types(kt_types[KT_Q4_0], kt_types[KT_Q4_1]); }
-EMU_TEST(moe_layer_q4_1_matches_cpu_moe) { run_types(kt_types[KT_Q4_1], kt_types[KT_Q4_0]); }
-EMU_TEST(moe_layer_q4_k_matches_cpu_moe) { run_types(kt_types[KT_Q4_K], kt_types[KT_Q6_K]); }
-EMU_TEST(moe_layer_q6_k_matches_cpu_moe) { run_types(kt_types[KT_Q6_K], kt_types[KT_Q4_K]); }
+// one test per weight type of MLLM__GPU_TYPES for gate/up, each with the next type of the list for down
+// (so every type is also a down type, and mixed-type layers are covered)
+#define KT_TEST(name, TYPE) \
+    EMU_TEST(moe_layer_##name##_matches_cpu_moe) { run_types(kt_types[KT_##TYPE], kt_types[(KT_##TYPE + 1) % KT_NTYPES]); }
+MLLM__GPU_TYPES(KT_TEST)
 
 // The encoder's dispatch and barrier counts (emulated device counters) at 1 token (GEMV path) and at
 // many tokens (GEMM path): the same for 4 and 64 experts, and for one expert vs all experts active.
