@@ -4677,8 +4677,8 @@ static void mllm__cpu_rmsnorm_rows(mllm__exec *ex, float *out, const float *x, c
    no .m files) and the MSL emulator of the test suite (tests/emu/emu_device.h), so the engine's GPU
    path runs unchanged on Linux. Semantics follow Metal's concurrent compute encoder: dispatches
    between two memory barriers may run in any order (the emulator runs them in reverse), and a
-   command buffer's results are visible to the CPU only after wait.  The engine's GPU forward pass
-   (mllm__gpu_forward, below the kernel encoders) is written once against this interface. */
+   command buffer's results are visible to the CPU only after wait.  The GPU backend of the model graph
+   (mllm__gpu_backend, below the kernel encoders) is written once against this interface. */
 enum { MLLM__GPU_SHARED = 0, MLLM__GPU_PRIVATE = 1 };   /* private: no CPU access (contents == NULL) */
 typedef struct mllm__gpu_buf mllm__gpu_buf;               /* opaque, backend-defined */
 typedef struct mllm__gpu_pipe mllm__gpu_pipe;
@@ -6881,7 +6881,7 @@ static mllm_token mllm__sample(float *logits, int n_vocab, const mllm_token *his
     return best;
 }
 
-/* ---- forward pass ---- */
+/* ---- CPU row loops of the graph ---- */
 
 /* gate[t] = act(gate[t]) * up[t] for each of `rows` rows, spread over the pool. */
 typedef struct mllm__glu_job { float *gate; const float *up; int n, act; } mllm__glu_job;
@@ -7110,6 +7110,8 @@ static void mllm__moe(mllm__exec *ex, mllm__moe_buf *b, const mllm__layer *L, co
     j.dst = out;
     mllm__pool_run(ex->pool, mllm__moe_combine_task, &j, T);
 }
+
+/* ---- the model graph, and the CPU backend's ops ---- */
 
 /* The CPU backend's ops of mllm__backend_ops; be is the mllm_context. */
 static mllm_status mllm__cpu_embed_op(void *be, int out) {

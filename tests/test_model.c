@@ -348,6 +348,88 @@ static void test_tiny_gemma3_batched(void) { check_tiny_in("tiny-gemma3-Q8_0", 3
 static void test_tiny_phi3_q8_0(void) { check_tiny_in("tiny-phi3-Q8_0", 3e-2, 1, 1); }
 static void test_tiny_llama3_rope_freqs(void) { check_tiny_in("tiny-llama3-Q8_0", 3e-2, 1, 1); }
 
+/* ---- architectures are data (mllm__archs) ----
+   A tiny model's file relabelled as another architecture of the same name length (general.architecture
+   and the "ARCH." metadata keys rewritten in place), saved to a temporary file and loaded. */
+static mllm_status load_relabelled(const char *name, const char *from, const char *to, mllm_model **out) {
+    static const char tag[24] = "general.architecture\x08\0\0";   /* key, then type 8 (string) */
+    char path[1024], tmp[] = "/tmp/mllm_arch_XXXXXX";
+    size_t len, i, fl = strlen(from);
+    char *data;
+    mllm_status st;
+    mllm_model_params mp;
+    FILE *f;
+    int fd;
+    snprintf(path, sizeof path, "%s/tiny/models/%s.gguf", t_testdata(), name);
+    *out = NULL;
+    if (!(data = t_read_file(path, &len))) return MLLM_ERR_IO;
+    for (i = 0; i + 32 + fl <= len; i++) {
+        /* general.architecture's value: the key, its type, a u64 length, the bytes */
+        if (!memcmp(data + i, tag, 24) && (size_t)(unsigned char)data[i + 24] == fl && !memcmp(data + i + 32, from, fl))
+            memcpy(data + i + 32, to, fl);
+        if (!memcmp(data + i, from, fl) && data[i + fl] == '.') memcpy(data + i, to, fl);   /* "ARCH.block_count"... */
+    }
+    fd = mkstemp(tmp);
+    f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!f || fwrite(data, 1, len, f) != len) { if (f) fclose(f); free(data); return MLLM_ERR_IO; }
+    fclose(f);
+    free(data);
+    memset(&mp, 0, sizeof mp);
+    mp.n_threads = 1;
+    st = mllm_model_load(out, tmp, &mp);
+    remove(tmp);
+    return st;
+}
+
+/* Logits of one short prompt. */
+static void prompt_logits(mllm_model *m, float *out, int n_vocab) {
+    static const mllm_token prompt[5] = {1, 50, 300, 7, 1000};
+    mllm_context *ctx = NULL;
+    mllm_seq_params sp;
+    mllm_seq_id id;
+    mllm_step_result r;
+    const float *lg = NULL;
+    memset(&sp, 0, sizeof sp);
+    sp.manual = 1;
+    if (mllm_context_create(&ctx, m, NULL) == MLLM_OK && mllm_seq_add(ctx, prompt, 5, &sp, &id) == MLLM_OK &&
+        mllm_step(ctx, &r) == MLLM_OK)
+        lg = mllm_seq_logits(ctx, id);
+    CHECK(lg != NULL, "%s", mllm_last_error());
+    if (lg) memcpy(out, lg, sizeof(float) * (size_t)n_vocab);
+    mllm_context_free(ctx);
+}
+
+/* What a descriptor row says is what runs: an unknown architecture is refused, naming it and the
+   supported ones; a tensor the row requires (qwen2's biases, qwen3's Q/K norms) is required; the RoPE
+   style comes from the row (a qwen2 file read as llama rotates other pairs: other logits). */
+static void test_architecture_descriptors(void) {
+    mllm_model *m = NULL, *m2 = NULL;
+    mllm_status st;
+    static float a[4096], b[4096];
+    double d = 0;
+    int i;
+    st = load_relabelled("tiny-llama-Q8_0", "llama", "gemma", &m);
+    CHECK(st == MLLM_ERR_UNSUPPORTED && !m && strstr(mllm_last_error(), "'gemma'") &&
+              strstr(mllm_last_error(), "supported: llama, qwen2, qwen3, qwen3moe, gemma3, phi3"),
+          "status %d: %s", (int)st, mllm_last_error());
+    st = load_relabelled("tiny-qwen2-Q8_0", "qwen2", "qwen3", &m);
+    CHECK(st == MLLM_ERR_FORMAT && !m && strstr(mllm_last_error(), "attn_q_norm"), "status %d: %s", (int)st, mllm_last_error());
+    st = load_relabelled("tiny-qwen3-Q8_0", "qwen3", "qwen2", &m);
+    CHECK(st == MLLM_ERR_FORMAT && !m && strstr(mllm_last_error(), "attn_q.bias"), "status %d: %s", (int)st, mllm_last_error());
+    st = load_relabelled("tiny-qwen2-Q8_0", "qwen2", "qwen2", &m);   /* unchanged: the reference */
+    CHECK(st == MLLM_OK, "%s", mllm_last_error());
+    st = load_relabelled("tiny-qwen2-Q8_0", "qwen2", "llama", &m2);
+    CHECK(st == MLLM_OK, "%s", mllm_last_error());
+    if (m && m2) {
+        prompt_logits(m, a, 4096);
+        prompt_logits(m2, b, 4096);
+        for (i = 0; i < 4096; i++) d = fabs(a[i] - b[i]) > d ? fabs(a[i] - b[i]) : d;
+        CHECK(d > 1e-2, "qwen2 read as llama: logits differ by only %g", d);
+    }
+    mllm_model_free(m);
+    mllm_model_free(m2);
+}
+
 int main(void) {
     RUN(test_tiny_llama_f32);
     RUN(test_tiny_llama_f16);
@@ -375,5 +457,6 @@ int main(void) {
     RUN(test_tiny_gemma3_batched);
     RUN(test_tiny_phi3_q8_0);
     RUN(test_tiny_llama3_rope_freqs);
+    RUN(test_architecture_descriptors);
     return t_finish();
 }
