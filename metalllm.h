@@ -3999,16 +3999,7 @@ static mllm_status mllm__load_model_meta(mllm_model *m) {
     return MLLM_OK;
 }
 
-/* ============================================================ SECTION: CPU backend */
-/* Row-wise reference ops of the CPU backend (also what the Metal kernels are tested against). */
-static void mllm__rmsnorm(float *out, const float *x, const float *w, int n, float eps);
-/* RoPE in place on one token's heads (x: n_heads * head_dim).  neox: rotate pairs (i, i + n_rot/2);
-   otherwise adjacent pairs (2i, 2i+1).  Only the first n_rot dims of each head rotate. */
-static MLLM__UNUSED void mllm__rope(float *x, int n_heads, int head_dim, int n_rot, int pos, float freq_base,
-                       float freq_scale, int neox);
-static void mllm__swiglu(float *out, const float *gate, const float *up, int n);  /* silu(g) * u */
-static MLLM__UNUSED void mllm__softmax(float *x, int n);
-
+/* ============================================================ SECTION: the model graph (batch, KV layout, backend interface, forward pass) */
 /* ---- the batch a step runs, and the paged KV cache it attends over ---- */
 
 /* Paged KV cache: a pool of blocks, each holding block_tokens positions of every layer and KV head, in
@@ -4079,7 +4070,98 @@ typedef struct mllm__backend_ops {
     void (*sync)(void *be);
 } mllm__backend_ops;
 
-static mllm_status mllm__forward(const mllm__backend_ops *ops, void *be, const mllm_model *m, const mllm__batch *b);
+
+/* ---- the model graph ---- */
+
+/* x += W in; where the architecture normalizes a block's output first (post_norm), x += rmsnorm(W in). */
+static mllm_status mllm__residual(const mllm__backend_ops *ops, void *be, const mllm__weight *w, int in, int T, int E,
+                                  const float *post_norm) {
+    mllm_status st;
+    if (!post_norm) return ops->matmul(be, w, in, T, MLLM__X, 1);
+    if ((st = ops->matmul(be, w, in, T, MLLM__XB, 0))) return st;
+    ops->sync(be);
+    if ((st = ops->rmsnorm(be, MLLM__XB, post_norm, T, E, MLLM__XB))) return st;
+    ops->sync(be);
+    return ops->add(be, MLLM__X, MLLM__XB, E);
+}
+
+/* The model graph: one forward pass over a batch of tokens from many sequences, on any backend.  Ends
+   with the LM head's rows (only the tokens that sample: the last of each finished prompt chunk, decode
+   tokens) in LOGITS, and those the backend samples sampled. */
+static mllm_status mllm__forward(const mllm__backend_ops *ops, void *be, const mllm_model *m, const mllm__batch *b) {
+    const mllm__hparams *hp = &m->hp;
+    const int T = b->n_tokens, E = hp->n_embd, hd = hp->head_dim;
+    const int Dq = hp->n_head * hd, Dkv = hp->n_head_kv * hd;
+    mllm_status st;
+    int l;
+#define MLLM__DO(op) do { if ((st = (op)) != MLLM_OK) return st; } while (0)
+    MLLM__DO(ops->embed(be, MLLM__X));
+    ops->sync(be);
+    for (l = 0; l < hp->n_layer; l++) {
+        const mllm__layer *L = &m->layers[l];
+        /* attention */
+        MLLM__DO(ops->rmsnorm(be, MLLM__X, L->attn_norm, T, E, MLLM__XB));
+        ops->sync(be);
+        MLLM__DO(ops->matmul(be, &L->wq, MLLM__XB, T, MLLM__Q, 0));
+        MLLM__DO(ops->matmul(be, &L->wk, MLLM__XB, T, MLLM__K, 0));
+        MLLM__DO(ops->matmul(be, &L->wv, MLLM__XB, T, MLLM__V, 0));
+        ops->sync(be);
+        if (L->bq) MLLM__DO(ops->add_bias(be, MLLM__Q, L->bq, Dq));
+        if (L->bk) MLLM__DO(ops->add_bias(be, MLLM__K, L->bk, Dkv));
+        if (L->bv) MLLM__DO(ops->add_bias(be, MLLM__V, L->bv, Dkv));
+        if (L->bq || L->bk || L->bv) ops->sync(be);
+        if (L->q_norm) MLLM__DO(ops->rmsnorm(be, MLLM__Q, L->q_norm, T * hp->n_head, hd, MLLM__Q));
+        if (L->k_norm) MLLM__DO(ops->rmsnorm(be, MLLM__K, L->k_norm, T * hp->n_head_kv, hd, MLLM__K));
+        if (L->q_norm || L->k_norm) ops->sync(be);
+        MLLM__DO(ops->rope(be, MLLM__Q, hp->n_head, l));
+        MLLM__DO(ops->rope(be, MLLM__K, hp->n_head_kv, l));
+        ops->sync(be);
+        MLLM__DO(ops->attention(be, l));
+        ops->sync(be);
+        MLLM__DO(mllm__residual(ops, be, &L->wo, MLLM__ATT, T, E, L->attn_post_norm));   /* x += wo att */
+        ops->sync(be);
+        /* feed-forward */
+        MLLM__DO(ops->rmsnorm(be, MLLM__X, L->ffn_norm, T, E, MLLM__XB));
+        ops->sync(be);
+        if (hp->n_expert) {
+            MLLM__DO(ops->moe(be, L, MLLM__XB, MLLM__ATT));
+            ops->sync(be);
+            MLLM__DO(ops->add(be, MLLM__X, MLLM__ATT, E));
+        } else {
+            MLLM__DO(ops->matmul(be, &L->w_gate, MLLM__XB, T, MLLM__HB, 0));
+            MLLM__DO(ops->matmul(be, &L->w_up, MLLM__XB, T, MLLM__HB2, 0));
+            ops->sync(be);
+            MLLM__DO(ops->glu(be, MLLM__HB, MLLM__HB2, hp->n_ff, m->arch_desc->act));
+            ops->sync(be);
+            MLLM__DO(mllm__residual(ops, be, &L->w_down, MLLM__HB, T, E, L->ffn_post_norm));   /* x += down hb */
+        }
+        ops->sync(be);
+    }
+    /* the LM head, only for the tokens that sample: gather their rows, norm, project */
+    if (b->n_logits) {
+        MLLM__DO(ops->gather_rows(be, MLLM__X, E, MLLM__XB));
+        ops->sync(be);
+        MLLM__DO(ops->rmsnorm(be, MLLM__XB, m->output_norm, b->n_logits, E, MLLM__XB));
+        ops->sync(be);
+        MLLM__DO(ops->matmul(be, &m->output, MLLM__XB, b->n_logits, MLLM__LOGITS, 0));
+        if (b->n_sample) {
+            ops->sync(be);
+            MLLM__DO(ops->sample(be));
+        }
+    }
+#undef MLLM__DO
+    return MLLM_OK;
+}
+
+/* ============================================================ SECTION: CPU backend */
+/* Row-wise reference ops of the CPU backend (also what the Metal kernels are tested against). */
+static void mllm__rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+/* RoPE in place on one token's heads (x: n_heads * head_dim).  neox: rotate pairs (i, i + n_rot/2);
+   otherwise adjacent pairs (2i, 2i+1).  Only the first n_rot dims of each head rotate. */
+static MLLM__UNUSED void mllm__rope(float *x, int n_heads, int head_dim, int n_rot, int pos, float freq_base,
+                       float freq_scale, int neox);
+static void mllm__swiglu(float *out, const float *gate, const float *up, int n);  /* silu(g) * u */
+static MLLM__UNUSED void mllm__softmax(float *x, int n);
 
 /* ---- thread pool ----
    Persistent workers spin briefly (about MLLM__SPIN_NS) on a generation counter, since a decode step
@@ -7208,85 +7290,6 @@ static const mllm__backend_ops mllm__cpu_backend = {
     mllm__cpu_attention_op, mllm__cpu_moe, mllm__cpu_glu, mllm__cpu_add, mllm__cpu_gather_rows, mllm__cpu_sample,
     mllm__cpu_sync};
 
-/* x += W in; where the architecture normalizes a block's output first (post_norm), x += rmsnorm(W in). */
-static mllm_status mllm__residual(const mllm__backend_ops *ops, void *be, const mllm__weight *w, int in, int T, int E,
-                                  const float *post_norm) {
-    mllm_status st;
-    if (!post_norm) return ops->matmul(be, w, in, T, MLLM__X, 1);
-    if ((st = ops->matmul(be, w, in, T, MLLM__XB, 0))) return st;
-    ops->sync(be);
-    if ((st = ops->rmsnorm(be, MLLM__XB, post_norm, T, E, MLLM__XB))) return st;
-    ops->sync(be);
-    return ops->add(be, MLLM__X, MLLM__XB, E);
-}
-
-/* The model graph: one forward pass over a batch of tokens from many sequences, on any backend.  Ends
-   with the LM head's rows (only the tokens that sample: the last of each finished prompt chunk, decode
-   tokens) in LOGITS, and those the backend samples sampled. */
-static mllm_status mllm__forward(const mllm__backend_ops *ops, void *be, const mllm_model *m, const mllm__batch *b) {
-    const mllm__hparams *hp = &m->hp;
-    const int T = b->n_tokens, E = hp->n_embd, hd = hp->head_dim;
-    const int Dq = hp->n_head * hd, Dkv = hp->n_head_kv * hd;
-    mllm_status st;
-    int l;
-#define MLLM__DO(op) do { if ((st = (op)) != MLLM_OK) return st; } while (0)
-    MLLM__DO(ops->embed(be, MLLM__X));
-    ops->sync(be);
-    for (l = 0; l < hp->n_layer; l++) {
-        const mllm__layer *L = &m->layers[l];
-        /* attention */
-        MLLM__DO(ops->rmsnorm(be, MLLM__X, L->attn_norm, T, E, MLLM__XB));
-        ops->sync(be);
-        MLLM__DO(ops->matmul(be, &L->wq, MLLM__XB, T, MLLM__Q, 0));
-        MLLM__DO(ops->matmul(be, &L->wk, MLLM__XB, T, MLLM__K, 0));
-        MLLM__DO(ops->matmul(be, &L->wv, MLLM__XB, T, MLLM__V, 0));
-        ops->sync(be);
-        if (L->bq) MLLM__DO(ops->add_bias(be, MLLM__Q, L->bq, Dq));
-        if (L->bk) MLLM__DO(ops->add_bias(be, MLLM__K, L->bk, Dkv));
-        if (L->bv) MLLM__DO(ops->add_bias(be, MLLM__V, L->bv, Dkv));
-        if (L->bq || L->bk || L->bv) ops->sync(be);
-        if (L->q_norm) MLLM__DO(ops->rmsnorm(be, MLLM__Q, L->q_norm, T * hp->n_head, hd, MLLM__Q));
-        if (L->k_norm) MLLM__DO(ops->rmsnorm(be, MLLM__K, L->k_norm, T * hp->n_head_kv, hd, MLLM__K));
-        if (L->q_norm || L->k_norm) ops->sync(be);
-        MLLM__DO(ops->rope(be, MLLM__Q, hp->n_head, l));
-        MLLM__DO(ops->rope(be, MLLM__K, hp->n_head_kv, l));
-        ops->sync(be);
-        MLLM__DO(ops->attention(be, l));
-        ops->sync(be);
-        MLLM__DO(mllm__residual(ops, be, &L->wo, MLLM__ATT, T, E, L->attn_post_norm));   /* x += wo att */
-        ops->sync(be);
-        /* feed-forward */
-        MLLM__DO(ops->rmsnorm(be, MLLM__X, L->ffn_norm, T, E, MLLM__XB));
-        ops->sync(be);
-        if (hp->n_expert) {
-            MLLM__DO(ops->moe(be, L, MLLM__XB, MLLM__ATT));
-            ops->sync(be);
-            MLLM__DO(ops->add(be, MLLM__X, MLLM__ATT, E));
-        } else {
-            MLLM__DO(ops->matmul(be, &L->w_gate, MLLM__XB, T, MLLM__HB, 0));
-            MLLM__DO(ops->matmul(be, &L->w_up, MLLM__XB, T, MLLM__HB2, 0));
-            ops->sync(be);
-            MLLM__DO(ops->glu(be, MLLM__HB, MLLM__HB2, hp->n_ff, m->arch_desc->act));
-            ops->sync(be);
-            MLLM__DO(mllm__residual(ops, be, &L->w_down, MLLM__HB, T, E, L->ffn_post_norm));   /* x += down hb */
-        }
-        ops->sync(be);
-    }
-    /* the LM head, only for the tokens that sample: gather their rows, norm, project */
-    if (b->n_logits) {
-        MLLM__DO(ops->gather_rows(be, MLLM__X, E, MLLM__XB));
-        ops->sync(be);
-        MLLM__DO(ops->rmsnorm(be, MLLM__XB, m->output_norm, b->n_logits, E, MLLM__XB));
-        ops->sync(be);
-        MLLM__DO(ops->matmul(be, &m->output, MLLM__XB, b->n_logits, MLLM__LOGITS, 0));
-        if (b->n_sample) {
-            ops->sync(be);
-            MLLM__DO(ops->sample(be));
-        }
-    }
-#undef MLLM__DO
-    return MLLM_OK;
-}
 
 /* A step on the CPU: the cos/sin table of the batch's positions, then the graph (logits to logits_tmp). */
 static void mllm__cpu_step(mllm_context *ctx, const mllm__batch *b) {
