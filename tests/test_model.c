@@ -273,6 +273,11 @@ static void test_tiny_gemma3_q8_0(void) { check_tiny_in("tiny-gemma3-Q8_0", 3e-2
 static void test_tiny_gemma3_batched(void) { check_tiny_in("tiny-gemma3-Q8_0", 3e-2, 4, 1); }
 static void test_tiny_phi3_q8_0(void) { check_tiny_in("tiny-phi3-Q8_0", 3e-2, 1, 1); }
 static void test_tiny_llama3_rope_freqs(void) { check_tiny_in("tiny-llama3-Q8_0", 3e-2, 1, 1); }
+static void test_tiny_llama_q2_k(void) { check_tiny_in("tiny-llama-Q2_K", 3e-2, 1, 1); }
+static void test_tiny_llama_q3_k(void) { check_tiny_in("tiny-llama-Q3_K", 3e-2, 1, 1); }
+static void test_tiny_llama_iq4_nl(void) { check_tiny_in("tiny-llama-IQ4_NL", 3e-2, 1, 1); }
+static void test_tiny_llama_iq4_xs(void) { check_tiny_in("tiny-llama-IQ4_XS", 3e-2, 1, 1); }
+static void test_tiny_llama_q2_k_batched(void) { check_tiny_in("tiny-llama-Q2_K", 3e-2, 4, 1); }
 
 int main(void) {
     RUN(test_tiny_llama_f32);
@@ -300,5 +305,10 @@ int main(void) {
     RUN(test_tiny_gemma3_batched);
     RUN(test_tiny_phi3_q8_0);
     RUN(test_tiny_llama3_rope_freqs);
+    RUN(test_tiny_llama_q2_k);
+    RUN(test_tiny_llama_q3_k);
+    RUN(test_tiny_llama_iq4_nl);
+    RUN(test_tiny_llama_iq4_xs);
+    RUN(test_tiny_llama_q2_k_batched);
     return t_finish();
 }
