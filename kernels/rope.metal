@@ -8,11 +8,11 @@
 template <bool NEOX>
 kernel void rope(device float *x [[buffer(0)]], device const int *pos [[buffer(1)]],
                  constant mllm__rope_args &a [[buffer(2)]], uint2 tg [[threadgroup_position_in_grid]],
-                 ushort tid [[thread_index_in_threadgroup]], ushort ntg [[threads_per_threadgroup]]) {
+                 ushort tid [[thread_index_in_threadgroup]], ushort2 ntg [[threads_per_threadgroup]]) {
     device float *h = x + (ulong)tg.y * a.stride + (ulong)tg.x * a.head_dim;
     const float p = float(pos[tg.y]) * a.freq_scale;
     const uint half_rot = a.n_rot / 2;
-    for (uint i = tid; i < half_rot; i += ntg) {
+    for (uint i = tid; i < half_rot; i += ntg.x) {
         // precise:: because the angle reaches thousands of radians at long positions.
         const float theta = p * precise::pow(a.freq_base, -float(2 * i) / float(a.n_rot));
         const float c = precise::cos(theta), s = precise::sin(theta);
@@ -24,6 +24,6 @@ kernel void rope(device float *x [[buffer(0)]], device const int *pos [[buffer(1
 }
 
 template [[host_name("rope")]] [[kernel]] void rope<false>(device float *, device const int *,
-    constant mllm__rope_args &, uint2, ushort, ushort);
+    constant mllm__rope_args &, uint2, ushort, ushort2);
 template [[host_name("rope_neox")]] [[kernel]] void rope<true>(device float *, device const int *,
-    constant mllm__rope_args &, uint2, ushort, ushort);
+    constant mllm__rope_args &, uint2, ushort, ushort2);

@@ -17,9 +17,12 @@ struct mllm__emu_settings {
     int poison = msl::POISON_NAN;
     bool reverse_groups = true;        // run barrier-free groups of dispatches last-first
     bool fail_on_warning = true;       // a dispatch with emulator warnings fails the command buffer
+    uint32_t max_threads = 1024;       // every pipeline's maxTotalThreadsPerThreadgroup
+    size_t max_buffer = 0;             // maxBufferLength (0: no limit)
 };
 struct mllm__gpu_buf { char* mem; size_t bytes; int storage; bool wrapped; };
-struct mllm__gpu_pipe { std::string name; };
+struct mllm__emu_dev;
+struct mllm__gpu_pipe { std::string name; mllm__emu_dev* dev; };
 struct mllm__emu_cmd_op {   // a dispatch (pipe != NULL) or a barrier
     mllm__gpu_pipe* pipe;
     std::vector<void*> buffers;
@@ -50,11 +53,13 @@ static void mllm__emu_destroy(void* dev) {
     for (mllm__gpu_pipe* p : d->pipes) delete p;
     delete d;
 }
-static mllm__gpu_buf* mllm__emu_buf_new(void*, size_t bytes, int storage) {
+static mllm__gpu_buf* mllm__emu_buf_new(void* dev, size_t bytes, int storage) {
+    if (((mllm__emu_dev*)dev)->s.max_buffer && bytes > ((mllm__emu_dev*)dev)->s.max_buffer) return nullptr;
     char* m = (char*)msl::alloc_guarded(bytes ? bytes : 1);
     return m ? new mllm__gpu_buf{m, bytes, storage, false} : nullptr;
 }
-static mllm__gpu_buf* mllm__emu_buf_wrap(void*, void* ptr, size_t bytes) {
+static mllm__gpu_buf* mllm__emu_buf_wrap(void* dev, void* ptr, size_t bytes) {
+    if (((mllm__emu_dev*)dev)->s.max_buffer && bytes > ((mllm__emu_dev*)dev)->s.max_buffer) return nullptr;
     if (((uintptr_t)ptr | bytes) % 4096) {   // Metal's requirement for newBufferWithBytesNoCopy
         mllm__fail(MLLM_ERR_BACKEND, "gpu: wrapped memory must be page-aligned in address and length");
         return nullptr;
@@ -75,7 +80,7 @@ static mllm__gpu_pipe* mllm__emu_pipeline(void* dev, const char* kernel) {
         mllm__fail(MLLM_ERR_BACKEND, "gpu: no kernel named %s", kernel);
         return nullptr;
     }
-    d->pipes.push_back(new mllm__gpu_pipe{kernel});
+    d->pipes.push_back(new mllm__gpu_pipe{kernel, d});
     return d->pipes.back();
 }
 static mllm__gpu_cmd* mllm__emu_begin(void* dev) {
@@ -151,10 +156,12 @@ static mllm_status mllm__emu_wait(mllm__gpu_cmd* c) {
     delete c;
     return st;
 }
+static uint32_t mllm__emu_max_threads(mllm__gpu_pipe* p) { return p->dev->s.max_threads; }
+static size_t mllm__emu_max_buffer(void* dev) { return ((mllm__emu_dev*)dev)->s.max_buffer; }
 static const mllm__gpu_vt mllm__emu_vt = {
     "msl-emulator", mllm__emu_destroy, mllm__emu_buf_new, mllm__emu_buf_wrap, mllm__emu_buf_contents, mllm__emu_buf_free,
     mllm__emu_pipeline, mllm__emu_begin, mllm__emu_set_buffer, mllm__emu_set_bytes, mllm__emu_set_tg_memory,
-    mllm__emu_dispatch, mllm__emu_barrier, mllm__emu_commit, mllm__emu_wait};
+    mllm__emu_dispatch, mllm__emu_barrier, mllm__emu_commit, mllm__emu_wait, mllm__emu_max_threads, mllm__emu_max_buffer};
 
 static mllm_status mllm__emu_gpu_open(mllm__gpu* g, const mllm__emu_settings* s) {
     mllm__emu_dev* d = new mllm__emu_dev;
@@ -162,6 +169,7 @@ static mllm_status mllm__emu_gpu_open(mllm__gpu* g, const mllm__emu_settings* s)
     g->vt = &mllm__emu_vt;
     g->dev = d;
     memset(&g->n, 0, sizeof g->n);
+    g->fault = MLLM_OK;
     return MLLM_OK;
 }
 static mllm__emu_dev* mllm__emu_device(mllm__gpu* g) { return (mllm__emu_dev*)g->dev; }

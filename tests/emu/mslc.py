@@ -126,6 +126,34 @@ def param_binding(tk, a, b, kname):
     raise Error('kernel %s: unsupported parameter attribute [[%s]]' % (kname, attr))
 
 
+# Built-in position/size attributes whose types the MSL specification (kernel function input attributes)
+# requires to agree: all scalars, or all vectors with the same number of components.  Apple's compiler
+# rejects a kernel that mixes them (e.g. uint2 [[threadgroup_position_in_grid]] with a scalar
+# [[threads_per_threadgroup]]), and since every kernel is compiled as one library, one such kernel
+# disables the whole backend; clang would accept it, so it is checked here.
+GRID_ATTRS = ('thread_position_in_grid', 'threads_per_grid', 'thread_position_in_threadgroup',
+              'threads_per_threadgroup', 'threadgroup_position_in_grid', 'threadgroups_per_grid',
+              'dispatch_threads_per_threadgroup')
+
+
+def check_attr_widths(tk, parts, kname):
+    seen = []
+    for a, b in parts:
+        texts = [tk.text(q) for q in range(a, b)]
+        if '[[' not in texts:
+            continue
+        i = texts.index('[[')
+        attr = ''.join(texts[i + 1:texts.index(']]', i)])
+        if attr not in GRID_ATTRS or i < 2:
+            continue
+        m = re.match(r'(?:u?char|u?short|u?int|u?long|half|float|bool)([234]?)$', texts[i - 2])
+        seen.append((attr, texts[i - 2], int(m.group(1) or 1) if m else 0))
+    widths = {w for _, _, w in seen}
+    if len(widths) > 1:
+        raise Error('kernel %s: built-in position/size attributes must be all scalars or all vectors of one '
+                    'width (MSL spec), got %s' % (kname, ', '.join('%s [[%s]]' % (t, at) for at, t, _ in seen)))
+
+
 def find_kernels(tk):
     """entry points: [{'name', 'template', 'binds', 'host'}] for kernel definitions at namespace scope"""
     out, a, n = [], 0, len(tk.sig)
@@ -157,6 +185,7 @@ def find_kernels(tk):
                     e = attr_end(tk, e)
                 if e < n and tk.text(e) == '{':
                     binds = [param_binding(tk, p, q, name) for p, q in split_top(tk, b + 3, close)]
+                    check_attr_widths(tk, split_top(tk, b + 3, close), name)
                     used = {i for k, i in binds if k == 'B_BUFFER' and i is not None}
                     nxt = 0
                     for bd in binds:

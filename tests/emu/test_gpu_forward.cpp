@@ -333,7 +333,7 @@ EMU_TEST(gpu_step_is_one_command_buffer_and_dispatches_do_not_grow_with_sequence
             emu_gpu dev;
             mllm_context *ctx = make_ctx(m, &dev.g, n, 64);
             // the weights are the file mapping itself; the KV pools the CPU's mllm__kv sees are GPU memory
-            CHECK(!ctx || (ctx->gpu.weights->wrapped && ctx->gpu.weights->mem == (char *)m->gguf.base &&
+            CHECK(!ctx || (ctx->gpu.wbufs[0]->wrapped && ctx->gpu.wbufs[0]->mem == (char *)m->gguf.base &&
                            ctx->kv.k == dev.g.vt->buf_contents(ctx->gpu.kpool)),
                   "weights copied or KV pools not shared");
             std::vector<tf_seq> seqs(n);
@@ -469,7 +469,7 @@ EMU_TEST(gpu_errors_propagate_as_status_codes) {
         mllm_context *ctx = make_ctx(m, &dev.g, 1, 64);
         g_wrap_fails = false;
         mllm_context *ref = make_ctx(m, &dev.g, 1, 64);
-        CHECK(ctx && !ctx->gpu.weights->wrapped && ref && ref->gpu.weights->wrapped, "weights should be a copy, then wrapped");
+        CHECK(ctx && !ctx->gpu.wbufs[0]->wrapped && ref && ref->gpu.wbufs[0]->wrapped, "weights should be a copy, then wrapped");
         mllm_token got[2] = {-1, -2};
         mllm_context *both[2] = {ctx, ref};
         for (int i = 0; i < 2 && ctx && ref; i++) {
