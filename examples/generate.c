@@ -6,13 +6,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <limits.h>
+#include <unistd.h>
 
 static void usage(void) {
     fprintf(stderr,
             "usage: generate -m MODEL.gguf [-p PROMPT | -f FILE] [options]\n"
-            "  -n N                 tokens to generate (default 128)\n"
-            "  -t N                 threads (default: all cores)\n"
+            "  samples by default (the defaults below); --temp 0 for greedy decoding\n"
+            "  -p PROMPT            the prompt; without -p and -f it is read from stdin (a pipe)\n"
+            "  -f FILE              read the prompt from FILE (- for stdin)\n"
+            "  -n N                 tokens to generate, 1 or more (default 128)\n"
+            "  -t N                 threads (default: the performance cores, or all usable cores but one\n"
+            "                       when there are more than 4; capped to the usable cores)\n"
             "  --metal              run on the GPU (Apple builds; never yet run on hardware)\n"
+            "  --cuda               run on an NVIDIA GPU (Linux, needs only the driver)\n"
             "  -c N                 context size (default: model's, at most 4096)\n"
             "  --temp T             temperature, 0 = greedy (default 0.8)\n"
             "  --top-k K            (default 40)     --top-p P  (default 0.95)\n"
@@ -39,19 +47,55 @@ static int on_piece(const char *piece, int len, mllm_token token, void *user) {
     return 0;
 }
 
+/* Reads a whole file, "-" for stdin, in chunks (pipes have no size; a directory fails to read). */
 static char *read_file(const char *path) {
-    FILE *f = fopen(path, "rb");
-    char *buf;
-    long n;
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
     if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    buf = (char *)malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
+    for (;;) {
+        size_t got;
+        if (cap - n < 4096) {
+            char *nb = cap > ((size_t)1 << 30) ? NULL : (char *)realloc(buf, cap * 2 + 4096);
+            if (!nb) { free(buf); buf = NULL; break; }
+            buf = nb;
+            cap = cap * 2 + 4096;
+        }
+        got = fread(buf + n, 1, cap - n - 1, f);
+        n += got;
+        if (got == 0) {
+            if (ferror(f)) { free(buf); buf = NULL; }
+            break;
+        }
+    }
     if (buf) buf[n] = 0;
-    fclose(f);
+    if (f != stdin) fclose(f);
     return buf;
+}
+
+/* Strict flag values: the whole string must be a number in range, else a message and exit code 2. */
+static int parse_int(const char *flag, const char *v, long lo, long hi) {
+    char *end;
+    long x;
+    errno = 0;
+    x = strtol(v, &end, 10);
+    if (errno || end == v || *end || x < lo || x > hi) {
+        fprintf(stderr, "error: %s expects an integer from %ld to %ld, got '%s'\n", flag, lo, hi, v);
+        exit(2);
+    }
+    return (int)x;
+}
+
+static float parse_float(const char *flag, const char *v) {
+    char *end;
+    float x;
+    errno = 0;
+    x = strtof(v, &end);
+    if (errno || end == v || *end) {
+        fprintf(stderr, "error: %s expects a number, got '%s'\n", flag, v);
+        exit(2);
+    }
+    return x;
 }
 
 /* Runs the prompt through one step and writes the logits that decide the first generated token. */
@@ -119,27 +163,42 @@ int main(int argc, char **argv) {
         if (ARG("-m")) model_path = v;
         else if (ARG("-p")) prompt = v;
         else if (ARG("-f")) prompt_file = v;
-        else if (ARG("-n")) gp.max_tokens = atoi(v);
-        else if (ARG("-t")) mp.n_threads = atoi(v);
+        else if (ARG("-n")) gp.max_tokens = parse_int(a, v, 1, INT_MAX);
+        else if (ARG("-t")) mp.n_threads = parse_int(a, v, 0, 1024);
         else if (!strcmp(a, "--metal")) mp.backend = MLLM_BACKEND_METAL;
-        else if (ARG("-c")) mp.n_ctx = atoi(v);
-        else if (ARG("--temp")) gp.sampler.temperature = (float)atof(v);
-        else if (ARG("--top-k")) gp.sampler.top_k = atoi(v);
-        else if (ARG("--top-p")) gp.sampler.top_p = (float)atof(v);
-        else if (ARG("--min-p")) gp.sampler.min_p = (float)atof(v);
-        else if (ARG("--repeat-penalty")) gp.sampler.repeat_penalty = (float)atof(v);
-        else if (ARG("--repeat-last-n")) gp.sampler.penalty_last_n = atoi(v);
-        else if (ARG("--seed")) gp.sampler.seed = strtoull(v, NULL, 10);
+        else if (!strcmp(a, "--cuda")) mp.backend = MLLM_BACKEND_CUDA;
+        else if (ARG("-c")) mp.n_ctx = parse_int(a, v, 0, INT_MAX);
+        else if (ARG("--temp")) gp.sampler.temperature = parse_float(a, v);
+        else if (ARG("--top-k")) gp.sampler.top_k = parse_int(a, v, INT_MIN, INT_MAX);
+        else if (ARG("--top-p")) gp.sampler.top_p = parse_float(a, v);
+        else if (ARG("--min-p")) gp.sampler.min_p = parse_float(a, v);
+        else if (ARG("--repeat-penalty")) gp.sampler.repeat_penalty = parse_float(a, v);
+        else if (ARG("--repeat-last-n")) gp.sampler.penalty_last_n = parse_int(a, v, INT_MIN, INT_MAX);
+        else if (ARG("--seed")) {
+            char *end;
+            errno = 0;
+            gp.sampler.seed = strtoull(v, &end, 10);
+            if (errno || end == v || *end || *v == '-') { fprintf(stderr, "error: --seed expects an unsigned integer, got '%s'\n", v); return 2; }
+        }
         else if (ARG("--dump-logits")) dump = v;
         else if (!strcmp(a, "--chat")) chat = 1;
         else if (!strcmp(a, "--ids")) o.ids = 1;
         else if (!strcmp(a, "--ignore-eos")) gp.ignore_eog = 1;
+        else if (!strcmp(a, "-h") || !strcmp(a, "--help")) { usage(); return 0; }
         else { usage(); return 2; }
 #undef ARG
     }
-    if (!model_path || (!prompt && !prompt_file)) { usage(); return 2; }
+    if (!model_path) { usage(); return 2; }
+    if (mllm_sampler_params_check(&gp.sampler) != MLLM_OK) {   /* the library's own check, before the load */
+        fprintf(stderr, "error: %s\n", mllm_last_error());
+        return 2;
+    }
+    if (!prompt && !prompt_file) {
+        if (isatty(0)) { usage(); return 2; }
+        prompt_file = "-";
+    }
     if (prompt_file && !(prompt = prompt_buf = read_file(prompt_file))) {
-        fprintf(stderr, "error: cannot read %s\n", prompt_file);
+        fprintf(stderr, "error: cannot read %s\n", strcmp(prompt_file, "-") ? prompt_file : "stdin");
         return 1;
     }
     t0 = (double)clock();

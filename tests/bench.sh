@@ -1,22 +1,92 @@
 #!/usr/bin/env bash
-# make bench: our throughput, then llama.cpp's on the same machine and file (built once from the
-# llama-cpp-python sdist on PyPI into peer/), and the ratios.  BENCH_PEER=0 skips the peer.
-set -euo pipefail
-BUILD=${1:-build}; MODEL=${2:-models/SmolLM2-135M-Instruct.Q4_1.gguf}; T=${BENCH_THREADS:-2}
-echo "== metalllm.h (-t $T)"
-"$BUILD/bench" -m "$MODEL" -t "$T" -p 128 -n 64 -r 3 | tee "$BUILD/bench.txt"
+# make bench: our throughput against llama.cpp's (built once from the llama-cpp-python sdist into peer/)
+# on the same files and thread counts, like for like: prefill 128 tokens and decode 64 from an empty
+# context (llama-bench's pp128 and tg64), runs alternating ours / llama-bench, ROUNDS rounds, mean and best;
+# batched decode against llama-batched-bench; a STREAM-like triad bandwidth and decode's traffic as a
+# fraction of it.  A table is written at the end (and to $BUILD/bench-table.md).
+#   tests/bench.sh BUILD [MODEL.gguf ...]
+#   env: BENCH_THREADS ("1 2"), BENCH_ROUNDS (3), BENCH_PEER (1; 0 skips llama.cpp), BENCH_BATCH
+#        ("1,4,16"; empty skips batched decode)
+# Default models: SmolLM2 Q4_1 and, when present, its requantized twins models/smollm2-*.gguf (made with
+# tests/bench_models.sh) and models/qwen2.5-coder-1.5b-q4_k_m.gguf.
+set -uo pipefail
+BUILD=${1:-build}; shift || true
+THREADS=${BENCH_THREADS:-"1 2"}; ROUNDS=${BENCH_ROUNDS:-3}; PEER=${BENCH_PEER:-1}; BATCH=${BENCH_BATCH-1,4,16}
+if [ $# -gt 0 ]; then MODELS=("$@"); else
+  MODELS=(models/SmolLM2-135M-Instruct.Q4_1.gguf)
+  for f in models/smollm2-*.gguf models/qwen2.5-coder-1.5b-q4_k_m.gguf; do [ -f "$f" ] && MODELS+=("$f"); done
+fi
+RAW="$BUILD/bench-raw.txt"; : >"$RAW"
+LB=peer/bin/llama-bench; LBB=peer/bin/llama-batched-bench
+if [ "$PEER" != 0 ] && [ ! -x "$LB" ]; then
+  tests/peer/build_llamacpp.sh >"$BUILD/peer-build.log" 2>&1 || { echo "peer build failed: see $BUILD/peer-build.log"; PEER=0; }
+fi
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+for t in $THREADS; do
+  tr=$("$BUILD/bench" -m "${MODELS[0]}" -t "$t" -p 8 -n 8 -r 1 --batch 0 --triad | sed -n 's/.*triad \([0-9.]*\) GB\/s.*/\1/p')
+  echo "triad t=$t: $tr GB/s"; echo "triad $t $tr" >>"$RAW"
+done
+for m in "${MODELS[@]}"; do
+  [ -f "$m" ] || { echo "skip: $m not present"; continue; }
+  for t in $THREADS; do
+    for r in $(seq "$ROUNDS"); do
+      out=$("$BUILD/bench" -m "$m" -t "$t" -p 128 -n 64 -r 1 --batch 0) || { echo "bench failed on $m"; continue; }
+      pp=$(printf '%s\n' "$out" | awk '/^prefill/ {print $(NF-3)}'); tg=$(printf '%s\n' "$out" | awk '/^decode +[0-9]/ {print $(NF-3)}')
+      mib=$(printf '%s\n' "$out" | sed -n 's/^decode traffic: \([0-9.]*\) MiB.*/\1/p')
+      echo "ours $m $t $pp $tg $mib" | tee -a "$RAW"
+      if [ "$PEER" != 0 ]; then
+        csv=$("$LB" -m "$m" -t "$t" -p 128 -n 64 -r 1 -o csv 2>/dev/null)
+        line=$(printf '%s\n' "$csv" | python3 -c '
+import csv, sys
+rows = list(csv.DictReader(sys.stdin))
+pp = [r["avg_ts"] for r in rows if r["n_prompt"] == "128" and r["n_gen"] == "0"]
+tg = [r["avg_ts"] for r in rows if r["n_prompt"] == "0" and r["n_gen"] == "64"]
+print(pp[0] if pp else 0, tg[0] if tg else 0)')
+        echo "peer $m $t $line" | tee -a "$RAW"
+      fi
+    done
+  done
+  if [ -n "$BATCH" ]; then
+    t=${THREADS##* }
+    out=$("$BUILD/bench" -m "$m" -t "$t" -p 8 -n 64 -r 1 --batch "$BATCH" --batch-prompt 32)
+    printf '%s\n' "$out" | sed -n 's/^batched decode, *\([0-9]*\) sequences: *\([0-9.]*\).*/oursb '"${m//\//\\/}"' '"$t"' \1 \2/p' | tee -a "$RAW"
+    if [ "$PEER" != 0 ] && [ -x "$LBB" ]; then
+      "$LBB" -m "$m" -t "$t" -c 8192 -b 2048 -ub 512 -npp 32 -ntg 64 -npl "$BATCH" 2>/dev/null |
+        awk -F'|' -v m="$m" -v t="$t" 'NF > 10 && $4 ~ /[0-9]/ {gsub(/ /, "", $4); gsub(/ /, "", $9); print "peerb", m, t, $4, $9}' | tee -a "$RAW"
+    fi
+  fi
+done
 [ -x "$BUILD/bench_moe" ] && "$BUILD/bench_moe" || true
-if [ "${BENCH_PEER:-1}" = 0 ]; then exit 0; fi
-echo "== llama.cpp (llama-bench -p 128 -n 64 -t $T)"
-tests/peer/build_llamacpp.sh >"$BUILD/peer-build.log" 2>&1 || { echo "peer build failed: see $BUILD/peer-build.log"; exit 0; }
-peer/bin/llama-bench -m "$MODEL" -p 128 -n 64 -t "$T" -o csv 2>/dev/null | tee "$BUILD/peer.csv" >/dev/null
-pp=$(awk -F, 'NR>1 && $0 ~ /"128","0"/ {gsub(/"/,"",$0); split($0,a,","); print a[length(a)-1]}' "$BUILD/peer.csv" | head -1)
-tg=$(awk -F, 'NR>1 && $0 ~ /"0","64"/ {gsub(/"/,"",$0); split($0,a,","); print a[length(a)-1]}' "$BUILD/peer.csv" | head -1)
-ours_pp=$(awk '/^prefill/ {print $(NF-1)}' "$BUILD/bench.txt")
-ours_tg=$(awk '/^decode/ {print $(NF-1)}' "$BUILD/bench.txt")
-echo "llama.cpp prefill: $pp tok/s   decode: $tg tok/s"
-python3 - "$ours_pp" "$pp" "$ours_tg" "$tg" <<'PY'
-import sys
-a, b, c, d = (float(x) if x else 0 for x in sys.argv[1:])
-print("ratio metalllm.h / llama.cpp: prefill %.2fx, decode %.2fx" % (a / b if b else 0, c / d if d else 0))
+python3 - "$RAW" <<'PY' | tee "$BUILD/bench-table.md"
+import sys, collections
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+triad = {r[1]: float(r[2] or 0) for r in rows if r[0] == "triad"}
+runs = collections.defaultdict(lambda: {"ours": [], "peer": []})
+mib = {}
+for r in rows:
+    if r[0] in ("ours", "peer") and len(r) >= 5:
+        runs[(r[1], r[2])][r[0]].append((float(r[3]), float(r[4])))
+        if r[0] == "ours" and len(r) > 5: mib[r[1]] = float(r[5])
+def ms(v): return (sum(v) / len(v), max(v)) if v else (0.0, 0.0)
+def ratio(a, b): return "%.2f" % (a / b) if b else "-"
+print("\n| model | t | prefill ours mean/best | llama.cpp mean/best | ratio (mean) | decode ours mean/best | llama.cpp mean/best | ratio (mean) | decode GB/s, % of triad |")
+print("|---|---|---|---|---|---|---|---|---|")
+for (m, t), v in runs.items():
+    op, ot = ms([x[0] for x in v["ours"]]), ms([x[1] for x in v["ours"]])
+    pp, pt = ms([x[0] for x in v["peer"]]), ms([x[1] for x in v["peer"]])
+    gbs = mib.get(m, 0) * 1048576 * ot[0] * 1e-9
+    tr = triad.get(t, 0)
+    print("| %s | %s | %.1f / %.1f | %.1f / %.1f | %s | %.1f / %.1f | %.1f / %.1f | %s | %.1f, %s |" % (
+        m.split("/")[-1], t, op[0], op[1], pp[0], pp[1], ratio(op[0], pp[0]), ot[0], ot[1], pt[0], pt[1],
+        ratio(ot[0], pt[0]), gbs, ("%.0f%%" % (100 * gbs / tr)) if tr else "-"))
+b = collections.defaultdict(dict)
+for r in rows:
+    if r[0] in ("oursb", "peerb"): b[(r[1], r[2], int(r[3]))][r[0]] = float(r[4])
+if b:
+    print("\n| model | t | sequences | batched decode ours tok/s | llama-batched-bench S_TG tok/s | ratio |")
+    print("|---|---|---|---|---|---|")
+    for (m, t, n), v in sorted(b.items()):
+        print("| %s | %s | %d | %.1f | %.1f | %s |" % (m.split("/")[-1], t, n, v.get("oursb", 0), v.get("peerb", 0),
+                                                     ratio(v.get("oursb", 0), v.get("peerb", 0))))
+print("\ntriad bandwidth (GB/s): " + ", ".join("t=%s %.1f" % kv for kv in sorted(triad.items())))
 PY

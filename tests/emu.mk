@@ -1,4 +1,4 @@
-# MSL emulator suite (see /work/notes/emulator.md -> README): kernels/*.metal are translated to C++
+# MSL emulator suite (README.md, "The MSL emulator"): kernels/*.metal are translated to C++
 # by tests/emu/mslc.py, compiled with clang-19 against tests/emu/include (the metal_stdlib shim) and
 # run on the CPU by tests/emu/runtime.cpp. Every tests/emu/test_NAME.cpp becomes two programs, each
 # linking all kernels (kernels/*.metal and tests/emu/planted/*.metal):

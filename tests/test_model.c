@@ -268,6 +268,80 @@ static void check_smollm2(int precise) {
 static void test_smollm2_vs_references(void) { check_smollm2(0); }
 static void test_smollm2_precise_vs_float64(void) { check_smollm2(1); }
 
+/* mllm_model_load_from_memory: the file's bytes in a malloc'd buffer give the file-loaded model's logits
+   bit for bit (prompt and 8 greedy continuations, manual mode); bad buffers are errors. */
+static int logits_of(mllm_model *m, float *out, int n_out, int *n_vocab) {
+    static const mllm_token prompt[] = {1, 15, 200, 7, 99, 3, 42, 250};
+    mllm_context *ctx;
+    mllm_context_params cp;
+    mllm_seq_params sp;
+    mllm_seq_id id;
+    mllm_step_result r;
+    mllm_model_info info;
+    int step, n = 0;
+    mllm_model_get_info(m, &info);
+    *n_vocab = info.n_vocab;
+    memset(&cp, 0, sizeof cp);
+    memset(&sp, 0, sizeof sp);
+    sp.manual = 1;
+    cp.n_seq_max = 1;
+    if (mllm_context_create(&ctx, m, &cp) != MLLM_OK) return 0;
+    if (mllm_seq_add(ctx, prompt, 8, &sp, &id) != MLLM_OK) { mllm_context_free(ctx); return 0; }
+    for (step = 0; step < 9 && n + info.n_vocab <= n_out; step++) {
+        const float *l;
+        mllm_token next;
+        if (mllm_step(ctx, &r) != MLLM_OK || !(l = mllm_seq_logits(ctx, id))) break;
+        memcpy(out + n, l, sizeof(float) * (size_t)info.n_vocab);
+        next = (mllm_token)argmax(l, info.n_vocab);
+        n += info.n_vocab;
+        if (mllm_seq_append(ctx, id, &next, 1) != MLLM_OK) break;
+    }
+    mllm_context_free(ctx);
+    return n;
+}
+
+static void check_from_memory(const char *name) {
+    char path[1024];
+    size_t size = 0;
+    char *buf;
+    mllm_model *mf = NULL, *mm = NULL, *bad = NULL;
+    mllm_model_params mp;
+    float *a = (float *)malloc(sizeof(float) * 9 * 4096), *b = (float *)malloc(sizeof(float) * 9 * 4096);
+    int na = 0, nb = 0, va = 0, vb = 0;
+    snprintf(path, sizeof path, "%s/tiny/models/%s.gguf", t_testdata(), name);
+    buf = t_read_file(path, &size);
+    CHECK(buf != NULL, "%s missing", path);
+    memset(&mp, 0, sizeof mp);
+    mp.n_threads = 2;
+    if (buf && a && b) {
+        CHECK(mllm_model_load(&mf, path, &mp) == MLLM_OK, "%s", mllm_last_error());
+        CHECK(mllm_model_load_from_memory(&mm, buf, size, &mp) == MLLM_OK, "%s", mllm_last_error());
+        if (mf && mm) {
+            na = logits_of(mf, a, 9 * 4096, &va);
+            nb = logits_of(mm, b, 9 * 4096, &vb);
+            CHECK(na == 9 * va && nb == na, "%s: %d vs %d logits", name, na, nb);
+            CHECK(nb == na && memcmp(a, b, sizeof(float) * (size_t)na) == 0, "%s: logits differ", name);
+        }
+        /* bad buffers: NULL, misaligned, truncated, not GGUF */
+        CHECK(mllm_model_load_from_memory(&bad, NULL, size, &mp) == MLLM_ERR_INVALID_ARG && !bad, "NULL data");
+        CHECK(mllm_model_load_from_memory(&bad, buf + 1, size - 1, &mp) == MLLM_ERR_INVALID_ARG && !bad, "misaligned");
+        CHECK(mllm_model_load_from_memory(&bad, buf, size / 2, &mp) == MLLM_ERR_FORMAT && !bad, "truncated: %s",
+              mllm_last_error());
+        memcpy(buf, "GGUX", 4);
+        CHECK(mllm_model_load_from_memory(&bad, buf, size, &mp) == MLLM_ERR_FORMAT && !bad, "bad magic: %s",
+              mllm_last_error());
+    }
+    mllm_model_free(mf);
+    mllm_model_free(mm);   /* before buf: the model reads the caller's memory until freed */
+    free(buf);
+    free(a);
+    free(b);
+}
+
+static void test_load_from_memory_equals_file(void) {
+    check_from_memory("tiny-qwen2-Q8_0");
+    check_from_memory("tiny-llama-Q4_K_M");
+}
 /* Architectures and weight types beyond the shared set (tests/gen_tiny.c). */
 static void test_tiny_gemma3_q8_0(void) { check_tiny_in("tiny-gemma3-Q8_0", 3e-2, 1, 1); }
 static void test_tiny_gemma3_batched(void) { check_tiny_in("tiny-gemma3-Q8_0", 3e-2, 4, 1); }
@@ -281,6 +355,88 @@ static void test_tiny_llama_q3_k(void) { check_tiny_in("tiny-llama-Q3_K", 4e-2, 
 static void test_tiny_llama_iq4_nl(void) { check_tiny_in("tiny-llama-IQ4_NL", 3e-2, 1, 1); }
 static void test_tiny_llama_iq4_xs(void) { check_tiny_in("tiny-llama-IQ4_XS", 3e-2, 1, 1); }
 static void test_tiny_llama_q2_k_batched(void) { check_tiny_in("tiny-llama-Q2_K", 3e-2, 4, 1); }
+
+/* ---- architectures are data (mllm__archs) ----
+   A tiny model's file relabelled as another architecture of the same name length (general.architecture
+   and the "ARCH." metadata keys rewritten in place), saved to a temporary file and loaded. */
+static mllm_status load_relabelled(const char *name, const char *from, const char *to, mllm_model **out) {
+    static const char tag[24] = "general.architecture\x08\0\0";   /* key, then type 8 (string) */
+    char path[1024], tmp[] = "/tmp/mllm_arch_XXXXXX";
+    size_t len, i, fl = strlen(from);
+    char *data;
+    mllm_status st;
+    mllm_model_params mp;
+    FILE *f;
+    int fd;
+    snprintf(path, sizeof path, "%s/tiny/models/%s.gguf", t_testdata(), name);
+    *out = NULL;
+    if (!(data = t_read_file(path, &len))) return MLLM_ERR_IO;
+    for (i = 0; i + 32 + fl <= len; i++) {
+        /* general.architecture's value: the key, its type, a u64 length, the bytes */
+        if (!memcmp(data + i, tag, 24) && (size_t)(unsigned char)data[i + 24] == fl && !memcmp(data + i + 32, from, fl))
+            memcpy(data + i + 32, to, fl);
+        if (!memcmp(data + i, from, fl) && data[i + fl] == '.') memcpy(data + i, to, fl);   /* "ARCH.block_count"... */
+    }
+    fd = mkstemp(tmp);
+    f = fd >= 0 ? fdopen(fd, "wb") : NULL;
+    if (!f || fwrite(data, 1, len, f) != len) { if (f) fclose(f); free(data); return MLLM_ERR_IO; }
+    fclose(f);
+    free(data);
+    memset(&mp, 0, sizeof mp);
+    mp.n_threads = 1;
+    st = mllm_model_load(out, tmp, &mp);
+    remove(tmp);
+    return st;
+}
+
+/* Logits of one short prompt. */
+static void prompt_logits(mllm_model *m, float *out, int n_vocab) {
+    static const mllm_token prompt[5] = {1, 50, 300, 7, 1000};
+    mllm_context *ctx = NULL;
+    mllm_seq_params sp;
+    mllm_seq_id id;
+    mllm_step_result r;
+    const float *lg = NULL;
+    memset(&sp, 0, sizeof sp);
+    sp.manual = 1;
+    if (mllm_context_create(&ctx, m, NULL) == MLLM_OK && mllm_seq_add(ctx, prompt, 5, &sp, &id) == MLLM_OK &&
+        mllm_step(ctx, &r) == MLLM_OK)
+        lg = mllm_seq_logits(ctx, id);
+    CHECK(lg != NULL, "%s", mllm_last_error());
+    if (lg) memcpy(out, lg, sizeof(float) * (size_t)n_vocab);
+    mllm_context_free(ctx);
+}
+
+/* What a descriptor row says is what runs: an unknown architecture is refused, naming it and the
+   supported ones; a tensor the row requires (qwen2's biases, qwen3's Q/K norms) is required; the RoPE
+   style comes from the row (a qwen2 file read as llama rotates other pairs: other logits). */
+static void test_architecture_descriptors(void) {
+    mllm_model *m = NULL, *m2 = NULL;
+    mllm_status st;
+    static float a[4096], b[4096];
+    double d = 0;
+    int i;
+    st = load_relabelled("tiny-llama-Q8_0", "llama", "gemma", &m);
+    CHECK(st == MLLM_ERR_UNSUPPORTED && !m && strstr(mllm_last_error(), "'gemma'") &&
+              strstr(mllm_last_error(), "supported: llama, qwen2, qwen3, qwen3moe, gemma3, phi3"),
+          "status %d: %s", (int)st, mllm_last_error());
+    st = load_relabelled("tiny-qwen2-Q8_0", "qwen2", "qwen3", &m);
+    CHECK(st == MLLM_ERR_FORMAT && !m && strstr(mllm_last_error(), "attn_q_norm"), "status %d: %s", (int)st, mllm_last_error());
+    st = load_relabelled("tiny-qwen3-Q8_0", "qwen3", "qwen2", &m);
+    CHECK(st == MLLM_ERR_FORMAT && !m && strstr(mllm_last_error(), "attn_q.bias"), "status %d: %s", (int)st, mllm_last_error());
+    st = load_relabelled("tiny-qwen2-Q8_0", "qwen2", "qwen2", &m);   /* unchanged: the reference */
+    CHECK(st == MLLM_OK, "%s", mllm_last_error());
+    st = load_relabelled("tiny-qwen2-Q8_0", "qwen2", "llama", &m2);
+    CHECK(st == MLLM_OK, "%s", mllm_last_error());
+    if (m && m2) {
+        prompt_logits(m, a, 4096);
+        prompt_logits(m2, b, 4096);
+        for (i = 0; i < 4096; i++) d = fabs(a[i] - b[i]) > d ? fabs(a[i] - b[i]) : d;
+        CHECK(d > 1e-2, "qwen2 read as llama: logits differ by only %g", d);
+    }
+    mllm_model_free(m);
+    mllm_model_free(m2);
+}
 
 int main(void) {
     RUN(test_tiny_llama_f32);
@@ -302,6 +458,7 @@ int main(void) {
     RUN(test_tiny_llama_q4_k_m_batched);
     RUN(test_tiny_mixtral_batched);
     RUN(test_tiny_qwen3moe_batched);
+    RUN(test_load_from_memory_equals_file);
     RUN(test_smollm2_vs_references);
     RUN(test_smollm2_precise_vs_float64);
     RUN(test_tiny_gemma3_q8_0);
@@ -313,5 +470,6 @@ int main(void) {
     RUN(test_tiny_llama_iq4_nl);
     RUN(test_tiny_llama_iq4_xs);
     RUN(test_tiny_llama_q2_k_batched);
+    RUN(test_architecture_descriptors);
     return t_finish();
 }

@@ -1,6 +1,8 @@
 /* Weight types: f16/bf16 conversions, dequantization, activation quantization and dot products, each
    against an independent reference written here from the GGUF format description (double precision).
-   Built twice: as is (SIMD kernels where the CPU has them) and with -DMLLM_NO_SIMD (tests/quant.mk). */
+   Built twice: as is (SIMD kernels where the CPU has them) and with -DMLLM_NO_SIMD (tests/quant.mk).
+   The dot-product tests run once per SIMD level the CPU has (x86: AVX-512, AVX2, scalar; chosen at
+   run time, forced here), and the SIMD levels must agree bit for bit with each other. */
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
 #include "test.h"
@@ -513,15 +515,56 @@ static void test_vec_dot_extremes(void) {
     free(w); free(x);
 }
 
+/* The x86 levels above AVX2 do the same integer sums and the same float operations in the same order,
+   so every weight type's dot must give identical bits on each of them, for 1 to 4 activation rows. */
+static void test_simd_levels_identical(void) {
+    const int64_t n = 4096;
+    const int top = mllm__simd_force(99);
+    float *xf = (float *)malloc(4 * 4096 * sizeof(float));
+    uint8_t *w = (uint8_t *)malloc(4096 * 4 + 64), *x = (uint8_t *)malloc(4 * (4096 * 4 + 64));
+    int ti, j, nx, lvl, rep, compared = 0;
+    for (ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        uint32_t t = WEIGHT_TYPES[ti], tx = (uint32_t)mllm__traits(t)->vec_dot_type;
+        size_t xs = mllm__row_bytes(tx, n) + 3;
+        for (rep = 0; rep < 4; rep++) {
+            int64_t len = rep == 3 ? n - 3 * block_of(t) : n;   /* an odd block count too */
+            float base[4], got[4];
+            rnd_blocks(t, w, (int)(len / block_of(t)), 0);
+            for (j = 0; j < 4 * len; j++) xf[j] = rnd_normalish() * (rep == 2 ? 1e3f : 1.0f);
+            for (j = 0; j < 4; j++) mllm__quant_row(tx, xf + j * len, x + j * xs, len);
+            for (nx = 1; nx <= MLLM__DOT_MAX_NX; nx++) {
+                mllm__simd_force(1);
+                mllm__vec_dot_nx(t, len, w, x, xs, nx, base);
+                for (lvl = 2; lvl <= top; lvl++) {
+                    CHECK(mllm__simd_force(lvl) == lvl, "level %d not available", lvl);
+                    mllm__vec_dot_nx(t, len, w, x, xs, nx, got);
+                    CHECK(memcmp(got, base, (size_t)nx * sizeof(float)) == 0, "%s n=%ld nx=%d: %s %.9g, %s %.9g",
+                          mllm__traits(t)->name, (long)len, nx, mllm__simd_name(lvl), got[nx - 1],
+                          mllm__simd_name(1), base[nx - 1]);
+                    compared++;
+                }
+            }
+        }
+    }
+    mllm__simd_force(top);
+    printf("  %d comparisons between SIMD levels (top level: %s)\n", compared, mllm__simd_name(top));
+    free(xf); free(w); free(x);
+}
+
 /* mllm__traits is a table indexed by type id: every id must give the GGUF spec's name and block layout
-   for that id (the table is positional, so a missing or extra row shifts every later type), NULL for
-   ids we do not run, and NULL past the table. */
+   for that id or NULL (a type we do not run), and NULL past the table.  The table is positional, so a
+   missing or extra row would shift every later type.  The types we run must all be there. */
 static void test_type_traits_by_id(void) {
-    static const struct { uint32_t id; const char *name; int block, bytes; } spec[] = {
-        {0, "F32", 1, 4}, {1, "F16", 1, 2}, {2, "Q4_0", 32, 18}, {3, "Q4_1", 32, 20}, {6, "Q5_0", 32, 22},
-        {7, "Q5_1", 32, 24}, {8, "Q8_0", 32, 34}, {9, "Q8_1", 32, 36}, {12, "Q4_K", 256, 144},
-        {13, "Q5_K", 256, 176}, {14, "Q6_K", 256, 210}, {15, "Q8_K", 256, 292}, {30, "BF16", 1, 2},
-        {10, "Q2_K", 256, 84}, {11, "Q3_K", 256, 110}, {20, "IQ4_NL", 32, 18}, {23, "IQ4_XS", 256, 136},
+    static const struct { uint32_t id; const char *name; int block, bytes, required; } spec[] = {
+        {0, "F32", 1, 4, 1}, {1, "F16", 1, 2, 1}, {2, "Q4_0", 32, 18, 1}, {3, "Q4_1", 32, 20, 1},
+        {6, "Q5_0", 32, 22, 1}, {7, "Q5_1", 32, 24, 1}, {8, "Q8_0", 32, 34, 1}, {9, "Q8_1", 32, 36, 1},
+        {10, "Q2_K", 256, 84, 1}, {11, "Q3_K", 256, 110, 1}, {12, "Q4_K", 256, 144, 1},
+        {13, "Q5_K", 256, 176, 1}, {14, "Q6_K", 256, 210, 1}, {15, "Q8_K", 256, 292, 1},
+        {16, "IQ2_XXS", 256, 66, 0}, {17, "IQ2_XS", 256, 74, 0}, {18, "IQ3_XXS", 256, 98, 0},
+        {19, "IQ1_S", 256, 50, 0}, {20, "IQ4_NL", 32, 18, 1}, {21, "IQ3_S", 256, 110, 0},
+        {22, "IQ2_S", 256, 82, 0}, {23, "IQ4_XS", 256, 136, 1}, {24, "I8", 1, 1, 0}, {25, "I16", 1, 2, 0},
+        {26, "I32", 1, 4, 0}, {27, "I64", 1, 8, 0}, {28, "F64", 1, 8, 0}, {29, "IQ1_M", 256, 56, 0},
+        {30, "BF16", 1, 2, 1}, {34, "TQ1_0", 256, 54, 0}, {35, "TQ2_0", 256, 66, 0}, {39, "MXFP4", 32, 17, 0},
     };
     const uint32_t beyond[] = {MLLM__NTYPES, 1000, 0xffffffffu};
     uint32_t id;
@@ -530,34 +573,38 @@ static void test_type_traits_by_id(void) {
         const mllm__type_traits *t = mllm__traits(id);
         for (i = 0; i < sizeof spec / sizeof spec[0] && spec[i].id != id; i++) {}
         if (i == sizeof spec / sizeof spec[0]) {
-            CHECK(t == NULL, "type %u: not run, yet has traits (%s)", id, t ? t->name : "");
+            CHECK(t == NULL, "type %u is not a GGUF type, yet has traits (%s)", id, t ? t->name : "");
             continue;
         }
-        CHECK(t && !strcmp(t->name, spec[i].name) && t->block == spec[i].block && t->bytes == spec[i].bytes,
-              "type %u: want %s %d/%d, got %s %d/%d", id, spec[i].name, spec[i].block, spec[i].bytes,
-              t ? t->name : "NULL", t ? t->block : 0, t ? t->bytes : 0);
-        CHECK(t && mllm__traits((uint32_t)t->vec_dot_type) != NULL, "type %u: vec_dot_type has no traits", id);
+        CHECK(t || !spec[i].required, "type %u (%s) has no traits", id, spec[i].name);
+        if (!t) continue;
+        CHECK(!strcmp(t->name, spec[i].name) && t->block == spec[i].block && t->bytes == spec[i].bytes,
+              "type %u: want %s %d/%d, got %s %d/%d", id, spec[i].name, spec[i].block, spec[i].bytes, t->name,
+              t->block, t->bytes);
+        CHECK(mllm__traits((uint32_t)t->vec_dot_type) != NULL, "type %u: vec_dot_type has no traits", id);
     }
     for (i = 0; i < sizeof beyond / sizeof beyond[0]; i++)
         CHECK(mllm__traits(beyond[i]) == NULL, "type %u past the table has traits", beyond[i]);
 }
 
 int main(void) {
-#if MLLM__AVX2
-    printf("SIMD: AVX2\n");
-#elif MLLM__NEON
-    printf("SIMD: NEON\n");
-#else
-    printf("SIMD: none (scalar kernels)\n");
-#endif
+    const int top = mllm__simd_force(99);
+    int lvl;
     RUN(test_f16_exhaustive);
     RUN(test_bf16_exhaustive);
     RUN(test_f32_to_f16_rounding);
     RUN(test_f32_to_bf16_rounding);
     RUN(test_dequant_all_types);
     RUN(test_quant_activations);
-    RUN(test_vec_dot);
-    RUN(test_vec_dot_extremes);
+    /* each SIMD path against the references and the scalar kernels, the scalar path (0) too */
+    for (lvl = top; lvl >= 0; lvl--) {
+        CHECK(mllm__simd_force(lvl) == lvl, "cannot force SIMD level %d", lvl);
+        printf("SIMD: %s\n", mllm__simd_name(lvl));
+        RUN(test_vec_dot);
+        RUN(test_vec_dot_extremes);
+    }
+    mllm__simd_force(top);
+    RUN(test_simd_levels_identical);
     RUN(test_type_traits_by_id);
     return t_finish();
 }

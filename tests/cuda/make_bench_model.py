@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""make_bench_model.py - a random-weight F16 GGUF in a real model's shape, for speed comparisons only.
+
+    make_bench_model.py qwen2.5-1.5b OUT.gguf      (then llama-quantize OUT.gguf Q4_K_M / Q8_0)
+
+Weights are N(0, 0.02) (norms 1), the vocabulary is placeholder tokens with a GPT-2 style tokenizer
+entry; tokens carry no meaning, only the shapes (and so the bytes moved and the work) are real.
+Needs gguf-py (llama.cpp's) and numpy.
+"""
+import sys
+
+import numpy as np
+import gguf
+
+SHAPES = {   # arch, layers, n_embd, n_ff, heads, kv heads, head_dim, vocab, rope base, qkv bias, tied
+    'qwen2.5-1.5b': ('qwen2', 28, 1536, 8960, 12, 2, 128, 151936, 1000000.0, True, True),
+}
+
+
+def main():
+    name, out = sys.argv[1], sys.argv[2]
+    arch, L, E, F, H, HKV, HD, V, base, bias, tied = SHAPES[name]
+    rng = np.random.default_rng(1)
+    w = gguf.GGUFWriter(out, arch)
+    w.add_name(name + '-random')
+    w.add_block_count(L)
+    w.add_context_length(32768)
+    w.add_embedding_length(E)
+    w.add_feed_forward_length(F)
+    w.add_head_count(H)
+    w.add_head_count_kv(HKV)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_rope_freq_base(base)
+    w.add_file_type(1)   # MOSTLY_F16
+    w.add_tokenizer_model('gpt2')
+    w.add_tokenizer_pre('qwen2')
+    w.add_token_list(['t%d' % i for i in range(V)])
+    w.add_token_types([1] * V)
+    w.add_token_merges(['t 0'])
+    w.add_bos_token_id(V - 2)
+    w.add_eos_token_id(V - 1)
+
+    def t(nm, *shape):
+        if len(shape) == 1:
+            a = np.ones(shape, dtype=np.float32)   # norms (kept F32 like converted models)
+        else:
+            a = (rng.standard_normal(shape, dtype=np.float32) * 0.02).astype(np.float16)
+        w.add_tensor(nm, a)
+
+    def b(nm, n):
+        w.add_tensor(nm, (rng.standard_normal(n, dtype=np.float32) * 0.02).astype(np.float32))
+    t('token_embd.weight', V, E)
+    for i in range(L):
+        p = 'blk.%d.' % i
+        t(p + 'attn_norm.weight', E)
+        t(p + 'attn_q.weight', H * HD, E)
+        t(p + 'attn_k.weight', HKV * HD, E)
+        t(p + 'attn_v.weight', HKV * HD, E)
+        if bias:
+            b(p + 'attn_q.bias', H * HD)
+            b(p + 'attn_k.bias', HKV * HD)
+            b(p + 'attn_v.bias', HKV * HD)
+        t(p + 'attn_output.weight', E, H * HD)
+        t(p + 'ffn_norm.weight', E)
+        t(p + 'ffn_gate.weight', F, E)
+        t(p + 'ffn_up.weight', F, E)
+        t(p + 'ffn_down.weight', E, F)
+    t('output_norm.weight', E)
+    if not tied:
+        t('output.weight', V, E)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+if __name__ == '__main__':
+    main()

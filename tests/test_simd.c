@@ -1,0 +1,115 @@
+/* The SIMD levels chosen at run time give the same model outputs.  Each tiny model (every weight type and
+   architecture, ../shared/testdata/tiny) and SmolLM2 (when present) runs the same two sequences at every
+   level the CPU has (x86: AVX-512, AVX2, scalar): the SIMD levels must give identical logits bit for bit
+   (same integer sums, same float operations in the same order); the scalar kernels sum floats in another
+   order, so they must only be close (tiny models only: SmolLM2 is too slow on them for CI).  The
+   fixtures themselves are checked by test_model at the best level. */
+#define METALLLM_IMPLEMENTATION
+#include "metalllm.h"
+#include "test.h"
+#include <math.h>
+
+enum { N_PROMPT = 40, N_GEN = 6, N_SEQ = 2 };
+
+/* Logits of N_SEQ sequences (different prompts, batched), the prompt step and N_GEN teacher-forced
+   steps each, concatenated into out (N_SEQ * (N_GEN + 1) * n_vocab floats).  Returns n_vocab, 0 on
+   failure. */
+static int run_model(const char *path, float **out) {
+    mllm_model *m;
+    mllm_context *ctx;
+    mllm_model_params mp;
+    mllm_context_params cp;
+    mllm_seq_params sp;
+    mllm_model_info info;
+    mllm_seq_id ids[N_SEQ];
+    int steps[N_SEQ] = {0}, s, i, done = 0, nv;
+    memset(&mp, 0, sizeof mp);
+    mp.n_threads = 2;
+    if (mllm_model_load(&m, path, &mp) != MLLM_OK) { CHECK(0, "%s: %s", path, mllm_last_error()); return 0; }
+    mllm_model_get_info(m, &info);
+    nv = info.n_vocab;
+    memset(&cp, 0, sizeof cp);
+    cp.n_seq_max = N_SEQ;
+    cp.kv_blocks = 64;
+    memset(&sp, 0, sizeof sp);
+    sp.manual = 1;
+    *out = (float *)calloc((size_t)N_SEQ * (N_GEN + 1) * (size_t)nv, sizeof(float));
+    if (mllm_context_create(&ctx, m, &cp) != MLLM_OK) { CHECK(0, "%s", mllm_last_error()); mllm_model_free(m); return 0; }
+    for (s = 0; s < N_SEQ; s++) {
+        mllm_token p[N_PROMPT];
+        for (i = 0; i < N_PROMPT; i++) p[i] = (mllm_token)(1 + (i * 7919 + s * 104729) % (nv - 1));
+        CHECK(mllm_seq_add(ctx, p, N_PROMPT - 9 * s, &sp, &ids[s]) == MLLM_OK, "%s", mllm_last_error());
+    }
+    while (done < N_SEQ) {
+        mllm_step_result r;
+        int k;
+        if (mllm_step(ctx, &r) != MLLM_OK || r.n_tokens == 0) { CHECK(0, "step: %s", mllm_last_error()); break; }
+        for (k = 0; k < r.n_tokens; k++) {
+            mllm_token next;
+            for (s = 0; s < N_SEQ && ids[s] != r.tokens[k].seq; s++) {}
+            if (s == N_SEQ) continue;
+            memcpy(*out + ((size_t)s * (N_GEN + 1) + (size_t)steps[s]) * (size_t)nv, mllm_seq_logits(ctx, ids[s]),
+                   sizeof(float) * (size_t)nv);
+            if (++steps[s] > N_GEN) { done++; mllm_seq_remove(ctx, ids[s]); ids[s] = -1; continue; }
+            next = (mllm_token)(1 + (steps[s] * 31 + s) % (nv - 1));   /* teacher-forced: same on every level */
+            CHECK(mllm_seq_append(ctx, ids[s], &next, 1) == MLLM_OK, "%s", mllm_last_error());
+        }
+    }
+    mllm_context_free(ctx);
+    mllm_model_free(m);
+    return nv;
+}
+
+static void check_levels(const char *path, const char *label, int lowest) {
+    const int top = mllm__simd_force(99);
+    float *ref = NULL, *got = NULL;
+    int lvl, nv = 0;
+    size_t n, i;
+    for (lvl = top; lvl >= lowest; lvl--) {
+        double d2 = 0, r2 = 0;
+        int nv_l;
+        mllm__simd_force(lvl);
+        nv_l = run_model(path, lvl == top ? &ref : &got);
+        if (lvl == top) { nv = nv_l; if (!nv) break; continue; }
+        if (!nv_l) break;
+        n = (size_t)N_SEQ * (N_GEN + 1) * (size_t)nv;
+        for (i = 0; i < n; i++) { d2 += ((double)got[i] - ref[i]) * ((double)got[i] - ref[i]); r2 += (double)ref[i] * ref[i]; }
+        if (lvl >= 1) CHECK(memcmp(got, ref, n * sizeof(float)) == 0, "%s: %s logits differ from %s (rel L2 %.3g)",
+                            label, mllm__simd_name(lvl), mllm__simd_name(top), sqrt(d2 / r2));
+        else CHECK(sqrt(d2 / r2) < 3e-2, "%s: scalar vs %s rel L2 %.3g", label, mllm__simd_name(top), sqrt(d2 / r2));
+        printf("  %-22s %-7s vs %-7s: %s (rel L2 %.2e)\n", label, mllm__simd_name(lvl), mllm__simd_name(top),
+               memcmp(got, ref, n * sizeof(float)) ? "close" : "identical", sqrt(d2 / r2));
+        free(got);
+        got = NULL;
+    }
+    mllm__simd_force(top);
+    free(ref);
+}
+
+static void test_tiny_models(void) {
+    static const char *const names[] = {"tiny-llama-F32", "tiny-llama-F16", "tiny-llama-BF16", "tiny-llama-Q8_0",
+                                        "tiny-llama-Q4_0", "tiny-llama-Q4_1", "tiny-llama-Q5_0", "tiny-llama-Q5_1",
+                                        "tiny-llama-Q4_K", "tiny-llama-Q5_K", "tiny-llama-Q6_K", "tiny-llama-Q4_K_M",
+                                        "tiny-qwen2-Q8_0", "tiny-qwen3-Q8_0", "tiny-mixtral-Q8_0", "tiny-qwen3moe-Q8_0"};
+    size_t i;
+    for (i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[512];
+        snprintf(path, sizeof path, "../shared/testdata/tiny/models/%s.gguf", names[i]);
+        check_levels(path, names[i], 0);
+    }
+}
+
+static void test_smollm2(void) {
+    const char *model = getenv("MLLM_MODEL") ? getenv("MLLM_MODEL") : "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+    FILE *f = fopen(model, "rb");
+    if (!f) { printf("  skipped: %s not present (make model)\n", model); return; }
+    fclose(f);
+    check_levels(model, "SmolLM2-135M Q4_1", 1);   /* the scalar kernels are too slow for CI here */
+}
+
+int main(void) {
+    printf("SIMD levels: best %s\n", mllm__simd_name(mllm__simd_force(99)));
+    RUN(test_tiny_models);
+    RUN(test_smollm2);
+    return t_finish();
+}
