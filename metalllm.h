@@ -1077,7 +1077,7 @@ static mllm_status mllm__gguf_arr_strings(const mllm__gguf_kv *kv, mllm__str *ou
 typedef enum mllm__type {
     MLLM__F32 = 0, MLLM__F16 = 1, MLLM__Q4_0 = 2, MLLM__Q4_1 = 3, MLLM__Q5_0 = 6, MLLM__Q5_1 = 7,
     MLLM__Q8_0 = 8, MLLM__Q8_1 = 9, MLLM__Q2_K = 10, MLLM__Q3_K = 11, MLLM__Q4_K = 12, MLLM__Q5_K = 13,
-    MLLM__Q6_K = 14, MLLM__Q8_K = 15, MLLM__BF16 = 30, MLLM__NTYPES = 40
+    MLLM__Q6_K = 14, MLLM__Q8_K = 15, MLLM__IQ4_NL = 20, MLLM__IQ4_XS = 23, MLLM__BF16 = 30, MLLM__NTYPES = 40
 } mllm__type;
 
 typedef struct mllm__type_traits {
@@ -1121,16 +1121,20 @@ static const mllm__type_traits mllm__type_table[MLLM__NTYPES] = {
     /*  7 */ {"Q5_1", MLLM__QK, 4 + 4 + 16, MLLM__Q8_1},
     /*  8 */ {"Q8_0", MLLM__QK, 2 + 32, MLLM__Q8_0},
     /*  9 */ {"Q8_1", MLLM__QK, 4 + 32, MLLM__Q8_1},
-    /* 10 */ {NULL, 0, 0, 0},   /* Q2_K */
-    /* 11 */ {NULL, 0, 0, 0},   /* Q3_K */
+    /* 10 */ {"Q2_K", MLLM__QK_K, 16 + 64 + 4, MLLM__Q8_K},
+    /* 11 */ {"Q3_K", MLLM__QK_K, 32 + 64 + 12 + 2, MLLM__Q8_K},
     /* 12 */ {"Q4_K", MLLM__QK_K, 4 + 12 + 128, MLLM__Q8_K},
     /* 13 */ {"Q5_K", MLLM__QK_K, 4 + 12 + 32 + 128, MLLM__Q8_K},
     /* 14 */ {"Q6_K", MLLM__QK_K, 128 + 64 + 16 + 2, MLLM__Q8_K},
     /* 15 */ {"Q8_K", MLLM__QK_K, 4 + 256 + 32, MLLM__Q8_K},
-    /* 16-29: the IQ types, integer and F64 tensors, not run */
-    {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0},
-    {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0},
+    /* 16-19: IQ2_XXS IQ2_XS IQ3_XXS IQ1_S, not run */
+    {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0},
+    /* 20 */ {"IQ4_NL", MLLM__QK, 2 + 16, MLLM__Q8_0},
+    /* 21-22: IQ3_S IQ2_S, not run */
     {NULL, 0, 0, 0}, {NULL, 0, 0, 0},
+    /* 23 */ {"IQ4_XS", MLLM__QK_K, 2 + 2 + 4 + 128, MLLM__Q8_K},
+    /* 24-29: IQ1_M, integer and F64 tensors, not run */
+    {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0}, {NULL, 0, 0, 0},
     /* 30 */ {"BF16", 1, 2, MLLM__BF16},
     /* 31-39: zero */
 };
@@ -1258,6 +1262,10 @@ MLLM__INLINE mllm__fmt32 mllm__fmt32_of(uint32_t type) {
    nothing (it even keeps the sign of a zero product), so dequantization stays bit-identical to d*q. */
 typedef struct mllm__blk32 { float d, m, s; int8_t q[MLLM__QK]; } mllm__blk32;
 
+/* IQ4_NL and IQ4_XS: each nibble indexes this non-linear table of 16 levels (GGUF's kvalues_iq4nl). */
+static const int8_t mllm__iq4nl_levels[16] = {-127, -104, -83, -65, -49, -35, -22, -10,
+                                              1, 13, 25, 38, 53, 69, 89, 113};
+
 static void mllm__decode32(uint32_t type, const uint8_t *b, mllm__blk32 *o) {
     mllm__fmt32 f = mllm__fmt32_of(type);
     uint32_t qh = f.qh >= 0 ? mllm__rd32(b + f.qh) : 0;
@@ -1265,6 +1273,13 @@ static void mllm__decode32(uint32_t type, const uint8_t *b, mllm__blk32 *o) {
     o->d = mllm__rdh(b);
     o->m = f.m >= 0 ? mllm__rdh(b + f.m) : -0.0f;
     o->s = f.s >= 0 ? mllm__rdh(b + f.s) : 0.0f;
+    if (type == MLLM__IQ4_NL) {            /* d, qs[16]: element i / 16+i: low / high nibble of qs[i] */
+        for (i = 0; i < 16; i++) {
+            o->q[i] = mllm__iq4nl_levels[b[2 + i] & 15];
+            o->q[i + 16] = mllm__iq4nl_levels[b[2 + i] >> 4];
+        }
+        return;
+    }
     if (f.bits == 8) { memcpy(o->q, b + f.qs, MLLM__QK); return; }
     for (i = 0; i < 16; i++) {
         int lo = (b[f.qs + i] & 15) | (int)((qh >> i) & 1) << 4;
@@ -1280,7 +1295,13 @@ static void mllm__decode32(uint32_t type, const uint8_t *b, mllm__blk32 *o) {
            (each 32 bytes hold sub-block 2c in the low and 2c+1 in the high nibbles).
      Q5_K: as Q4_K plus qh[32] before qs: bit c of qh[l] is bit 4 of element 32c + l.
      Q6_K: ql[128], qh[64], int8 scales[16], d; q = (4 low bits | 2 high bits << 4) - 32.
-     Q8_K: float d, int8 qs[256], int16 bsums[16] (sums of 16 quants). */
+     Q8_K: float d, int8 qs[256], int16 bsums[16] (sums of 16 quants).
+     Q2_K: scales[16] (low nibble: scale, high: min of each 16), qs[64], d, dmin; 2-bit q.
+     Q3_K: hmask[32], qs[64], 12 bytes of 6-bit scales (offset 32), d; q = 2 low bits - (hmask bit ? 0 : 4).
+           Q2_K and Q3_K share one order: element 128h + 32j + l (l < 32) is bits 2j..2j+1 of qs[32h + l]
+           (Q3_K: its high bit is bit 4h + j of hmask[l]).
+     IQ4_XS: d, scales_h (u16), scales_l[4], qs[128]: per 32, a 6-bit scale (offset 32) from a nibble of
+           scales_l and two bits of scales_h; nibbles as IQ4_NL (16 bytes per 32, low then high). */
 typedef struct mllm__blk256 { float d, dmin; int sc[16], mn[16]; int8_t q[MLLM__QK_K]; } mllm__blk256;
 
 /* The 12-byte Q4_K/Q5_K scale field, 8 six-bit scales and 8 six-bit mins: bytes 0-3 hold the low 6 bits
@@ -1299,6 +1320,37 @@ static void mllm__k4_scales(const uint8_t *s, uint8_t sc[8], uint8_t mn[8]) {
 /* Scales and mins per 16 elements (mn and dmin are 0 for the symmetric formats). */
 static void mllm__kscales(uint32_t type, const uint8_t *b, mllm__blk256 *o) {
     int j;
+    if (type == MLLM__Q2_K) {
+        o->d = mllm__rdh(b + 80);
+        o->dmin = mllm__rdh(b + 82);
+        for (j = 0; j < 16; j++) {
+            o->sc[j] = b[j] & 15;
+            o->mn[j] = b[j] >> 4;
+        }
+        return;
+    }
+    if (type == MLLM__Q3_K) {              /* low 4 bits: a nibble of bytes 0-7; top 2: byte 8 + j%4 */
+        const uint8_t *s = b + 96;
+        o->d = mllm__rdh(b + 108);
+        o->dmin = 0.0f;
+        for (j = 0; j < 16; j++) {
+            int lo = j < 8 ? s[j] & 15 : s[j - 8] >> 4;
+            o->sc[j] = (lo | ((s[8 + j % 4] >> (2 * (j / 4))) & 3) << 4) - 32;
+            o->mn[j] = 0;
+        }
+        return;
+    }
+    if (type == MLLM__IQ4_XS) {            /* scale of 32-block k, used for sub-blocks 2k and 2k+1 */
+        const uint32_t sh = (uint32_t)b[2] | (uint32_t)b[3] << 8;
+        o->d = mllm__rdh(b);
+        o->dmin = 0.0f;
+        for (j = 0; j < 16; j++) {
+            const int k = j / 2;
+            o->sc[j] = (((b[4 + k / 2] >> (4 * (k % 2))) & 15) | (int)((sh >> (2 * k)) & 3) << 4) - 32;
+            o->mn[j] = 0;
+        }
+        return;
+    }
     if (type == MLLM__Q4_K || type == MLLM__Q5_K) {
         uint8_t sc[8], mn[8];
         o->d = mllm__rdh(b);
@@ -1322,6 +1374,25 @@ static void mllm__decode256(uint32_t type, const uint8_t *b, mllm__blk256 *o) {
     int c, l;
     mllm__kscales(type, b, o);
     if (type == MLLM__Q8_K) { memcpy(o->q, b + 4, MLLM__QK_K); return; }
+    if (type == MLLM__Q2_K || type == MLLM__Q3_K) {
+        const uint8_t *qs = b + (type == MLLM__Q3_K ? 32 : 16), *hm = b;
+        for (c = 0; c < 8; c++)            /* c = 4h + j */
+            for (l = 0; l < 32; l++) {
+                int q = (qs[32 * (c / 4) + l] >> (2 * (c % 4))) & 3;
+                if (type == MLLM__Q3_K && !((hm[l] >> c) & 1)) q -= 4;
+                o->q[32 * c + l] = (int8_t)q;
+            }
+        return;
+    }
+    if (type == MLLM__IQ4_XS) {
+        const uint8_t *qs = b + 8;
+        for (c = 0; c < 8; c++)
+            for (l = 0; l < 16; l++) {
+                o->q[32 * c + l] = mllm__iq4nl_levels[qs[16 * c + l] & 15];
+                o->q[32 * c + 16 + l] = mllm__iq4nl_levels[qs[16 * c + l] >> 4];
+            }
+        return;
+    }
     if (type == MLLM__Q6_K) {
         for (c = 0; c < 2; c++) {          /* 128 elements from ql[64c..], qh[32c..] */
             const uint8_t *ql = b + 64 * c, *qh = b + 128 + 32 * c;
@@ -1351,7 +1422,8 @@ static void mllm__decode256(uint32_t type, const uint8_t *b, mllm__blk256 *o) {
 }
 
 static int mllm__is_k(uint32_t type) {
-    return type == MLLM__Q4_K || type == MLLM__Q5_K || type == MLLM__Q6_K || type == MLLM__Q8_K;
+    return type == MLLM__Q4_K || type == MLLM__Q5_K || type == MLLM__Q6_K || type == MLLM__Q8_K ||
+           type == MLLM__Q2_K || type == MLLM__Q3_K || type == MLLM__IQ4_XS;
 }
 
 static void mllm__dequant_row(uint32_t type, const void *src, float *dst, int64_t n) {

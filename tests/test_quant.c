@@ -77,7 +77,8 @@ static void wr16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v
 
 /* ---------------------------------------------------------------- reference block decoders */
 static const uint32_t WEIGHT_TYPES[] = {MLLM__F32, MLLM__F16, MLLM__BF16, MLLM__Q4_0, MLLM__Q4_1, MLLM__Q5_0,
-                                        MLLM__Q5_1, MLLM__Q8_0, MLLM__Q4_K, MLLM__Q5_K, MLLM__Q6_K};
+                                        MLLM__Q5_1, MLLM__Q8_0, MLLM__Q4_K, MLLM__Q5_K, MLLM__Q6_K,
+                                        MLLM__Q2_K, MLLM__Q3_K, MLLM__IQ4_NL, MLLM__IQ4_XS};
 #define N_WEIGHT_TYPES ((int)(sizeof WEIGHT_TYPES / sizeof WEIGHT_TYPES[0]))
 
 static int block_of(uint32_t t) { return mllm__traits(t)->block; }
@@ -153,6 +154,47 @@ static void ref_block(uint32_t t, const uint8_t *b, double *v, double *min_out) 
         }
         break;
     }
+    case MLLM__Q2_K: case MLLM__Q3_K: {
+        /* Q2_K: scales(16), qs(64), d, dmin.  Q3_K: hmask(32), qs(64), scales(12), d.  Element i: in its
+           half h = i/128, quarter r = (i%128)/32 and lane l = i%32, the 2 low bits are bits 2r, 2r+1 of
+           qs[32h + l]; Q3_K subtracts 4 unless bit 4h + r of hmask[l] is set.  Q2_K: byte i/16 of scales
+           holds the scale (low nibble) and min (high nibble) of its 16 elements.  Q3_K: 16 six-bit
+           scales minus 32, scale k's low 4 bits in byte k%8 (low nibble for k<8, high for k>=8) and its
+           top 2 bits at bit 2*(k/4) of byte 8 + k%4. */
+        int q3 = t == MLLM__Q3_K;
+        const uint8_t *qs = b + (q3 ? 32 : 16), *scl = b + (q3 ? 96 : 0);
+        double d = ref_half(rd16(b + (q3 ? 108 : 80))), dmin = q3 ? 0.0 : ref_half(rd16(b + 82));
+        for (i = 0; i < 256; i++) {
+            int h = i / 128, r = (i % 128) / 32, l = i % 32, k = i / 16;
+            int q = (qs[32 * h + l] >> (2 * r)) % 4;
+            if (q3) {
+                int sc = (k < 8 ? scl[k] % 16 : scl[k - 8] / 16) + ((scl[8 + k % 4] >> (2 * (k / 4))) % 4) * 16 - 32;
+                if (!((b[l] >> (4 * h + r)) & 1)) q -= 4;
+                v[i] = d * sc * q;
+            } else {
+                v[i] = d * (b[k] % 16) * q - dmin * (b[k] / 16);
+            }
+        }
+        break;
+    }
+    case MLLM__IQ4_NL: case MLLM__IQ4_XS: {
+        /* A nibble n stands for the level table[n] (GGUF's kvalues_iq4nl); each 32 elements take 16 bytes,
+           element j < 16 the low nibble of byte j, 16 + j its high nibble.  IQ4_NL: d, qs(16).  IQ4_XS: d,
+           scales_h (u16), scales_l(4), qs(128); the 32-block k has scale d * (ls - 32) with ls = nibble k%2
+           of scales_l[k/2] plus 16 * bits 2k, 2k+1 of scales_h. */
+        static const int level[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+        int xs = t == MLLM__IQ4_XS, n = xs ? 256 : 32;
+        const uint8_t *qs = b + (xs ? 8 : 2);
+        double d = ref_half(rd16(b));
+        for (i = 0; i < n; i++) {
+            int k = i / 32, j = i % 32, byte = qs[16 * k + j % 16];
+            int nib = j < 16 ? byte % 16 : byte / 16;
+            double dl = d;
+            if (xs) dl = d * ((k % 2 ? b[4 + k / 2] / 16 : b[4 + k / 2] % 16) + ((rd16(b + 2) >> (2 * k)) % 4) * 16 - 32);
+            v[i] = dl * level[nib];
+        }
+        break;
+    }
     case MLLM__Q8_K: {   /* float d, int8 qs[256], int16 bsums[16] */
         float d;
         memcpy(&d, b, 4);
@@ -185,6 +227,8 @@ static void set_scales(uint32_t t, uint8_t *p, int nb, int wide) {
         case MLLM__Q4_1: case MLLM__Q5_1: case MLLM__Q4_K: case MLLM__Q5_K:
             wr16(p, rnd_half(wide)); wr16(p + 2, rnd_half(wide)); break;
         case MLLM__Q6_K: wr16(p + 208, rnd_half(wide)); break;
+        case MLLM__Q2_K: wr16(p + 80, rnd_half(wide)); wr16(p + 82, rnd_half(wide)); break;
+        case MLLM__Q3_K: wr16(p + 108, rnd_half(wide)); break;
         case MLLM__Q8_K: { float d = (float)((rnd_unit() - 0.5) * ldexp(1.0, wide ? (int)(rnd() % 60) - 30 : -7)); memcpy(p, &d, 4); break; }
         default: wr16(p, rnd_half(wide)); break;
         }
@@ -277,7 +321,8 @@ static void test_f32_to_bf16_rounding(void) {
 /* ---------------------------------------------------------------- dequantization */
 static void test_dequant_all_types(void) {
     static const uint32_t types[] = {MLLM__F32, MLLM__F16, MLLM__BF16, MLLM__Q4_0, MLLM__Q4_1, MLLM__Q5_0,
-                                     MLLM__Q5_1, MLLM__Q8_0, MLLM__Q8_1, MLLM__Q4_K, MLLM__Q5_K, MLLM__Q6_K, MLLM__Q8_K};
+                                     MLLM__Q5_1, MLLM__Q8_0, MLLM__Q8_1, MLLM__Q4_K, MLLM__Q5_K, MLLM__Q6_K, MLLM__Q8_K,
+                                     MLLM__Q2_K, MLLM__Q3_K, MLLM__IQ4_NL, MLLM__IQ4_XS};
     int ti;
     for (ti = 0; ti < (int)(sizeof types / sizeof types[0]); ti++) {
         uint32_t t = types[ti];
@@ -513,11 +558,11 @@ static void test_type_traits_by_id(void) {
     static const struct { uint32_t id; const char *name; int block, bytes, required; } spec[] = {
         {0, "F32", 1, 4, 1}, {1, "F16", 1, 2, 1}, {2, "Q4_0", 32, 18, 1}, {3, "Q4_1", 32, 20, 1},
         {6, "Q5_0", 32, 22, 1}, {7, "Q5_1", 32, 24, 1}, {8, "Q8_0", 32, 34, 1}, {9, "Q8_1", 32, 36, 1},
-        {10, "Q2_K", 256, 84, 0}, {11, "Q3_K", 256, 110, 0}, {12, "Q4_K", 256, 144, 1},
+        {10, "Q2_K", 256, 84, 1}, {11, "Q3_K", 256, 110, 1}, {12, "Q4_K", 256, 144, 1},
         {13, "Q5_K", 256, 176, 1}, {14, "Q6_K", 256, 210, 1}, {15, "Q8_K", 256, 292, 1},
         {16, "IQ2_XXS", 256, 66, 0}, {17, "IQ2_XS", 256, 74, 0}, {18, "IQ3_XXS", 256, 98, 0},
-        {19, "IQ1_S", 256, 50, 0}, {20, "IQ4_NL", 32, 18, 0}, {21, "IQ3_S", 256, 110, 0},
-        {22, "IQ2_S", 256, 82, 0}, {23, "IQ4_XS", 256, 136, 0}, {24, "I8", 1, 1, 0}, {25, "I16", 1, 2, 0},
+        {19, "IQ1_S", 256, 50, 0}, {20, "IQ4_NL", 32, 18, 1}, {21, "IQ3_S", 256, 110, 0},
+        {22, "IQ2_S", 256, 82, 0}, {23, "IQ4_XS", 256, 136, 1}, {24, "I8", 1, 1, 0}, {25, "I16", 1, 2, 0},
         {26, "I32", 1, 4, 0}, {27, "I64", 1, 8, 0}, {28, "F64", 1, 8, 0}, {29, "IQ1_M", 256, 56, 0},
         {30, "BF16", 1, 2, 1}, {34, "TQ1_0", 256, 54, 0}, {35, "TQ2_0", 256, 66, 0}, {39, "MXFP4", 32, 17, 0},
     };

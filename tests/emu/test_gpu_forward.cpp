@@ -410,6 +410,33 @@ EMU_TEST(gpu_context_rejects_weight_types_without_kernels) {
     }
 }
 
+// The CPU-only weight types of the tiny-extra models (build/tiny-extra, make tiny-extra) likewise: refused
+// with the type's name.
+EMU_TEST(gpu_context_rejects_cpu_only_weight_types) {
+    const char *models[] = {"tiny-llama-Q2_K", "tiny-llama-Q3_K", "tiny-llama-IQ4_NL", "tiny-llama-IQ4_XS"};
+    const char *build = getenv("MLLM_BUILD");
+    for (const char *name : models) {
+        const std::string path = std::string(build ? build : "build") + "/tiny-extra/" + name + ".gguf";
+        const char *type = strchr(name + 6, '-') + 1;   // "Q2_K"...
+        mllm_model *m = nullptr;
+        mllm_model_params mp;
+        memset(&mp, 0, sizeof mp);
+        mp.n_threads = 2;
+        mp.backend = MLLM_BACKEND_CPU;
+        CHECK(mllm_model_load(&m, path.c_str(), &mp) == MLLM_OK, "%s: %s", name, mllm_last_error());
+        if (!m) continue;
+        emu_gpu dev;
+        mllm_context *ctx = (mllm_context *)&dev;   // must be reset to NULL
+        mllm_context_params cp;
+        memset(&cp, 0, sizeof cp);
+        const mllm_status st = mllm__context_create(&ctx, m, &cp, &dev.g);
+        CHECK(st == MLLM_ERR_UNSUPPORTED && !ctx && strstr(mllm_last_error(), type), "%s: status %d, %s", name,
+              (int)st, mllm_last_error());
+        mllm_context_free(st == MLLM_OK ? ctx : nullptr);
+        mllm_model_free(m);
+    }
+}
+
 // Out of memory at each buffer the context makes; a mapping the device cannot wrap (the weights are
 // copied instead); a dispatch the device rejects (command buffer failed at
 // wait) and a command buffer that cannot be made: mllm_step returns MLLM_ERR_BACKEND, the batch's
