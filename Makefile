@@ -87,6 +87,7 @@ run: $(BUILD)/generate $(MODEL)
 	$(BUILD)/generate -m $(MODEL) --chat -p "Write a haiku about the sea." -n 64
 
 bench: all $(MODEL)
+	tests/fetch_model.sh gemma3-270m && tests/fetch_model.sh qwen2.5-coder-1.5b
 	tests/bench.sh $(BUILD)
 
 clean:

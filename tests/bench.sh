@@ -8,13 +8,14 @@
 #   env: BENCH_THREADS ("1 2"), BENCH_ROUNDS (3), BENCH_PEER (1; 0 skips llama.cpp), BENCH_BATCH
 #        ("1,4,16"; empty skips batched decode)
 # Default models: SmolLM2 Q4_1 and, when present, its requantized twins models/smollm2-*.gguf (made with
-# tests/bench_models.sh) and models/qwen2.5-coder-1.5b-q4_k_m.gguf.
+# tests/bench_models.sh) and the real models tests/fetch_model.sh fetches (Gemma 3 270M, Qwen2.5-Coder-1.5B).
 set -uo pipefail
 BUILD=${1:-build}; shift || true
 THREADS=${BENCH_THREADS:-"1 2"}; ROUNDS=${BENCH_ROUNDS:-3}; PEER=${BENCH_PEER:-1}; BATCH=${BENCH_BATCH-1,4,16}
 if [ $# -gt 0 ]; then MODELS=("$@"); else
   MODELS=(models/SmolLM2-135M-Instruct.Q4_1.gguf)
-  for f in models/smollm2-*.gguf models/qwen2.5-coder-1.5b-q4_k_m.gguf; do [ -f "$f" ] && MODELS+=("$f"); done
+  for f in models/smollm2-*.gguf models/gemma-3-270m-Q4_K_M.gguf models/Qwen2.5-Coder-1.5B-Instruct-Q4_K_M.gguf; do
+    [ -f "$f" ] && MODELS+=("$f"); done
 fi
 RAW="$BUILD/bench-raw.txt"; : >"$RAW"
 LB=peer/bin/llama-bench; LBB=peer/bin/llama-batched-bench
