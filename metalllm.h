@@ -1662,13 +1662,13 @@ static int mllm__simd_level(void) {
 
 /* Tests and benchmarks: use at most `level` (0 scalar); returns the level now in use, which is lower
    when the CPU lacks it.  Not for use while other threads run kernels. */
-static int mllm__simd_force(int level) {
+static MLLM__UNUSED int mllm__simd_force(int level) {
     int have = mllm__simd_detect(), l = level < have ? level : have;
     __atomic_store_n(&mllm__simd_cur, l < 0 ? 0 : l, __ATOMIC_RELAXED);
     return mllm__simd_level();
 }
 
-static const char *mllm__simd_name(int level) {
+static MLLM__UNUSED const char *mllm__simd_name(int level) {
     return level == MLLM__SIMD_AVX512 ? "AVX-512" : level == MLLM__SIMD_AVX2 ? "AVX2" : "scalar";
 }
 
@@ -2226,8 +2226,8 @@ static int mllm__simd_dot_nx(uint32_t type, int64_t n, const uint8_t *w, const u
 #define MLLM__SIMD_BUILD 0
 #endif
 static int mllm__simd_level(void) { return MLLM__SIMD_BUILD; }
-static int mllm__simd_force(int level) { (void)level; return MLLM__SIMD_BUILD; }
-static const char *mllm__simd_name(int level) { return level ? "NEON" : "scalar"; }
+static MLLM__UNUSED int mllm__simd_force(int level) { (void)level; return MLLM__SIMD_BUILD; }
+static MLLM__UNUSED const char *mllm__simd_name(int level) { return level ? "NEON" : "scalar"; }
 #endif
 
 static void mllm__vec_dot_nx(uint32_t type, int64_t n, const void *w, const void *x, size_t x_stride,
@@ -66836,13 +66836,13 @@ static const char mllm__cuda_ptx_text[] =
 "\t.reg .f64 \t%fd<5>;\n"
 "\tmov.u64 \t%SPL, __local_depot80;\n"
 "\tld.param.u32 \t%r1, [rope_param_2+8];\n"
-"\tmov.u32 \t%r45, %tid.x;\n"
 "\tmov.u32 \t%r2, %ntid.x;\n"
-"\tmov.u32 \t%r46, %tid.y;\n"
-"\tmov.u32 \t%r47, %ntid.y;\n"
-"\tmov.u32 \t%r48, %tid.z;\n"
-"\tmad.lo.s32 \t%r49, %r47, %r48, %r46;\n"
-"\tmad.lo.s32 \t%r50, %r49, %r2, %r45;\n"
+"\tmov.u32 \t%r45, %tid.y;\n"
+"\tmov.u32 \t%r46, %ntid.y;\n"
+"\tmov.u32 \t%r47, %tid.z;\n"
+"\tmad.lo.s32 \t%r48, %r46, %r47, %r45;\n"
+"\tmov.u32 \t%r49, %tid.x;\n"
+"\tmad.lo.s32 \t%r50, %r48, %r2, %r49;\n"
 "\tshr.u32 \t%r3, %r1, 1;\n"
 "\tand.b32  \t%r130, %r50, 65535;\n"
 "\tsetp.le.u32 \t%p2, %r3, %r130;\n"
@@ -67222,13 +67222,13 @@ static const char mllm__cuda_ptx_text[] =
 "\t.reg .f64 \t%fd<5>;\n"
 "\tmov.u64 \t%SPL, __local_depot81;\n"
 "\tld.param.u32 \t%r1, [rope_neox_param_2+8];\n"
-"\tmov.u32 \t%r44, %tid.x;\n"
 "\tmov.u32 \t%r2, %ntid.x;\n"
-"\tmov.u32 \t%r45, %tid.y;\n"
-"\tmov.u32 \t%r46, %ntid.y;\n"
-"\tmov.u32 \t%r47, %tid.z;\n"
-"\tmad.lo.s32 \t%r48, %r46, %r47, %r45;\n"
-"\tmad.lo.s32 \t%r49, %r48, %r2, %r44;\n"
+"\tmov.u32 \t%r44, %tid.y;\n"
+"\tmov.u32 \t%r45, %ntid.y;\n"
+"\tmov.u32 \t%r46, %tid.z;\n"
+"\tmad.lo.s32 \t%r47, %r45, %r46, %r44;\n"
+"\tmov.u32 \t%r48, %tid.x;\n"
+"\tmad.lo.s32 \t%r49, %r47, %r2, %r48;\n"
 "\tshr.u32 \t%r3, %r1, 1;\n"
 "\tand.b32  \t%r131, %r49, 65535;\n"
 "\tsetp.le.u32 \t%p2, %r3, %r131;\n"
