@@ -9,7 +9,8 @@
    VOCAB_GGUF donates its tokenizer.* metadata (the 4096-token SentencePiece vocabulary of the tiny
    models).  Quantized tensors are random blocks (random bits, then a fixed small scale written into each
    block's scale field), so no quantizer is involved: any implementation must decode the same bytes.
-   Written from the GGUF specification; deliberately independent of metalllm.h. */
+   Written from the GGUF specification; deliberately independent of metalllm.h.  Build it with
+   -ffp-contract=off (tests/tiny.mk does): a fused multiply-add would change the F32 weights' bits. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
