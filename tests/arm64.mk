@@ -66,7 +66,8 @@ test-arm64: $(A64)/cxx.ok $(addprefix $(A64)/,$(A64_BINS)) $(addprefix $(A64)/ru
 # ---- macOS: compile only (no SDK to link against)
 ZIGCC      ?= $(PYTHON) -m ziglang cc
 MAC_TARGETS := aarch64-macos.11.0 x86_64-macos.10.15
-MAC_SRCS   := $(wildcard examples/*.c) $(TEST_SRCS) tests/arm64_neon.c tests/arm64_logits.c
+# (the server needs libmicrohttpd and cJSON, which have no macOS headers here)
+MAC_SRCS   := $(filter-out examples/server.c,$(wildcard examples/*.c)) $(TEST_SRCS) tests/arm64_neon.c tests/arm64_logits.c
 MAC_FLAGS  := -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -Werror -O2 -I. -Itests/emu/objc_stub
 MAC_OBJS   := $(foreach t,$(MAC_TARGETS),$(patsubst %.c,$(BUILD)/mac/$(t)/%.o,$(filter-out $(if $(findstring x86_64,$(t)),tests/arm64_neon.c),$(MAC_SRCS))))
 
