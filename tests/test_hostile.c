@@ -1,6 +1,9 @@
 /* Hostile arguments (issue 18): NULL and garbage arguments, out-of-range parameters and sizes return an
    error with a message (never a crash, undefined behaviour or a silently changed setting); the thread
    pool never waits on a worker that is not running; SentencePiece on invalid UTF-8 matches llama.cpp. */
+#if defined(__APPLE__)
+#define _DARWIN_C_SOURCE 1   /* <signal.h> needs it beside _POSIX_C_SOURCE (set before <stdlib.h>, the first include) */
+#endif
 #include <stdlib.h>
 /* Allocations over 256 MiB fail, so the huge-context tests get MLLM_ERR_NOMEM instead of touching RAM. */
 static void *t_malloc(size_t n) { return n > ((size_t)1 << 28) ? NULL : malloc(n); }
