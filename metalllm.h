@@ -8041,7 +8041,7 @@ int mllm_kv_free_blocks(const mllm_context *ctx, int *n_total) {
 
 /* ---- chat templates: recognised by their markers, formatted without a template engine ---- */
 int mllm_chat_format(const mllm_model *m, const mllm_chat_message *msgs, int n, char *out, int cap) {
-    const char *tpl = !m ? NULL : m->chat_template ? m->chat_template : m->arch_desc->chat;
+    const char *tpl = !m ? NULL : m->chat_template ? m->chat_template : m->arch_desc ? m->arch_desc->chat : NULL;
     size_t len = 0;
     int i, kind;
     enum { CHATML, LLAMA3, LLAMA2, GEMMA, PHI3 };
