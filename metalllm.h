@@ -203,7 +203,7 @@ typedef struct mllm_model_params {
                                       Metal path is verified on Apple hardware).  METAL (Apple builds):
                                       the GPU; mllm_context_create fails when there is none or the model
                                       needs what the GPU kernels lack (a weight type such as Q5_0/Q5_1/
-                                      Q5_K, head_dim other than 64/128): MLLM_ERR_UNSUPPORTED/_BACKEND.
+                                      Q5_K, head_dim not 64/80/96/128/256): MLLM_ERR_UNSUPPORTED/_BACKEND.
                                       CUDA (Linux, NVIDIA driver): the same on an NVIDIA GPU; no driver
                                       or GPU: MLLM_ERR_UNSUPPORTED at mllm_context_create */
     int n_ctx;                     /* context per sequence; 0: min(model's training context, 4096);
@@ -4986,11 +4986,18 @@ typedef struct mllm__rope_args { /* rope, rope_neox: in place on [tokens][n_head
     uint32_t stride;             /* floats between consecutive tokens (>= n_heads * head_dim) */
     float freq_base;
     float freq_scale;
+    uint32_t factors;            /* 1: buffer 3 holds n_rot / 2 divisors of the pair frequencies (Llama 3.x
+                                    rope_freqs); 0: none (the host binds some buffer there anyway) */
 } mllm__rope_args;
 
 typedef struct mllm__vec_args {  /* swiglu, add, softmax, argmax */
     uint32_t n;                  /* elements (per row for softmax/argmax, in total otherwise) */
 } mllm__vec_args;
+
+typedef struct mllm__scale_args { /* mul_scalar: x *= s over n floats */
+    uint32_t n;
+    float s;
+} mllm__scale_args;
 
 typedef struct mllm__bias_args { /* add_bias: rows of cols floats, each plus the same bias row */
     uint32_t n;                  /* elements in total (a multiple of cols) */
@@ -5006,7 +5013,12 @@ typedef struct mllm__bias_args { /* add_bias: rows of cols floats, each plus the
      7 mllm__attn_seq[n_seqs]   8 int tok_seq[n_tokens]   9 int block tables   10 mllm__attn_args */
 #define MLLM__ATTN_NSG 4          /* simdgroups per threadgroup (128 threads) in every attention kernel */
 #define MLLM__ATTN_CHUNK 256      /* decode: context positions per threadgroup (split-K); multiple of 32 */
-#define MLLM__ATTN_GROUP 8        /* decode: query heads of one KV head handled per threadgroup */
+/* decode: query heads of one KV head per threadgroup; 4 at head_dim 256 keeps its scratch (and each
+   lane's accumulators) the size of 8 heads of 128 */
+#define MLLM__ATTN_GROUP(hd) ((hd) > 128 ? 4 : 8)
+/* The head dimensions the kernels are instantiated for (attn_decode_hd<D>, attn_prefill_hd<D>); the host
+   refuses others.  Each must be a multiple of 8 (8x8 simdgroup matrices) and at most 256 (scratch). */
+#define MLLM__ATTN_HEAD_DIMS(X) X(64) X(80) X(96) X(128) X(256)
 #define MLLM__ATTN_BQ 32          /* prefill: query tokens per threadgroup (8 per simdgroup) */
 
 typedef struct mllm__attn_seq {  /* one sequence of the batch: tokens [first, first + n) at pos0.. */
@@ -5019,6 +5031,8 @@ typedef struct mllm__attn_args {
     uint32_t n_head, n_head_kv, head_dim, block_tokens;
     uint32_t n_chunks;           /* decode: splits of the longest context (grid x, partials per head) */
     float scale;                 /* 1 / sqrt(head_dim) */
+    uint32_t n_swa;              /* sliding window: the query at position p sees positions (p - n_swa, p];
+                                    0: all of [0, p] */
 } mllm__attn_args;
 
 /* ---------------------------------------------------------------- mllm__moe_*: mixture of experts
@@ -5149,10 +5163,19 @@ static MLLM__UNUSED void mllm__gpu_attn_meta(const mllm__batch *b, int block_tok
     }
 }
 
-/* Encodes one layer's attention for batch b (metadata already in io->meta).  kv gives the pool shape
-   (its host pointers are not used).  The outputs are complete after a barrier. */
+/* Whether the attention kernels are instantiated for head dimension hd (MLLM__ATTN_HEAD_DIMS). */
+static MLLM__UNUSED int mllm__gpu_attn_head_dim_ok(int hd) {
+#define MLLM__GPU_HD(d) if (hd == (d)) return 1;
+    MLLM__ATTN_HEAD_DIMS(MLLM__GPU_HD)
+#undef MLLM__GPU_HD
+    return 0;
+}
+
+/* Encodes one layer's attention for batch b (metadata already in io->meta); n_swa > 0: a windowed layer
+   (each query sees its last n_swa positions).  kv gives the pool shape (its host pointers are not used).
+   The outputs are complete after a barrier. */
 static MLLM__UNUSED mllm_status mllm__gpu_encode_attention(mllm__gpu *g, mllm__gpu_cmd *c, const mllm__batch *b,
-                                                          const mllm__kv *kv, int n_head, int layer,
+                                                          const mllm__kv *kv, int n_head, int layer, int n_swa,
                                                           const mllm__gpu_attn_io *io) {
     const int hd = kv->head_dim;
     const mllm__gpu_attn_layout L = mllm__gpu_attn_layout_of(b, kv->block_tokens, n_head, hd);
@@ -5160,7 +5183,8 @@ static MLLM__UNUSED mllm_status mllm__gpu_encode_attention(mllm__gpu *g, mllm__g
     mllm__attn_args a;
     mllm__gpu_pipe *pw, *pa, *pr = NULL;
     char name[32];
-    if (hd != 64 && hd != 128) return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu attention: head_dim %d (64, 128 only)", hd);
+    if (!mllm__gpu_attn_head_dim_ok(hd))
+        return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu attention: head_dim %d (64, 80, 96, 128, 256 only)", hd);
     snprintf(name, sizeof name, "attn_%s_hd%d", L.decode ? "decode" : "prefill", hd);
     pw = g->vt->pipeline(g->dev, "attn_kv_write");
     pa = g->vt->pipeline(g->dev, name);
@@ -5175,6 +5199,7 @@ static MLLM__UNUSED mllm_status mllm__gpu_encode_attention(mllm__gpu *g, mllm__g
     a.block_tokens = (uint32_t)kv->block_tokens;
     a.n_chunks = L.n_chunks;
     a.scale = 1.0f / sqrtf((float)hd);
+    a.n_swa = n_swa > 0 ? (uint32_t)n_swa : 0;
     g->vt->set_buffer(c, io->q.buf, io->q.off, 0);   /* the same bindings serve all three kernels */
     g->vt->set_buffer(c, io->k.buf, io->k.off, 1);
     g->vt->set_buffer(c, io->v.buf, io->v.off, 2);
@@ -5190,7 +5215,7 @@ static MLLM__UNUSED mllm_status mllm__gpu_encode_attention(mllm__gpu *g, mllm__g
     mllm__gpu_dispatch(g, c, pw, (uint32_t)b->n_tokens, 1, 1, 128, 1, 1);
     mllm__gpu_barrier(g, c);   /* the attention reads the rows just written */
     if (L.decode) {
-        const int group = n_head / kv->n_head_kv, slices = (group + MLLM__ATTN_GROUP - 1) / MLLM__ATTN_GROUP;
+        const int group = n_head / kv->n_head_kv, slices = (group + MLLM__ATTN_GROUP(hd) - 1) / MLLM__ATTN_GROUP(hd);
         mllm__gpu_dispatch(g, c, pa, L.n_chunks, (uint32_t)(kv->n_head_kv * slices), (uint32_t)b->n_seqs,
                            32 * MLLM__ATTN_NSG, 1, 1);
         mllm__gpu_barrier(g, c);
@@ -5551,12 +5576,9 @@ static mllm_status mllm__gpu_check_model(const mllm_model *m) {
     const mllm__hparams *hp = &m->hp;
     const mllm__weight *ws[9];
     int l, i;
-    if (hp->head_dim != 64 && hp->head_dim != 128)
-        return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu: head dimension %d (the attention kernels take 64 or 128)", hp->head_dim);
-    if (m->arch_desc->act != MLLM__SILU || hp->emb_scale != 1.0f || hp->n_swa || m->rope_freqs)
-        return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu: %s needs %s, which the GPU kernels lack (the CPU backend runs it)", m->arch,
-                          m->arch_desc->act != MLLM__SILU ? "GELU" : hp->emb_scale != 1.0f ? "scaled embeddings"
-                          : hp->n_swa ? "sliding-window attention" : "RoPE frequency factors");
+    if (!mllm__gpu_attn_head_dim_ok(hp->head_dim))
+        return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu: head dimension %d (the attention kernels take 64, 80, 96, 128, 256)",
+                          hp->head_dim);
     if (hp->n_expert && (hp->n_expert > MLLM__MOE_MAX_EXPERT || hp->n_expert_used > MLLM__MOE_MAX_USED))
         return mllm__fail(MLLM_ERR_UNSUPPORTED, "gpu: %d experts, %d used (at most %d, %d)", hp->n_expert, hp->n_expert_used,
                           MLLM__MOE_MAX_EXPERT, MLLM__MOE_MAX_USED);
@@ -5735,7 +5757,7 @@ static mllm_status mllm__gpu_get_rows(mllm__gpu_fwd *f, uint32_t type, mllm__gpu
     return MLLM_OK;
 }
 
-/* a + b or swiglu(a, b) into out, over n floats (out may alias a). */
+/* a + b, swiglu(a, b) or geglu(a, b) into out, over n floats (out may alias a). */
 static mllm_status mllm__gpu_vec(mllm__gpu_fwd *f, const char *kernel, mllm__gpu_span a_, mllm__gpu_span b_,
                                  mllm__gpu_span out, size_t n) {
     mllm__gpu *g = f->g;
@@ -5752,11 +5774,23 @@ static mllm_status mllm__gpu_vec(mllm__gpu_fwd *f, const char *kernel, mllm__gpu
 }
 
 /* The ops of mllm__backend_ops; be is the mllm__gpu_fwd of the step being encoded. */
-static mllm_status mllm__gpu_embed(void *be, int out) {
+static mllm_status mllm__gpu_embed(void *be, int out) {   /* the rows, then (gemma) times emb_scale */
     mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
+    mllm__gpu *g = f->g;
     const mllm__weight *w = &f->m->tok_embd;
-    return mllm__gpu_get_rows(f, w->type, mllm__gpu_wspan(f, w->data), w->row_bytes, (int)w->cols, (int)w->rows, f->tok,
-                              f->b->n_tokens, f->buf[out]);
+    mllm__scale_args a;
+    mllm__gpu_pipe *p;
+    mllm_status st = mllm__gpu_get_rows(f, w->type, mllm__gpu_wspan(f, w->data), w->row_bytes, (int)w->cols, (int)w->rows,
+                                        f->tok, f->b->n_tokens, f->buf[out]);
+    if (st || f->m->hp.emb_scale == 1.0f) return st;
+    if (!(p = g->vt->pipeline(g->dev, "mul_scalar"))) return MLLM_ERR_BACKEND;
+    a.n = (uint32_t)f->b->n_tokens * (uint32_t)w->cols;
+    a.s = f->m->hp.emb_scale;
+    mllm__gpu_barrier(g, f->c);
+    g->vt->set_buffer(f->c, f->buf[out].buf, f->buf[out].off, 0);
+    g->vt->set_bytes(f->c, &a, sizeof a, 1);
+    mllm__gpu_dispatch(g, f->c, p, ((a.n + 3) / 4 + 255) / 256, 1, 1, 256, 1, 1);
+    return MLLM_OK;
 }
 
 static mllm_status mllm__gpu_gather_rows(void *be, int in, int n, int out) {
@@ -5822,23 +5856,27 @@ static mllm_status mllm__gpu_add_bias(void *be, int x, const float *bias, int n)
     return MLLM_OK;
 }
 
-static mllm_status mllm__gpu_rope(void *be, int x, int n_heads, int layer) {   /* (no windowed layers: checked) */
+/* A windowed layer takes rope_base_swa, unscaled and without factors (as mllm__cpu_step's second table). */
+static mllm_status mllm__gpu_rope(void *be, int x, int n_heads, int layer) {
     mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
-    (void)layer;
     mllm__gpu *g = f->g;
     const mllm__hparams *hp = &f->m->hp;
+    const int swa = f->m->layers[layer].swa;
     mllm__gpu_pipe *p = g->vt->pipeline(g->dev, f->m->arch_desc->rope_neox ? "rope_neox" : "rope");
+    const mllm__gpu_span fs = !swa && f->m->rope_freqs ? mllm__gpu_wspan(f, f->m->rope_freqs) : mllm__gpu_span_of(f->io, f->pos);
     mllm__rope_args a;
     if (!p) return MLLM_ERR_BACKEND;
     a.n_heads = (uint32_t)n_heads;
     a.head_dim = (uint32_t)hp->head_dim;
     a.n_rot = (uint32_t)hp->n_rot;
     a.stride = (uint32_t)(n_heads * hp->head_dim);
-    a.freq_base = hp->rope_base;
-    a.freq_scale = hp->rope_freq_scale;
+    a.freq_base = swa ? hp->rope_base_swa : hp->rope_base;
+    a.freq_scale = swa ? 1.0f : hp->rope_freq_scale;
+    a.factors = !swa && f->m->rope_freqs;
     g->vt->set_buffer(f->c, f->buf[x].buf, f->buf[x].off, 0);
     g->vt->set_buffer(f->c, f->io, f->pos, 1);
     g->vt->set_bytes(f->c, &a, sizeof a, 2);
+    g->vt->set_buffer(f->c, fs.buf, fs.off, 3);   /* (the positions when there are no factors: never read) */
     mllm__gpu_dispatch(g, f->c, p, (uint32_t)n_heads, (uint32_t)f->b->n_tokens, 1, mllm__gpu_tpt((uint32_t)hp->n_rot / 2, mllm__gpu_max_tpt(g, p, 1024)),
                        1, 1);
     return MLLM_OK;
@@ -5851,7 +5889,8 @@ static mllm_status mllm__gpu_attention(void *be, int layer) {
     io.q = f->buf[MLLM__Q]; io.k = f->buf[MLLM__K]; io.v = f->buf[MLLM__V]; io.out = f->buf[MLLM__ATT];
     io.kpool = f->kpool; io.vpool = f->vpool; io.meta = f->io;
     io.part = f->act;   /* (f->part == 0) */
-    return mllm__gpu_encode_attention(f->g, f->c, f->b, f->kv, f->m->hp.n_head, layer, &io);
+    return mllm__gpu_encode_attention(f->g, f->c, f->b, f->kv, f->m->hp.n_head, layer,
+                                      f->m->layers[layer].swa ? f->m->hp.n_swa : 0, &io);
 }
 
 static mllm_status mllm__gpu_moe(void *be, const mllm__layer *L, int in, int out) {
@@ -5867,10 +5906,9 @@ static mllm_status mllm__gpu_moe(void *be, const mllm__layer *L, int in, int out
     return mllm__gpu_encode_moe(f->g, f->c, &f->m->hp, L, &io, f->b->n_tokens, -1);
 }
 
-static mllm_status mllm__gpu_glu(void *be, int gate, int up, int n, int act) {   /* (SiLU only: checked) */
+static mllm_status mllm__gpu_glu(void *be, int gate, int up, int n, int act) {
     mllm__gpu_fwd *f = (mllm__gpu_fwd *)be;
-    (void)act;
-    return mllm__gpu_vec(f, "swiglu", f->buf[gate], f->buf[up], f->buf[gate], (size_t)f->b->n_tokens * (size_t)n);
+    return mllm__gpu_vec(f, act == MLLM__GELU ? "geglu" : "swiglu", f->buf[gate], f->buf[up], f->buf[gate], (size_t)f->b->n_tokens * (size_t)n);
 }
 
 static mllm_status mllm__gpu_add(void *be, int x, int y, int n) {
@@ -8253,11 +8291,18 @@ static const char mllm__kernel_common_h[] = /* kernels/common.h */
     "    uint32_t stride;             /* floats between consecutive tokens (>= n_heads * head_dim) */\n"
     "    float freq_base;\n"
     "    float freq_scale;\n"
+    "    uint32_t factors;            /* 1: buffer 3 holds n_rot / 2 divisors of the pair frequencies (Llama 3.x\n"
+    "                                    rope_freqs); 0: none (the host binds some buffer there anyway) */\n"
     "} mllm__rope_args;\n"
     "\n"
     "typedef struct mllm__vec_args {  /* swiglu, add, softmax, argmax */\n"
     "    uint32_t n;                  /* elements (per row for softmax/argmax, in total otherwise) */\n"
     "} mllm__vec_args;\n"
+    "\n"
+    "typedef struct mllm__scale_args { /* mul_scalar: x *= s over n floats */\n"
+    "    uint32_t n;\n"
+    "    float s;\n"
+    "} mllm__scale_args;\n"
     "\n"
     "typedef struct mllm__bias_args { /* add_bias: rows of cols floats, each plus the same bias row */\n"
     "    uint32_t n;                  /* elements in total (a multiple of cols) */\n"
@@ -8273,7 +8318,12 @@ static const char mllm__kernel_common_h[] = /* kernels/common.h */
     "     7 mllm__attn_seq[n_seqs]   8 int tok_seq[n_tokens]   9 int block tables   10 mllm__attn_args */\n"
     "#define MLLM__ATTN_NSG 4          /* simdgroups per threadgroup (128 threads) in every attention kernel */\n"
     "#define MLLM__ATTN_CHUNK 256      /* decode: context positions per threadgroup (split-K); multiple of 32 */\n"
-    "#define MLLM__ATTN_GROUP 8        /* decode: query heads of one KV head handled per threadgroup */\n"
+    "/* decode: query heads of one KV head per threadgroup; 4 at head_dim 256 keeps its scratch (and each\n"
+    "   lane's accumulators) the size of 8 heads of 128 */\n"
+    "#define MLLM__ATTN_GROUP(hd) ((hd) > 128 ? 4 : 8)\n"
+    "/* The head dimensions the kernels are instantiated for (attn_decode_hd<D>, attn_prefill_hd<D>); the host\n"
+    "   refuses others.  Each must be a multiple of 8 (8x8 simdgroup matrices) and at most 256 (scratch). */\n"
+    "#define MLLM__ATTN_HEAD_DIMS(X) X(64) X(80) X(96) X(128) X(256)\n"
     "#define MLLM__ATTN_BQ 32          /* prefill: query tokens per threadgroup (8 per simdgroup) */\n"
     "\n"
     "typedef struct mllm__attn_seq {  /* one sequence of the batch: tokens [first, first + n) at pos0.. */\n"
@@ -8286,6 +8336,8 @@ static const char mllm__kernel_common_h[] = /* kernels/common.h */
     "    uint32_t n_head, n_head_kv, head_dim, block_tokens;\n"
     "    uint32_t n_chunks;           /* decode: splits of the longest context (grid x, partials per head) */\n"
     "    float scale;                 /* 1 / sqrt(head_dim) */\n"
+    "    uint32_t n_swa;              /* sliding window: the query at position p sees positions (p - n_swa, p];\n"
+    "                                    0: all of [0, p] */\n"
     "} mllm__attn_args;\n"
     "\n"
     "/* ---------------------------------------------------------------- mllm__moe_*: mixture of experts\n"
@@ -8605,7 +8657,10 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "//   attn_decode_hd<D>, barrier, attn_reduce        (every sequence has exactly one new token)\n"
     "//   attn_prefill_hd<D>                             (any n >= 1: prompts, continuations, mixed batches)\n"
     "// Numerics follow the CPU engine (mllm__attn_task): new K/V rounded to half, Q rounded to half,\n"
-    "// scores scale * dot(q, k) in float, softmax in float (online here, exact-max there).\n"
+    "// scores scale * dot(q, k) in float, softmax in float (online here, exact-max there).  In a windowed\n"
+    "// layer (a.n_swa > 0) the query at position p sees only (p - n_swa, p], and no kernel reads a position\n"
+    "// before that (its block may be gone).  Head dimensions: MLLM__ATTN_HEAD_DIMS (common.h); threadgroup\n"
+    "// memory stays under Apple's 32 KiB for each (static_asserts below).\n"
     "// Bindings: see the attention block of common.h (the same indices in every kernel).\n"
     "#include <metal_stdlib>\n"
     "// #include \"common.h\": embedded before this file\n"
@@ -8615,6 +8670,11 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "// \"Minus infinity\" for masks and empty maxima: finite, because Metal compiles with fast math (which\n"
     "// may assume no infinities); exp(NEG_BIG - any real score) is still exactly 0.\n"
     "#define NEG_BIG (-0.5f * FLT_MAX)\n"
+    "\n"
+    "// The first position the query at qpos sees (the causal window's start).\n"
+    "METAL_FUNC uint first_visible(uint qpos, constant mllm__attn_args &a) {\n"
+    "    return a.n_swa && qpos >= a.n_swa ? qpos + 1 - a.n_swa : 0;\n"
+    "}\n"
     "\n"
     "// Element offset of position p's row for KV head h in one layer's pool.\n"
     "METAL_FUNC uint kv_row(device const int *table, uint p, uint h, constant mllm__attn_args &a) {\n"
@@ -8641,11 +8701,12 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "}\n"
     "\n"
     "// ---------------------------------------------------------------- decode: one query per sequence\n"
-    "// Grid (n_chunks, n_head_kv * ceil(group / GROUP), n_seqs), NT threads.  A threadgroup takes up to\n"
-    "// GROUP query heads sharing one KV head over one chunk of the context, so each K/V row is read once\n"
-    "// for the whole group.  Lane = position inside a 32-position tile (each lane does full dot products:\n"
-    "// no reduction per score); simdgroups take every NSG-th tile with their own online-softmax state,\n"
-    "// merged at the end.  Output: partial (max, sum, acc[hd]) per (sequence, head, chunk) for attn_reduce.\n"
+    "// Grid (n_chunks, n_head_kv * ceil(group / G), n_seqs), NT threads, G = MLLM__ATTN_GROUP(HD).  A\n"
+    "// threadgroup takes up to G query heads sharing one KV head over one chunk of the context, so each K/V\n"
+    "// row is read once for the whole group.  Lane = position inside a 32-position tile (each lane does full\n"
+    "// dot products: no reduction per score); simdgroups take every NSG-th tile with their own online-softmax\n"
+    "// state, merged at the end.  Output: partial (max, sum, acc[hd]) per (sequence, head, chunk) for\n"
+    "// attn_reduce; a chunk wholly before the window writes nothing (attn_reduce starts after it).\n"
     "template <int HD>\n"
     "kernel void attn_decode(device const float *q [[buffer(0)]], device const half *kp [[buffer(3)]],\n"
     "                        device const half *vp [[buffer(4)]], device float *part [[buffer(6)]],\n"
@@ -8653,17 +8714,21 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "                        constant mllm__attn_args &a [[buffer(10)]], uint3 tg [[threadgroup_position_in_grid]],\n"
     "                        ushort tid [[thread_index_in_threadgroup]], ushort sg [[simdgroup_index_in_threadgroup]],\n"
     "                        ushort lane [[thread_index_in_simdgroup]]) {\n"
-    "    constexpr int G = MLLM__ATTN_GROUP, DPL = HD / 32;   // dims of the output each lane accumulates\n"
+    "    constexpr int G = MLLM__ATTN_GROUP(HD);\n"
+    "    constexpr int DPL = (HD + 31) / 32;   // output dims per lane: d = lane + 32 i (d < HD)\n"
     "    threadgroup float4 qs[G][HD / 4];\n"
     "    threadgroup float ps[NSG][G][32];   // this tile's probabilities, shared inside the simdgroup\n"
     "    threadgroup uint rows[NSG][32];     // this tile's K/V row offsets\n"
     "    threadgroup float red[NSG][G][HD];  // per-simdgroup accumulators for the final merge\n"
     "    threadgroup float2 ml[NSG][G];      // per-simdgroup (max, sum)\n"
+    "    static_assert(4 * (G * HD + NSG * G * 32 + NSG * 32 + NSG * G * HD + 2 * NSG * G) <= 32768,\n"
+    "                  \"attn_decode: threadgroup memory over 32 KiB\");\n"
     "\n"
     "    const mllm__attn_seq sq = seqs[tg.z];\n"
-    "    const uint n_ctx = uint(sq.pos0 + sq.n), c0 = tg.x * MLLM__ATTN_CHUNK;\n"
-    "    if (c0 >= n_ctx) return;            // uniform: this sequence has fewer chunks\n"
-    "    const uint c1 = min(c0 + MLLM__ATTN_CHUNK, n_ctx);\n"
+    "    const uint n_ctx = uint(sq.pos0 + sq.n);\n"
+    "    const uint c0 = max(tg.x * MLLM__ATTN_CHUNK, first_visible(n_ctx - 1, a));\n"
+    "    const uint c1 = min((tg.x + 1) * MLLM__ATTN_CHUNK, n_ctx);\n"
+    "    if (c0 >= c1) return;               // uniform: this sequence has fewer chunks, or the chunk is before the window\n"
     "    const uint group = a.n_head / a.n_head_kv, nslice = (group + G - 1) / G;\n"
     "    const uint kvh = tg.y / nslice, g0 = (tg.y % nslice) * G, ng = min(uint(G), group - g0);\n"
     "    const uint hq0 = kvh * group + g0;  // first query head of this threadgroup\n"
@@ -8695,7 +8760,7 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "        for (int g = 0; g < G; g++) {\n"
     "            if (uint(g) >= ng) break;\n"
     "            const float sc = ok ? a.scale * s[g] : NEG_BIG;\n"
-    "            const float mn = max(m[g], simd_max(sc));   // finite: lane 0 is always in range\n"
+    "            const float mn = max(m[g], simd_max(sc));   // finite: lane 0 (position t0 >= c0) is always in range\n"
     "            const float corr = exp(m[g] - mn), pr = exp(sc - mn);\n"
     "            l[g] = l[g] * corr + pr;\n"
     "            for (int i = 0; i < DPL; i++) acc[g][i] *= corr;\n"
@@ -8705,9 +8770,9 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "        simdgroup_barrier(mem_flags::mem_threadgroup);    // ps, rows complete for the simdgroup\n"
     "        const uint nv = min(32u, c1 - t0);\n"
     "        for (uint j = 0; j < nv; j++) {\n"
-    "            device const half *vr = vp + rows[sg][j] + DPL * lane;\n"
+    "            device const half *vr = vp + rows[sg][j] + lane;\n"
     "            float vv[DPL];\n"
-    "            for (int i = 0; i < DPL; i++) vv[i] = float(vr[i]);\n"
+    "            for (int i = 0; i < DPL; i++) vv[i] = HD % 32 == 0 || lane + 32 * i < HD ? float(vr[32 * i]) : 0.0f;\n"
     "            for (int g = 0; g < G; g++)\n"
     "                if (uint(g) < ng)\n"
     "                    for (int i = 0; i < DPL; i++) acc[g][i] += ps[sg][g][j] * vv[i];\n"
@@ -8720,7 +8785,8 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "        if (uint(g) >= ng) break;\n"
     "        const float lsum = simd_sum(l[g]);\n"
     "        if (lane == 0) ml[sg][g] = float2(m[g], lsum);\n"
-    "        for (int i = 0; i < DPL; i++) red[sg][g][DPL * lane + i] = acc[g][i];\n"
+    "        for (int i = 0; i < DPL; i++)\n"
+    "            if (HD % 32 == 0 || lane + 32 * i < HD) red[sg][g][lane + 32 * i] = acc[g][i];\n"
     "    }\n"
     "    threadgroup_barrier(mem_flags::mem_threadgroup);\n"
     "    for (uint e = tid; e < ng * HD; e += NT) {\n"
@@ -8739,18 +8805,20 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "    }\n"
     "}\n"
     "\n"
-    "// Merges a sequence's chunk partials: out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c.\n"
-    "// Grid (n_head, n_seqs), head_dim threads (one output element each).\n"
+    "// Merges a sequence's chunk partials: out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c, over the\n"
+    "// chunks attn_decode wrote (from the window's).  Grid (n_head, n_seqs), head_dim threads (one output\n"
+    "// element each).\n"
     "kernel void attn_reduce(device float *out [[buffer(5)]], device const float *part [[buffer(6)]],\n"
     "                        device const mllm__attn_seq *seqs [[buffer(7)]], constant mllm__attn_args &a [[buffer(10)]],\n"
     "                        uint2 tg [[threadgroup_position_in_grid]], ushort d [[thread_index_in_threadgroup]]) {\n"
     "    const mllm__attn_seq sq = seqs[tg.y];\n"
-    "    const uint hd = a.head_dim, nc = (uint(sq.pos0 + sq.n) + MLLM__ATTN_CHUNK - 1) / MLLM__ATTN_CHUNK;\n"
+    "    const uint hd = a.head_dim, n_ctx = uint(sq.pos0 + sq.n), nc = (n_ctx + MLLM__ATTN_CHUNK - 1) / MLLM__ATTN_CHUNK;\n"
+    "    const uint c_lo = first_visible(n_ctx - 1, a) / MLLM__ATTN_CHUNK;\n"
     "    device const float *pp = part + (ulong)(tg.y * a.n_head + tg.x) * a.n_chunks * (hd + 2);\n"
     "    float mx = NEG_BIG;\n"
-    "    for (uint c = 0; c < nc; c++) mx = max(mx, pp[c * (hd + 2)]);\n"
+    "    for (uint c = c_lo; c < nc; c++) mx = max(mx, pp[c * (hd + 2)]);\n"
     "    float sum = 0.0f, o = 0.0f;\n"
-    "    for (uint c = 0; c < nc; c++) {\n"
+    "    for (uint c = c_lo; c < nc; c++) {\n"
     "        const float w = exp(pp[c * (hd + 2)] - mx);\n"
     "        sum += w * pp[c * (hd + 2) + 1];\n"
     "        o += w * pp[c * (hd + 2) + 2 + d];\n"
@@ -8763,7 +8831,9 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "// simdgroup sg owns query rows [8 sg, 8 sg + 8) and keeps Q (8 x HD) and O (8 x HD) as 8x8\n"
     "// simdgroup matrices.  Per key tile of BK positions (staged once in threadgroup memory, f16 -> f32):\n"
     "// S = Q K^T, online softmax by rows (4 lanes per row), O = O * corr + P V.  Causal mask: key position\n"
-    "// <= query position; key tiles stop at the last query of the tile.\n"
+    "// <= query position (and inside the query's window); key tiles run from the window start of the tile's\n"
+    "// first query to its last query.  Q comes in and O goes out through threadgroup memory in slabs of QW\n"
+    "// columns (one slab below head_dim 256: a whole 32 x 256 staging would not fit beside the rest).\n"
     "METAL_FUNC uint frag_row(ushort lane) { return ((lane >> 4) & 1) * 4 + ((lane >> 1) & 3); }   // Apple's 8x8 layout\n"
     "\n"
     "template <int HD>\n"
@@ -8773,16 +8843,19 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "                         constant mllm__attn_args &a [[buffer(10)]], uint3 tg [[threadgroup_position_in_grid]],\n"
     "                         ushort tid [[thread_index_in_threadgroup]], ushort sg [[simdgroup_index_in_threadgroup]],\n"
     "                         ushort lane [[thread_index_in_simdgroup]]) {\n"
-    "    constexpr int BQ = MLLM__ATTN_BQ, BK = 2048 / HD;   // BK keys per tile: K + V tiles stay at 16 KiB\n"
+    "    constexpr int BQ = MLLM__ATTN_BQ, BK = 2048 / HD / 8 * 8;   // BK keys per tile: K + V tiles <= 16.5 KiB\n"
     "    constexpr int LD = HD + 4;                          // padded rows: fewer bank conflicts\n"
     "    constexpr int CPL = BK / 4;                         // score columns per lane (4 lanes per row)\n"
-    "    constexpr int KV4 = BK * LD / 2;                    // float4s of the K and V tiles together\n"
-    "    threadgroup float4 kvbuf[KV4];                      // K tile, V tile; also Q and O staging (BQ x LD)\n"
+    "    constexpr int QW = HD > 128 ? 128 : HD, LQ = QW + 4; // Q / O staging: slabs of QW columns, rows LQ apart\n"
+    "    constexpr int KVF = 2 * BK * LD > BQ * LQ ? 2 * BK * LD : BQ * LQ;   // floats of kvbuf\n"
+    "    threadgroup float4 kvbuf[KVF / 4];                  // K tile, V tile; also Q and O staging (BQ x LQ)\n"
     "    threadgroup float ss[NSG][8][BK];                   // per simdgroup: scores, then probabilities\n"
     "    threadgroup float rs[NSG][8];                       // per simdgroup row: rescale factor, then 1 / sum\n"
+    "    static_assert(BK >= 8 && HD % QW == 0 && KVF % 4 == 0, \"attn_prefill: unsupported head dimension\");\n"
+    "    static_assert(4 * (KVF + NSG * 8 * BK + NSG * 8) <= 32768, \"attn_prefill: threadgroup memory over 32 KiB\");\n"
     "    threadgroup float(*Ks)[LD] = (threadgroup float(*)[LD])kvbuf;\n"
     "    threadgroup float(*Vs)[LD] = Ks + BK;\n"
-    "    threadgroup float(*Qs)[LD] = Ks;\n"
+    "    threadgroup float(*Qs)[LQ] = (threadgroup float(*)[LQ])kvbuf;\n"
     "\n"
     "    const mllm__attn_seq sq = seqs[tg.z];\n"
     "    const uint q0 = tg.x * BQ;\n"
@@ -8791,23 +8864,23 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "    const uint nq = min(uint(BQ), uint(sq.n) - q0), kend = uint(sq.pos0) + q0 + nq;   // keys [0, kend)\n"
     "    device const int *table = tables + sq.blocks;\n"
     "\n"
-    "    for (uint e = tid; e < BQ * HD; e += NT) {\n"
-    "        const uint r = e / HD, d = e % HD;\n"
-    "        Qs[r][d] = r < nq ? float(half(q[((ulong)(sq.first + q0 + r) * a.n_head + hq) * HD + d])) : 0.0f;\n"
-    "    }\n"
-    "    threadgroup_barrier(mem_flags::mem_threadgroup);\n"
     "    simdgroup_matrix<float, 8, 8> qm[HD / 8], om[HD / 8];\n"
-    "    for (int k = 0; k < HD / 8; k++) {\n"
-    "        simdgroup_load(qm[k], &Qs[8 * sg][8 * k], LD);\n"
-    "        om[k] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);\n"
+    "    for (int c0 = 0; c0 < HD; c0 += QW) {\n"
+    "        for (uint e = tid; e < BQ * QW; e += NT) {\n"
+    "            const uint r = e / QW, d = e % QW;\n"
+    "            Qs[r][d] = r < nq ? float(half(q[((ulong)(sq.first + q0 + r) * a.n_head + hq) * HD + c0 + d])) : 0.0f;\n"
+    "        }\n"
+    "        threadgroup_barrier(mem_flags::mem_threadgroup);\n"
+    "        for (int k = 0; k < QW / 8; k++) simdgroup_load(qm[c0 / 8 + k], &Qs[8 * sg][8 * k], LQ);\n"
+    "        threadgroup_barrier(mem_flags::mem_threadgroup);   // Q read before the next slab or the K/V tiles overwrite it\n"
     "    }\n"
-    "    threadgroup_barrier(mem_flags::mem_threadgroup);   // Q read before the K/V tiles overwrite it\n"
+    "    for (int k = 0; k < HD / 8; k++) om[k] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);\n"
     "\n"
     "    // This lane's softmax row and columns; padding rows act as the tile's last query (never stored).\n"
     "    const uint r = lane / 4, cq = lane % 4;\n"
-    "    const uint qpos = min(uint(sq.pos0) + q0 + 8 * sg + r, kend - 1);\n"
+    "    const uint qpos = min(uint(sq.pos0) + q0 + 8 * sg + r, kend - 1), qlo = first_visible(qpos, a);\n"
     "    float m = NEG_BIG, l = 0.0f;      // l: this lane's share of the row sum\n"
-    "    for (uint k0 = 0; k0 < kend; k0 += BK) {\n"
+    "    for (uint k0 = first_visible(uint(sq.pos0) + q0, a); k0 < kend; k0 += BK) {\n"
     "        for (uint e = 4 * tid; e < BK * HD; e += 4 * NT) {   // zero past kend: P = 0 there, V must not be NaN\n"
     "            const uint j = e / HD, d = e % HD, p = k0 + j;\n"
     "            float4 kk = 0.0f, vv = 0.0f;\n"
@@ -8834,15 +8907,16 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "        float mx = NEG_BIG;\n"
     "        for (int c = 0; c < CPL; c++) {\n"
     "            const uint col = cq * CPL + c;\n"
-    "            mx = max(mx, k0 + col <= qpos ? a.scale * ss[sg][r][col] : NEG_BIG);\n"
+    "            mx = max(mx, k0 + col <= qpos && k0 + col >= qlo ? a.scale * ss[sg][r][col] : NEG_BIG);\n"
     "        }\n"
     "        mx = max(mx, simd_shuffle_xor(mx, 1));\n"
     "        mx = max(mx, simd_shuffle_xor(mx, 2));\n"
-    "        const float mn = max(m, mx);      // finite: key 0 is in every row's first tile\n"
+    "        // A row whose window starts past this tile keeps m = NEG_BIG, l = 0 (corr = e^0 = 1, p = 0).\n"
+    "        const float mn = max(m, mx);\n"
     "        float ls = 0.0f;\n"
     "        for (int c = 0; c < CPL; c++) {\n"
     "            const uint col = cq * CPL + c;\n"
-    "            const float p = k0 + col <= qpos ? exp(a.scale * ss[sg][r][col] - mn) : 0.0f;\n"
+    "            const float p = k0 + col <= qpos && k0 + col >= qlo ? exp(a.scale * ss[sg][r][col] - mn) : 0.0f;\n"
     "            ss[sg][r][col] = p;\n"
     "            ls += p;\n"
     "        }\n"
@@ -8868,12 +8942,15 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "    l += simd_shuffle_xor(l, 1);\n"
     "    l += simd_shuffle_xor(l, 2);\n"
     "    if (cq == 0) rs[sg][r] = 1.0f / l;\n"
-    "    threadgroup float(*Os)[LD] = Ks + 8 * sg;            // this simdgroup's 8 rows of staging\n"
-    "    for (int k = 0; k < HD / 8; k++) simdgroup_store(om[k], &Os[0][8 * k], LD);\n"
-    "    simdgroup_barrier(mem_flags::mem_threadgroup);\n"
-    "    for (uint e = lane; e < 8 * HD; e += 32) {\n"
-    "        const uint rr = e / HD, d = e % HD, qi = q0 + 8 * sg + rr;\n"
-    "        if (qi < uint(sq.n)) out[((ulong)(sq.first + qi) * a.n_head + hq) * HD + d] = Os[rr][d] * rs[sg][rr];\n"
+    "    threadgroup float(*Os)[LQ] = Qs + 8 * sg;            // this simdgroup's 8 rows of staging\n"
+    "    for (int c0 = 0; c0 < HD; c0 += QW) {\n"
+    "        for (int k = 0; k < QW / 8; k++) simdgroup_store(om[c0 / 8 + k], &Os[0][8 * k], LQ);\n"
+    "        simdgroup_barrier(mem_flags::mem_threadgroup);\n"
+    "        for (uint e = lane; e < 8 * QW; e += 32) {\n"
+    "            const uint rr = e / QW, d = e % QW, qi = q0 + 8 * sg + rr;\n"
+    "            if (qi < uint(sq.n)) out[((ulong)(sq.first + qi) * a.n_head + hq) * HD + c0 + d] = Os[rr][d] * rs[sg][rr];\n"
+    "        }\n"
+    "        simdgroup_barrier(mem_flags::mem_threadgroup);   // read before the next slab overwrites it\n"
     "    }\n"
     "}\n"
     "\n"
@@ -8884,8 +8961,7 @@ static const char mllm__kernel_attention_metal[] = /* kernels/attention.metal */
     "    template [[host_name(\"attn_prefill_hd\" #D)]] [[kernel]] void attn_prefill<D>(device const float *,       \\\n"
     "        device const half *, device const half *, device float *, device const mllm__attn_seq *,             \\\n"
     "        device const int *, constant mllm__attn_args &, uint3, ushort, ushort, ushort);\n"
-    "MLLM_ATTN(64)\n"
-    "MLLM_ATTN(128)\n"
+    "MLLM__ATTN_HEAD_DIMS(MLLM_ATTN)\n"
     ;
 static const char mllm__kernel_elementwise_metal[] = /* kernels/elementwise.metal */
     "// Elementwise ops over n floats: one thread per float4 (packed loads: buffers may start at any\n"
@@ -8902,6 +8978,33 @@ static const char mllm__kernel_elementwise_metal[] = /* kernels/elementwise.meta
     "        ((device packed_float4 *)out)[i] = g / (1.0f + exp(-g)) * float4(((device const packed_float4 *)up)[i]);\n"
     "    } else {\n"
     "        for (uint k = 4 * i; k < a.n; k++) out[k] = gate[k] / (1.0f + exp(-gate[k])) * up[k];\n"
+    "    }\n"
+    "}\n"
+    "\n"
+    "// The GeGLU gate (gemma): out = gelu(gate) * up, GELU in its tanh form\n"
+    "// 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3))), as the CPU backend (mllm__geglu) computes it.\n"
+    "// precise::tanh: a fast tanh built from exp overflows to NaN for large arguments.\n"
+    "METAL_FUNC float4 gelu_tanh(float4 g) {\n"
+    "    return 0.5f * g * (1.0f + precise::tanh(0.7978845608f * (g + 0.044715f * g * g * g)));\n"
+    "}\n"
+    "kernel void geglu(device const float *gate [[buffer(0)]], device const float *up [[buffer(1)]],\n"
+    "                  device float *out [[buffer(2)]], constant mllm__vec_args &a [[buffer(3)]],\n"
+    "                  uint i [[thread_position_in_grid]]) {\n"
+    "    if (4 * i + 4 <= a.n) {\n"
+    "        ((device packed_float4 *)out)[i] = gelu_tanh(float4(((device const packed_float4 *)gate)[i])) *\n"
+    "                                           float4(((device const packed_float4 *)up)[i]);\n"
+    "    } else {\n"
+    "        for (uint k = 4 * i; k < a.n; k++) out[k] = gelu_tanh(float4(gate[k])).x * up[k];\n"
+    "    }\n"
+    "}\n"
+    "\n"
+    "// Scale in place: x *= s (gemma's embeddings, by sqrt(n_embd)).\n"
+    "kernel void mul_scalar(device float *x [[buffer(0)]], constant mllm__scale_args &a [[buffer(1)]],\n"
+    "                       uint i [[thread_position_in_grid]]) {\n"
+    "    if (4 * i + 4 <= a.n) {\n"
+    "        ((device packed_float4 *)x)[i] = float4(((device packed_float4 *)x)[i]) * a.s;\n"
+    "    } else {\n"
+    "        for (uint k = 4 * i; k < a.n; k++) x[k] *= a.s;\n"
     "    }\n"
     "}\n"
     "\n"
@@ -9297,21 +9400,24 @@ static const char mllm__kernel_norm_metal[] = /* kernels/norm.metal */
 static const char mllm__kernel_rope_metal[] = /* kernels/rope.metal */
     "// Rotary position embedding, in place on x[token][head][head_dim] (tokens a.stride floats apart).\n"
     "// Pair i of the first n_rot dims turns by pos * freq_scale * freq_base^(-2i / n_rot): pairs are\n"
-    "// (2i, 2i + 1) for the normal variant (llama) and (i, i + n_rot / 2) for NeoX (qwen2/3).\n"
+    "// (2i, 2i + 1) for the normal variant (llama) and (i, i + n_rot / 2) for NeoX (qwen2/3).  With\n"
+    "// a.factors the frequency of pair i is divided by factors[i] (Llama 3.x's rope_freqs.weight).\n"
     "// Grid: threadgroups (n_heads, tokens), any threads per threadgroup; one thread per pair.\n"
     "#include <metal_stdlib>\n"
     "// #include \"common.h\": embedded before this file\n"
     "\n"
     "template <bool NEOX>\n"
     "kernel void rope(device float *x [[buffer(0)]], device const int *pos [[buffer(1)]],\n"
-    "                 constant mllm__rope_args &a [[buffer(2)]], uint2 tg [[threadgroup_position_in_grid]],\n"
+    "                 constant mllm__rope_args &a [[buffer(2)]], device const float *factors [[buffer(3)]],\n"
+    "                 uint2 tg [[threadgroup_position_in_grid]],\n"
     "                 ushort tid [[thread_index_in_threadgroup]], ushort2 ntg [[threads_per_threadgroup]]) {\n"
     "    device float *h = x + (ulong)tg.y * a.stride + (ulong)tg.x * a.head_dim;\n"
     "    const float p = float(pos[tg.y]) * a.freq_scale;\n"
     "    const uint half_rot = a.n_rot / 2;\n"
     "    for (uint i = tid; i < half_rot; i += ntg.x) {\n"
     "        // precise:: because the angle reaches thousands of radians at long positions.\n"
-    "        const float theta = p * precise::pow(a.freq_base, -float(2 * i) / float(a.n_rot));\n"
+    "        float theta = p * precise::pow(a.freq_base, -float(2 * i) / float(a.n_rot));\n"
+    "        if (a.factors) theta /= factors[i];\n"
     "        const float c = precise::cos(theta), s = precise::sin(theta);\n"
     "        const uint i0 = NEOX ? i : 2 * i, i1 = NEOX ? i + half_rot : 2 * i + 1;\n"
     "        const float x0 = h[i0], x1 = h[i1];\n"
@@ -9321,9 +9427,9 @@ static const char mllm__kernel_rope_metal[] = /* kernels/rope.metal */
     "}\n"
     "\n"
     "template [[host_name(\"rope\")]] [[kernel]] void rope<false>(device float *, device const int *,\n"
-    "    constant mllm__rope_args &, uint2, ushort, ushort2);\n"
+    "    constant mllm__rope_args &, device const float *, uint2, ushort, ushort2);\n"
     "template [[host_name(\"rope_neox\")]] [[kernel]] void rope<true>(device float *, device const int *,\n"
-    "    constant mllm__rope_args &, uint2, ushort, ushort2);\n"
+    "    constant mllm__rope_args &, device const float *, uint2, ushort, ushort2);\n"
     ;
 static const char mllm__kernel_sample_metal[] = /* kernels/sample.metal */
     "// Token sampling: one threadgroup per sampled row picks one token id under the rule written out above\n"
