@@ -26,7 +26,15 @@ std::string testdata() {
     const char *e = getenv("MLLM_TESTDATA");
     return e ? e : "../shared/testdata";
 }
-std::string model_path(const char *name) { return testdata() + "/tiny/models/" + name + ".gguf"; }
+// The shared tiny models, or (extra) one of tests/gen_tiny.c's in build/tiny-extra (make tiny-extra checks
+// each file's hash) with llama.cpp's outputs in tests/fixtures/tiny-extra.
+std::string build_dir() {
+    const char *b = getenv("MLLM_BUILD");
+    return b ? b : "build";
+}
+std::string model_path(const char *name, bool extra = false) {
+    return extra ? build_dir() + "/tiny-extra/" + name + ".gguf" : testdata() + "/tiny/models/" + name + ".gguf";
+}
 
 std::string read_file(const std::string &path) {
     std::string s;
@@ -64,9 +72,9 @@ struct fixture {
     logits_t logits;   // llama.cpp's logits of the last prompt token
     bool ok = false;
 };
-fixture load_fixture(const char *model, const char *prompt) {
+fixture load_fixture(const char *model, const char *prompt, bool extra = false) {
     fixture f;
-    const std::string base = testdata() + "/tiny/fixtures/" + model + "/" + prompt;
+    const std::string base = (extra ? std::string("tests/fixtures/tiny-extra/") : testdata() + "/tiny/fixtures/") + model + "/" + prompt;
     const std::string json = read_file(base + ".json"), bin = read_file(base + ".logits.bin");
     for (double v : json_array(json, "prompt_tokens")) f.prompt.push_back((int)v);
     for (double v : json_array(json, "greedy_tokens")) f.greedy.push_back((int)v);
@@ -93,14 +101,14 @@ struct emu_gpu {
     ~emu_gpu() { mllm__gpu_close(&g); }
 };
 
-mllm_model *load(const char *name, int precise) {
+mllm_model *load(const char *name, int precise, bool extra = false) {
     mllm_model *m = nullptr;
     mllm_model_params mp;
     memset(&mp, 0, sizeof mp);
     mp.n_threads = 2;
     mp.precise = precise;
     mp.backend = MLLM_BACKEND_CPU;   // the GPU is attached per context below
-    CHECK(mllm_model_load(&m, model_path(name).c_str(), &mp) == MLLM_OK, "%s: %s", name, mllm_last_error());
+    CHECK(mllm_model_load(&m, model_path(name, extra).c_str(), &mp) == MLLM_OK, "%s: %s", name, mllm_last_error());
     return m;
 }
 
@@ -171,7 +179,7 @@ int run_tf(mllm_context *ctx, std::vector<tf_seq> &seqs, mllm__gpu *g = nullptr,
 }
 
 // ---------------------------------------------------------------- logits of every model
-struct model_case { const char *name; double tol; bool story; };   // tol: prompt logits vs llama.cpp
+struct model_case { const char *name; double tol; bool story; bool extra = false; };   // tol: prompt logits vs llama.cpp
 
 // The fixture prompts run concurrently, teacher-forced on llama.cpp's greedy tokens, on the CPU (precise)
 // and on the GPU: every logits row of the GPU within 5e-4 of the CPU's (both F32 activations over the
@@ -181,11 +189,11 @@ void check_model(const model_case &mc, int steps) {
     const char *prompts[] = {"p1_fox", "p2_hello", "p3_story"};
     std::vector<fixture> fx;
     for (int i = 0; i < (mc.story ? 3 : 2); i++) {
-        fx.push_back(load_fixture(mc.name, prompts[i]));
+        fx.push_back(load_fixture(mc.name, prompts[i], mc.extra));
         CHECK(fx.back().ok, "%s %s: fixture missing", mc.name, prompts[i]);
         if (!fx.back().ok) return;
     }
-    mllm_model *m = load(mc.name, 1);
+    mllm_model *m = load(mc.name, 1, mc.extra);
     if (!m) return;
     emu_gpu dev;
     std::vector<tf_seq> runs[2];
@@ -240,6 +248,21 @@ EMU_TEST(gpu_forward_dense_models_match_cpu_and_llama_cpp) {
     };
     for (const model_case &mc : all) {
         if (emu::tsan && strcmp(mc.name, "tiny-qwen2-Q8_0") != 0) continue;   // (qwen2: biases, NeoX rope)
+        check_model(mc, emu::tsan ? 1 : 4);
+    }
+}
+
+// The architectures of tests/gen_tiny.c: gemma3 (GeGLU, scaled embeddings, head_dim 256 with one KV
+// head, sliding-window layers of 16 positions with their own RoPE base and a global one: the 62-token
+// story runs past the window), phi3 (fused tensors, head_dim 96), llama with rope_freqs factors; the
+// prompt logits within test_model.c's tolerances for each on the CPU.
+EMU_TEST(gpu_forward_gemma3_phi3_llama3_match_cpu_and_llama_cpp) {
+    const model_case all[] = {
+        {"tiny-gemma3-Q8_0", 4e-2, !emu::tsan, true}, {"tiny-phi3-Q8_0", 3e-2, false, true},
+        {"tiny-llama3-Q8_0", 3e-2, false, true},
+    };
+    for (const model_case &mc : all) {
+        if (emu::tsan && strcmp(mc.name, "tiny-gemma3-Q8_0") != 0) continue;   // (gemma3: the most new kernels)
         check_model(mc, emu::tsan ? 1 : 4);
     }
 }
