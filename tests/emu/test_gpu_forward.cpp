@@ -653,3 +653,69 @@ EMU_TEST(gpu_sampling_reads_back_only_the_tokens) {
     mllm_context_free(ctx);
     mllm_model_free(m);
 }
+
+// Opt-in (skipped unless MLLM_GPU_MODEL names a GGUF whose weight types the GPU kernels read; minutes on
+// the emulator for a few hundred million parameters): a real model's prompt and MLLM_GPU_STEPS (3) greedy
+// steps, the GPU teacher-forced on the CPU's tokens (precise mode, F32 activations as the kernels), each
+// logits row within 1e-3 of the CPU's relative to its range, the same argmax where the CPU's top-2 margin
+// exceeds 1e-2 of the range.
+EMU_TEST(gpu_forward_real_model_matches_cpu_opt_in) {
+    const char *path = getenv("MLLM_GPU_MODEL");
+    if (!path) { printf("  (skipped: set MLLM_GPU_MODEL)\n"); return; }
+    const int steps = getenv("MLLM_GPU_STEPS") ? atoi(getenv("MLLM_GPU_STEPS")) : 3;
+    mllm_model *m = nullptr;
+    mllm_model_params mp;
+    memset(&mp, 0, sizeof mp);
+    mp.n_threads = 2;
+    mp.precise = 1;
+    mp.backend = MLLM_BACKEND_CPU;
+    CHECK(mllm_model_load(&m, path, &mp) == MLLM_OK, "%s: %s", path, mllm_last_error());
+    if (!m) return;
+    const char *text = "The capital of France is";
+    std::vector<int> prompt(64);
+    const int np = mllm_tokenize(mllm_model_vocab(m), text, strlen(text), prompt.data(), 64, MLLM_TOKENIZE_ADD_SPECIAL);
+    CHECK(np > 0, "tokenize: %s", mllm_last_error());
+    prompt.resize(np > 0 ? np : 0);
+    const int V = m->hp.n_vocab;
+    emu_gpu dev;
+    mllm_context *ctx[2] = {make_ctx(m, nullptr, 1, 32), make_ctx(m, &dev.g, 1, 32)};
+    mllm_seq_id id[2] = {-1, -1};
+    mllm_seq_params sp;
+    memset(&sp, 0, sizeof sp);
+    sp.manual = 1;
+    for (int side = 0; side < 2 && ctx[0] && ctx[1]; side++)
+        CHECK(mllm_seq_add(ctx[side], prompt.data(), np, &sp, &id[side]) == MLLM_OK, "%s", mllm_last_error());
+    double worst = 0;
+    for (int step = 0; step <= steps && id[0] >= 0 && id[1] >= 0; step++) {
+        const float *lg[2] = {nullptr, nullptr};
+        for (int side = 0; side < 2; side++) {
+            mllm_step_result r;
+            CHECK(mllm_step(ctx[side], &r) == MLLM_OK, "step %d: %s", step, mllm_last_error());
+            lg[side] = mllm_seq_logits(ctx[side], id[side]);
+        }
+        if (!lg[0] || !lg[1]) { CHECK(0, "step %d: no logits", step); break; }
+        float lo = lg[0][0], hi = lg[0][0];
+        double d = 0;
+        for (int i = 0; i < V; i++) {
+            lo = std::min(lo, lg[0][i]);
+            hi = std::max(hi, lg[0][i]);
+            d = std::max(d, (double)fabsf(lg[0][i] - lg[1][i]));
+        }
+        const int top = argmax(lg[0], V);
+        float second = lo;
+        for (int i = 0; i < V; i++)
+            if (i != top) second = std::max(second, lg[0][i]);
+        worst = std::max(worst, d / (hi - lo));
+        CHECK(d <= 1e-3 * (hi - lo), "step %d: GPU vs CPU logits differ by %.3g (range %.3g)", step, d, hi - lo);
+        if (lg[0][top] - second > 1e-2 * (hi - lo))
+            CHECK(argmax(lg[1], V) == top, "step %d: GPU argmax %d, CPU %d", step, argmax(lg[1], V), top);
+        printf("  step %d: CPU token %d, GPU token %d, max |gpu - cpu| %.3g (range %.3g)\n", step, top, argmax(lg[1], V), d,
+               hi - lo);
+        for (int side = 0; side < 2; side++)
+            CHECK(mllm_seq_append(ctx[side], id[side], &top, 1) == MLLM_OK, "%s", mllm_last_error());
+    }
+    printf("  %s: %d prompt tokens + %d steps, worst |gpu - cpu| / range %.3g\n", path, np, steps, worst);
+    mllm_context_free(ctx[0]);
+    mllm_context_free(ctx[1]);
+    mllm_model_free(m);
+}
