@@ -1454,6 +1454,12 @@ static void mllm__dequant_row(uint32_t type, const void *src, float *dst, int64_
    Q8_0/Q8_1: d = amax/127 stored as f16, q = round-half-even(x * (127/amax)); Q8_1 adds s = d*sum(q).
    Q8_K: the (first) element of largest magnitude maps to -127 (scale -127/max), d = 1/scale stays float, and
    bsums hold the sums of each 16 quants. */
+/* round a scaled activation to an int8 step; NaN (from a file's NaN or infinite weights) gives 0, as
+   NEON's vcvtn does, since converting NaN to int is undefined in C */
+static int mllm__q8_round(float v) {
+    return v == v ? (int)nearbyintf(v < -128.0f ? -128.0f : v > 127.0f ? 127.0f : v) : 0;
+}
+
 static void mllm__quant_q8_32(const float *x, uint8_t *y, int with_sum) {
     float amax = 0.0f, d, id;
     int i, sum = 0, off = with_sum ? 4 : 2;
@@ -1462,7 +1468,7 @@ static void mllm__quant_q8_32(const float *x, uint8_t *y, int with_sum) {
     d = amax / 127.0f;
     id = amax != 0.0f ? 127.0f / amax : 0.0f;
     for (i = 0; i < MLLM__QK; i++) {
-        int q = (int)nearbyintf(x[i] * id);
+        int q = mllm__q8_round(x[i] * id);
         y[off + i] = (uint8_t)(int8_t)q;
         sum += q;
     }
@@ -1482,8 +1488,7 @@ static void mllm__quant_q8_k(const float *x, uint8_t *y) {
         if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); max = x[i]; }
     iscale = amax != 0.0f ? -127.0f / max : 0.0f;
     for (i = 0; i < MLLM__QK_K; i++) {
-        int q = (int)nearbyintf(iscale * x[i]);
-        q = q > 127 ? 127 : q;
+        int q = mllm__q8_round(iscale * x[i]);
         y[4 + i] = (uint8_t)(int8_t)q;
         bsums[i / 16] = (int16_t)(bsums[i / 16] + q);
     }
