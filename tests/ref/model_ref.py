@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Independent float64 reference forward pass for GGUF models: llama, qwen2 and gemma3.
 
-Straightforward numpy, written from the model definitions (the Hugging Face modelling code as the GGUF
-converter maps it), sharing no code with metalllm.h.  Weights are dequantized by the PyPI `gguf`
+Straightforward numpy, written from the model definitions (the Hugging Face modelling code as llama.cpp's
+GGUF converter maps it: that converter is where the stored 1 + w of Gemma's norms and the defaults the
+file leaves out come from), sharing no code with metalllm.h.  Weights are dequantized by the PyPI `gguf`
 package (gguf.quants.dequantize) one tensor at a time, when a layer needs it, and widened to float64;
 all prompts go through each layer together, so every tensor is dequantized once per run and memory stays
 at one layer's weights (a 1.5B model fits in a few GB).  No KV-cache tricks: each token sequence goes
@@ -79,6 +80,7 @@ class Model:
             if field(r, p + "final_logit_softcapping") is not None:
                 raise SystemExit(f"{path}: final logit soft-capping is not implemented in this reference")
         self.t = {t.name: t for t in r.tensors}
+        self.Wl = None                                  # the current layer's weights during forward()
         self.tied = "output.weight" not in self.t
         self.n_vocab = int(self.t["token_embd.weight"].shape[1])
 
