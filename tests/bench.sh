@@ -32,7 +32,10 @@ for m in "${MODELS[@]}"; do
   [ -f "$m" ] || { echo "skip: $m not present"; continue; }
   for t in $THREADS; do
     for r in $(seq "$ROUNDS"); do
-      out=$("$BUILD/bench" -m "$m" -t "$t" -p 128 -n 64 -r 1 --batch 0) || { echo "bench failed on $m"; continue; }
+      # the first round also measures the bandwidths next to this model's runs (the load changes)
+      out=$("$BUILD/bench" -m "$m" -t "$t" -p 128 -n 64 -r 1 --batch 0 $([ "$r" = 1 ] && echo --triad)) || { echo "bench failed on $m"; continue; }
+      bw=$(printf '%s\n' "$out" | sed -n 's/.*triad \([0-9.]*\) GB\/s, read \([0-9.]*\) GB\/s.*/\1 \2/p')
+      [ -n "$bw" ] && echo "bw $m $t $bw" >>"$RAW"
       pp=$(printf '%s\n' "$out" | awk '/^prefill/ {print $(NF-3)}'); tg=$(printf '%s\n' "$out" | awk '/^decode +[0-9]/ {print $(NF-3)}')
       mib=$(printf '%s\n' "$out" | sed -n 's/^decode traffic: \([0-9.]*\) MiB.*/\1/p')
       echo "ours $m $t $pp $tg $mib" | tee -a "$RAW"
@@ -64,6 +67,7 @@ import sys, collections
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 triad = {r[1]: float(r[2] or 0) for r in rows if r[0] == "triad" and len(r) > 2}
 read = {r[1]: float(r[2] or 0) for r in rows if r[0] == "read" and len(r) > 2}
+bw = {(r[1], r[2]): (float(r[3]), float(r[4])) for r in rows if r[0] == "bw" and len(r) > 4}
 runs = collections.defaultdict(lambda: {"ours": [], "peer": []})
 mib = {}
 for r in rows:
@@ -72,13 +76,13 @@ for r in rows:
         if r[0] == "ours" and len(r) > 5: mib[r[1]] = float(r[5])
 def ms(v): return (sum(v) / len(v), max(v)) if v else (0.0, 0.0)
 def ratio(a, b): return "%.2f" % (a / b) if b else "-"
-print("\n| model | t | prefill ours mean/best | llama.cpp mean/best | ratio (mean) | decode ours mean/best | llama.cpp mean/best | ratio (mean) | decode GB/s, % of triad / of read |")
+print("\n| model | t | prefill ours mean/best | llama.cpp mean/best | ratio (mean) | decode ours mean/best | llama.cpp mean/best | ratio (mean) | decode GB/s, % of triad / of read (measured beside it) |")
 print("|---|---|---|---|---|---|---|---|---|")
 for (m, t), v in runs.items():
     op, ot = ms([x[0] for x in v["ours"]]), ms([x[1] for x in v["ours"]])
     pp, pt = ms([x[0] for x in v["peer"]]), ms([x[1] for x in v["peer"]])
     gbs = mib.get(m, 0) * 1048576 * ot[0] * 1e-9
-    tr, rd = triad.get(t, 0), read.get(t, 0)
+    tr, rd = bw.get((m, t), (triad.get(t, 0), read.get(t, 0)))
     print("| %s | %s | %.1f / %.1f | %.1f / %.1f | %s | %.1f / %.1f | %.1f / %.1f | %s | %.1f, %s / %s |" % (
         m.split("/")[-1], t, op[0], op[1], pp[0], pp[1], ratio(op[0], pp[0]), ot[0], ot[1], pt[0], pt[1],
         ratio(ot[0], pt[0]), gbs, ("%.0f%%" % (100 * gbs / tr)) if tr else "-", ("%.0f%%" % (100 * gbs / rd)) if rd else "-"))
