@@ -54,7 +54,7 @@ fuzz-server: $(BUILD)/fuzz_server
 # llama-server is built once into peer/ (PEER_SERVER=1); without it only ours is measured.
 bench-server: $(BUILD)/server $(MODEL) $(SERVER_PY)
 	PEER_SERVER=1 tests/peer/build_llamacpp.sh > $(BUILD)/peer-server-build.log 2>&1 || echo "llama-server build failed: see $(BUILD)/peer-server-build.log"
-	$(SERVER_PY) tests/bench_server.py --server $(BUILD)/server --model $(MODEL)
+	$(SERVER_PY) tests/bench_server.py --server $(BUILD)/server --model $(MODEL) --logdir $(BUILD)
 bench: bench-server
 endif
 
