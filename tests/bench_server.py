@@ -17,10 +17,11 @@ and every request's fate:
   clean   a clean error: a non-200 status with a JSON error body, or an error event in the stream
   lost    anything else: connection dropped, a short or unterminated stream, no usage, unparsable data
   cut     still running when the measurement's time cap hit (the bound, not the server, ended it)
+A later round is skipped when the rounds so far suggest it would end past --budget seconds.
 "Nothing lost" means lost == 0 and cut == 0; the exit status is 1 when ours loses or cuts a request.
 
   bench_server.py --server build/server --model M.gguf [--peer peer/bin/llama-server] [-t 2]
-                  [--clients 16,64] [--requests 2] [--tokens 24] [--rounds 2] [--time-limit 90]"""
+                  [--clients 16,64] [--requests 2] [--tokens 24] [--rounds 2] [--time-limit 60] [--budget 300]"""
 import argparse, asyncio, json, os, signal, socket, subprocess, sys, time
 
 SAMPLER = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
@@ -217,7 +218,8 @@ def main():
     ap.add_argument("--tokens", type=int, default=24, help="tokens generated per request")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=512, help="context per slot")
-    ap.add_argument("--time-limit", type=float, default=90, help="cap per measurement, seconds")
+    ap.add_argument("--time-limit", type=float, default=60, help="cap per measurement, seconds")
+    ap.add_argument("--budget", type=float, default=300, help="no new round once it would likely end past this, seconds")
     ap.add_argument("--logdir", default="build")
     args = ap.parse_args()
     have_peer = os.access(args.peer, os.X_OK)
@@ -239,13 +241,19 @@ def main():
     servers = [("metalllm.h", ours)] + ([("llama.cpp", peer)] if have_peer else [])
     results = {}
     t_start = time.time()
+    rounds = 0
     for rnd in range(args.rounds):
+        spent = time.time() - t_start
+        if rnd and spent * (rnd + 1) / rnd > args.budget:
+            print("last %d round(s) skipped: %d took %.0f s, budget %.0f s" % (args.rounds - rnd, rnd, spent, args.budget))
+            break
+        rounds += 1
         for n in clients:
             for name, cmd in (servers if rnd % 2 == 0 else servers[::-1]):
                 port = free_port()
                 m = run_one(name, cmd(port, n), port, n, args)
                 results.setdefault((name, n), []).append(m)
-    print("\ntotal %.0f s.  Ranges are over the %d rounds; requests summed over them.\n" % (time.time() - t_start, args.rounds))
+    print("\ntotal %.0f s.  Ranges (lowest-highest) are over the %d rounds; requests summed over them.\n" % (time.time() - t_start, rounds))
     print("| server | clients | aggregate tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | requests ok / failed |")
     print("|---|---|---|---|---|---|---|---|")
     bad = False

@@ -31,6 +31,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     fz_cfg.parallel = 4;
     fz_cfg.max_waiting = 4;
     fz_cfg.n_vocab = info.n_vocab;
+    fz_cfg.host_logits = 1;
     fz_cfg.model_name = "tiny";
     return 0;
 }
