@@ -582,7 +582,6 @@ def main():
         else:
             srv = Server(ARGS.model, "-c", "1024", "--parallel", "4")
             section(openai_suite, srv, ARGS.model, "SmolLM2", 32)
-            section(logprobs_suite, srv, ARGS.model, "SmolLM2")
             srv.stop("SmolLM2")
     print("%d passed, %d failed" % (PASSED, FAILED))
     return 1 if FAILED else 0
