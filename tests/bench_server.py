@@ -21,7 +21,8 @@ A later round is skipped when the rounds so far suggest it would end past --budg
 "Nothing lost" means lost == 0 and cut == 0; the exit status is 1 when ours loses or cuts a request.
 
   bench_server.py --server build/server --model M.gguf [--peer peer/bin/llama-server] [-t 2]
-                  [--clients 16,64] [--requests 2] [--tokens 24] [--rounds 2] [--time-limit 60] [--budget 300]"""
+                  [--clients 16,64] [--requests 1] [--tokens 24] [--rounds 2] [--time-limit 45] [--budget 300]
+  -t defaults to $BENCH_THREADS or "1 2" (each thread count is measured, servers alternating within it)."""
 import argparse, asyncio, json, os, signal, socket, subprocess, sys, time
 
 SAMPLER = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
@@ -163,14 +164,14 @@ def wait_up(port, proc, path):
     return False
 
 
-def run_one(name, cmd, port, n_clients, args):
+def run_one(name, threads, cmd, port, n_clients, args):
     log = open(os.path.join(args.logdir, "bench_server.%s.log" % name), "a")
     log.write("\n$ %s\n" % " ".join(cmd))
     log.flush()
     proc = subprocess.Popen(cmd, stdout=log, stderr=log)
     try:
         if not wait_up(port, proc, "/health"):
-            print("%-12s %3d clients: did not start (see %s)" % (name, n_clients, log.name))
+            print("%-12s -t %d %3d clients: did not start (see %s)" % (name, threads, n_clients, log.name))
             return None
         # one warm-up request so page faults and first-call costs are not in the numbers
         asyncio.run(load(port, 1, 1, 4, 60))
@@ -189,9 +190,9 @@ def run_one(name, cmd, port, n_clients, args):
     for s in ("ok", "clean", "lost", "cut"):
         m[s] = sum(1 for r in res if r["state"] == s)
     m["cut"] += m["want"] - len(res)   # requests a client never got to send before the cap
-    print("%-12s %3d clients: %6.1f tok/s  TTFT p50 %6.0f p99 %6.0f ms  ITL p50 %5.0f p99 %5.0f ms  "
+    print("%-12s -t %d %3d clients: %6.1f tok/s  TTFT p50 %6.0f p99 %6.0f ms  ITL p50 %5.0f p99 %5.0f ms  "
           "ok %d/%d, clean errors %d, lost %d, cut %d  (%.1f s)"
-          % (name, n_clients, m["tps"], m["ttft50"], m["ttft99"], m["itl50"], m["itl99"], m["ok"], m["want"],
+          % (name, threads, n_clients, m["tps"], m["ttft50"], m["ttft99"], m["itl50"], m["itl99"], m["ok"], m["want"],
              m["clean"], m["lost"], m["cut"], wall))
     for r in res:
         if r["state"] == "lost":
@@ -212,32 +213,33 @@ def main():
     ap.add_argument("--server", default="build/server")
     ap.add_argument("--model", default="models/SmolLM2-135M-Instruct.Q4_1.gguf")
     ap.add_argument("--peer", default="peer/bin/llama-server")
-    ap.add_argument("-t", "--threads", type=int, default=int(os.environ.get("BENCH_THREADS", "2")))
+    ap.add_argument("-t", "--threads", default=os.environ.get("BENCH_THREADS", "1 2"), help="thread counts, e.g. '1 2' or 1,2")
     ap.add_argument("--clients", default="16,64")
-    ap.add_argument("--requests", type=int, default=2, help="requests per client, one after another")
+    ap.add_argument("--requests", type=int, default=1, help="requests per client, one after another")
     ap.add_argument("--tokens", type=int, default=24, help="tokens generated per request")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=512, help="context per slot")
-    ap.add_argument("--time-limit", type=float, default=60, help="cap per measurement, seconds")
+    ap.add_argument("--time-limit", type=float, default=45, help="cap per measurement, seconds")
     ap.add_argument("--budget", type=float, default=300, help="no new round once it would likely end past this, seconds")
     ap.add_argument("--logdir", default="build")
     args = ap.parse_args()
     have_peer = os.access(args.peer, os.X_OK)
     if not have_peer:
         print("note: %s missing (PEER_SERVER=1 tests/peer/build_llamacpp.sh builds it); measuring ours only" % args.peer)
-    print("model %s, %d threads, slots = clients, %d-token context per slot; per client %d streaming requests of "
+    threads = [int(x) for x in args.threads.replace(",", " ").split()]
+    print("model %s, threads %s, slots = clients, %d-token context per slot; per client %d streaming request(s) of "
           "%d tokens (ignore_eos; %s); %d rounds, servers alternating"
-          % (os.path.basename(args.model), args.threads, args.ctx, args.requests, args.tokens,
+          % (os.path.basename(args.model), " and ".join(map(str, threads)), args.ctx, args.requests, args.tokens,
              ", ".join("%s %g" % kv for kv in SAMPLER.items()), args.rounds))
     clients = [int(x) for x in args.clients.split(",")]
 
-    def ours(port, n):
-        return [args.server, "-m", args.model, "--port", str(port), "-t", str(args.threads), "--parallel", str(n),
+    def ours(port, n, t):
+        return [args.server, "-m", args.model, "--port", str(port), "-t", str(t), "--parallel", str(n),
                 "-c", str(args.ctx), "--kv-blocks", str(n * ((args.ctx + 15) // 16)), "--queue", str(n)]
 
-    def peer(port, n):   # -c is the total over the slots (each gets c/np); defaults otherwise
-        return [args.peer, "-m", args.model, "--port", str(port), "--host", "127.0.0.1", "-t", str(args.threads),
-                "-tb", str(args.threads), "-np", str(n), "-c", str(n * args.ctx), "--no-warmup"]
+    def peer(port, n, t):   # -c is the total over the slots (each gets c/np); defaults otherwise
+        return [args.peer, "-m", args.model, "--port", str(port), "--host", "127.0.0.1", "-t", str(t),
+                "-tb", str(t), "-np", str(n), "-c", str(n * args.ctx), "--no-warmup"]
     servers = [("metalllm.h", ours)] + ([("llama.cpp", peer)] if have_peer else [])
     results = {}
     t_start = time.time()
@@ -248,34 +250,38 @@ def main():
             print("last %d round(s) skipped: %d took %.0f s, budget %.0f s" % (args.rounds - rnd, rnd, spent, args.budget))
             break
         rounds += 1
-        for n in clients:
-            for name, cmd in (servers if rnd % 2 == 0 else servers[::-1]):
-                port = free_port()
-                m = run_one(name, cmd(port, n), port, n, args)
-                results.setdefault((name, n), []).append(m)
+        for t in threads:
+            for n in clients:
+                for name, cmd in (servers if rnd % 2 == 0 else servers[::-1]):
+                    port = free_port()
+                    m = run_one(name, t, cmd(port, n, t), port, n, args)
+                    results.setdefault((name, t, n), []).append(m)
     print("\ntotal %.0f s.  Ranges (lowest-highest) are over the %d rounds; requests summed over them.\n" % (time.time() - t_start, rounds))
-    print("| server | clients | aggregate tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | requests ok / failed |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| server | threads | clients | aggregate tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | requests ok / failed |")
+    print("|---|---|---|---|---|---|---|---|---|")
     bad = False
-    for n in clients:
+    for t, n in [(t, n) for t in threads for n in clients]:
         for name, _ in servers:
-            ms = results[(name, n)]
+            ms = results[(name, t, n)]
             if any(m is None for m in ms):
-                print("| %s | %d | did not start | | | | | |" % (name, n))
+                print("| %s | %d | %d | did not start | | | | | |" % (name, t, n))
                 bad = bad or name == "metalllm.h"
                 continue
             failed = sum(m["clean"] + m["lost"] + m["cut"] for m in ms)
             detail = "" if not failed else " (%d clean errors, %d lost, %d cut by the cap)" % (
                 sum(m["clean"] for m in ms), sum(m["lost"] for m in ms), sum(m["cut"] for m in ms))
-            print("| %s | %d | %s | %s | %s | %s | %s | %d / %d%s |"
-                  % (name, n, span(ms, "tps", "%.0f"), span(ms, "ttft50", "%.0f"), span(ms, "ttft99", "%.0f"),
-                     span(ms, "itl50", "%.0f"), span(ms, "itl99", "%.0f"), sum(m["ok"] for m in ms), failed, detail))
             if name == "metalllm.h" and sum(m["lost"] + m["cut"] for m in ms):
                 bad = True
-    print("\nSame for both: model file, -t %d, slots, context per slot, prompts, max_tokens, ignore_eos, sampler "
+            if not sum(m["ok"] for m in ms):
+                print("| %s | %d | %d | none finished | | | | | 0 / %d%s |" % (name, t, n, failed, detail))
+                continue
+            print("| %s | %d | %d | %s | %s | %s | %s | %s | %d / %d%s |"
+                  % (name, t, n, span(ms, "tps", "%.0f"), span(ms, "ttft50", "%.0f"), span(ms, "ttft99", "%.0f"),
+                     span(ms, "itl50", "%.0f"), span(ms, "itl99", "%.0f"), sum(m["ok"] for m in ms), failed, detail))
+    print("\nSame for both: model file, -t, slots, context per slot, prompts, max_tokens, ignore_eos, sampler "
           "settings, loopback, this client.\nDiffers: HTTP stack (libmicrohttpd thread per connection vs "
           "cpp-httplib thread pool), the engines' kernels, attention and batching; llama-server's prompt-prefix "
-          "cache and extra no-op sampler stages, and its default batch size (ours --batch 256)." % args.threads)
+          "cache and extra no-op sampler stages, and its default batch size (ours --batch 256).")
     if bad:
         print("FAIL: build/server lost or cut requests, or did not start")
     return 1 if bad else 0
