@@ -17,11 +17,12 @@ and every request's fate:
   clean   a clean error: a non-200 status with a JSON error body, or an error event in the stream
   lost    anything else: connection dropped, a short or unterminated stream, no usage, unparsable data
   cut     still running when the measurement's time cap hit (the bound, not the server, ended it)
-A later round is skipped when the rounds so far suggest it would end past --budget seconds.
+The order is round by round, thread count by thread count, client count by client count; a pair of
+measurements (both servers) starts only when it would end within --budget seconds at the caps.
 "Nothing lost" means lost == 0 and cut == 0; the exit status is 1 when ours loses or cuts a request.
 
   bench_server.py --server build/server --model M.gguf [--peer peer/bin/llama-server] [-t 2]
-                  [--clients 16,64] [--requests 1] [--tokens 24] [--rounds 2] [--time-limit 45] [--budget 300]
+                  [--clients 16,64] [--requests 1] [--tokens 16] [--rounds 2] [--time-limit 60] [--budget 300]
   -t defaults to $BENCH_THREADS or "1 2" (each thread count is measured, servers alternating within it)."""
 import argparse, asyncio, json, os, signal, socket, subprocess, sys, time
 
@@ -216,11 +217,11 @@ def main():
     ap.add_argument("-t", "--threads", default=os.environ.get("BENCH_THREADS", "1 2"), help="thread counts, e.g. '1 2' or 1,2")
     ap.add_argument("--clients", default="16,64")
     ap.add_argument("--requests", type=int, default=1, help="requests per client, one after another")
-    ap.add_argument("--tokens", type=int, default=24, help="tokens generated per request")
+    ap.add_argument("--tokens", type=int, default=16, help="tokens generated per request")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--ctx", type=int, default=512, help="context per slot")
-    ap.add_argument("--time-limit", type=float, default=45, help="cap per measurement, seconds")
-    ap.add_argument("--budget", type=float, default=300, help="no new round once it would likely end past this, seconds")
+    ap.add_argument("--time-limit", type=float, default=60, help="cap per measurement, seconds")
+    ap.add_argument("--budget", type=float, default=300, help="no measurement pair starts that could end past this, seconds")
     ap.add_argument("--logdir", default="build")
     args = ap.parse_args()
     have_peer = os.access(args.peer, os.X_OK)
@@ -243,28 +244,28 @@ def main():
     servers = [("metalllm.h", ours)] + ([("llama.cpp", peer)] if have_peer else [])
     results = {}
     t_start = time.time()
-    rounds = 0
-    for rnd in range(args.rounds):
+    pairs = [(rnd, t, n) for rnd in range(args.rounds) for t in threads for n in clients]
+    for k, (rnd, t, n) in enumerate(pairs):
+        # both servers or neither: a pair starts only when both would end within the budget at the cap
         spent = time.time() - t_start
-        if rnd and spent * (rnd + 1) / rnd > args.budget:
-            print("last %d round(s) skipped: %d took %.0f s, budget %.0f s" % (args.rounds - rnd, rnd, spent, args.budget))
+        if k and spent + len(servers) * (args.time_limit + 10) > args.budget:
+            print("the last %d of %d measurement pairs skipped: %.0f s spent, budget %.0f s" % (len(pairs) - k, len(pairs), spent, args.budget))
             break
-        rounds += 1
-        for t in threads:
-            for n in clients:
-                for name, cmd in (servers if rnd % 2 == 0 else servers[::-1]):
-                    port = free_port()
-                    m = run_one(name, t, cmd(port, n, t), port, n, args)
-                    results.setdefault((name, t, n), []).append(m)
-    print("\ntotal %.0f s.  Ranges (lowest-highest) are over the %d rounds; requests summed over them.\n" % (time.time() - t_start, rounds))
-    print("| server | threads | clients | aggregate tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | requests ok / failed |")
-    print("|---|---|---|---|---|---|---|---|---|")
+        for name, cmd in (servers if rnd % 2 == 0 else servers[::-1]):
+            port = free_port()
+            m = run_one(name, t, cmd(port, n, t), port, n, args)
+            results.setdefault((name, t, n), []).append(m)
+    print("\ntotal %.0f s.  Ranges (lowest-highest) are over the runs; requests summed over them.\n" % (time.time() - t_start))
+    print("| server | threads | clients | runs | aggregate tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms | requests ok / failed |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     bad = False
     for t, n in [(t, n) for t in threads for n in clients]:
         for name, _ in servers:
-            ms = results[(name, t, n)]
+            ms = results.get((name, t, n))
+            if not ms:
+                continue
             if any(m is None for m in ms):
-                print("| %s | %d | %d | did not start | | | | | |" % (name, t, n))
+                print("| %s | %d | %d | %d | did not start | | | | | |" % (name, t, n, len(ms)))
                 bad = bad or name == "metalllm.h"
                 continue
             failed = sum(m["clean"] + m["lost"] + m["cut"] for m in ms)
@@ -273,10 +274,10 @@ def main():
             if name == "metalllm.h" and sum(m["lost"] + m["cut"] for m in ms):
                 bad = True
             if not sum(m["ok"] for m in ms):
-                print("| %s | %d | %d | none finished | | | | | 0 / %d%s |" % (name, t, n, failed, detail))
+                print("| %s | %d | %d | %d | none finished | | | | | 0 / %d%s |" % (name, t, n, len(ms), failed, detail))
                 continue
-            print("| %s | %d | %d | %s | %s | %s | %s | %s | %d / %d%s |"
-                  % (name, t, n, span(ms, "tps", "%.0f"), span(ms, "ttft50", "%.0f"), span(ms, "ttft99", "%.0f"),
+            print("| %s | %d | %d | %d | %s | %s | %s | %s | %s | %d / %d%s |"
+                  % (name, t, n, len(ms), span(ms, "tps", "%.0f"), span(ms, "ttft50", "%.0f"), span(ms, "ttft99", "%.0f"),
                      span(ms, "itl50", "%.0f"), span(ms, "itl99", "%.0f"), sum(m["ok"] for m in ms), failed, detail))
     print("\nSame for both: model file, -t, slots, context per slot, prompts, max_tokens, ignore_eos, sampler "
           "settings, loopback, this client.\nDiffers: HTTP stack (libmicrohttpd thread per connection vs "
