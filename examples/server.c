@@ -571,7 +571,7 @@ static void on_token(server *s, request *rq, int ci, const mllm_step_token *t) {
         if (rq->n > 1 && !rq->forked && fork_choices(s, rq)) { request_fail(s, rq, 503, "no room to fork the n choices"); return; }
         if (!mllm_vocab_is_eog(vocab, t->token)) {
             int len = mllm_detok_push(vocab, &c->dt, t->token, piece, sizeof piece);
-            if (rq->logprobs && record_logprob(s, rq, c, t->token)) { request_fail(s, rq, 500, "cannot compute logprobs"); return; }
+            if (rq->logprobs && record_logprob(s, rq, c, t->token)) { request_fail(s, rq, 500, "logprobs: out of memory, or the logits are not on the host"); return; }
             int hit = choice_add_text(rq, c, piece, len);
             if (hit < 0) { request_fail(s, rq, 500, "out of memory"); return; }
             if (hit) choice_end(s, c, FIN_STOP);
@@ -1184,7 +1184,8 @@ int main(int argc, char **argv) {
     mllm_model_get_info(s->model, &info);
     s->cfg.n_ctx = mp.n_ctx ? mp.n_ctx : info.n_ctx_train < 4096 ? info.n_ctx_train : 4096;   /* the library's default */
     s->cfg.n_vocab = info.n_vocab;
-    s->cfg.host_logits = mp.backend != MLLM_BACKEND_METAL;   /* CPU steps keep every sequence's logits */
+    /* CPU steps keep every sequence's logits (AUTO is the CPU until the Metal path is verified) */
+    s->cfg.host_logits = mp.backend == MLLM_BACKEND_CPU || mp.backend == MLLM_BACKEND_AUTO;
     if (!alias) alias = strrchr(model_path, '/') ? strrchr(model_path, '/') + 1 : model_path;
     s->cfg.model_name = alias;
     memset(&cp, 0, sizeof cp);
