@@ -40,6 +40,7 @@
 #define MAX_STOP 4           /* stop strings per request (OpenAI's limit) */
 #define MAX_STOP_LEN 256     /* bytes per stop string */
 #define MAX_MESSAGES 4096
+#define MAX_TOP_LOGPROBS 20  /* alternatives per token (OpenAI's limit for chat; completions allow 5) */
 
 /* ================================================================ configuration and shared state */
 typedef struct server_cfg {
@@ -47,6 +48,7 @@ typedef struct server_cfg {
     int parallel;            /* sequences generating at once (n of a request counts n) */
     int max_waiting;         /* requests queued beyond those running before 503 */
     int n_vocab;
+    int host_logits;         /* the sampled logits are readable (mllm_seq_logits: the CPU backend) */
     const char *model_name;
 } server_cfg;
 
@@ -60,6 +62,13 @@ typedef struct api_error {
     char msg[256];
 } api_error;
 
+typedef struct logprob {    /* one generated token: its log-probability and the top alternatives */
+    mllm_token token;
+    float lp;
+    mllm_token top[MAX_TOP_LOGPROBS];
+    float top_lp[MAX_TOP_LOGPROBS];
+} logprob;
+
 typedef struct choice {
     mllm_seq_id seq;         /* -1: no sequence (not forked yet, or removed) */
     mllm_detok dt;
@@ -70,11 +79,14 @@ typedef struct choice {
     int n_gen;               /* tokens generated */
     int finish;              /* FIN_* */
     int finish_sent, role_sent;
+    logprob *lps;            /* with logprobs: one per generated token that has text (not EOG) */
+    int n_lps, cap_lps, lps_sent;
 } choice;
 
 typedef struct request {
     /* from the body (parse_request), read-only afterwards */
     int endpoint, stream, include_usage, n, max_tokens, ignore_eos;
+    int logprobs, top_logprobs;   /* logprobs wanted; alternatives per token (0..MAX_TOP_LOGPROBS) */
     mllm_sampler_params sampler;
     mllm_token *prompt;
     int n_prompt;
@@ -326,7 +338,7 @@ static void request_free(request *rq) {
     if (!rq) return;
     for (i = 0; i < rq->n_stop; i++) free(rq->stop[i]);
     if (rq->choices)
-        for (i = 0; i < rq->n; i++) free(rq->choices[i].text);
+        for (i = 0; i < rq->n; i++) free(rq->choices[i].text), free(rq->choices[i].lps);
     free(rq->choices);
     free(rq->prompt);
     free(rq->wbuf);
@@ -388,10 +400,16 @@ static int parse_request(const server_cfg *cfg, const mllm_model *model, int end
     if (r) rq->sampler.repeat_penalty = (float)d;
     if ((r = get_num(root, "seed", -9223372036854775808.0, 18446744073709549568.0, 1, &d, err)) < 0) goto done;
     if (r) rq->sampler.seed = d < 0 ? (uint64_t)(int64_t)d : (uint64_t)d;
-    {   /* logprobs (chat: true, completions: a count): not computed here; say so rather than send null */
-        const cJSON *lp = cJSON_GetObjectItemCaseSensitive(root, "logprobs");
-        if (cJSON_IsTrue(lp) || (cJSON_IsNumber(lp) && lp->valuedouble > 0)) { BAD("logprobs are not supported by this server"); goto done; }
+    if (endpoint == EP_CHAT) {   /* chat: logprobs true/false and top_logprobs 0..20 alternatives */
+        if (get_bool(root, "logprobs", &rq->logprobs, err) < 0) goto done;
+        if ((r = get_num(root, "top_logprobs", 0, MAX_TOP_LOGPROBS, 1, &d, err)) < 0) goto done;
+        if (r && !rq->logprobs) { BAD("'top_logprobs' needs 'logprobs': true"); goto done; }
+        if (r) rq->top_logprobs = (int)d;
+    } else {   /* completions: logprobs is the number of alternatives, 0..5 */
+        if ((r = get_num(root, "logprobs", 0, 5, 1, &d, err)) < 0) goto done;
+        if (r) rq->logprobs = 1, rq->top_logprobs = (int)d;
     }
+    if (rq->logprobs && !cfg->host_logits) { BAD("logprobs need the CPU backend (on the GPU the logits never leave it)"); goto done; }
     if (parse_stop(cJSON_GetObjectItemCaseSensitive(root, "stop"), rq, err)) goto done;
     if (endpoint == EP_CHAT) {
         if (chat_prompt(model, cJSON_GetObjectItemCaseSensitive(root, "messages"), &text, err)) goto done;
@@ -510,6 +528,38 @@ static int fork_choices(server *s, request *rq) {
     return 0;
 }
 
+/* The log-probabilities of the token just sampled for choice c: log-softmax of the logits it was drawn
+   from (the model's, before temperature and penalties, as OpenAI and llama.cpp report them) and the
+   top_logprobs most likely tokens.  -1: no memory, or no logits (cannot happen on the CPU backend). */
+static int record_logprob(server *s, const request *rq, choice *c, mllm_token tok) {
+    const float *l = mllm_seq_logits(s->ctx, c->seq);
+    const int nv = s->cfg.n_vocab, k = rq->top_logprobs;
+    logprob *e;
+    double mx, sum = 0, lse;
+    int i, j, n = 0;
+    if (!l) return -1;
+    if (c->n_lps == c->cap_lps) {
+        int cap = c->cap_lps ? 2 * c->cap_lps : 16;
+        logprob *p = (logprob *)realloc(c->lps, sizeof(logprob) * (size_t)cap);
+        if (!p) return -1;
+        c->lps = p;
+        c->cap_lps = cap;
+    }
+    e = &c->lps[c->n_lps++];
+    for (mx = l[0], i = 1; i < nv; i++) mx = l[i] > mx ? l[i] : mx;
+    for (i = 0; i < nv; i++) sum += exp((double)l[i] - mx);
+    lse = mx + log(sum);
+    e->token = tok;
+    e->lp = (float)(l[tok] - lse);
+    for (i = 0; i < nv && k > 0; i++) {   /* insertion into the k best so far (ties: the lower id first) */
+        if (n == k && !(l[i] > l[e->top[k - 1]])) continue;
+        for (j = n < k ? n++ : k - 1; j > 0 && l[i] > l[e->top[j - 1]]; j--) e->top[j] = e->top[j - 1];
+        e->top[j] = i;
+    }
+    for (i = 0; i < n; i++) e->top_lp[i] = (float)(l[e->top[i]] - lse);
+    return 0;
+}
+
 /* One token of a step for choice ci of rq. */
 static void on_token(server *s, request *rq, int ci, const mllm_step_token *t) {
     const mllm_vocab *vocab = mllm_model_vocab(s->model);
@@ -521,6 +571,7 @@ static void on_token(server *s, request *rq, int ci, const mllm_step_token *t) {
         if (rq->n > 1 && !rq->forked && fork_choices(s, rq)) { request_fail(s, rq, 503, "no room to fork the n choices"); return; }
         if (!mllm_vocab_is_eog(vocab, t->token)) {
             int len = mllm_detok_push(vocab, &c->dt, t->token, piece, sizeof piece);
+            if (rq->logprobs && record_logprob(s, rq, c, t->token)) { request_fail(s, rq, 500, "logprobs: out of memory, or the logits are not on the host"); return; }
             int hit = choice_add_text(rq, c, piece, len);
             if (hit < 0) { request_fail(s, rq, 500, "out of memory"); return; }
             if (hit) choice_end(s, c, FIN_STOP);
@@ -651,6 +702,64 @@ static cJSON *response_head(const server *s, const request *rq, const char *obje
     return root;
 }
 
+/* A token's text for JSON (malloc'd; invalid UTF-8, e.g. half a character, becomes U+FFFD); with
+   bytes (not NULL) its exact bytes, as OpenAI's chat logprobs also give them. */
+static char *token_text(const server *s, mllm_token tok, cJSON *bytes) {
+    char piece[512], *t = NULL;
+    size_t len = 0, cap = 0;
+    int n = mllm_token_to_bytes(mllm_model_vocab(s->model), tok, piece, sizeof piece), i;
+    if (n < 0) n = 0;
+    if (buf_append_utf8(&t, &len, &cap, piece, (size_t)n) || !t) { free(t); t = strdup(""); }
+    for (i = 0; bytes && i < n; i++) cJSON_AddItemToArray(bytes, cJSON_CreateNumber((unsigned char)piece[i]));
+    return t;
+}
+
+static cJSON *chat_logprob_item(const server *s, mllm_token tok, float lp) {   /* {token, logprob, bytes} */
+    cJSON *o = cJSON_CreateObject(), *bytes = cJSON_CreateArray();
+    char *t = token_text(s, tok, bytes);
+    cJSON_AddStringToObject(o, "token", t ? t : "");
+    cJSON_AddNumberToObject(o, "logprob", lp);
+    cJSON_AddItemToObject(o, "bytes", bytes);
+    free(t);
+    return o;
+}
+
+/* choice c's logprobs of tokens [from, to): chat's {"content": [{token, logprob, bytes, top_logprobs}]}
+   or completions' {"tokens", "token_logprobs", "top_logprobs": [{text: logprob}]}, whose maps hold the
+   top ones and the sampled one (OpenAI's "up to logprobs + 1"). */
+static cJSON *logprobs_json(const server *s, const request *rq, const choice *c, int from, int to) {
+    cJSON *o = cJSON_CreateObject(), *content = NULL, *toks = NULL, *tlps = NULL, *tops = NULL;
+    int k = rq->top_logprobs < s->cfg.n_vocab ? rq->top_logprobs : s->cfg.n_vocab, i, j;
+    if (rq->endpoint == EP_CHAT) {
+        content = cJSON_AddArrayToObject(o, "content");
+    } else {
+        toks = cJSON_AddArrayToObject(o, "tokens");
+        tlps = cJSON_AddArrayToObject(o, "token_logprobs");
+        tops = cJSON_AddArrayToObject(o, "top_logprobs");
+    }
+    for (i = from; i < to; i++) {
+        const logprob *e = &c->lps[i];
+        if (content) {
+            cJSON *it = chat_logprob_item(s, e->token, e->lp), *alts = cJSON_AddArrayToObject(it, "top_logprobs");
+            for (j = 0; j < k; j++) cJSON_AddItemToArray(alts, chat_logprob_item(s, e->top[j], e->top_lp[j]));
+            cJSON_AddItemToArray(content, it);
+        } else {
+            cJSON *m = cJSON_CreateObject();
+            char *t = token_text(s, e->token, NULL);
+            cJSON_AddItemToArray(toks, cJSON_CreateString(t ? t : ""));
+            cJSON_AddItemToArray(tlps, cJSON_CreateNumber(e->lp));
+            for (j = 0; j <= k; j++) {   /* j == k: the sampled token, when not among the top ones */
+                char *a = j < k ? token_text(s, e->top[j], NULL) : t;
+                if (a && !cJSON_GetObjectItemCaseSensitive(m, a)) cJSON_AddNumberToObject(m, a, j < k ? e->top_lp[j] : e->lp);
+                if (j < k) free(a);
+            }
+            cJSON_AddItemToArray(tops, m);
+            free(t);
+        }
+    }
+    return o;
+}
+
 /* The whole answer of a finished non-streaming request. */
 static char *final_json(const server *s, const request *rq) {
     cJSON *root = response_head(s, rq, rq->endpoint == EP_CHAT ? "chat.completion" : "text_completion");
@@ -668,7 +777,8 @@ static char *final_json(const server *s, const request *rq) {
         } else {
             cJSON_AddStringToObject(ch, "text", c->text ? c->text : "");
         }
-        cJSON_AddNullToObject(ch, "logprobs");
+        if (rq->logprobs) cJSON_AddItemToObject(ch, "logprobs", logprobs_json(s, rq, c, 0, c->n_lps));
+        else cJSON_AddNullToObject(ch, "logprobs");
         cJSON_AddStringToObject(ch, "finish_reason", finish_name(c->finish) ? finish_name(c->finish) : "stop");
         cJSON_AddItemToArray(arr, ch);
     }
@@ -705,7 +815,14 @@ static int sse_choice(const server *s, request *rq, int i, const char *text, siz
         cJSON_AddStringToObject(ch, "text", t);
     }
     free(t);
-    cJSON_AddNullToObject(ch, "logprobs");
+    /* logprobs of the tokens generated since the last chunk (their text may still be held back) */
+    if (rq->logprobs && rq->choices[i].lps_sent < rq->choices[i].n_lps) {
+        choice *c = &rq->choices[i];
+        cJSON_AddItemToObject(ch, "logprobs", logprobs_json(s, rq, c, c->lps_sent, c->n_lps));
+        c->lps_sent = c->n_lps;
+    } else {
+        cJSON_AddNullToObject(ch, "logprobs");
+    }
     if (finish) cJSON_AddStringToObject(ch, "finish_reason", finish_name(finish));
     else cJSON_AddNullToObject(ch, "finish_reason");
     cJSON_AddItemToArray(cJSON_AddArrayToObject(root, "choices"), ch);
@@ -1067,6 +1184,8 @@ int main(int argc, char **argv) {
     mllm_model_get_info(s->model, &info);
     s->cfg.n_ctx = mp.n_ctx ? mp.n_ctx : info.n_ctx_train < 4096 ? info.n_ctx_train : 4096;   /* the library's default */
     s->cfg.n_vocab = info.n_vocab;
+    /* CPU steps keep every sequence's logits (AUTO is the CPU until the Metal path is verified) */
+    s->cfg.host_logits = mp.backend == MLLM_BACKEND_CPU || mp.backend == MLLM_BACKEND_AUTO;
     if (!alias) alias = strrchr(model_path, '/') ? strrchr(model_path, '/') + 1 : model_path;
     s->cfg.model_name = alias;
     memset(&cp, 0, sizeof cp);

@@ -31,6 +31,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     fz_cfg.parallel = 4;
     fz_cfg.max_waiting = 4;
     fz_cfg.n_vocab = info.n_vocab;
+    fz_cfg.host_logits = 1;
     fz_cfg.model_name = "tiny";
     return 0;
 }
@@ -52,6 +53,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (rq->prompt[i] < 0 || rq->prompt[i] >= fz_cfg.n_vocab) abort();
         for (i = 0; i < rq->n_stop; i++)
             if (!rq->stop[i][0] || !utf8_valid(rq->stop[i], strlen(rq->stop[i]))) abort();
+        if (rq->top_logprobs < 0 || rq->top_logprobs > MAX_TOP_LOGPROBS || (rq->top_logprobs && !rq->logprobs)) abort();
     }
     request_free(rq);
     return 0;

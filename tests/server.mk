@@ -7,6 +7,8 @@
 #                         `make server-venv` from PyPI)
 #   make fuzz-server      libFuzzer over the request path (body -> parse -> validation), FUZZ_TIME s
 #   make bench-server     16 and 64 streaming clients on SmolLM2, ours and llama.cpp's llama-server
+#                         alternating (BENCH_THREADS="1 2" thread counts; BENCH_SERVER_ARGS: more options
+#                         of tests/bench_server.py, e.g. --time-limit 90); about 5 minutes at most
 SERVER_LIBS := $(shell pkg-config --silence-errors --libs libmicrohttpd libcjson)
 SERVER_CFLAGS := $(shell pkg-config --silence-errors --cflags libmicrohttpd libcjson)
 SERVER_VENV ?= .venv
@@ -54,7 +56,7 @@ fuzz-server: $(BUILD)/fuzz_server
 # llama-server is built once into peer/ (PEER_SERVER=1); without it only ours is measured.
 bench-server: $(BUILD)/server $(MODEL) $(SERVER_PY)
 	PEER_SERVER=1 tests/peer/build_llamacpp.sh > $(BUILD)/peer-server-build.log 2>&1 || echo "llama-server build failed: see $(BUILD)/peer-server-build.log"
-	$(SERVER_PY) tests/bench_server.py --server $(BUILD)/server --model $(MODEL)
+	$(SERVER_PY) tests/bench_server.py --server $(BUILD)/server --model $(MODEL) --logdir $(BUILD) $(BENCH_SERVER_ARGS)
 bench: bench-server
 endif
 

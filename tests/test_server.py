@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """build/server end to end, on loopback: the official openai client (chat and completions, streaming and
-not, n, stop, seed), greedy text equal to build/generate's, a table of malformed requests, oversize
-bodies, header floods, slow clients, a full queue, an exhausted KV pool, the API key, and a client that
-leaves mid-stream (its sequence removed and every KV block back in the pool, as /health counts them).
+not, n, stop, seed), greedy text equal to build/generate's, logprobs equal to the log-softmax of
+build/generate --dump-logits, a table of malformed requests, oversize bodies, header floods, slow
+clients, a full queue, an exhausted KV pool, the API key, and a client that leaves mid-stream (its
+sequence removed and every KV block back in the pool, as /health counts them).
 Each server must exit cleanly on SIGTERM (exit 0, no sanitizer report).  Ends with "N passed, N failed".
 
   test_server.py --build DIR --model SMOLLM2.gguf [--quick]   (--quick: tiny model only)"""
-import argparse, http.client, json, os, signal, socket, subprocess, sys, threading, time
+import argparse, http.client, json, math, os, signal, socket, struct, subprocess, sys, threading, time
 
 import openai
 
@@ -192,6 +193,66 @@ def openai_suite(srv, model, name, max_tokens):
     check(len(ms.data) == 1 and ms.data[0].object == "model", "%s: /v1/models lists the model" % name)
 
 
+# ---------------------------------------------------------------- logprobs
+def reference_logprobs(model, prompt):
+    """The independent side: build/generate --dump-logits writes the logits that decide the first token
+    after prompt; their log-softmax in float64, highest first."""
+    path = os.path.join(ARGS.build, "test_server.logits.%d" % os.getpid())
+    subprocess.run([os.path.join(ARGS.build, "generate"), "-m", model, "-p", prompt, "-t", "1", "--dump-logits", path],
+                   check=True, capture_output=True, timeout=300)
+    with open(path, "rb") as f:
+        data = f.read()
+    os.unlink(path)
+    logits = struct.unpack("<%df" % (len(data) // 4), data)
+    mx = max(logits)
+    lse = mx + math.log(math.fsum(math.exp(x - mx) for x in logits))
+    return sorted((x - lse for x in logits), reverse=True)
+
+
+def close(a, b, tol=2e-3):
+    return len(a) == len(b) and all(abs(x - y) <= tol for x, y in zip(a, b))
+
+
+def logprobs_suite(srv, model, name):
+    """Greedy completion with logprobs=5: at every position the sampled token's logprob and the 5 best
+    must equal the log-softmax of build/generate's logits for the prompt plus the text so far (each
+    position checked where that text tokenizes back to the same tokens: the top token then matches).
+    Chat: the streamed logprobs equal the non-streamed ones, and the tokens' bytes spell the text."""
+    cl, prompt, n = srv.client, "The capital of France is", 4
+    r = cl.completions.create(model="m", prompt=prompt, max_tokens=n, temperature=0, logprobs=5)
+    lp = r.choices[0].logprobs
+    check(len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == r.usage.completion_tokens
+          and "".join(lp.tokens) == r.choices[0].text,
+          "%s: completion logprobs: one entry per token, the tokens spell the text (%r)" % (name, lp.tokens))
+    checked = 0
+    for j in range(len(lp.tokens)):
+        ref = reference_logprobs(model, prompt + "".join(lp.tokens[:j]))
+        top = sorted(lp.top_logprobs[j].values(), reverse=True)
+        if j and abs(ref[0] - lp.token_logprobs[j]) > 2e-3:
+            continue   # the text retokenizes differently: not the same context as the server's
+        checked += 1
+        check(abs(lp.token_logprobs[j] - ref[0]) <= 2e-3 and close(top, ref[:5]) and max(lp.top_logprobs[j], key=lp.top_logprobs[j].get) == lp.tokens[j],
+              "%s: token %d %r: logprob %.4f, top 5 %s equal build/generate's log-softmax %s"
+              % (name, j, lp.tokens[j], lp.token_logprobs[j], ["%.4f" % x for x in top], ["%.4f" % x for x in ref[:5]]))
+    check(checked >= 2, "%s: %d positions checked against build/generate (at least 2)" % (name, checked))
+    msgs = [{"role": "user", "content": "Name three colors."}]
+    c = cl.chat.completions.create(model="m", messages=msgs, max_tokens=8, temperature=0, logprobs=True, top_logprobs=3)
+    content = c.choices[0].logprobs.content
+    streamed = []
+    for ch in cl.chat.completions.create(model="m", messages=msgs, max_tokens=8, temperature=0, logprobs=True, top_logprobs=3, stream=True):
+        for x in ch.choices:
+            if x.logprobs and x.logprobs.content:
+                streamed += x.logprobs.content
+    check(len(content) == c.usage.completion_tokens - (c.choices[0].finish_reason == "stop")
+          and bytes(b for t in content for b in t.bytes).decode("utf-8", "replace") == c.choices[0].message.content
+          and all(len(t.top_logprobs) == 3 and t.top_logprobs[0].logprob == t.logprob and t.top_logprobs[0].token == t.token
+                  and t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob >= t.top_logprobs[2].logprob for t in content),
+          "%s: chat logprobs: bytes spell the text, greedy token first of 3 descending alternatives" % name)
+    check([(t.token, t.logprob, [a.logprob for a in t.top_logprobs]) for t in streamed]
+          == [(t.token, t.logprob, [a.logprob for a in t.top_logprobs]) for t in content],
+          "%s: streamed chat logprobs equal the non-streamed ones (%d tokens)" % (name, len(streamed)))
+
+
 # ---------------------------------------------------------------- bad input
 def malformed_table(srv):
     """Every row: (what, path, body, expected status, text in the error message).  None of them may
@@ -241,7 +302,9 @@ def malformed_table(srv):
         ("stop five strings", C, {"prompt": "hi", "stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
         ("stop too long", C, {"prompt": "hi", "stop": ["x" * 300]}, 400, "stop"),
         ("stop invalid UTF-8", C, b'{"prompt": "hi", "stop": ["\xff"]}', 400, "UTF-8"),
-        ("logprobs asked", C, {"prompt": "hi", "logprobs": 2}, 400, "logprobs"),
+        ("logprobs above 5", C, {"prompt": "hi", "logprobs": 6}, 400, "logprobs"),
+        ("logprobs string", C, {"prompt": "hi", "logprobs": "2"}, 400, "logprobs"),
+        ("logprobs negative", C, {"prompt": "hi", "logprobs": -1}, 400, "logprobs"),
         ("messages missing", P, {"max_tokens": 2}, 400, "messages"),
         ("messages empty", P, {"messages": []}, 400, "messages"),
         ("messages object", P, {"messages": {"role": "user"}}, 400, "messages"),
@@ -250,7 +313,10 @@ def malformed_table(srv):
         ("message content number", P, {"messages": [{"role": "user", "content": 5}]}, 400, "content"),
         ("message image part", P, {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}, 400, "text"),
         ("message invalid UTF-8", P, b'{"messages": [{"role": "user", "content": "\xed\xa0\x80"}]}', 400, "UTF-8"),
-        ("chat logprobs asked", P, {"messages": [{"role": "user", "content": "hi"}], "logprobs": True}, 400, "logprobs"),
+        ("chat logprobs number", P, {"messages": [{"role": "user", "content": "hi"}], "logprobs": 2}, 400, "logprobs"),
+        ("chat top_logprobs alone", P, {"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, 400, "logprobs"),
+        ("chat top_logprobs 21", P, {"messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 21}, 400,
+         "top_logprobs"),
         ("chat too long", P, {"messages": [{"role": "user", "content": big}]}, 400, "context"),
         ("unknown endpoint", "/v1/embeddings", {"input": "hi"}, 404, "endpoint"),
         ("GET on a POST endpoint", None, None, 405, "POST"),
@@ -501,6 +567,7 @@ def main():
         srv = Server(TINY, "-c", "256", "--parallel", "8", "--max-body", "65536", "--timeout", "2")
         if not ARGS.threads_only:
             section(openai_suite, srv, TINY, "tiny", 24)
+            section(logprobs_suite, srv, TINY, "tiny")
         section(concurrent_streams, srv)
         if not ARGS.threads_only:
             section(malformed_table, srv)
