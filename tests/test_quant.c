@@ -555,7 +555,7 @@ static void test_simd_levels_identical(void) {
    of vec_dot, at each SIMD level that has it: row counts that leave partial tiles, token counts that
    leave a single token, K not a multiple of the pack's chunks, wide scales, and saturated quants. */
 static void test_gemm_equals_vec_dot(void) {
-    static const int64_t Ks[] = {32, 96, 576, 1568};
+    static const int64_t Ks[] = {32, 96, 256, 576, 1536, 1568};
     static const int rows_of[] = {1, 16, 37};
     enum { T = 9 };
     const int top = mllm__simd_force(99);
@@ -571,7 +571,7 @@ static void test_gemm_equals_vec_dot(void) {
         for (ti = 0; ti < N_WEIGHT_TYPES; ti++) {
             const uint32_t wt = WEIGHT_TYPES[ti], xt = (uint32_t)mllm__traits(wt)->vec_dot_type;
             if (!mllm__gemm_type(wt)) continue;
-            for (ki = 0; ki < 4; ki++)
+            for (ki = 0; ki < 6; ki++)
                 for (ri = 0; ri < 3; ri++)
                     for (rep = 0; rep < 2; rep++) {
                         const int64_t K = Ks[ki];
@@ -579,13 +579,14 @@ static void test_gemm_equals_vec_dot(void) {
                         const size_t rb = mllm__row_bytes(wt, K), xs = mllm__row_bytes(xt, K);
                         mllm__gemm_x gx;
                         int bad = 0;
+                        if (K % block_of(wt)) continue;
                         rnd_blocks(wt, w, (int)(R * K / block_of(wt)), rep);
-                        if (rep && wt != MLLM__F32 && wt != MLLM__F16 && wt != MLLM__BF16)   /* saturated quants */
+                        if (rep && block_of(wt) == 32)   /* saturated legacy quants */
                             for (r = 0; r < R * (int)K / 32; r++) memset(w + (size_t)r * bytes_of(wt) + 2, r % 2 ? 0xff : 0x00, (size_t)bytes_of(wt) - 2);
                         for (t = 0; t < T * K; t++) xf[t] = rnd_normalish() * (rep ? 1e3f : 1.0f);
                         memset(&gx, 0, sizeof gx);
                         gx.q = q;
-                        gx.qs = mllm__row_bytes(MLLM__Q8_0, K);
+                        gx.qs = mllm__row_bytes(xt == MLLM__Q8_K ? MLLM__Q8_K : MLLM__Q8_0, K);
                         gx.d = d;
                         gx.corr = corr;
                         gx.ss = (size_t)(K / 32) * 8;
