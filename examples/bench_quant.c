@@ -1,19 +1,25 @@
 /* Micro benchmark of the weight-type dot products: ns per row-dot and weight GB/s for each type, scalar
    kernels vs each SIMD level the CPU has (one activation row, and four rows per weight load as prefill
-   does).  The weights
+   does, and four weight rows per call against one activation row as decode does).  The weights
    (256 rows) stay in cache, so this measures the kernels, not memory.
-   usage: bench_quant [milliseconds per measurement, default 60] */
+   usage: bench_quant [milliseconds per measurement, default 60] [TYPE (all)] */
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
 #include <time.h>
 
+/* The thread's CPU time where there is one (time it was descheduled on a shared machine does not count),
+   else wall time. */
 static double now(void) {
     struct timespec ts;
+#ifdef CLOCK_THREAD_CPUTIME_ID
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+#else
     timespec_get(&ts, TIME_UTC);
+#endif
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-enum { ROWS = 256, SCALAR = 0, SIMD1 = 1, SIMD4 = 2 };
+enum { ROWS = 256, SCALAR = 0, SIMD1 = 1, SIMD4 = 2, ROWS4 = 3 };
 static volatile float sink;
 
 /* Seconds per row-dot of one variant: the best of 7 trials of ms/7 milliseconds each (the machine may
@@ -31,7 +37,8 @@ static double measure(int variant, uint32_t type, int64_t n, const uint8_t *w, s
                 const uint8_t *wr = w + r * wrow;
                 if (variant == SCALAR) out[0] += mllm__vec_dot_scalar(type, n, wr, x);
                 else if (variant == SIMD1) out[0] += mllm__vec_dot(type, n, wr, x);
-                else mllm__vec_dot_nx(type, n, wr, x, xrow, 4, out);
+                else if (variant == SIMD4) mllm__vec_dot_nx(type, n, wr, x, xrow, 4, out);
+                else if (r % 4 == 0) mllm__vec_dot_rows(type, n, wr, wrow, 4, x, out);
             }
             reps++;
             t = now() - t0;
@@ -53,12 +60,14 @@ int main(int argc, char **argv) {
     const int top = mllm__simd_force(99);
     int lvl;
     printf("dot products, %d cached weight rows; ns per row-dot (weight GB/s); nx4 = per row of a 4-row "
-           "vec_dot_nx\n", ROWS);
+           "vec_dot_nx, rows4 = per row of a 4-weight-row vec_dot_rows\n", ROWS);
     printf("%-5s %5s  %20s", "type", "n", "scalar");
-    for (lvl = 1; lvl <= top; lvl++) printf(" %20s %16s nx4", mllm__simd_name(lvl), mllm__simd_name(lvl));
+    for (lvl = 1; lvl <= top; lvl++)
+        printf(" %20s %16s nx4 %14s rows4", mllm__simd_name(lvl), mllm__simd_name(lvl), mllm__simd_name(lvl));
     printf("\n");
     for (ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
         uint32_t t = types[ti], tx = (uint32_t)mllm__traits(t)->vec_dot_type;
+        if (argc > 2 && strcmp(argv[2], mllm__traits(t)->name)) continue;
         for (li = 0; li < 2; li++) {
             int64_t n = lens[li];
             size_t wrow, xrow;
@@ -83,7 +92,7 @@ int main(int argc, char **argv) {
             for (i = 0; i < 4; i++) mllm__quant_row(tx, xf + i * n, x + i * xrow, n);
             printf("%-5s %5ld%s", mllm__traits(t)->name, (long)n, n != lens[li] ? "*" : " ");
             for (lvl = 0; lvl <= top; lvl++)
-                for (v = lvl ? SIMD1 : SCALAR; v <= (lvl ? SIMD4 : SCALAR); v++) {
+                for (v = lvl ? SIMD1 : SCALAR; v <= (lvl ? ROWS4 : SCALAR); v++) {
                     double s;
                     mllm__simd_force(lvl ? lvl : top);
                     s = measure(v, t, n, w, wrow, x, xrow, ms);

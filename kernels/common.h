@@ -38,8 +38,15 @@ using namespace metal;
     X(q8_0, Q8_0)          \
     X(q4_0, Q4_0)          \
     X(q4_1, Q4_1)          \
+    X(q5_0, Q5_0)          \
+    X(q5_1, Q5_1)          \
+    X(iq4_nl, IQ4_NL)      \
+    X(q2_k, Q2_K)          \
+    X(q3_k, Q3_K)          \
     X(q4_k, Q4_K)          \
-    X(q6_k, Q6_K)
+    X(q5_k, Q5_K)          \
+    X(q6_k, Q6_K)          \
+    X(iq4_xs, IQ4_XS)
 
 /* ---------------------------------------------------------------- kernel parameters */
 typedef struct mllm__mat_args {  /* gemv_*, gemm_*, get_rows_* */
@@ -61,11 +68,18 @@ typedef struct mllm__rope_args { /* rope, rope_neox: in place on [tokens][n_head
     uint32_t stride;             /* floats between consecutive tokens (>= n_heads * head_dim) */
     float freq_base;
     float freq_scale;
+    uint32_t factors;            /* 1: buffer 3 holds n_rot / 2 divisors of the pair frequencies (Llama 3.x
+                                    rope_freqs); 0: none (the host binds some buffer there anyway) */
 } mllm__rope_args;
 
 typedef struct mllm__vec_args {  /* swiglu, add, softmax, argmax */
     uint32_t n;                  /* elements (per row for softmax/argmax, in total otherwise) */
 } mllm__vec_args;
+
+typedef struct mllm__scale_args { /* mul_scalar: x *= s over n floats */
+    uint32_t n;
+    float s;
+} mllm__scale_args;
 
 typedef struct mllm__bias_args { /* add_bias: rows of cols floats, each plus the same bias row */
     uint32_t n;                  /* elements in total (a multiple of cols) */
@@ -81,7 +95,12 @@ typedef struct mllm__bias_args { /* add_bias: rows of cols floats, each plus the
      7 mllm__attn_seq[n_seqs]   8 int tok_seq[n_tokens]   9 int block tables   10 mllm__attn_args */
 #define MLLM__ATTN_NSG 4          /* simdgroups per threadgroup (128 threads) in every attention kernel */
 #define MLLM__ATTN_CHUNK 256      /* decode: context positions per threadgroup (split-K); multiple of 32 */
-#define MLLM__ATTN_GROUP 8        /* decode: query heads of one KV head handled per threadgroup */
+/* decode: query heads of one KV head per threadgroup; 4 at head_dim 256 keeps its scratch (and each
+   lane's accumulators) the size of 8 heads of 128 */
+#define MLLM__ATTN_GROUP(hd) ((hd) > 128 ? 4 : 8)
+/* The head dimensions the kernels are instantiated for (attn_decode_hd<D>, attn_prefill_hd<D>); the host
+   refuses others.  Each must be a multiple of 8 (8x8 simdgroup matrices) and at most 256 (scratch). */
+#define MLLM__ATTN_HEAD_DIMS(X) X(64) X(80) X(96) X(128) X(256)
 #define MLLM__ATTN_BQ 32          /* prefill: query tokens per threadgroup (8 per simdgroup) */
 
 typedef struct mllm__attn_seq {  /* one sequence of the batch: tokens [first, first + n) at pos0.. */
@@ -94,6 +113,8 @@ typedef struct mllm__attn_args {
     uint32_t n_head, n_head_kv, head_dim, block_tokens;
     uint32_t n_chunks;           /* decode: splits of the longest context (grid x, partials per head) */
     float scale;                 /* 1 / sqrt(head_dim) */
+    uint32_t n_swa;              /* sliding window: the query at position p sees positions (p - n_swa, p];
+                                    0: all of [0, p] */
 } mllm__attn_args;
 
 /* ---------------------------------------------------------------- mllm__moe_*: mixture of experts
@@ -246,6 +267,115 @@ struct blk_q4_1 {
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_1>(row, k); }
 };
 
+/* Q5_0: {half d; uint8 qh[4]; uint8 q[16]}: nibbles as Q4_0, and bit j of the 32-bit qh is bit 4 of
+   element j (chunk c & 1 takes the high half of qh); x = d * (q - 16).  22-byte blocks leave qh unaligned,
+   so it is read byte by byte. */
+METAL_FUNC uint qh32(device const uchar *p) { return uint(p[0]) | uint(p[1]) << 8 | uint(p[2]) << 16 | uint(p[3]) << 24; }
+
+struct blk_q5_0 {
+    MLLM_CONST int QK = 32, BYTES = 22;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const uchar *b = row + (c / 2) * BYTES;
+        const float d = float(*(device const half *)b);
+        const uint sh = 4 * (c & 1), qh = qh32(b + 2) >> (16 * (c & 1));
+        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 6);
+        for (uint i = 0; i < 4; i++) {
+            const uint4 hi = (uint4(qh) >> (uint4(0, 1, 2, 3) + 4 * i)) & 1u;
+            v[i] = (float4(((uint4(uchar4(q[i])) >> sh) & 15u) | hi << 4u) - 16.0f) * d;
+        }
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q5_0>(row, k); }
+};
+
+/* Q5_1: {half d, m; uint8 qh[4]; uint8 q[16]}, quants as Q5_0 without the offset; x = d * q + m. */
+struct blk_q5_1 {
+    MLLM_CONST int QK = 32, BYTES = 24;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const uchar *b = row + (c / 2) * BYTES;
+        const float d = float(((device const half *)b)[0]), m = float(((device const half *)b)[1]);
+        const uint sh = 4 * (c & 1), qh = qh32(b + 4) >> (16 * (c & 1));
+        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 8);
+        for (uint i = 0; i < 4; i++) {
+            const uint4 hi = (uint4(qh) >> (uint4(0, 1, 2, 3) + 4 * i)) & 1u;
+            v[i] = float4(((uint4(uchar4(q[i])) >> sh) & 15u) | hi << 4u) * d + m;
+        }
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q5_1>(row, k); }
+};
+
+/* IQ4_NL and IQ4_XS: a nibble picks one of 16 non-linear levels (GGUF's kvalues_iq4nl).  short, not
+   char: the emulator compiles this as C++, where plain char is unsigned on arm64. */
+METAL_FUNC float4 iq4nl_levels(uint4 n) {
+    MLLM_CONST short L[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
+    return float4(L[n.x], L[n.y], L[n.z], L[n.w]);
+}
+
+/* IQ4_NL: {half d; uint8 q[16]}, nibbles as Q4_0; x = d * level[nibble]. */
+struct blk_iq4_nl {
+    MLLM_CONST int QK = 32, BYTES = 18;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const uchar *b = row + (c / 2) * BYTES;
+        const float d = float(*(device const half *)b);
+        const uint sh = 4 * (c & 1);
+        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 2);
+        for (int i = 0; i < 4; i++) v[i] = iq4nl_levels((uint4(uchar4(q[i])) >> sh) & 15u) * d;
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_iq4_nl>(row, k); }
+};
+
+/* Q2_K super-block of 256: {uint8 scales[16]; uint8 q[64]; half d, dmin}.  Chunk c is sub-block c: 4-bit
+   scale sc and min m in the low and high nibble of scales[c]; x = d * sc * q - dmin * m.  The 2-bit quants:
+   element 128h + 32j + l is bits 2j..2j+1 of q[32h + l], so chunk c reads h = c / 8, j = (c % 8) / 2. */
+struct blk_q2_k {
+    MLLM_CONST int QK = 256, BYTES = 84;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const uchar *b = row + (c / 16) * BYTES;
+        c %= 16;
+        const float d = float(((device const half *)(b + 80))[0]) * float(b[c] & 15);
+        const float m = float(((device const half *)(b + 80))[1]) * float(b[c] >> 4);
+        const uint sh = 2 * ((c % 8) / 2);
+        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 16 + 32 * (c / 8) + 16 * (c & 1));
+        for (int i = 0; i < 4; i++) v[i] = float4((uint4(uchar4(q[i])) >> sh) & 3u) * d - m;
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q2_k>(row, k); }
+};
+
+/* Q3_K super-block of 256: {uint8 hmask[32]; uint8 q[64]; uint8 scales[12]; half d}.  Low 2 bits of each
+   quant as Q2_K; element 128h + 32j + l has bit 4h + j of hmask[l] as its third bit, and q = those 3 bits
+   - 4.  Sixteen 6-bit scales (offset 32): scale c has the nibble c / 8 of scales[c % 8] as its low 4 bits,
+   bits 2(c / 4)..+1 of scales[8 + c % 4] above them; x = d * (sc - 32) * q. */
+struct blk_q3_k {
+    MLLM_CONST int QK = 256, BYTES = 110;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const uchar *b = row + (c / 16) * BYTES;
+        c %= 16;
+        device const uchar *sc = b + 96;
+        const uint s = ((sc[c % 8] >> (4 * (c / 8))) & 15) | ((sc[8 + c % 4] >> (2 * (c / 4))) & 3) << 4;
+        const float d = float(*(device const half *)(b + 108)) * float(int(s) - 32);
+        const uint h = c / 8, j = (c % 8) / 2, l0 = 16 * (c & 1);
+        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 32 + 32 * h + l0);
+        device const packed_uchar4 *hm = (device const packed_uchar4 *)(b + l0);
+        for (int i = 0; i < 4; i++) {
+            const uint4 lo = (uint4(uchar4(q[i])) >> (2 * j)) & 3u, hi = (uint4(uchar4(hm[i])) >> (4 * h + j)) & 1u;
+            v[i] = (float4(lo | hi << 2u) - 4.0f) * d;
+        }
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q3_k>(row, k); }
+};
+
+/* The 12-byte scale field of Q4_K and Q5_K: 6-bit scale and min of each of the 8 sub-blocks of 32.
+   Sub-blocks 0-3 have them in the low 6 bits of bytes s and s + 4; 4-7 in the nibbles of byte s + 4,
+   with the top 2 bits of bytes s - 4 and s above them. */
+METAL_FUNC void k4_scale_min(device const uchar *sc, uint s, thread uint &scale, thread uint &min) {
+    if (s < 4) {
+        scale = sc[s] & 63;
+        min = sc[s + 4] & 63;
+    } else {
+        scale = (sc[s + 4] & 15) | ((sc[s - 4] >> 6) << 4);
+        min = (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4);
+    }
+}
+
 /* Q4_K super-block of 256: {half d, dmin; uint8 scales[12]; uint8 q[128]}.  Eight sub-blocks of 32
    with 6-bit scale sc and min m packed in scales[]; x = d * sc * nibble - dmin * m.  Sub-block s uses
    the low (s even) or high (s odd) nibbles of q[32 * (s / 2) .. + 32). */
@@ -255,15 +385,8 @@ struct blk_q4_k {
         device const uchar *b = row + (c / 16) * BYTES;
         c %= 16;
         const uint s = c / 2;
-        device const uchar *sc = b + 4;
         uint scale, min;
-        if (s < 4) {
-            scale = sc[s] & 63;
-            min = sc[s + 4] & 63;
-        } else {
-            scale = (sc[s + 4] & 15) | ((sc[s - 4] >> 6) << 4);
-            min = (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4);
-        }
+        k4_scale_min(b + 4, s, scale, min);
         const float d = float(((device const half *)b)[0]) * float(scale);
         const float m = float(((device const half *)b)[1]) * float(min);
         const uint sh = 4 * (s & 1);
@@ -271,6 +394,29 @@ struct blk_q4_k {
         for (int i = 0; i < 4; i++) v[i] = float4((uint4(uchar4(q[i])) >> sh) & 15u) * d - m;
     }
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_k>(row, k); }
+};
+
+/* Q5_K super-block of 256: {half d, dmin; uint8 scales[12]; uint8 qh[32]; uint8 q[128]}: Q4_K plus a
+   fifth bit, bit s of qh[l] for element l of sub-block s. */
+struct blk_q5_k {
+    MLLM_CONST int QK = 256, BYTES = 176;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const uchar *b = row + (c / 16) * BYTES;
+        c %= 16;
+        const uint s = c / 2;
+        uint scale, min;
+        k4_scale_min(b + 4, s, scale, min);
+        const float d = float(((device const half *)b)[0]) * float(scale);
+        const float m = float(((device const half *)b)[1]) * float(min);
+        const uint sh = 4 * (s & 1);
+        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 48 + 32 * (s / 2) + 16 * (c & 1));
+        device const packed_uchar4 *qh = (device const packed_uchar4 *)(b + 16 + 16 * (c & 1));
+        for (int i = 0; i < 4; i++) {
+            const uint4 hi = (uint4(uchar4(qh[i])) >> s) & 1u;
+            v[i] = float4(((uint4(uchar4(q[i])) >> sh) & 15u) | hi << 4u) * d - m;
+        }
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q5_k>(row, k); }
 };
 
 /* Q6_K super-block of 256: {uint8 ql[128], qh[64]; int8 scales[16]; half d}.  Each 128-element half h
@@ -292,6 +438,24 @@ struct blk_q6_k {
         }
     }
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q6_k>(row, k); }
+};
+
+/* IQ4_XS super-block of 256: {half d; ushort scales_h; uint8 scales_l[4]; uint8 q[128]}.  Eight blocks
+   of 32 in IQ4_NL's nibble layout (16 bytes each); block k's 6-bit scale is nibble k % 2 of scales_l[k / 2]
+   with bits 2k..2k+1 of scales_h above it; x = d * (scale - 32) * level[nibble]. */
+struct blk_iq4_xs {
+    MLLM_CONST int QK = 256, BYTES = 136;
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+        device const uchar *b = row + (c / 16) * BYTES;
+        c %= 16;
+        const uint k = c / 2, hs = ((device const ushort *)b)[1];
+        const uint s = ((b[4 + k / 2] >> (4 * (k % 2))) & 15) | ((hs >> (2 * k)) & 3) << 4;
+        const float d = float(*(device const half *)b) * float(int(s) - 32);
+        const uint sh = 4 * (c & 1);
+        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 8 + 16 * k);
+        for (int i = 0; i < 4; i++) v[i] = iq4nl_levels((uint4(uchar4(q[i])) >> sh) & 15u) * d;
+    }
+    static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_iq4_xs>(row, k); }
 };
 
 /* ---- matmul inner loops, shared by the plain (gemv.metal, gemm.metal) and grouped (moe.metal) kernels */

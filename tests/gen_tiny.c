@@ -177,13 +177,19 @@ static void gen_llama(int wt, int rope_freqs) {
     add_tensor("token_embd.weight", wt, 256, 4096, 0, NULL);
     add_tensor("output_norm.weight", T_F32, 256, 1, 1, NULL);
     add_tensor("output.weight", wt, 256, 4096, 0, NULL);
-    if (rope_freqs) {   /* Llama 3.1-style factors: 1 for fast dimensions, up to 8 for slow ones */
-        float ff[32];
-        for (l = 0; l < 32; l++) ff[l] = l < 8 ? 1.0f : l >= 24 ? 8.0f : 1.0f + 7.0f * (float)(l - 8) / 16.0f;
+    if (rope_freqs) {   /* Llama 3.1-style factors, 1 for the fastest pairs up to 8 for slower ones, but */
+        float ff[32];   /* starting at pair 2, so that they change angles by radians within the prompts */
+        for (l = 0; l < 32; l++) ff[l] = l < 2 ? 1.0f : l >= 10 ? 8.0f : 1.0f + 7.0f * (float)(l - 2) / 8.0f;
         add_tensor("rope_freqs.weight", T_F32, 32, 1, 2, ff);
     }
     for (l = 0; l < 2; l++) {
-        add_tensor(NM("blk.%d.attn_norm.weight", l), T_F32, 256, 1, 1, NULL);
+        if (rope_freqs) {   /* attention norm gain 4: sharper attention (scores x16), so positions matter */
+            float g[256];
+            int j;
+            for (j = 0; j < 256; j++) g[j] = 4.0f * (1.0f + 0.03f * rng_sym());
+            add_tensor(NM("blk.%d.attn_norm.weight", l), T_F32, 256, 1, 2, g);
+        } else
+            add_tensor(NM("blk.%d.attn_norm.weight", l), T_F32, 256, 1, 1, NULL);
         add_tensor(NM("blk.%d.attn_q.weight", l), wt, 256, 256, 0, NULL);
         add_tensor(NM("blk.%d.attn_k.weight", l), wt, 256, 128, 0, NULL);
         add_tensor(NM("blk.%d.attn_v.weight", l), wt, 256, 128, 0, NULL);

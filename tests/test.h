@@ -22,8 +22,11 @@ static const char *t_cur_name;
         }                                                                                  \
     } while (0)
 
+/* MLLM_TEST_FILTER=WORD runs only the tests whose name contains WORD (make test-real-models). */
 #define RUN(fn)                                                                            \
     do {                                                                                   \
+        const char *t_filter_ = getenv("MLLM_TEST_FILTER");                                \
+        if (t_filter_ && !strstr(#fn, t_filter_)) break;                                   \
         t_cur_name = #fn;                                                                  \
         t_cur_failed = 0;                                                                  \
         fn();                                                                              \

@@ -416,6 +416,31 @@ static void test_quant_activations(void) {
     }
 }
 
+/* A hostile file's NaN or infinite weights make NaN and infinite activations: quantizing them must stay
+   defined behaviour (the fuzzer found a NaN converted to int; this fails under make test-san without the
+   fix), and the finite blocks of the same row must quantize exactly as alone. */
+static void test_quant_nonfinite(void) {
+    static const uint32_t types[] = {MLLM__Q8_0, MLLM__Q8_1, MLLM__Q8_K};
+    const float bad[] = {NAN, INFINITY, -INFINITY, 3.0e38f, -3.0e38f};
+    int ti, k, i;
+    for (ti = 0; ti < 3; ti++)
+        for (k = 0; k < 5; k++) {
+            uint32_t t = types[ti];
+            const int n = 512, bs = block_of(t), by = bytes_of(t);
+            float x[512];
+            uint8_t got[1024], want[1024];
+            for (i = 0; i < n; i++) x[i] = (float)rnd_normalish();
+            x[3] = bad[k];                      /* only the first block holds the bad value */
+            mllm__quant_row(t, x, got, n);
+            ref_quant(t, x + bs, want);
+            CHECK(memcmp(got + by, want, (size_t)by) == 0, "%s: a finite block next to %g changed", mllm__traits(t)->name, bad[k]);
+            if (k >= 3) {                       /* finite but huge: still a valid quantization */
+                ref_quant(t, x, want);
+                CHECK(memcmp(got, want, (size_t)by) == 0, "%s: block with %g differs from the reference", mllm__traits(t)->name, bad[k]);
+            }
+        }
+}
+
 /* ---------------------------------------------------------------- dot products */
 /* Reference dot in double from the reference decoders.  Q8_1 partners are the exception to
    "dequantized weights . dequantized activations": the min term uses the block's stored s (f16 of
@@ -617,6 +642,42 @@ static void test_gemm_equals_vec_dot(void) {
     free(xf); free(f); free(out); free(pk_raw); free(w); free(q); free(xq); free(d); free(corr);
 }
 
+/* Decode's several-weight-rows kernels must give, at every level, the bits of one AVX2 row-dot per row
+   (the same integer sums and float operations per row), for 1 to 4 rows and odd block counts. */
+static void test_dot_rows_identical(void) {
+    const int64_t n = 2048;
+    const int top = mllm__simd_force(99);
+    float *xf = (float *)malloc(2048 * sizeof(float));
+    uint8_t *w = (uint8_t *)malloc(4 * (2048 * 4 + 64)), *x = (uint8_t *)malloc(2048 * 4 + 64);
+    int ti, j, nr, lvl, rep, compared = 0;
+    for (ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+        uint32_t t = WEIGHT_TYPES[ti], tx = (uint32_t)mllm__traits(t)->vec_dot_type;
+        for (rep = 0; rep < 3; rep++) {
+            int64_t len = rep == 2 ? n - 3 * block_of(t) : n;
+            size_t ws = mllm__row_bytes(t, len) + (rep == 1 ? 5 : 0);   /* rows at any byte offset */
+            float base[MLLM__DOT_MAX_ROWS], got[MLLM__DOT_MAX_ROWS];
+            for (j = 0; j < MLLM__DOT_MAX_ROWS; j++) rnd_blocks(t, w + j * ws, (int)(len / block_of(t)), 0);
+            for (j = 0; j < len; j++) xf[j] = rnd_normalish() * (rep == 1 ? 1e3f : 1.0f);
+            mllm__quant_row(tx, xf, x, len);
+            mllm__simd_force(top > 0 ? 1 : 0);
+            for (j = 0; j < MLLM__DOT_MAX_ROWS; j++) base[j] = mllm__vec_dot(t, len, w + j * ws, x);
+            for (lvl = 0; lvl <= top; lvl++) {
+                if (lvl == 0 && top > 0) continue;   /* the scalar kernels round differently from AVX2 */
+                CHECK(mllm__simd_force(lvl) == lvl, "level %d not available", lvl);
+                for (nr = 1; nr <= MLLM__DOT_MAX_ROWS; nr++) {
+                    mllm__vec_dot_rows(t, len, w, ws, nr, x, got);
+                    CHECK(memcmp(got, base, (size_t)nr * sizeof(float)) == 0, "%s n=%ld nr=%d: %s %.9g, want %.9g",
+                          mllm__traits(t)->name, (long)len, nr, mllm__simd_name(lvl), got[nr - 1], base[nr - 1]);
+                    compared++;
+                }
+            }
+        }
+    }
+    mllm__simd_force(top);
+    printf("  %d several-row comparisons (top level: %s)\n", compared, mllm__simd_name(top));
+    free(xf); free(w); free(x);
+}
+
 /* mllm__traits is a table indexed by type id: every id must give the GGUF spec's name and block layout
    for that id or NULL (a type we do not run), and NULL past the table.  The table is positional, so a
    missing or extra row would shift every later type.  The types we run must all be there. */
@@ -662,6 +723,7 @@ int main(void) {
     RUN(test_f32_to_bf16_rounding);
     RUN(test_dequant_all_types);
     RUN(test_quant_activations);
+    RUN(test_quant_nonfinite);
     /* each SIMD path against the references and the scalar kernels, the scalar path (0) too */
     for (lvl = top; lvl >= 0; lvl--) {
         int got = mllm__simd_force(lvl);
@@ -677,6 +739,7 @@ int main(void) {
     mllm__simd_force(top);
     RUN(test_simd_levels_identical);
     RUN(test_gemm_equals_vec_dot);
+    RUN(test_dot_rows_identical);
     RUN(test_type_traits_by_id);
     return t_finish();
 }

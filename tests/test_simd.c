@@ -3,7 +3,8 @@
    level the CPU has (x86: AVX-512, AVX2, scalar): the SIMD levels must give identical logits bit for bit
    (same integer sums, same float operations in the same order); the scalar kernels sum floats in another
    order, so they must only be close (tiny models only: SmolLM2 is too slow on them for CI).  The
-   fixtures themselves are checked by test_model at the best level. */
+   fixtures themselves are checked by test_model at the best level.  Each runs twice: two sequences
+   batched (decode multiplies two activation rows) and one alone (decode's several-weight-row kernels). */
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
 #include "test.h"
@@ -11,10 +12,10 @@
 
 enum { N_PROMPT = 40, N_GEN = 6, N_SEQ = 2 };
 
-/* Logits of N_SEQ sequences (different prompts, batched), the prompt step and N_GEN teacher-forced
-   steps each, concatenated into out (N_SEQ * (N_GEN + 1) * n_vocab floats).  Returns n_vocab, 0 on
+/* Logits of n_seq <= N_SEQ sequences (different prompts, batched), the prompt step and N_GEN teacher-forced
+   steps each, concatenated into out (n_seq * (N_GEN + 1) * n_vocab floats).  Returns n_vocab, 0 on
    failure. */
-static int run_model(const char *path, float **out) {
+static int run_model(const char *path, float **out, int n_seq) {
     mllm_model *m;
     mllm_context *ctx;
     mllm_model_params mp;
@@ -35,19 +36,19 @@ static int run_model(const char *path, float **out) {
     sp.manual = 1;
     *out = (float *)calloc((size_t)N_SEQ * (N_GEN + 1) * (size_t)nv, sizeof(float));
     if (mllm_context_create(&ctx, m, &cp) != MLLM_OK) { CHECK(0, "%s", mllm_last_error()); mllm_model_free(m); return 0; }
-    for (s = 0; s < N_SEQ; s++) {
+    for (s = 0; s < n_seq; s++) {
         mllm_token p[N_PROMPT];
         for (i = 0; i < N_PROMPT; i++) p[i] = (mllm_token)(1 + (i * 7919 + s * 104729) % (nv - 1));
         CHECK(mllm_seq_add(ctx, p, N_PROMPT - 9 * s, &sp, &ids[s]) == MLLM_OK, "%s", mllm_last_error());
     }
-    while (done < N_SEQ) {
+    while (done < n_seq) {
         mllm_step_result r;
         int k;
         if (mllm_step(ctx, &r) != MLLM_OK || r.n_tokens == 0) { CHECK(0, "step: %s", mllm_last_error()); break; }
         for (k = 0; k < r.n_tokens; k++) {
             mllm_token next;
-            for (s = 0; s < N_SEQ && ids[s] != r.tokens[k].seq; s++) {}
-            if (s == N_SEQ) continue;
+            for (s = 0; s < n_seq && ids[s] != r.tokens[k].seq; s++) {}
+            if (s == n_seq) continue;
             memcpy(*out + ((size_t)s * (N_GEN + 1) + (size_t)steps[s]) * (size_t)nv, mllm_seq_logits(ctx, ids[s]),
                    sizeof(float) * (size_t)nv);
             if (++steps[s] > N_GEN) { done++; mllm_seq_remove(ctx, ids[s]); ids[s] = -1; continue; }
@@ -60,7 +61,7 @@ static int run_model(const char *path, float **out) {
     return nv;
 }
 
-static void check_levels(const char *path, const char *label, int lowest) {
+static void check_levels(const char *path, const char *label, int lowest, int n_seq) {
     const int top = mllm__simd_force(99);
     float *ref = NULL, *got = NULL;
     int lvl, nv = 0;
@@ -69,15 +70,15 @@ static void check_levels(const char *path, const char *label, int lowest) {
         double d2 = 0, r2 = 0;
         int nv_l;
         mllm__simd_force(lvl);
-        nv_l = run_model(path, lvl == top ? &ref : &got);
+        nv_l = run_model(path, lvl == top ? &ref : &got, n_seq);
         if (lvl == top) { nv = nv_l; if (!nv) break; continue; }
         if (!nv_l) break;
-        n = (size_t)N_SEQ * (N_GEN + 1) * (size_t)nv;
+        n = (size_t)n_seq * (N_GEN + 1) * (size_t)nv;
         for (i = 0; i < n; i++) { d2 += ((double)got[i] - ref[i]) * ((double)got[i] - ref[i]); r2 += (double)ref[i] * ref[i]; }
         if (lvl >= 1) CHECK(memcmp(got, ref, n * sizeof(float)) == 0, "%s: %s logits differ from %s (rel L2 %.3g)",
                             label, mllm__simd_name(lvl), mllm__simd_name(top), sqrt(d2 / r2));
         else CHECK(sqrt(d2 / r2) < 3e-2, "%s: scalar vs %s rel L2 %.3g", label, mllm__simd_name(top), sqrt(d2 / r2));
-        printf("  %-22s %-7s vs %-7s: %s (rel L2 %.2e)\n", label, mllm__simd_name(lvl), mllm__simd_name(top),
+        printf("  %-22s %d seq %-7s vs %-7s: %s (rel L2 %.2e)\n", label, n_seq, mllm__simd_name(lvl), mllm__simd_name(top),
                memcmp(got, ref, n * sizeof(float)) ? "close" : "identical", sqrt(d2 / r2));
         free(got);
         got = NULL;
@@ -95,7 +96,8 @@ static void test_tiny_models(void) {
     for (i = 0; i < sizeof names / sizeof names[0]; i++) {
         char path[512];
         snprintf(path, sizeof path, "../shared/testdata/tiny/models/%s.gguf", names[i]);
-        check_levels(path, names[i], 0);
+        check_levels(path, names[i], 0, N_SEQ);
+        check_levels(path, names[i], 0, 1);
     }
 }
 
@@ -104,7 +106,8 @@ static void test_smollm2(void) {
     FILE *f = fopen(model, "rb");
     if (!f) { printf("  skipped: %s not present (make model)\n", model); return; }
     fclose(f);
-    check_levels(model, "SmolLM2-135M Q4_1", 1);   /* the scalar kernels are too slow for CI here */
+    check_levels(model, "SmolLM2-135M Q4_1", 1, N_SEQ);   /* the scalar kernels are too slow for CI here */
+    check_levels(model, "SmolLM2-135M Q4_1", 1, 1);
 }
 
 int main(void) {

@@ -273,6 +273,50 @@ static void test_smollm2(void) {
     mllm_vocab_free(v);
 }
 
+/* The real models of tests/fixtures/{gemma3-270m,qwen2.5-coder-1.5b} (tests/fetch_model.sh), when present:
+   llama.cpp's prompt tokens, and its end-of-generation flag of every greedy token. */
+static void test_real_model_prompts(void) {
+    static const char *const m[2][2] = {{"models/gemma-3-270m-Q4_K_M.gguf", "tests/fixtures/gemma3-270m"},
+                                        {"models/Qwen2.5-Coder-1.5B-Instruct-Q4_K_M.gguf", "tests/fixtures/qwen2.5-coder-1.5b"}};
+    static const char *const slugs[] = {"p1_chat.json", "p2_fox.json", "p3_code.json"};
+    int i, j, t;
+    for (i = 0; i < 2; i++) {
+        mllm_vocab *v = NULL;
+        FILE *f = fopen(m[i][0], "rb");
+        int k, n_eog = 0;
+        if (!f) { printf("  %s not present: skipped\n", m[i][0]); continue; }
+        fclose(f);
+        CHECK(mllm_vocab_load(&v, m[i][0]) == MLLM_OK, "load %s: %s", m[i][0], mllm_last_error());
+        if (!v) continue;
+        k = check_fixture_prompts(v, m[i][1]);
+        CHECK(k >= 3, "expected 3 fixture prompts in %s, found %d", m[i][1], k);
+        for (j = 0; j < 3; j++) {
+            static mllm_token ids[MAXTOK];
+            static int eog[MAXTOK];
+            char *js = t_read_file(path_join(m[i][1], slugs[j]), NULL), *p, *q;
+            int n, ne;
+            if (!js) { CHECK(0, "%s/%s missing", m[i][1], slugs[j]); continue; }
+            p = strstr(js, "\"greedy_tokens\"");
+            q = strstr(js, "\"greedy_eog\"");
+            n = p ? parse_ids(strchr(p, '[') + 1, ids, MAXTOK) : 0;
+            /* greedy_eog is [true, false, ...]: parse_ids reads the numbers, so count the words instead */
+            for (ne = 0, p = q ? strchr(q, '[') : NULL; p && *p && *p != ']'; p++) {
+                if (!strncmp(p, "true", 4)) eog[ne++] = 1;
+                else if (!strncmp(p, "false", 5)) eog[ne++] = 0;
+            }
+            CHECK(n == 32 && ne == n, "%s/%s: %d greedy tokens, %d eog flags", m[i][1], slugs[j], n, ne);
+            for (t = 0; t < n && t < ne; t++) {
+                CHECK(mllm_vocab_is_eog(v, ids[t]) == eog[t], "%s/%s step %d: token %d eog %d, llama.cpp %d", m[i][1],
+                      slugs[j], t, ids[t], mllm_vocab_is_eog(v, ids[t]), eog[t]);
+                n_eog += eog[t];
+            }
+            free(js);
+        }
+        printf("  %s: %d llama.cpp fixture prompts, greedy tokens' EOG flags (%d EOG)\n", m[i][1], k, n_eog);
+        mllm_vocab_free(v);
+    }
+}
+
 /* ---------------------------------------------------------------- properties */
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(void) {   /* xorshift64* */
@@ -512,6 +556,7 @@ int main(void) {
     RUN(test_reference_vectors);
     RUN(test_tiny_vocab);
     RUN(test_smollm2);
+    RUN(test_real_model_prompts);
     RUN(test_fuzz_round_trip);
     RUN(test_invalid_and_empty);
     RUN(test_count_and_truncation);

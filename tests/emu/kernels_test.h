@@ -166,6 +166,13 @@ static uint8_t *kt_weights(const kt_type &t, uint32_t nrows, uint32_t k) {
         case 3: kt_put_f16(blk, kt_uniform(0, 1) / 15); kt_put_f16(blk + 2, kt_uniform(-1, 0)); break;
         case 12: kt_put_f16(blk, kt_uniform(0, 1) / 600); kt_put_f16(blk + 2, kt_uniform(0, 1) / 60); break;
         case 14: kt_put_f16(blk + 208, kt_uniform(-1, 1) / 4000); break;
+        case 6: kt_put_f16(blk, kt_uniform(-1, 1) / 16); break;                                   // Q5_0
+        case 7: kt_put_f16(blk, kt_uniform(0, 1) / 31); kt_put_f16(blk + 2, kt_uniform(-1, 0)); break;   // Q5_1
+        case 20: kt_put_f16(blk, kt_uniform(-1, 1) / 127); break;                                 // IQ4_NL
+        case 10: kt_put_f16(blk + 80, kt_uniform(0, 1) / 45); kt_put_f16(blk + 82, kt_uniform(0, 1) / 15); break;   // Q2_K
+        case 11: kt_put_f16(blk + 108, kt_uniform(-1, 1) / 128); break;                           // Q3_K
+        case 13: kt_put_f16(blk, kt_uniform(0, 1) / 1200); kt_put_f16(blk + 2, kt_uniform(0, 1) / 60); break;   // Q5_K
+        case 23: kt_put_f16(blk, kt_uniform(-1, 1) / 4000); break;                                // IQ4_XS
         }
     }
     return w;
