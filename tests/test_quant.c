@@ -576,6 +576,72 @@ static void test_simd_levels_identical(void) {
     free(xf); free(w); free(x);
 }
 
+/* The prefill GEMM (mllm__simd_gemm, packed 16-row tiles) gives for every row and token exactly the bits
+   of vec_dot, at each SIMD level that has it: row counts that leave partial tiles, token counts that
+   leave a single token, K not a multiple of the pack's chunks, wide scales, and saturated quants. */
+static void test_gemm_equals_vec_dot(void) {
+    static const int64_t Ks[] = {32, 96, 256, 576, 1536, 1568};
+    static const int rows_of[] = {1, 16, 37};
+    enum { T = 9 };
+    const int top = mllm__simd_force(99);
+    float *xf = (float *)malloc(sizeof(float) * T * 1568), *f = (float *)malloc(sizeof(float) * T * 1568);
+    float *out = (float *)malloc(sizeof(float) * T * 37), *pk_raw = (float *)malloc(mllm__gemm_pack_bytes(1568) + 64);
+    uint8_t *w = (uint8_t *)malloc(37 * 1568 * 4), *q = (uint8_t *)malloc(T * 1568 * 2), *xq = (uint8_t *)malloc(T * 1568 * 4);
+    float *d = (float *)malloc(sizeof(float) * T * 1568 / 32);
+    int32_t *corr = (int32_t *)malloc(sizeof(int32_t) * T * 1568 / 4);
+    uint8_t *pk = (uint8_t *)pk_raw + (64 - (uintptr_t)pk_raw % 64) % 64;
+    int ti, ki, ri, lvl, t, r, rep, ran = 0;
+    for (lvl = 1; lvl <= top; lvl++) {
+        mllm__simd_force(lvl);
+        for (ti = 0; ti < N_WEIGHT_TYPES; ti++) {
+            const uint32_t wt = WEIGHT_TYPES[ti], xt = (uint32_t)mllm__traits(wt)->vec_dot_type;
+            if (!mllm__gemm_type(wt)) continue;
+            for (ki = 0; ki < 6; ki++)
+                for (ri = 0; ri < 3; ri++)
+                    for (rep = 0; rep < 2; rep++) {
+                        const int64_t K = Ks[ki];
+                        const int R = rows_of[ri];
+                        const size_t rb = mllm__row_bytes(wt, K), xs = mllm__row_bytes(xt, K);
+                        mllm__gemm_x gx;
+                        int bad = 0;
+                        if (K % block_of(wt)) continue;
+                        rnd_blocks(wt, w, (int)(R * K / block_of(wt)), rep);
+                        if (rep && block_of(wt) == 32)   /* saturated legacy quants */
+                            for (r = 0; r < R * (int)K / 32; r++) memset(w + (size_t)r * bytes_of(wt) + 2, r % 2 ? 0xff : 0x00, (size_t)bytes_of(wt) - 2);
+                        for (t = 0; t < T * K; t++) xf[t] = rnd_normalish() * (rep ? 1e3f : 1.0f);
+                        memset(&gx, 0, sizeof gx);
+                        gx.q = q;
+                        gx.qs = mllm__row_bytes(xt == MLLM__Q8_K ? MLLM__Q8_K : MLLM__Q8_0, K);
+                        gx.d = d;
+                        gx.corr = corr;
+                        gx.ss = (size_t)(K / 32) * 8;
+                        gx.f = f;
+                        gx.fs = (size_t)K;
+                        gx.n_out = R;
+                        for (t = 0; t < T; t++) {
+                            mllm__gemm_xrow(wt, xf + t * K, K, q + t * gx.qs, d + t * (K / 32), corr + t * gx.ss, f + t * K);
+                            mllm__quant_row(xt, xf + t * K, xq + t * xs, K);
+                        }
+                        CHECK(mllm__simd_gemm(wt, w, rb, K, 0, R, &gx, T, out, pk), "%s: no gemm", mllm__traits(wt)->name);
+                        for (t = 0; t < T; t++)
+                            for (r = 0; r < R; r++) {
+                                const float want = mllm__vec_dot(wt, K, w + r * rb, xq + t * xs);
+                                if (memcmp(&want, &out[t * R + r], sizeof want) && !bad++)
+                                    CHECK(0, "%s %s K=%ld rows=%d row %d token %d: gemm %.9g, vec_dot %.9g", mllm__simd_name(lvl),
+                                          mllm__traits(wt)->name, (long)K, R, r, t, out[t * R + r], want);
+                            }
+                        ran++;
+                    }
+        }
+    }
+    mllm__simd_force(top);
+    printf("  %d GEMM cases compared with vec_dot\n", ran);
+#if MLLM__X86
+    CHECK(top < 1 || ran > 0, "no GEMM case ran");
+#endif
+    free(xf); free(f); free(out); free(pk_raw); free(w); free(q); free(xq); free(d); free(corr);
+}
+
 /* Decode's several-weight-rows kernels must give, at every level, the bits of one AVX2 row-dot per row
    (the same integer sums and float operations per row), for 1 to 4 rows and odd block counts. */
 static void test_dot_rows_identical(void) {
@@ -672,6 +738,7 @@ int main(void) {
     }
     mllm__simd_force(top);
     RUN(test_simd_levels_identical);
+    RUN(test_gemm_equals_vec_dot);
     RUN(test_dot_rows_identical);
     RUN(test_type_traits_by_id);
     return t_finish();
