@@ -3,15 +3,15 @@
 # measurements need, from a staging folder S that the run carries (tests/cuda/stage_h200.sh fills it;
 # the branch under test travels as S/wt because a run copies the lead's checkout):
 #   S/wt           the branch's files;  S/wbuild.tar.xz  its build/bench (and the bench_nograph /
-#                  bench_noadvise twins), build/test_cuda_e2e and build/cuda/test_kernels_*, built on the
-#                  CPU machine (clang-19 is not on the GPU machine)
+#                  bench_base twins), build/test_cuda_e2e and build/cuda/test_kernels_*, built on the CPU
+#                  machine (clang-19 is not on the GPU machine)
 #   S/tiny/*.gguf  tiny models for the e2e test;  S/gguf-py  llama.cpp's gguf package (model writer)
 #   S/lc.tar.xz    trimmed llama.cpp sources (built here, ~5 min on 16 cores) or S/lcbin.tar.xz.* (a
 #                  build an earlier run sent back)
 #   tests/cuda/h200_session.sh S STEPS      STEPS: comma-separated test, bench, ab (default test,bench)
 #     test   make test-gpu's runs (SANITIZE=0 skips compute-sanitizer)
 #     bench  make bench-gpu's runs on the bench models vs llama.cpp
-#     ab     decode at batch 1 with graphs off / managed-memory advice off (twin builds), alternated
+#     ab     decode at batch 1 and 16 with graphs off / an earlier header (twin builds), alternated
 set -u
 S=$(cd "$1" && pwd); STEPS=,${2:-test,bench},; SAN=${SANITIZE:-1}
 has() { case $STEPS in *,$1,*) return 0;; esac; return 1; }
@@ -66,10 +66,10 @@ wait; el "quantized: $(cd $M && ls -s *.gguf | tr '\n' ' ')"
 if [ -n "$LCPID" ]; then   # send the llama.cpp build back for later runs
   ( cd $LC && tar cf - lc/build/bin | xz -T8 -6 | split -b 15M - "$O/lcbin.tar.xz." )
 fi
-if has ab; then   # same file, same run: graphs on/off, advice on/off, alternated twice
+if has ab; then   # same file, same run: this build, graphs off, the earlier header; alternated
   for m in $M/smol.gguf $M/qwen-q4km.gguf; do
-    for rep in 1 2; do
-      for b in bench bench_nograph bench_noadvise; do
+    for rep in $(seq ${AB_REPS:-2}); do
+      for b in bench bench_nograph bench_base; do
         printf '%-15s %-15s ' "$b" "$(basename $m)"
         build/$b -m $m --cuda -p 64 -n 128 -r 3 --batch 1,16 2>&1 | grep -E "^decode  |batched decode, 16" | tr -s ' ' | tr '\n' ' '; echo
       done
