@@ -66,6 +66,11 @@ wait; el "quantized: $(cd $M && ls -s *.gguf | tr '\n' ' ')"
 if [ -n "$LCPID" ]; then   # send the llama.cpp build back for later runs
   ( cd $LC && tar cf - lc/build/bin | xz -T8 -6 | split -b 15M - "$O/lcbin.tar.xz." )
 fi
+if has bench; then
+  BM="${BENCH_LIST:-$M/smol.gguf $M/qwen-q4km.gguf $M/qwen-q8.gguf}"
+  tests/cuda/bench_gpu.sh build $LB $BM 2>&1 | tee "$O/bench.log"
+  el "bench done"
+fi
 if has ab; then   # same file, same run: this build, graphs off, the earlier header; alternated
   for m in $M/smol.gguf $M/qwen-q4km.gguf; do
     for rep in $(seq ${AB_REPS:-2}); do
@@ -76,9 +81,4 @@ if has ab; then   # same file, same run: this build, graphs off, the earlier hea
     done
   done 2>&1 | tee "$O/ab.log"
   el "ab done"
-fi
-if has bench; then
-  BM="${BENCH_LIST:-$M/smol.gguf $M/qwen-q4km.gguf $M/qwen-q8.gguf}"
-  tests/cuda/bench_gpu.sh build $LB $BM 2>&1 | tee "$O/bench.log"
-  el "bench done"
 fi
