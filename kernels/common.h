@@ -19,7 +19,7 @@ using namespace metal;
 
 /* ---------------------------------------------------------------- launch geometry (host must match) */
 #define MLLM__GEMV_NSG 2         /* simdgroups per threadgroup: threads per threadgroup = 32 * NSG */
-#define MLLM__GEMV_ROWS 1        /* weight rows per simdgroup: threadgroups.x = ceil(N / (NSG * ROWS)) */
+#define MLLM__GEMV_ROWS 4        /* weight rows per simdgroup: threadgroups.x = ceil(N / (NSG * ROWS)) */
 #define MLLM__GEMM_BM 32         /* activation rows (tokens) per threadgroup tile: threadgroups.y */
 #define MLLM__GEMM_BN 64         /* weight rows (outputs) per threadgroup tile: threadgroups.x */
 #define MLLM__GEMM_BK 32         /* depth of one tile step */
