@@ -4,7 +4,10 @@
 //   attn_decode_hd<D>, barrier, attn_reduce        (every sequence has exactly one new token)
 //   attn_prefill_hd<D>                             (any n >= 1: prompts, continuations, mixed batches)
 // Numerics follow the CPU engine (mllm__attn_task): new K/V rounded to half, Q rounded to half,
-// scores scale * dot(q, k) in float, softmax in float (online here, exact-max there).
+// scores scale * dot(q, k) in float, softmax in float (online here, exact-max there).  In a windowed
+// layer (a.n_swa > 0) the query at position p sees only (p - n_swa, p], and no kernel reads a position
+// before that (its block may be gone).  Head dimensions: MLLM__ATTN_HEAD_DIMS (common.h); threadgroup
+// memory stays under Apple's 32 KiB for each (static_asserts below).
 // Bindings: see the attention block of common.h (the same indices in every kernel).
 #include <metal_stdlib>
 #include "common.h"
@@ -14,6 +17,11 @@
 // "Minus infinity" for masks and empty maxima: finite, because Metal compiles with fast math (which
 // may assume no infinities); exp(NEG_BIG - any real score) is still exactly 0.
 #define NEG_BIG (-0.5f * FLT_MAX)
+
+// The first position the query at qpos sees (the causal window's start).
+METAL_FUNC uint first_visible(uint qpos, constant mllm__attn_args &a) {
+    return a.n_swa && qpos >= a.n_swa ? qpos + 1 - a.n_swa : 0;
+}
 
 // Element offset of position p's row for KV head h in one layer's pool.
 METAL_FUNC uint kv_row(device const int *table, uint p, uint h, constant mllm__attn_args &a) {
@@ -40,11 +48,12 @@ kernel void attn_kv_write(device const float *k [[buffer(1)]], device const floa
 }
 
 // ---------------------------------------------------------------- decode: one query per sequence
-// Grid (n_chunks, n_head_kv * ceil(group / GROUP), n_seqs), NT threads.  A threadgroup takes up to
-// GROUP query heads sharing one KV head over one chunk of the context, so each K/V row is read once
-// for the whole group.  Lane = position inside a 32-position tile (each lane does full dot products:
-// no reduction per score); simdgroups take every NSG-th tile with their own online-softmax state,
-// merged at the end.  Output: partial (max, sum, acc[hd]) per (sequence, head, chunk) for attn_reduce.
+// Grid (n_chunks, n_head_kv * ceil(group / G), n_seqs), NT threads, G = MLLM__ATTN_GROUP(HD).  A
+// threadgroup takes up to G query heads sharing one KV head over one chunk of the context, so each K/V
+// row is read once for the whole group.  Lane = position inside a 32-position tile (each lane does full
+// dot products: no reduction per score); simdgroups take every NSG-th tile with their own online-softmax
+// state, merged at the end.  Output: partial (max, sum, acc[hd]) per (sequence, head, chunk) for
+// attn_reduce; a chunk wholly before the window writes nothing (attn_reduce starts after it).
 template <int HD>
 kernel void attn_decode(device const float *q [[buffer(0)]], device const half *kp [[buffer(3)]],
                         device const half *vp [[buffer(4)]], device float *part [[buffer(6)]],
@@ -52,17 +61,21 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
                         constant mllm__attn_args &a [[buffer(10)]], uint3 tg [[threadgroup_position_in_grid]],
                         ushort tid [[thread_index_in_threadgroup]], ushort sg [[simdgroup_index_in_threadgroup]],
                         ushort lane [[thread_index_in_simdgroup]]) {
-    constexpr int G = MLLM__ATTN_GROUP, DPL = HD / 32;   // dims of the output each lane accumulates
+    constexpr int G = MLLM__ATTN_GROUP(HD);
+    constexpr int DPL = (HD + 31) / 32;   // output dims per lane: d = lane + 32 i (d < HD)
     threadgroup float4 qs[G][HD / 4];
     threadgroup float ps[NSG][G][32];   // this tile's probabilities, shared inside the simdgroup
     threadgroup uint rows[NSG][32];     // this tile's K/V row offsets
     threadgroup float red[NSG][G][HD];  // per-simdgroup accumulators for the final merge
     threadgroup float2 ml[NSG][G];      // per-simdgroup (max, sum)
+    static_assert(4 * (G * HD + NSG * G * 32 + NSG * 32 + NSG * G * HD + 2 * NSG * G) <= 32768,
+                  "attn_decode: threadgroup memory over 32 KiB");
 
     const mllm__attn_seq sq = seqs[tg.z];
-    const uint n_ctx = uint(sq.pos0 + sq.n), c0 = tg.x * MLLM__ATTN_CHUNK;
-    if (c0 >= n_ctx) return;            // uniform: this sequence has fewer chunks
-    const uint c1 = min(c0 + MLLM__ATTN_CHUNK, n_ctx);
+    const uint n_ctx = uint(sq.pos0 + sq.n);
+    const uint c0 = max(tg.x * MLLM__ATTN_CHUNK, first_visible(n_ctx - 1, a));
+    const uint c1 = min((tg.x + 1) * MLLM__ATTN_CHUNK, n_ctx);
+    if (c0 >= c1) return;               // uniform: this sequence has fewer chunks, or the chunk is before the window
     const uint group = a.n_head / a.n_head_kv, nslice = (group + G - 1) / G;
     const uint kvh = tg.y / nslice, g0 = (tg.y % nslice) * G, ng = min(uint(G), group - g0);
     const uint hq0 = kvh * group + g0;  // first query head of this threadgroup
@@ -94,7 +107,7 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
         for (int g = 0; g < G; g++) {
             if (uint(g) >= ng) break;
             const float sc = ok ? a.scale * s[g] : NEG_BIG;
-            const float mn = max(m[g], simd_max(sc));   // finite: lane 0 is always in range
+            const float mn = max(m[g], simd_max(sc));   // finite: lane 0 (position t0 >= c0) is always in range
             const float corr = exp(m[g] - mn), pr = exp(sc - mn);
             l[g] = l[g] * corr + pr;
             for (int i = 0; i < DPL; i++) acc[g][i] *= corr;
@@ -104,9 +117,9 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
         simdgroup_barrier(mem_flags::mem_threadgroup);    // ps, rows complete for the simdgroup
         const uint nv = min(32u, c1 - t0);
         for (uint j = 0; j < nv; j++) {
-            device const half *vr = vp + rows[sg][j] + DPL * lane;
+            device const half *vr = vp + rows[sg][j] + lane;
             float vv[DPL];
-            for (int i = 0; i < DPL; i++) vv[i] = float(vr[i]);
+            for (int i = 0; i < DPL; i++) vv[i] = HD % 32 == 0 || lane + 32 * i < HD ? float(vr[32 * i]) : 0.0f;
             for (int g = 0; g < G; g++)
                 if (uint(g) < ng)
                     for (int i = 0; i < DPL; i++) acc[g][i] += ps[sg][g][j] * vv[i];
@@ -119,7 +132,8 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
         if (uint(g) >= ng) break;
         const float lsum = simd_sum(l[g]);
         if (lane == 0) ml[sg][g] = float2(m[g], lsum);
-        for (int i = 0; i < DPL; i++) red[sg][g][DPL * lane + i] = acc[g][i];
+        for (int i = 0; i < DPL; i++)
+            if (HD % 32 == 0 || lane + 32 * i < HD) red[sg][g][lane + 32 * i] = acc[g][i];
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
     for (uint e = tid; e < ng * HD; e += NT) {
@@ -138,18 +152,20 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
     }
 }
 
-// Merges a sequence's chunk partials: out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c.
-// Grid (n_head, n_seqs), head_dim threads (one output element each).
+// Merges a sequence's chunk partials: out = sum_c e^(m_c - M) acc_c / sum_c e^(m_c - M) l_c, over the
+// chunks attn_decode wrote (from the window's).  Grid (n_head, n_seqs), head_dim threads (one output
+// element each).
 kernel void attn_reduce(device float *out [[buffer(5)]], device const float *part [[buffer(6)]],
                         device const mllm__attn_seq *seqs [[buffer(7)]], constant mllm__attn_args &a [[buffer(10)]],
                         uint2 tg [[threadgroup_position_in_grid]], ushort d [[thread_index_in_threadgroup]]) {
     const mllm__attn_seq sq = seqs[tg.y];
-    const uint hd = a.head_dim, nc = (uint(sq.pos0 + sq.n) + MLLM__ATTN_CHUNK - 1) / MLLM__ATTN_CHUNK;
+    const uint hd = a.head_dim, n_ctx = uint(sq.pos0 + sq.n), nc = (n_ctx + MLLM__ATTN_CHUNK - 1) / MLLM__ATTN_CHUNK;
+    const uint c_lo = first_visible(n_ctx - 1, a) / MLLM__ATTN_CHUNK;
     device const float *pp = part + (ulong)(tg.y * a.n_head + tg.x) * a.n_chunks * (hd + 2);
     float mx = NEG_BIG;
-    for (uint c = 0; c < nc; c++) mx = max(mx, pp[c * (hd + 2)]);
+    for (uint c = c_lo; c < nc; c++) mx = max(mx, pp[c * (hd + 2)]);
     float sum = 0.0f, o = 0.0f;
-    for (uint c = 0; c < nc; c++) {
+    for (uint c = c_lo; c < nc; c++) {
         const float w = exp(pp[c * (hd + 2)] - mx);
         sum += w * pp[c * (hd + 2) + 1];
         o += w * pp[c * (hd + 2) + 2 + d];
@@ -162,7 +178,9 @@ kernel void attn_reduce(device float *out [[buffer(5)]], device const float *par
 // simdgroup sg owns query rows [8 sg, 8 sg + 8) and keeps Q (8 x HD) and O (8 x HD) as 8x8
 // simdgroup matrices.  Per key tile of BK positions (staged once in threadgroup memory, f16 -> f32):
 // S = Q K^T, online softmax by rows (4 lanes per row), O = O * corr + P V.  Causal mask: key position
-// <= query position; key tiles stop at the last query of the tile.
+// <= query position (and inside the query's window); key tiles run from the window start of the tile's
+// first query to its last query.  Q comes in and O goes out through threadgroup memory in slabs of QW
+// columns (one slab below head_dim 256: a whole 32 x 256 staging would not fit beside the rest).
 METAL_FUNC uint frag_row(ushort lane) { return ((lane >> 4) & 1) * 4 + ((lane >> 1) & 3); }   // Apple's 8x8 layout
 
 template <int HD>
@@ -172,16 +190,19 @@ kernel void attn_prefill(device const float *q [[buffer(0)]], device const half 
                          constant mllm__attn_args &a [[buffer(10)]], uint3 tg [[threadgroup_position_in_grid]],
                          ushort tid [[thread_index_in_threadgroup]], ushort sg [[simdgroup_index_in_threadgroup]],
                          ushort lane [[thread_index_in_simdgroup]]) {
-    constexpr int BQ = MLLM__ATTN_BQ, BK = 2048 / HD;   // BK keys per tile: K + V tiles stay at 16 KiB
+    constexpr int BQ = MLLM__ATTN_BQ, BK = 2048 / HD / 8 * 8;   // BK keys per tile: K + V tiles <= 16.5 KiB
     constexpr int LD = HD + 4;                          // padded rows: fewer bank conflicts
     constexpr int CPL = BK / 4;                         // score columns per lane (4 lanes per row)
-    constexpr int KV4 = BK * LD / 2;                    // float4s of the K and V tiles together
-    threadgroup float4 kvbuf[KV4];                      // K tile, V tile; also Q and O staging (BQ x LD)
+    constexpr int QW = HD > 128 ? 128 : HD, LQ = QW + 4; // Q / O staging: slabs of QW columns, rows LQ apart
+    constexpr int KVF = 2 * BK * LD > BQ * LQ ? 2 * BK * LD : BQ * LQ;   // floats of kvbuf
+    threadgroup float4 kvbuf[KVF / 4];                  // K tile, V tile; also Q and O staging (BQ x LQ)
     threadgroup float ss[NSG][8][BK];                   // per simdgroup: scores, then probabilities
     threadgroup float rs[NSG][8];                       // per simdgroup row: rescale factor, then 1 / sum
+    static_assert(BK >= 8 && HD % QW == 0 && KVF % 4 == 0, "attn_prefill: unsupported head dimension");
+    static_assert(4 * (KVF + NSG * 8 * BK + NSG * 8) <= 32768, "attn_prefill: threadgroup memory over 32 KiB");
     threadgroup float(*Ks)[LD] = (threadgroup float(*)[LD])kvbuf;
     threadgroup float(*Vs)[LD] = Ks + BK;
-    threadgroup float(*Qs)[LD] = Ks;
+    threadgroup float(*Qs)[LQ] = (threadgroup float(*)[LQ])kvbuf;
 
     const mllm__attn_seq sq = seqs[tg.z];
     const uint q0 = tg.x * BQ;
@@ -190,23 +211,23 @@ kernel void attn_prefill(device const float *q [[buffer(0)]], device const half 
     const uint nq = min(uint(BQ), uint(sq.n) - q0), kend = uint(sq.pos0) + q0 + nq;   // keys [0, kend)
     device const int *table = tables + sq.blocks;
 
-    for (uint e = tid; e < BQ * HD; e += NT) {
-        const uint r = e / HD, d = e % HD;
-        Qs[r][d] = r < nq ? float(half(q[((ulong)(sq.first + q0 + r) * a.n_head + hq) * HD + d])) : 0.0f;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup);
     simdgroup_matrix<float, 8, 8> qm[HD / 8], om[HD / 8];
-    for (int k = 0; k < HD / 8; k++) {
-        simdgroup_load(qm[k], &Qs[8 * sg][8 * k], LD);
-        om[k] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+    for (int c0 = 0; c0 < HD; c0 += QW) {
+        for (uint e = tid; e < BQ * QW; e += NT) {
+            const uint r = e / QW, d = e % QW;
+            Qs[r][d] = r < nq ? float(half(q[((ulong)(sq.first + q0 + r) * a.n_head + hq) * HD + c0 + d])) : 0.0f;
+        }
+        threadgroup_barrier(mem_flags::mem_threadgroup);
+        for (int k = 0; k < QW / 8; k++) simdgroup_load(qm[c0 / 8 + k], &Qs[8 * sg][8 * k], LQ);
+        threadgroup_barrier(mem_flags::mem_threadgroup);   // Q read before the next slab or the K/V tiles overwrite it
     }
-    threadgroup_barrier(mem_flags::mem_threadgroup);   // Q read before the K/V tiles overwrite it
+    for (int k = 0; k < HD / 8; k++) om[k] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 
     // This lane's softmax row and columns; padding rows act as the tile's last query (never stored).
     const uint r = lane / 4, cq = lane % 4;
-    const uint qpos = min(uint(sq.pos0) + q0 + 8 * sg + r, kend - 1);
+    const uint qpos = min(uint(sq.pos0) + q0 + 8 * sg + r, kend - 1), qlo = first_visible(qpos, a);
     float m = NEG_BIG, l = 0.0f;      // l: this lane's share of the row sum
-    for (uint k0 = 0; k0 < kend; k0 += BK) {
+    for (uint k0 = first_visible(uint(sq.pos0) + q0, a); k0 < kend; k0 += BK) {
         for (uint e = 4 * tid; e < BK * HD; e += 4 * NT) {   // zero past kend: P = 0 there, V must not be NaN
             const uint j = e / HD, d = e % HD, p = k0 + j;
             float4 kk = 0.0f, vv = 0.0f;
@@ -233,15 +254,16 @@ kernel void attn_prefill(device const float *q [[buffer(0)]], device const half 
         float mx = NEG_BIG;
         for (int c = 0; c < CPL; c++) {
             const uint col = cq * CPL + c;
-            mx = max(mx, k0 + col <= qpos ? a.scale * ss[sg][r][col] : NEG_BIG);
+            mx = max(mx, k0 + col <= qpos && k0 + col >= qlo ? a.scale * ss[sg][r][col] : NEG_BIG);
         }
         mx = max(mx, simd_shuffle_xor(mx, 1));
         mx = max(mx, simd_shuffle_xor(mx, 2));
-        const float mn = max(m, mx);      // finite: key 0 is in every row's first tile
+        // A row whose window starts past this tile keeps m = NEG_BIG, l = 0 (corr = e^0 = 1, p = 0).
+        const float mn = max(m, mx);
         float ls = 0.0f;
         for (int c = 0; c < CPL; c++) {
             const uint col = cq * CPL + c;
-            const float p = k0 + col <= qpos ? exp(a.scale * ss[sg][r][col] - mn) : 0.0f;
+            const float p = k0 + col <= qpos && k0 + col >= qlo ? exp(a.scale * ss[sg][r][col] - mn) : 0.0f;
             ss[sg][r][col] = p;
             ls += p;
         }
@@ -267,12 +289,15 @@ kernel void attn_prefill(device const float *q [[buffer(0)]], device const half 
     l += simd_shuffle_xor(l, 1);
     l += simd_shuffle_xor(l, 2);
     if (cq == 0) rs[sg][r] = 1.0f / l;
-    threadgroup float(*Os)[LD] = Ks + 8 * sg;            // this simdgroup's 8 rows of staging
-    for (int k = 0; k < HD / 8; k++) simdgroup_store(om[k], &Os[0][8 * k], LD);
-    simdgroup_barrier(mem_flags::mem_threadgroup);
-    for (uint e = lane; e < 8 * HD; e += 32) {
-        const uint rr = e / HD, d = e % HD, qi = q0 + 8 * sg + rr;
-        if (qi < uint(sq.n)) out[((ulong)(sq.first + qi) * a.n_head + hq) * HD + d] = Os[rr][d] * rs[sg][rr];
+    threadgroup float(*Os)[LQ] = Qs + 8 * sg;            // this simdgroup's 8 rows of staging
+    for (int c0 = 0; c0 < HD; c0 += QW) {
+        for (int k = 0; k < QW / 8; k++) simdgroup_store(om[c0 / 8 + k], &Os[0][8 * k], LQ);
+        simdgroup_barrier(mem_flags::mem_threadgroup);
+        for (uint e = lane; e < 8 * QW; e += 32) {
+            const uint rr = e / QW, d = e % QW, qi = q0 + 8 * sg + rr;
+            if (qi < uint(sq.n)) out[((ulong)(sq.first + qi) * a.n_head + hq) * HD + c0 + d] = Os[rr][d] * rs[sg][rr];
+        }
+        simdgroup_barrier(mem_flags::mem_threadgroup);   // read before the next slab overwrites it
     }
 }
 
@@ -283,5 +308,4 @@ kernel void attn_prefill(device const float *q [[buffer(0)]], device const half 
     template [[host_name("attn_prefill_hd" #D)]] [[kernel]] void attn_prefill<D>(device const float *,       \
         device const half *, device const half *, device float *, device const mllm__attn_seq *,             \
         device const int *, constant mllm__attn_args &, uint3, ushort, ushort, ushort);
-MLLM_ATTN(64)
-MLLM_ATTN(128)
+MLLM__ATTN_HEAD_DIMS(MLLM_ATTN)

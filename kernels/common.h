@@ -61,11 +61,18 @@ typedef struct mllm__rope_args { /* rope, rope_neox: in place on [tokens][n_head
     uint32_t stride;             /* floats between consecutive tokens (>= n_heads * head_dim) */
     float freq_base;
     float freq_scale;
+    uint32_t factors;            /* 1: buffer 3 holds n_rot / 2 divisors of the pair frequencies (Llama 3.x
+                                    rope_freqs); 0: none (the host binds some buffer there anyway) */
 } mllm__rope_args;
 
 typedef struct mllm__vec_args {  /* swiglu, add, softmax, argmax */
     uint32_t n;                  /* elements (per row for softmax/argmax, in total otherwise) */
 } mllm__vec_args;
+
+typedef struct mllm__scale_args { /* mul_scalar: x *= s over n floats */
+    uint32_t n;
+    float s;
+} mllm__scale_args;
 
 typedef struct mllm__bias_args { /* add_bias: rows of cols floats, each plus the same bias row */
     uint32_t n;                  /* elements in total (a multiple of cols) */
@@ -81,7 +88,12 @@ typedef struct mllm__bias_args { /* add_bias: rows of cols floats, each plus the
      7 mllm__attn_seq[n_seqs]   8 int tok_seq[n_tokens]   9 int block tables   10 mllm__attn_args */
 #define MLLM__ATTN_NSG 4          /* simdgroups per threadgroup (128 threads) in every attention kernel */
 #define MLLM__ATTN_CHUNK 256      /* decode: context positions per threadgroup (split-K); multiple of 32 */
-#define MLLM__ATTN_GROUP 8        /* decode: query heads of one KV head handled per threadgroup */
+/* decode: query heads of one KV head per threadgroup; 4 at head_dim 256 keeps its scratch (and each
+   lane's accumulators) the size of 8 heads of 128 */
+#define MLLM__ATTN_GROUP(hd) ((hd) > 128 ? 4 : 8)
+/* The head dimensions the kernels are instantiated for (attn_decode_hd<D>, attn_prefill_hd<D>); the host
+   refuses others.  Each must be a multiple of 8 (8x8 simdgroup matrices) and at most 256 (scratch). */
+#define MLLM__ATTN_HEAD_DIMS(X) X(64) X(80) X(96) X(128) X(256)
 #define MLLM__ATTN_BQ 32          /* prefill: query tokens per threadgroup (8 per simdgroup) */
 
 typedef struct mllm__attn_seq {  /* one sequence of the batch: tokens [first, first + n) at pos0.. */
@@ -94,6 +106,8 @@ typedef struct mllm__attn_args {
     uint32_t n_head, n_head_kv, head_dim, block_tokens;
     uint32_t n_chunks;           /* decode: splits of the longest context (grid x, partials per head) */
     float scale;                 /* 1 / sqrt(head_dim) */
+    uint32_t n_swa;              /* sliding window: the query at position p sees positions (p - n_swa, p];
+                                    0: all of [0, p] */
 } mllm__attn_args;
 
 /* ---------------------------------------------------------------- mllm__moe_*: mixture of experts

@@ -15,6 +15,33 @@ kernel void swiglu(device const float *gate [[buffer(0)]], device const float *u
     }
 }
 
+// The GeGLU gate (gemma): out = gelu(gate) * up, GELU in its tanh form
+// 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3))), as the CPU backend (mllm__geglu) computes it.
+// precise::tanh: a fast tanh built from exp overflows to NaN for large arguments.
+METAL_FUNC float4 gelu_tanh(float4 g) {
+    return 0.5f * g * (1.0f + precise::tanh(0.7978845608f * (g + 0.044715f * g * g * g)));
+}
+kernel void geglu(device const float *gate [[buffer(0)]], device const float *up [[buffer(1)]],
+                  device float *out [[buffer(2)]], constant mllm__vec_args &a [[buffer(3)]],
+                  uint i [[thread_position_in_grid]]) {
+    if (4 * i + 4 <= a.n) {
+        ((device packed_float4 *)out)[i] = gelu_tanh(float4(((device const packed_float4 *)gate)[i])) *
+                                           float4(((device const packed_float4 *)up)[i]);
+    } else {
+        for (uint k = 4 * i; k < a.n; k++) out[k] = gelu_tanh(float4(gate[k])).x * up[k];
+    }
+}
+
+// Scale in place: x *= s (gemma's embeddings, by sqrt(n_embd)).
+kernel void mul_scalar(device float *x [[buffer(0)]], constant mllm__scale_args &a [[buffer(1)]],
+                       uint i [[thread_position_in_grid]]) {
+    if (4 * i + 4 <= a.n) {
+        ((device packed_float4 *)x)[i] = float4(((device packed_float4 *)x)[i]) * a.s;
+    } else {
+        for (uint k = 4 * i; k < a.n; k++) x[k] *= a.s;
+    }
+}
+
 // Residual add: out = a + b (out may alias either input).
 kernel void add(device const float *x [[buffer(0)]], device const float *y [[buffer(1)]],
                 device float *out [[buffer(2)]], constant mllm__vec_args &a [[buffer(3)]],

@@ -20,3 +20,9 @@ STRESS_STEPS ?= 5000
 .PHONY: stress
 stress: $(BUILD)/test_stress
 	$(BUILD)/test_stress $(STRESS_STEPS)
+
+# Thread pool under contention (README "Hostile input and faults"): idle vs every core busy.
+CONTENTION_MODEL ?= $(MODEL)
+.PHONY: contention
+contention: $(BUILD)/generate
+	tests/contention.sh $(CONTENTION_MODEL) $(BUILD)/generate

@@ -416,6 +416,31 @@ static void test_quant_activations(void) {
     }
 }
 
+/* A hostile file's NaN or infinite weights make NaN and infinite activations: quantizing them must stay
+   defined behaviour (the fuzzer found a NaN converted to int; this fails under make test-san without the
+   fix), and the finite blocks of the same row must quantize exactly as alone. */
+static void test_quant_nonfinite(void) {
+    static const uint32_t types[] = {MLLM__Q8_0, MLLM__Q8_1, MLLM__Q8_K};
+    const float bad[] = {NAN, INFINITY, -INFINITY, 3.0e38f, -3.0e38f};
+    int ti, k, i;
+    for (ti = 0; ti < 3; ti++)
+        for (k = 0; k < 5; k++) {
+            uint32_t t = types[ti];
+            const int n = 512, bs = block_of(t), by = bytes_of(t);
+            float x[512];
+            uint8_t got[1024], want[1024];
+            for (i = 0; i < n; i++) x[i] = (float)rnd_normalish();
+            x[3] = bad[k];                      /* only the first block holds the bad value */
+            mllm__quant_row(t, x, got, n);
+            ref_quant(t, x + bs, want);
+            CHECK(memcmp(got + by, want, (size_t)by) == 0, "%s: a finite block next to %g changed", mllm__traits(t)->name, bad[k]);
+            if (k >= 3) {                       /* finite but huge: still a valid quantization */
+                ref_quant(t, x, want);
+                CHECK(memcmp(got, want, (size_t)by) == 0, "%s: block with %g differs from the reference", mllm__traits(t)->name, bad[k]);
+            }
+        }
+}
+
 /* ---------------------------------------------------------------- dot products */
 /* Reference dot in double from the reference decoders.  Q8_1 partners are the exception to
    "dequantized weights . dequantized activations": the min term uses the block's stored s (f16 of
@@ -596,6 +621,7 @@ int main(void) {
     RUN(test_f32_to_bf16_rounding);
     RUN(test_dequant_all_types);
     RUN(test_quant_activations);
+    RUN(test_quant_nonfinite);
     /* each SIMD path against the references and the scalar kernels, the scalar path (0) too */
     for (lvl = top; lvl >= 0; lvl--) {
         int got = mllm__simd_force(lvl);

@@ -26,7 +26,15 @@ std::string testdata() {
     const char *e = getenv("MLLM_TESTDATA");
     return e ? e : "../shared/testdata";
 }
-std::string model_path(const char *name) { return testdata() + "/tiny/models/" + name + ".gguf"; }
+// The shared tiny models, or (extra) one of tests/gen_tiny.c's in build/tiny-extra (make tiny-extra checks
+// each file's hash) with llama.cpp's outputs in tests/fixtures/tiny-extra.
+std::string build_dir() {
+    const char *b = getenv("MLLM_BUILD");
+    return b ? b : "build";
+}
+std::string model_path(const char *name, bool extra = false) {
+    return extra ? build_dir() + "/tiny-extra/" + name + ".gguf" : testdata() + "/tiny/models/" + name + ".gguf";
+}
 
 std::string read_file(const std::string &path) {
     std::string s;
@@ -64,9 +72,9 @@ struct fixture {
     logits_t logits;   // llama.cpp's logits of the last prompt token
     bool ok = false;
 };
-fixture load_fixture(const char *model, const char *prompt) {
+fixture load_fixture(const char *model, const char *prompt, bool extra = false) {
     fixture f;
-    const std::string base = testdata() + "/tiny/fixtures/" + model + "/" + prompt;
+    const std::string base = (extra ? std::string("tests/fixtures/tiny-extra/") : testdata() + "/tiny/fixtures/") + model + "/" + prompt;
     const std::string json = read_file(base + ".json"), bin = read_file(base + ".logits.bin");
     for (double v : json_array(json, "prompt_tokens")) f.prompt.push_back((int)v);
     for (double v : json_array(json, "greedy_tokens")) f.greedy.push_back((int)v);
@@ -93,14 +101,14 @@ struct emu_gpu {
     ~emu_gpu() { mllm__gpu_close(&g); }
 };
 
-mllm_model *load(const char *name, int precise) {
+mllm_model *load(const char *name, int precise, bool extra = false) {
     mllm_model *m = nullptr;
     mllm_model_params mp;
     memset(&mp, 0, sizeof mp);
     mp.n_threads = 2;
     mp.precise = precise;
     mp.backend = MLLM_BACKEND_CPU;   // the GPU is attached per context below
-    CHECK(mllm_model_load(&m, model_path(name).c_str(), &mp) == MLLM_OK, "%s: %s", name, mllm_last_error());
+    CHECK(mllm_model_load(&m, model_path(name, extra).c_str(), &mp) == MLLM_OK, "%s: %s", name, mllm_last_error());
     return m;
 }
 
@@ -171,7 +179,7 @@ int run_tf(mllm_context *ctx, std::vector<tf_seq> &seqs, mllm__gpu *g = nullptr,
 }
 
 // ---------------------------------------------------------------- logits of every model
-struct model_case { const char *name; double tol; bool story; };   // tol: prompt logits vs llama.cpp
+struct model_case { const char *name; double tol; bool story; bool extra = false; };   // tol: prompt logits vs llama.cpp
 
 // The fixture prompts run concurrently, teacher-forced on llama.cpp's greedy tokens, on the CPU (precise)
 // and on the GPU: every logits row of the GPU within 5e-4 of the CPU's (both F32 activations over the
@@ -181,11 +189,11 @@ void check_model(const model_case &mc, int steps) {
     const char *prompts[] = {"p1_fox", "p2_hello", "p3_story"};
     std::vector<fixture> fx;
     for (int i = 0; i < (mc.story ? 3 : 2); i++) {
-        fx.push_back(load_fixture(mc.name, prompts[i]));
+        fx.push_back(load_fixture(mc.name, prompts[i], mc.extra));
         CHECK(fx.back().ok, "%s %s: fixture missing", mc.name, prompts[i]);
         if (!fx.back().ok) return;
     }
-    mllm_model *m = load(mc.name, 1);
+    mllm_model *m = load(mc.name, 1, mc.extra);
     if (!m) return;
     emu_gpu dev;
     std::vector<tf_seq> runs[2];
@@ -240,6 +248,21 @@ EMU_TEST(gpu_forward_dense_models_match_cpu_and_llama_cpp) {
     };
     for (const model_case &mc : all) {
         if (emu::tsan && strcmp(mc.name, "tiny-qwen2-Q8_0") != 0) continue;   // (qwen2: biases, NeoX rope)
+        check_model(mc, emu::tsan ? 1 : 4);
+    }
+}
+
+// The architectures of tests/gen_tiny.c: gemma3 (GeGLU, scaled embeddings, head_dim 256 with one KV
+// head, sliding-window layers of 16 positions with their own RoPE base and a global one: the 62-token
+// story runs past the window), phi3 (fused tensors, head_dim 96), llama with rope_freqs factors; the
+// prompt logits within test_model.c's tolerances for each on the CPU.
+EMU_TEST(gpu_forward_gemma3_phi3_llama3_match_cpu_and_llama_cpp) {
+    const model_case all[] = {
+        {"tiny-gemma3-Q8_0", 4e-2, !emu::tsan, true}, {"tiny-phi3-Q8_0", 3e-2, false, true},
+        {"tiny-llama3-Q8_0", 3e-2, false, true},
+    };
+    for (const model_case &mc : all) {
+        if (emu::tsan && strcmp(mc.name, "tiny-gemma3-Q8_0") != 0) continue;   // (gemma3: the most new kernels)
         check_model(mc, emu::tsan ? 1 : 4);
     }
 }
@@ -628,5 +651,71 @@ EMU_TEST(gpu_sampling_reads_back_only_the_tokens) {
                               (unsigned long long)got);
     }
     mllm_context_free(ctx);
+    mllm_model_free(m);
+}
+
+// Opt-in (skipped unless MLLM_GPU_MODEL names a GGUF whose weight types the GPU kernels read; minutes on
+// the emulator for a few hundred million parameters): a real model's prompt and MLLM_GPU_STEPS (3) greedy
+// steps, the GPU teacher-forced on the CPU's tokens (precise mode, F32 activations as the kernels), each
+// logits row within 1e-3 of the CPU's relative to its range, the same argmax where the CPU's top-2 margin
+// exceeds 1e-2 of the range.
+EMU_TEST(gpu_forward_real_model_matches_cpu_opt_in) {
+    const char *path = getenv("MLLM_GPU_MODEL");
+    if (!path) { printf("  (skipped: set MLLM_GPU_MODEL)\n"); return; }
+    const int steps = getenv("MLLM_GPU_STEPS") ? atoi(getenv("MLLM_GPU_STEPS")) : 3;
+    mllm_model *m = nullptr;
+    mllm_model_params mp;
+    memset(&mp, 0, sizeof mp);
+    mp.n_threads = 2;
+    mp.precise = 1;
+    mp.backend = MLLM_BACKEND_CPU;
+    CHECK(mllm_model_load(&m, path, &mp) == MLLM_OK, "%s: %s", path, mllm_last_error());
+    if (!m) return;
+    const char *text = "The capital of France is";
+    std::vector<int> prompt(64);
+    const int np = mllm_tokenize(mllm_model_vocab(m), text, strlen(text), prompt.data(), 64, MLLM_TOKENIZE_ADD_SPECIAL);
+    CHECK(np > 0, "tokenize: %s", mllm_last_error());
+    prompt.resize(np > 0 ? np : 0);
+    const int V = m->hp.n_vocab;
+    emu_gpu dev;
+    mllm_context *ctx[2] = {make_ctx(m, nullptr, 1, 32), make_ctx(m, &dev.g, 1, 32)};
+    mllm_seq_id id[2] = {-1, -1};
+    mllm_seq_params sp;
+    memset(&sp, 0, sizeof sp);
+    sp.manual = 1;
+    for (int side = 0; side < 2 && ctx[0] && ctx[1]; side++)
+        CHECK(mllm_seq_add(ctx[side], prompt.data(), np, &sp, &id[side]) == MLLM_OK, "%s", mllm_last_error());
+    double worst = 0;
+    for (int step = 0; step <= steps && id[0] >= 0 && id[1] >= 0; step++) {
+        const float *lg[2] = {nullptr, nullptr};
+        for (int side = 0; side < 2; side++) {
+            mllm_step_result r;
+            CHECK(mllm_step(ctx[side], &r) == MLLM_OK, "step %d: %s", step, mllm_last_error());
+            lg[side] = mllm_seq_logits(ctx[side], id[side]);
+        }
+        if (!lg[0] || !lg[1]) { CHECK(0, "step %d: no logits", step); break; }
+        float lo = lg[0][0], hi = lg[0][0];
+        double d = 0;
+        for (int i = 0; i < V; i++) {
+            lo = std::min(lo, lg[0][i]);
+            hi = std::max(hi, lg[0][i]);
+            d = std::max(d, (double)fabsf(lg[0][i] - lg[1][i]));
+        }
+        const int top = argmax(lg[0], V);
+        float second = lo;
+        for (int i = 0; i < V; i++)
+            if (i != top) second = std::max(second, lg[0][i]);
+        worst = std::max(worst, d / (hi - lo));
+        CHECK(d <= 1e-3 * (hi - lo), "step %d: GPU vs CPU logits differ by %.3g (range %.3g)", step, d, hi - lo);
+        if (lg[0][top] - second > 1e-2 * (hi - lo))
+            CHECK(argmax(lg[1], V) == top, "step %d: GPU argmax %d, CPU %d", step, argmax(lg[1], V), top);
+        printf("  step %d: CPU token %d, GPU token %d, max |gpu - cpu| %.3g (range %.3g)\n", step, top, argmax(lg[1], V), d,
+               hi - lo);
+        for (int side = 0; side < 2; side++)
+            CHECK(mllm_seq_append(ctx[side], id[side], &top, 1) == MLLM_OK, "%s", mllm_last_error());
+    }
+    printf("  %s: %d prompt tokens + %d steps, worst |gpu - cpu| / range %.3g\n", path, np, steps, worst);
+    mllm_context_free(ctx[0]);
+    mllm_context_free(ctx[1]);
     mllm_model_free(m);
 }

@@ -1,13 +1,16 @@
-// rms_norm / rms_norm_mul (kernels/norm.metal), rope / rope_neox (rope.metal) and swiglu
-// (elementwise.metal) against the CPU backend's mllm__rmsnorm / mllm__rope / mllm__swiglu, add and
-// add_bias against a double sum, on random inputs: aligned and odd lengths, several threadgroup sizes, the emulator's
-// schedule/poison variants.
+// rms_norm / rms_norm_mul (kernels/norm.metal), rope / rope_neox (rope.metal, with and without
+// rope_freqs factors) and swiglu / geglu (elementwise.metal) against the CPU backend's mllm__rmsnorm /
+// mllm__rope_table + mllm__rope_apply / mllm__swiglu / mllm__geglu, add and add_bias against a double
+// sum, mul_scalar against the float product, on random inputs: aligned and odd lengths, several
+// threadgroup sizes, the emulator's schedule/poison variants.
 #include "kernels_test.h"
 
 namespace {
 const uint32_t lens[] = {1, 7, 33, 576, 1536, 4097};
 
-void check_elementwise(bool swiglu) {
+enum glu_op { ADD, SWIGLU, GEGLU };
+void check_elementwise(glu_op op) {
+    const bool swiglu = op != ADD;   // (either gate)
     int vi = 0;
     for (uint32_t n : lens)
         for (const emu::Variant &v : kt_variants()) {
@@ -19,10 +22,11 @@ void check_elementwise(bool swiglu) {
             std::vector<float> g0(g, g + n);
             mllm__vec_args a = {n};
             void *bufs[] = {g, u, in_place ? g : out, &a};
-            const char *k = swiglu ? "swiglu" : "add";
+            const char *k = op == SWIGLU ? "swiglu" : op == GEGLU ? "geglu" : "add";
             if (!kt_dispatch(k, v, (threads + tpt - 1) / tpt, 1, tpt, bufs, 4)) continue;
             std::vector<float> cpu(n);
-            if (swiglu) mllm__swiglu(cpu.data(), g0.data(), u, (int)n);
+            if (op == SWIGLU) mllm__swiglu(cpu.data(), g0.data(), u, (int)n);
+            if (op == GEGLU) mllm__geglu(cpu.data(), g0.data(), u, (int)n);
             std::vector<double> ref(n), scale(n);
             for (uint32_t i = 0; i < n; i++) {
                 ref[i] = swiglu ? (double)cpu[i] : (double)g0[i] + u[i];
@@ -77,22 +81,25 @@ EMU_TEST(rope_matches_cpu) {
     int vi = 0;
     for (const auto &c : cases)
         for (const emu::Variant &v : kt_variants())
-            for (int neox = 0; neox < 2; neox++) {
+            for (int neox_f = 0; neox_f < 4; neox_f++) {
+                const int neox = neox_f & 1, with_factors = neox_f >> 1;   // factors: Llama 3.x's rope_freqs
                 kt_scope scope;
                 const uint32_t stride = c.n_heads * c.head_dim + c.gap, n = stride * c.tokens;
                 float *x = kt_rand(n);
                 std::vector<float> x0(x, x + n);
                 int *pos = kt_buf<int>(c.tokens);
                 for (uint32_t t = 0; t < c.tokens; t++) pos[t] = t == 0 ? 0 : (int)(kt_u32() % 2048);
-                mllm__rope_args a = {c.n_heads, c.head_dim, c.n_rot, stride, c.base, c.fscale};
-                void *bufs[] = {x, pos, &a};
+                float *factors = kt_rand(c.n_rot / 2, 1.0f, 8.0f);
+                mllm__rope_args a = {c.n_heads, c.head_dim, c.n_rot, stride, c.base, c.fscale, (uint32_t)with_factors};
+                void *bufs[] = {x, pos, &a, factors};
                 const char *k = neox ? "rope_neox" : "rope";
-                if (!kt_dispatch(k, v, c.n_heads, c.tokens, vi++ % 2 ? 64 : 32, bufs, 3)) continue;
+                if (!kt_dispatch(k, v, c.n_heads, c.tokens, vi++ % 2 ? 64 : 32, bufs, 4)) continue;
                 std::vector<float> cpu(x0);
                 std::vector<double> scale(n, 0.0);   // 0: not rotated, must be unchanged
                 for (uint32_t t = 0; t < c.tokens; t++) {
-                    mllm__rope(&cpu[(size_t)t * stride], (int)c.n_heads, (int)c.head_dim, (int)c.n_rot, pos[t],
-                                c.base, c.fscale, neox);
+                    std::vector<float> cs(c.n_rot);
+                    mllm__rope_table(cs.data(), (int)c.n_rot, pos[t], c.base, c.fscale, with_factors ? factors : NULL);
+                    mllm__rope_apply(&cpu[(size_t)t * stride], (int)c.n_heads, (int)c.head_dim, (int)c.n_rot, cs.data(), neox);
                     for (uint32_t h = 0; h < c.n_heads; h++)
                         for (uint32_t i = 0; i < c.n_rot / 2; i++) {
                             const size_t o = (size_t)t * stride + (size_t)h * c.head_dim;
@@ -104,14 +111,35 @@ EMU_TEST(rope_matches_cpu) {
                 }
                 std::vector<double> ref(cpu.begin(), cpu.end());
                 char what[128];
-                snprintf(what, sizeof what, "%s heads=%u dim=%u rot=%u %s", k, c.n_heads, c.head_dim, c.n_rot,
-                         msl::sched_name(v.policy));
+                snprintf(what, sizeof what, "%s heads=%u dim=%u rot=%u%s %s", k, c.n_heads, c.head_dim, c.n_rot,
+                         with_factors ? " factors" : "", msl::sched_name(v.policy));
                 kt_close(what, x, ref.data(), scale.data(), n, 1e-6);
             }
 }
 
-EMU_TEST(swiglu_matches_cpu) { check_elementwise(true); }
-EMU_TEST(add_matches_double_sum) { check_elementwise(false); }
+EMU_TEST(swiglu_matches_cpu) { check_elementwise(SWIGLU); }
+EMU_TEST(geglu_matches_cpu) { check_elementwise(GEGLU); }
+EMU_TEST(add_matches_double_sum) { check_elementwise(ADD); }
+
+// The embedding scale (gemma): one float product per element, so the same bits as the CPU's o[k] *= scale.
+EMU_TEST(mul_scalar_matches_float_product) {
+    int vi = 0;
+    for (uint32_t n : lens)
+        for (const emu::Variant &v : kt_variants()) {
+            kt_scope scope;
+            const uint32_t threads = (n + 3) / 4, tpt = vi++ % 2 ? 32 : 64;
+            float *x = kt_rand(n, -3.0f, 3.0f);
+            std::vector<float> x0(x, x + n);
+            mllm__scale_args a = {n, sqrtf(640.0f)};
+            void *bufs[] = {x, &a};
+            if (!kt_dispatch("mul_scalar", v, (threads + tpt - 1) / tpt, 1, tpt, bufs, 2)) continue;
+            std::vector<double> ref(n), zero(n, 0.0);
+            for (uint32_t i = 0; i < n; i++) ref[i] = x0[i] * a.s;   // (float product, then widened)
+            char what[128];
+            snprintf(what, sizeof what, "mul_scalar n=%u %s", n, msl::sched_name(v.policy));
+            kt_close(what, x, ref.data(), zero.data(), n, 0.0);
+        }
+}
 
 // The bias broadcast (qwen2's Q/K/V biases): every row gets the same bias row, in place and not, odd
 // row lengths (rows not float4-aligned); the sum of two floats is exact in double, so the check is tight.

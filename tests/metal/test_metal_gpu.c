@@ -2,7 +2,8 @@
    as a Mac owner builds it: `make mac-check` compiles and runs this with -framework Metal on Apple
    hardware (the real-Metal twin of tests/emu/test_gpu_forward.cpp); on Linux x86-64 the same file runs
    over the fake Metal framework (tests/metal/, MSL emulator underneath: build/test_metal_gpu).
-   Per model (every tiny model with a GPU weight type, dense and MoE, and SmolLM2 when present):
+   Per model (every tiny model with a GPU weight type, dense and MoE, the tiny gemma3 / phi3 / Llama-3
+   rope_freqs models of build/tiny-extra when present (make tiny-extra), and SmolLM2 when present):
    the prompt's last logits (manual sequence) within 1e-3 of the CPU's relative to their range, and the
    same greedy tokens as the CPU (precise mode: F32 activations, as the kernels); then 4 concurrent
    sequences with a fork give their solo runs' tokens. Prints the context creation time (device open,
@@ -22,6 +23,9 @@ static const char *model_path(const char *name, char *buf, size_t cap) {
     if (!strcmp(name, "smollm2")) {
         const char *e = getenv("MLLM_MODEL");
         snprintf(buf, cap, "%s", e ? e : "models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    } else if (!strcmp(name, "tiny-gemma3-Q8_0") || !strcmp(name, "tiny-phi3-Q8_0") || !strcmp(name, "tiny-llama3-Q8_0")) {
+        const char *b = getenv("MLLM_BUILD");   /* tests/gen_tiny.c's models */
+        snprintf(buf, cap, "%s/tiny-extra/%s.gguf", b ? b : "build", name);
     } else {
         snprintf(buf, cap, "%s/tiny/models/%s.gguf", t_testdata(), name);
     }
@@ -184,6 +188,24 @@ static void test_every_gpu_weight_type_matches_cpu(void) {
     for (i = 0; i < sizeof models / sizeof *models; i++) check_model(models[i], 5);
 }
 
+/* gemma3 (GeGLU, scaled embeddings, sliding windows, head_dim 256), phi3 (head_dim 96), Llama 3.x
+   rope_freqs.  On the fake they only repeat tests/emu/test_gpu_forward.cpp's emulated runs: left out. */
+static void test_new_architectures_match_cpu(void) {
+#ifdef MLLM_TEST_FAKE_METAL
+    printf("  (skipped on the fake: build/test_gpu_forward runs these models on the emulator)\n");
+#else
+    static const char *const models[] = {"tiny-gemma3-Q8_0", "tiny-phi3-Q8_0", "tiny-llama3-Q8_0"};
+    size_t i;
+    for (i = 0; i < sizeof models / sizeof *models; i++) {
+        char path[1024];
+        FILE *f = fopen(model_path(models[i], path, sizeof path), "rb");
+        if (!f) { printf("  (skipped: %s missing; make tiny-extra)\n", path); continue; }
+        fclose(f);
+        check_model(models[i], 5);
+    }
+#endif
+}
+
 static void test_smollm2_matches_cpu(void) {
     char path[1024];
     FILE *f = fopen(model_path("smollm2", path, sizeof path), "rb");
@@ -228,6 +250,7 @@ int main(void) {
 #ifndef MLLM_TEST_FAKE_METAL   /* on the fake: build/test_metal_objc runs this one, with command buffers counted */
     RUN(test_concurrent_sequences_and_fork_match_solo_runs);
 #endif
+    RUN(test_new_architectures_match_cpu);
     RUN(test_smollm2_matches_cpu);
     return t_finish();
 }
