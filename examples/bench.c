@@ -78,6 +78,7 @@ static double triad_gbs(int threads, int read_only) {
 /* n_seqs sequences with n_prompt-token prompts; returns prefill tok/s (all prompts in one step where the
    batch allows) and decode tok/s (aggregate over n_gen steps). */
 static double g_dispatches_per_step;   /* GPU only: dispatches per decode step of the last run */
+static double g_graph_per_step[3];     /* CUDA only: graph launches, node updates and graph builds per decode step */
 
 static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefill_tps, double *decode_tps) {
     mllm_model_info info;
@@ -86,7 +87,7 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
     mllm_seq_params sp;
     mllm_token *prompt;
     int i, steps, produced = 0;
-    uint64_t d0 = 0;
+    uint64_t d0 = 0, gl0 = 0, gu0 = 0, gb0 = 0;
     double t0, t1, t2;
     mllm_model_get_info(m, &info);
     memset(&cp, 0, sizeof cp);
@@ -111,6 +112,13 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
     }
     t1 = now();
     if (ctx->gpu.g) d0 = ctx->gpu.g->n.dispatches;
+#if MLLM__HAVE_CUDA
+    if (ctx->gpu.g && ctx->gpu.g->vt == &mllm__cu_vt) {
+        gl0 = ((mllm__cu_dev *)ctx->gpu.g->dev)->graph_launches;
+        gu0 = ((mllm__cu_dev *)ctx->gpu.g->dev)->node_updates;
+        gb0 = ((mllm__cu_dev *)ctx->gpu.g->dev)->graph_builds;
+    }
+#endif
     for (steps = 0; steps < n_gen; steps++) {
         mllm_step_result r;
         if (mllm_step(ctx, &r)) break;
@@ -118,6 +126,14 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
     }
     t2 = now();
     if (ctx->gpu.g && steps > 0) g_dispatches_per_step = (double)(ctx->gpu.g->n.dispatches - d0) / steps;
+#if MLLM__HAVE_CUDA
+    if (ctx->gpu.g && ctx->gpu.g->vt == &mllm__cu_vt && steps > 0) {
+        g_graph_per_step[0] = (double)(((mllm__cu_dev *)ctx->gpu.g->dev)->graph_launches - gl0) / steps;
+        g_graph_per_step[1] = (double)(((mllm__cu_dev *)ctx->gpu.g->dev)->node_updates - gu0) / steps;
+        g_graph_per_step[2] = (double)(((mllm__cu_dev *)ctx->gpu.g->dev)->graph_builds - gb0) / steps;
+    }
+#endif
+    (void)gl0; (void)gu0; (void)gb0;
     *prefill_tps = (double)n_prompt * n_seqs / (t1 - t0);
     *decode_tps = n_gen > 0 ? (double)(produced - n_seqs) / (t2 - t1) : 0.0;
     mllm_context_free(ctx);
@@ -187,6 +203,9 @@ int main(int argc, char **argv) {
     if (g_dispatches_per_step > 0)
         printf("GPU dispatches per decode step: %.1f (%.2f per layer)\n", g_dispatches_per_step,
                g_dispatches_per_step / info.n_layer);
+    if (g_graph_per_step[0] > 0)
+        printf("CUDA graph launches per decode step: %.2f (%.1f kernel nodes updated, %.2f graphs built per step)\n",
+               g_graph_per_step[0], g_graph_per_step[1], g_graph_per_step[2]);
     {
         const char *s = batches;
         double base = 0;

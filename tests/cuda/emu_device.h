@@ -29,7 +29,10 @@ static mllm__emu_dev& mllm__emu_state() {
 static void mllm__emu_destroy(void*) {}   // the one CUDA device stays open for the whole program
 // (the CUDA backend's command buffer behind the host interface's opaque type)
 static mllm__cu_cmd* mllm__emu_cu(mllm__gpu_cmd* c) { return (mllm__cu_cmd*)c; }
-static void mllm__emu_barrier(mllm__gpu_cmd* gc) { mllm__emu_state().groups.push_back({mllm__emu_cu(gc), mllm__emu_cu(gc)->n_ops}); }
+static void mllm__emu_barrier(mllm__gpu_cmd* gc) {
+    mllm__emu_state().groups.push_back({mllm__emu_cu(gc), mllm__emu_cu(gc)->n_ops});
+    mllm__cu_barrier(mllm__emu_cu(gc));   // (a graph's dependencies)
+}
 static void mllm__emu_commit(mllm__gpu_cmd* gc) {
     mllm__cu_cmd* c = mllm__emu_cu(gc);
     mllm__emu_dev& e = mllm__emu_state();
@@ -48,7 +51,7 @@ static void mllm__emu_commit(mllm__gpu_cmd* gc) {
 static const mllm__gpu_vt mllm__emu_vt = {
     "cuda (test)", mllm__emu_destroy, mllm__cuv_buf_new, mllm__cuv_buf_wrap, mllm__cuv_buf_contents, mllm__cuv_buf_free,
     mllm__cuv_pipeline, mllm__cuv_begin, mllm__cuv_set_buffer, mllm__cuv_set_bytes, mllm__cuv_set_tg_memory,
-    mllm__cuv_dispatch, mllm__emu_barrier, mllm__emu_commit, mllm__cuv_wait};
+    mllm__cuv_dispatch, mllm__emu_barrier, mllm__emu_commit, mllm__cuv_wait, mllm__cuv_max_threads, mllm__cuv_max_buffer};
 
 static mllm_status mllm__emu_gpu_open(mllm__gpu* g, const mllm__emu_settings* s) {
     mllm__gpu& dev = msl::cuda_gpu();
@@ -57,6 +60,8 @@ static mllm_status mllm__emu_gpu_open(mllm__gpu* g, const mllm__emu_settings* s)
     g->vt = &mllm__emu_vt;
     g->dev = dev.dev;
     memset(&g->n, 0, sizeof g->n);
+    g->fault = MLLM_OK;   // (the tests' mllm__gpu may be uninitialised, as the real open assumes too)
+    g->fault_msg[0] = 0;
     return MLLM_OK;
 }
 static mllm__emu_dev* mllm__emu_device(mllm__gpu*) { return &mllm__emu_state(); }

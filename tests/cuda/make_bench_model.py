@@ -2,6 +2,7 @@
 """make_bench_model.py - a random-weight F16 GGUF in a real model's shape, for speed comparisons only.
 
     make_bench_model.py qwen2.5-1.5b OUT.gguf      (then llama-quantize OUT.gguf Q4_K_M / Q8_0)
+    make_bench_model.py smollm2-135m OUT.gguf      (the real file is over the 64 MiB a GPU run carries)
 
 Weights are N(0, 0.02) (norms 1), the vocabulary is placeholder tokens with a GPT-2 style tokenizer
 entry; tokens carry no meaning, only the shapes (and so the bytes moved and the work) are real.
@@ -12,14 +13,15 @@ import sys
 import numpy as np
 import gguf
 
-SHAPES = {   # arch, layers, n_embd, n_ff, heads, kv heads, head_dim, vocab, rope base, qkv bias, tied
-    'qwen2.5-1.5b': ('qwen2', 28, 1536, 8960, 12, 2, 128, 151936, 1000000.0, True, True),
+SHAPES = {   # arch, layers, n_embd, n_ff, heads, kv heads, head_dim, vocab, rope base, qkv bias, tied, pre
+    'qwen2.5-1.5b': ('qwen2', 28, 1536, 8960, 12, 2, 128, 151936, 1000000.0, True, True, 'qwen2'),
+    'smollm2-135m': ('llama', 30, 576, 1536, 9, 3, 64, 49152, 100000.0, False, True, 'smollm'),
 }
 
 
 def main():
     name, out = sys.argv[1], sys.argv[2]
-    arch, L, E, F, H, HKV, HD, V, base, bias, tied = SHAPES[name]
+    arch, L, E, F, H, HKV, HD, V, base, bias, tied, pre = SHAPES[name]
     rng = np.random.default_rng(1)
     w = gguf.GGUFWriter(out, arch)
     w.add_name(name + '-random')
@@ -33,7 +35,7 @@ def main():
     w.add_rope_freq_base(base)
     w.add_file_type(1)   # MOSTLY_F16
     w.add_tokenizer_model('gpt2')
-    w.add_tokenizer_pre('qwen2')
+    w.add_tokenizer_pre(pre)
     w.add_token_list(['t%d' % i for i in range(V)])
     w.add_token_types([1] * V)
     w.add_token_merges(['t 0'])

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# One GPU run on the H200 device machine (see README "NVIDIA GPUs"): everything this project's CUDA
+# measurements need, from a staging folder S that the run carries (tests/cuda/stage_h200.sh fills it;
+# the branch under test travels as S/wt because a run copies the lead's checkout):
+#   S/wt           the branch's files;  S/wbuild.tar.xz  its build/bench (and the bench_nograph /
+#                  bench_base twins), build/test_cuda_e2e and build/cuda/test_kernels_*, built on the CPU
+#                  machine (clang-19 is not on the GPU machine)
+#   S/tiny/*.gguf  tiny models for the e2e test;  S/gguf-py  llama.cpp's gguf package (model writer)
+#   S/lc.tar.xz    trimmed llama.cpp sources (built here, ~5 min on 16 cores) or S/lcbin.tar.xz.* (a
+#                  build an earlier run sent back)
+#   tests/cuda/h200_session.sh S STEPS      STEPS: comma-separated test, bench, ab (default test,bench)
+#     test   make test-gpu's runs (SANITIZE=0 skips compute-sanitizer)
+#     bench  make bench-gpu's runs on the bench models vs llama.cpp
+#     ab     decode at batch 1 and 16 with graphs off / an earlier header (twin builds), alternated
+set -u
+S=$(cd "$1" && pwd); STEPS=,${2:-test,bench},; SAN=${SANITIZE:-1}
+has() { case $STEPS in *,$1,*) return 0;; esac; return 1; }
+O=${OUT:-/tmp/out}; mkdir -p "$O"
+W=$S/wt; M=/tmp/m; LC=/tmp/lc; mkdir -p $M $LC
+t0=$(date +%s); el() { echo "[+$(( $(date +%s) - t0 ))s] $*"; }
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used,memory.total --format=csv
+el "start, steps $STEPS"
+need_models=0; { has bench || has ab; } && need_models=1
+
+# llama.cpp: a carried build, or build it in the background now
+LB=$LC/lc/build/bin; LCPID=
+Q=$LB/llama-quantize
+if ls "$S"/lcbin.tar.xz.* >/dev/null 2>&1; then
+  cat "$S"/lcbin.tar.xz.* | tar xJf - -C $LC; el "llama.cpp build unpacked"
+elif [ -f "$S/qbin.tar.xz" ]; then   # a CPU llama-quantize only (no llama.cpp bench in this run)
+  mkdir -p $LC/q && tar xJf "$S/qbin.tar.xz" -C $LC/q; Q="env LD_LIBRARY_PATH=$LC/q/bin $LC/q/bin/llama-quantize"
+elif [ $need_models = 1 ]; then
+  tar xJf "$S/lc.tar.xz" -C $LC
+  G=; command -v ninja >/dev/null && G="-G Ninja"
+  ( cd $LC/lc && cmake -S . -B build $G -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+      -DGGML_NATIVE=OFF -DGGML_CUDA_NCCL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+      -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF &&
+    cmake --build build -j 13 --target llama-bench llama-batched-bench llama-quantize ) > "$O/lc-build.log" 2>&1 &
+  LCPID=$!
+fi
+# bench models: random weights in the real shapes (F16 first, quantized once llama-quantize exists)
+if [ $need_models = 1 ]; then
+  ( PYTHONPATH=$S/gguf-py python3 "$W/tests/cuda/make_bench_model.py" smollm2-135m $M/smol-f16.gguf &&
+    PYTHONPATH=$S/gguf-py python3 "$W/tests/cuda/make_bench_model.py" qwen2.5-1.5b $M/qwen-f16.gguf ) > "$O/models.log" 2>&1 &
+  MPID=$!
+fi
+
+cd "$W" && tar xJf "$S/wbuild.tar.xz"
+if has test; then
+  el "test-gpu (SANITIZE=$SAN)"
+  CUDA_KBINS="$(ls build/cuda/test_kernels_* | tr '\n' ' ')" SANITIZE=$SAN timeout ${TEST_TIMEOUT:-300} \
+    tests/cuda/test_gpu.sh build/test_cuda_e2e "$S"/tiny/*.gguf > "$O/test-gpu.log" 2>&1
+  echo "test-gpu rc=$?"; grep -a -E "^(ok|FAIL|  FAIL|  /)|passed|ERROR SUMMARY" "$O/test-gpu.log" | grep -a -v '^ok' | tail -40
+  el "test-gpu done"
+fi
+[ $need_models = 1 ] || exit 0
+
+wait $MPID; el "F16 models written: $(ls $M | tr '\n' ' ')"
+if [ -n "$LCPID" ]; then wait $LCPID; echo "llama.cpp build rc=$?"; tail -2 "$O/lc-build.log"; fi
+$Q $M/smol-f16.gguf $M/smol.gguf Q4_1 14 > /dev/null 2>&1 &
+$Q $M/qwen-f16.gguf $M/qwen-q4km.gguf Q4_K_M 14 > /dev/null 2>&1 &
+$Q $M/qwen-f16.gguf $M/qwen-q8.gguf Q8_0 14 > /dev/null 2>&1 &
+wait; el "quantized: $(cd $M && ls -s *.gguf | tr '\n' ' ')"
+[ -s $M/smol.gguf ] || cp $M/smol-f16.gguf $M/smol.gguf
+[ -s $M/qwen-q4km.gguf ] || { echo "(quantize failed: F16 instead)"; cp $M/qwen-f16.gguf $M/qwen-q4km.gguf; }
+if [ -n "$LCPID" ]; then   # send the llama.cpp build back for later runs
+  ( cd $LC && tar cf - lc/build/bin | xz -T8 -6 | split -b 15M - "$O/lcbin.tar.xz." )
+fi
+if has bench; then
+  BM="${BENCH_LIST:-$M/smol.gguf $M/qwen-q4km.gguf $M/qwen-q8.gguf}"
+  tests/cuda/bench_gpu.sh build $LB $BM 2>&1 | tee "$O/bench.log"
+  el "bench done"
+fi
+if has ab; then   # same file, same run: this build, graphs off, the earlier header; alternated
+  for m in $M/smol.gguf $M/qwen-q4km.gguf; do
+    for rep in $(seq ${AB_REPS:-2}); do
+      for b in bench bench_nograph bench_base; do
+        printf '%-15s %-15s ' "$b" "$(basename $m)"
+        build/$b -m $m --cuda -p 64 -n 128 -r 3 --batch 1,16 2>&1 | grep -E "^decode  |batched decode, 16" | tr -s ' ' | tr '\n' ' '; echo
+      done
+    done
+  done 2>&1 | tee "$O/ab.log"
+  el "ab done"
+fi
