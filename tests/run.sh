@@ -4,8 +4,10 @@ set -u
 total_p=0; total_f=0; broken=0
 for bin in "$@"; do
   echo "=== $bin"
+  t0=$SECONDS
   out=$("$bin" 2>&1); rc=$?
   printf '%s\n' "$out"
+  echo "--- $bin: $((SECONDS - t0)) s"   # where CI time goes
   line=$(printf '%s\n' "$out" | grep -E '^[0-9]+ passed, [0-9]+ failed' | tail -1)
   if [ -z "$line" ]; then
     echo "FAIL $bin: exited $rc without a result line"; broken=$((broken+1)); continue
