@@ -60,9 +60,13 @@ $(BUILD):
 deps:
 	tests/deps.sh
 
+# tests/run.sh runs programs side by side (one per CPU): the slowest start first, so none is left alone at the end
+TEST_SLOW := test_gpu_forward test_metal_gpu test_kernels_sample_tsan test_gpu_forward_tsan test_kernels_sample \
+             test_emu_static test_model test_cuda_static
+TEST_ORDER = $(filter $(addprefix %/,$(TEST_SLOW)),$(TEST_BINS)) $(filter-out $(addprefix %/,$(TEST_SLOW)),$(TEST_BINS))
 test: deps
 	$(MAKE) all $(TEST_BINS)
-	MLLM_MODEL=$(MODEL) tests/run.sh $(TEST_BINS)
+	MLLM_MODEL=$(MODEL) tests/run.sh $(TEST_ORDER)
 
 test-san:
 	$(MAKE) test BUILD=build-san CC=clang OPT="-O1 $(NATIVE)" \
