@@ -21,6 +21,7 @@ static void usage(void) {
             "                       when there are more than 4; capped to the usable cores)\n"
             "  --metal              run on the GPU (Apple builds; never yet run on hardware)\n"
             "  --cuda               run on an NVIDIA GPU (Linux, needs only the driver)\n"
+            "  --device N           which GPU (default 0: the first)\n"
             "  -c N                 context size (default: model's, at most 4096)\n"
             "  --temp T             temperature, 0 = greedy (default 0.8)\n"
             "  --top-k K            (default 40)     --top-p P  (default 0.95)\n"
@@ -167,6 +168,7 @@ int main(int argc, char **argv) {
         else if (ARG("-t")) mp.n_threads = parse_int(a, v, 0, 1024);
         else if (!strcmp(a, "--metal")) mp.backend = MLLM_BACKEND_METAL;
         else if (!strcmp(a, "--cuda")) mp.backend = MLLM_BACKEND_CUDA;
+        else if (ARG("--device")) mp.device = parse_int(a, v, 0, INT_MAX);
         else if (ARG("-c")) mp.n_ctx = parse_int(a, v, 0, INT_MAX);
         else if (ARG("--temp")) gp.sampler.temperature = parse_float(a, v);
         else if (ARG("--top-k")) gp.sampler.top_k = parse_int(a, v, INT_MIN, INT_MAX);

@@ -1134,7 +1134,9 @@ static void usage(void) {
             "  --alias NAME       model name reported by the API (default: the file name)\n"
             "  --timeout S        idle connection timeout in seconds (default 30)\n"
             "  --max-body BYTES   largest request body (default 1048576)\n"
-            "  --metal            run on the GPU (Apple builds)\n");
+            "  --metal            run on the GPU (Apple builds)\n"
+            "  --cuda             run on an NVIDIA GPU (Linux, needs only the driver)\n"
+            "  --device N         which GPU (default 0: the first)\n");
 }
 
 int main(int argc, char **argv) {
@@ -1167,7 +1169,9 @@ int main(int argc, char **argv) {
         else if (ARG("--alias")) alias = v;
         else if (ARG("--timeout")) timeout = atoi(v);
         else if (ARG("--max-body")) g_max_body = (size_t)strtoull(v, NULL, 10);
+        else if (ARG("--device")) mp.device = atoi(v);
         else if (!strcmp(a, "--metal")) mp.backend = MLLM_BACKEND_METAL;
+        else if (!strcmp(a, "--cuda")) mp.backend = MLLM_BACKEND_CUDA;
         else { usage(); return 2; }
 #undef ARG
     }

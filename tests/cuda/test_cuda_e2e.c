@@ -122,10 +122,35 @@ static void check_model(void) {
     }
 }
 
+/* mllm_model_params.device: negative is refused at load; on a GPU machine an index past the last GPU
+   is MLLM_ERR_UNSUPPORTED at context creation (without a driver every index is). */
+static void check_device_param(void) {
+    mllm_model_params mp;
+    mllm_model *m = NULL;
+    mllm_context *ctx = NULL;
+    mllm_status st;
+    memset(&mp, 0, sizeof mp);
+    mp.n_ctx = 64;
+    mp.backend = MLLM_BACKEND_CUDA;
+    mp.device = -1;
+    st = mllm_model_load(&m, g_models[0], &mp);
+    CHECK(st == MLLM_ERR_INVALID_ARG && !m && strstr(mllm_last_error(), "device"), "device -1: %d %s", (int)st, mllm_last_error());
+    mllm_model_free(m);
+    m = NULL;
+    mp.device = 4096;
+    if (mllm_model_load(&m, g_models[0], &mp)) { CHECK(0, "load: %s", mllm_last_error()); return; }
+    st = mllm_context_create(&ctx, m, NULL);
+    CHECK(st == MLLM_ERR_UNSUPPORTED && !ctx, "device 4096: %d %s", (int)st, mllm_last_error());
+    if (g_have_gpu > 0) CHECK(strstr(mllm_last_error(), "no GPU 4096") != NULL, "message: %s", mllm_last_error());
+    mllm_context_free(ctx);
+    mllm_model_free(m);
+}
+
 int main(int argc, char **argv) {
     g_models = (const char **)(argv + 1);
     g_n_models = argc - 1;
     if (g_n_models < 1) { fprintf(stderr, "usage: test_cuda_e2e MODEL.gguf...\n"); return 2; }
     RUN(check_model);
+    RUN(check_device_param);
     return t_finish();
 }
