@@ -1,6 +1,6 @@
 /* batch: run several prompts concurrently through one context (continuous batching) and print each
    result and the aggregate throughput.
-     batch -m MODEL.gguf [-t N] [-n N] [--temp T] [--seqs N] [--chat] [--cuda] [--device N] [PROMPT ...]
+     batch -m MODEL.gguf [-t N] [-n N] [--temp T] [--seqs N] [--chat] [--cpu | --cuda] [--device N] [PROMPT ...]
    With --seqs N and fewer prompts, the prompts are reused round-robin. */
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
@@ -56,12 +56,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--seqs") && v) n_seqs = atoi(argv[++i]);
         else if (!strcmp(a, "--chat")) chat = 1;
         else if (!strcmp(a, "--cuda")) backend = MLLM_BACKEND_CUDA;
+        else if (!strcmp(a, "--cpu")) backend = MLLM_BACKEND_CPU;
         else if (!strcmp(a, "--device") && v) device = atoi(argv[++i]);
         else if (a[0] == '-') { fprintf(stderr, "unknown option %s\n", a); return 2; }
         else if (n_prompts < 64) prompts[n_prompts++] = a;
     }
     if (!model_path) {
-        fprintf(stderr, "usage: batch -m MODEL.gguf [-t N] [-n N] [--temp T] [--seqs N] [--chat] [--cuda] [--device N] [PROMPT ...]\n");
+        fprintf(stderr, "usage: batch -m MODEL.gguf [-t N] [-n N] [--temp T] [--seqs N] [--chat] [--cpu | --cuda] [--device N] [PROMPT ...]\n");
         return 2;
     }
     if (!n_prompts)
