@@ -258,68 +258,9 @@ METAL_FUNC void simdgroup_multiply(thread simdgroup_matrix<TD, 8, 8>& d, simdgro
     simdgroup_multiply_accumulate(d, a, b, make_filled_simdgroup_matrix<TD, 8, 8>(TD(0)));
 }
 
-// ------------------------------------------------------------------------------ atomics (relaxed, device scope)
-template <class T> struct atomic { typedef T value_type; T v_; };
-typedef atomic<int> atomic_int;
-typedef atomic<uint> atomic_uint;
-typedef atomic<float> atomic_float;
-typedef atomic<bool> atomic_bool;
-template <class P> struct atomic_of;
-template <class A> struct atomic_of<A*> { typedef typename A::value_type type; };
-template <class P> using atomic_t = typename atomic_of<P>::type;
-template <class P> METAL_FUNC atomic_t<P>* msl_atomic_ptr(P obj) { return (atomic_t<P>*)&obj->v_; }
-template <class P> METAL_FUNC atomic_t<P> atomic_load_explicit(P obj, memory_order) { return __atomic_load_n(msl_atomic_ptr(obj), __ATOMIC_RELAXED); }
-template <class P, class T> METAL_FUNC void atomic_store_explicit(P obj, T v, memory_order) {
-    __atomic_store_n(msl_atomic_ptr(obj), (atomic_t<P>)v, __ATOMIC_RELAXED);
-}
-template <class P, class T> METAL_FUNC atomic_t<P> atomic_exchange_explicit(P obj, T v, memory_order) {
-    return __atomic_exchange_n(msl_atomic_ptr(obj), (atomic_t<P>)v, __ATOMIC_RELAXED);
-}
-template <class P, class E, class T>
-METAL_FUNC bool atomic_compare_exchange_weak_explicit(P obj, E expected, T desired, memory_order, memory_order) {
-    return __atomic_compare_exchange_n(msl_atomic_ptr(obj), (atomic_t<P>*)expected, (atomic_t<P>)desired, true,
-                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED);
-}
-template <class P, class T, class F> METAL_FUNC atomic_t<P> msl_atomic_rmw(P obj, T v, F f) {
-    typedef atomic_t<P> V;
-    V* p = msl_atomic_ptr(obj);
-    V old = __atomic_load_n(p, __ATOMIC_RELAXED);
-    while (!__atomic_compare_exchange_n(p, &old, (V)f(old, (V)v), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
-    }
-    return old;
-}
-#define MSL_ATOMIC_RMW(name, expr)                                                                 \
-    template <class P, class T> METAL_FUNC auto atomic_fetch_##name##_explicit(P obj, T v, memory_order) { \
-        return msl_atomic_rmw(obj, v, [](auto a, auto b) { return expr; });                        \
-    }
-MSL_ATOMIC_RMW(add, a + b) MSL_ATOMIC_RMW(sub, a - b) MSL_ATOMIC_RMW(and, a & b) MSL_ATOMIC_RMW(or, a | b)
-MSL_ATOMIC_RMW(xor, a ^ b) MSL_ATOMIC_RMW(min, a < b ? a : b) MSL_ATOMIC_RMW(max, a > b ? a : b)
-#undef MSL_ATOMIC_RMW
 }  // namespace metal
 
-// ------------------------------------------------------------------------------ vector constructors
-// float4(a, b, c, d), float4(v.xy, 0, 1), float4(x) (splat), float4(half4) (conversion)
 namespace msl {
-template <class V, class X> METAL_FUNC void vput(V& r, int& i, X x) {
-    using E = typename metal::vtraits<V>::elem;
-    if constexpr (metal::vtraits<X>::n == 1) r[i++] = (E)x;
-    else
-        for (int k = 0; k < metal::vtraits<X>::n; k++) r[i++] = (E)x[k];
-}
-template <class V, class... A> METAL_FUNC V make_vec(A... a) {
-    using E = typename metal::vtraits<V>::elem;
-    constexpr int n = metal::vtraits<V>::n;
-    if constexpr (sizeof...(A) == 0) return (V)(E)0;
-    else if constexpr (sizeof...(A) == 1 && ((metal::vtraits<A>::n == 1) && ...)) return (V)(E)(a, ...);
-    else {
-        static_assert(((metal::vtraits<A>::n) + ...) == n, "vector constructor: wrong number of components");
-        metal::vec<E, n> r;
-        int i = 0;
-        (vput(r, i, a), ...);
-        return (V)r;
-    }
-}
-
 // ------------------------------------------------------------------------------ kernel parameter binding
 // (used by the __global__ entry points that gen/cudac.py appends: one per [[host_name]] / kernel)
 enum Bind { B_BUFFER, B_TGMEM, B_TPIG, B_TGPIG, B_TPITG, B_TPTG, B_TGPG, B_TPG, B_TIITG, B_TIISG,

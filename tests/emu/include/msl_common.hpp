@@ -1,12 +1,13 @@
 // msl_common.hpp - the part of the Metal Shading Language standard library that does not depend on
 // how threads run: constants, scalar and vector types, numeric limits, math, integer, geometric and
-// relational functions, and the barrier flag types.  Shared by the emulator's shim (metal_shim.hpp, here)
-// and the CUDA one (gen/cuda/metal_shim.h), which include it after defining
+// relational functions, the barrier flag types, atomics (relaxed: each shim's compiler maps the __atomic
+// builtins) and vector constructors.  Shared by the emulator's shim (metal_shim.hpp, here) and the CUDA
+// one (gen/cuda/metal_shim.h), which include it after defining
 //   METAL_FUNC       how a shim function is declared (in CUDA the file sits inside
 //                    `#pragma clang force_cuda_host_device`, so everything here is a device function)
 //   MSL_MATHF(f)     the float function f (expf, sqrtf, isinf...): __builtin_f on the CPU, libdevice's
 //                    __nv_f on the GPU
-// Ends with namespace metal closed; the shims reopen it for their barriers.
+// Every namespace it opens it closes; the shims reopen metal for their barriers.
 #pragma once
 #define INFINITY __builtin_huge_valf()
 #define NAN __builtin_nanf("")
@@ -246,3 +247,69 @@ constexpr mem_flags operator|(mem_flags a, mem_flags b) { return (mem_flags)((in
 enum memory_order { memory_order_relaxed, memory_order_seq_cst };
 enum class thread_scope { thread_scope_thread, thread_scope_simdgroup, thread_scope_threadgroup, thread_scope_device };
 }  // namespace metal
+
+namespace metal {
+// ------------------------------------------------------------------------------ atomics (relaxed, device scope)
+template <class T> struct atomic { typedef T value_type; T v_; };
+typedef atomic<int> atomic_int;
+typedef atomic<uint> atomic_uint;
+typedef atomic<float> atomic_float;
+typedef atomic<bool> atomic_bool;
+// P is a pointer to atomic<T> in any address space; the casts drop the space (one flat memory here).
+template <class P> struct atomic_of;
+template <class A> struct atomic_of<A*> { typedef typename A::value_type type; };
+template <class P> using atomic_t = typename atomic_of<P>::type;
+template <class P> METAL_FUNC atomic_t<P>* msl_atomic_ptr(P obj) { return (atomic_t<P>*)&obj->v_; }
+template <class P> METAL_FUNC atomic_t<P> atomic_load_explicit(P obj, memory_order) { return __atomic_load_n(msl_atomic_ptr(obj), __ATOMIC_RELAXED); }
+template <class P, class T> METAL_FUNC void atomic_store_explicit(P obj, T v, memory_order) {
+    __atomic_store_n(msl_atomic_ptr(obj), (atomic_t<P>)v, __ATOMIC_RELAXED);
+}
+template <class P, class T> METAL_FUNC atomic_t<P> atomic_exchange_explicit(P obj, T v, memory_order) {
+    return __atomic_exchange_n(msl_atomic_ptr(obj), (atomic_t<P>)v, __ATOMIC_RELAXED);
+}
+template <class P, class E, class T>
+METAL_FUNC bool atomic_compare_exchange_weak_explicit(P obj, E expected, T desired, memory_order, memory_order) {
+    return __atomic_compare_exchange_n(msl_atomic_ptr(obj), (atomic_t<P>*)expected, (atomic_t<P>)desired, true,
+                                       __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+// read-modify-write through a CAS loop: one definition for every operation and type (float included)
+template <class P, class T, class F> METAL_FUNC atomic_t<P> msl_atomic_rmw(P obj, T v, F f) {
+    typedef atomic_t<P> V;
+    V* p = msl_atomic_ptr(obj);
+    V old = __atomic_load_n(p, __ATOMIC_RELAXED);
+    while (!__atomic_compare_exchange_n(p, &old, (V)f(old, (V)v), true, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    }
+    return old;
+}
+#define MSL_ATOMIC_RMW(name, expr)                                                                 \
+    template <class P, class T> METAL_FUNC auto atomic_fetch_##name##_explicit(P obj, T v, memory_order) { \
+        return msl_atomic_rmw(obj, v, [](auto a, auto b) { return expr; });                        \
+    }
+MSL_ATOMIC_RMW(add, a + b) MSL_ATOMIC_RMW(sub, a - b) MSL_ATOMIC_RMW(and, a & b) MSL_ATOMIC_RMW(or, a | b)
+MSL_ATOMIC_RMW(xor, a ^ b) MSL_ATOMIC_RMW(min, a < b ? a : b) MSL_ATOMIC_RMW(max, a > b ? a : b)
+#undef MSL_ATOMIC_RMW
+}  // namespace metal
+
+namespace msl {
+// ------------------------------------------------------------------------------ vector constructors
+// float4(a, b, c, d), float4(v.xy, 0, 1), float4(x) (splat), float4(half4) (conversion)
+template <class V, class X> METAL_FUNC void vput(V& r, int& i, X x) {
+    using E = typename metal::vtraits<V>::elem;
+    if constexpr (metal::vtraits<X>::n == 1) r[i++] = (E)x;
+    else
+        for (int k = 0; k < metal::vtraits<X>::n; k++) r[i++] = (E)x[k];
+}
+template <class V, class... A> METAL_FUNC V make_vec(A... a) {
+    using E = typename metal::vtraits<V>::elem;
+    constexpr int n = metal::vtraits<V>::n;
+    if constexpr (sizeof...(A) == 0) return (V)(E)0;
+    else if constexpr (sizeof...(A) == 1 && ((metal::vtraits<A>::n == 1) && ...)) return (V)(E)(a, ...);
+    else {
+        static_assert(((metal::vtraits<A>::n) + ...) == n, "vector constructor: wrong number of components");
+        metal::vec<E, n> r;
+        int i = 0;
+        (vput(r, i, a), ...);
+        return (V)r;
+    }
+}
+}  // namespace msl
