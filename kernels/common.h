@@ -199,7 +199,9 @@ template <typename B> METAL_FUNC float chunk_elem(device const uchar *row, uint 
 }
 
 /* Wide loads: GPUs issue one instruction per load whatever its width, so the loaders read whole 32-bit
-   words (or 16-bit ones where a block is only 2-byte aligned) and unpack four 8-bit lanes at once. */
+   words (or 16-bit ones where a block is only 2-byte aligned) and unpack four 8-bit lanes at once.  The
+   16-byte loads of Q4_K/Q5_K need tensor data 16-byte aligned: GGUF's default general.alignment is 32
+   (a file written with less would fault here; the host does not check that yet). */
 METAL_FUNC float4 u8x4(uint u) { return float4(as_type<uchar4>(u)); }                   // 4 unsigned bytes
 METAL_FUNC float4 nib4(uint u, uint sh) { return u8x4((u >> sh) & 0x0F0F0F0Fu); }      // their nibbles at sh
 METAL_FUNC uint u16x2(device const uchar *p) {                                        // 2-byte aligned word
