@@ -1,6 +1,6 @@
 /* batch: run several prompts concurrently through one context (continuous batching) and print each
    result and the aggregate throughput.
-     batch -m MODEL.gguf [-t N] [-n N] [--temp T] [--seqs N] [--chat] [--cuda] [PROMPT ...]
+     batch -m MODEL.gguf [-t N] [-n N] [--temp T] [--seqs N] [--chat] [--cpu | --cuda] [--device N] [PROMPT ...]
    With --seqs N and fewer prompts, the prompts are reused round-robin. */
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
@@ -38,7 +38,7 @@ int main(int argc, char **argv) {
     static const char *const default_prompts[] = {"The capital of France is", "Write a short poem about the sea.",
                                                    "Explain what a hash table is.", "Once upon a time"};
     const char *model_path = NULL, *prompts[64];
-    int n_prompts = 0, n_seqs = 0, max_tokens = 64, threads = 0, chat = 0, i, total = 0, prompt_tokens = 0;
+    int n_prompts = 0, n_seqs = 0, max_tokens = 64, threads = 0, chat = 0, device = 0, i, total = 0, prompt_tokens = 0;
     float temp = 0.0f;
     mllm_backend backend = MLLM_BACKEND_AUTO;
     mllm_model_params mp;
@@ -56,11 +56,13 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--seqs") && v) n_seqs = atoi(argv[++i]);
         else if (!strcmp(a, "--chat")) chat = 1;
         else if (!strcmp(a, "--cuda")) backend = MLLM_BACKEND_CUDA;
+        else if (!strcmp(a, "--cpu")) backend = MLLM_BACKEND_CPU;
+        else if (!strcmp(a, "--device") && v) device = atoi(argv[++i]);
         else if (a[0] == '-') { fprintf(stderr, "unknown option %s\n", a); return 2; }
         else if (n_prompts < 64) prompts[n_prompts++] = a;
     }
     if (!model_path) {
-        fprintf(stderr, "usage: batch -m MODEL.gguf [-t N] [-n N] [--temp T] [--seqs N] [--chat] [--cuda] [PROMPT ...]\n");
+        fprintf(stderr, "usage: batch -m MODEL.gguf [-t N] [-n N] [--temp T] [--seqs N] [--chat] [--cpu | --cuda] [--device N] [PROMPT ...]\n");
         return 2;
     }
     if (!n_prompts)
@@ -70,6 +72,7 @@ int main(int argc, char **argv) {
     mp.n_threads = threads;
     mp.n_ctx = 1024;
     mp.backend = backend;
+    mp.device = device;
     if (mllm_model_load(&model, model_path, &mp)) { fprintf(stderr, "error: %s\n", mllm_last_error()); return 1; }
     memset(&cp, 0, sizeof cp);
     cp.n_seq_max = n_seqs;

@@ -3,7 +3,7 @@
    tokens each), mean and best of several runs, plus peak memory, a STREAM-like triad bandwidth, a
    read-only bandwidth, and decode's weight + KV traffic as a fraction of them.
      bench -m MODEL.gguf [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--batch 1,4,16]
-           [--batch-prompt 32] [--triad] [--cuda]
+           [--batch-prompt 32] [--triad] [--cpu | --cuda] [--device N]
    On a GPU backend it also prints the dispatches per decode step (the host interface's counters). */
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
@@ -143,7 +143,7 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
 
 int main(int argc, char **argv) {
     const char *path = NULL, *batches = "1,4,16";
-    int threads = 2, n_prompt = 128, n_gen = 64, repeats = 3, batch_prompt = 32, triad = 0, i;
+    int threads = 2, n_prompt = 128, n_gen = 64, repeats = 3, batch_prompt = 32, triad = 0, device = 0, i;
     mllm_model_params mp;
     mllm_backend backend = MLLM_BACKEND_AUTO;
     mllm_model *m;
@@ -154,6 +154,7 @@ int main(int argc, char **argv) {
         const char *a = argv[i];
         if (!strcmp(a, "--triad")) { triad = 1; continue; }
         if (!strcmp(a, "--cuda")) { backend = MLLM_BACKEND_CUDA; continue; }
+        if (!strcmp(a, "--cpu")) { backend = MLLM_BACKEND_CPU; continue; }
         if (i + 1 >= argc) break;
         if (!strcmp(a, "-m")) path = argv[++i];
         else if (!strcmp(a, "-t")) threads = atoi(argv[++i]);
@@ -162,15 +163,17 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "-r")) repeats = atoi(argv[++i]);
         else if (!strcmp(a, "--batch")) batches = argv[++i];
         else if (!strcmp(a, "--batch-prompt")) batch_prompt = atoi(argv[++i]);
+        else if (!strcmp(a, "--device")) device = atoi(argv[++i]);
     }
     if (!path || repeats < 1 || n_prompt < 1 || n_gen < 1 || batch_prompt < 1) {
-        fprintf(stderr, "usage: bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r N] [--batch 1,4,16] [--batch-prompt N] [--triad] [--cuda]\n");
+        fprintf(stderr, "usage: bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r N] [--batch 1,4,16] [--batch-prompt N] [--triad] [--cpu | --cuda] [--device N]\n");
         return 2;
     }
     memset(&mp, 0, sizeof mp);
     mp.n_threads = threads;
     mp.n_ctx = (n_prompt > batch_prompt ? n_prompt : batch_prompt) + n_gen + 16;
     mp.backend = backend;
+    mp.device = device;
     t0 = now();
     if (mllm_model_load(&m, path, &mp)) { fprintf(stderr, "error: %s\n", mllm_last_error()); return 1; }
     load_s = now() - t0;

@@ -20,7 +20,10 @@ static void usage(void) {
             "  -t N                 threads (default: the performance cores, or all usable cores but one\n"
             "                       when there are more than 4; capped to the usable cores)\n"
             "  --metal              run on the GPU (Apple builds; never yet run on hardware)\n"
-            "  --cuda               run on an NVIDIA GPU (Linux, needs only the driver)\n"
+            "  --cuda               run on an NVIDIA GPU (Linux, needs only the driver; the default\n"
+            "                       when there is one and it can run the model)\n"
+            "  --cpu                run on the CPU\n"
+            "  --device N           which GPU (default 0: the first)\n"
             "  -c N                 context size (default: model's, at most 4096)\n"
             "  --temp T             temperature, 0 = greedy (default 0.8)\n"
             "  --top-k K            (default 40)     --top-p P  (default 0.95)\n"
@@ -102,6 +105,7 @@ static float parse_float(const char *flag, const char *v) {
 static int dump_logits(mllm_model *model, const char *prompt, const char *path) {
     const mllm_vocab *vocab = mllm_model_vocab(model);
     mllm_context_params cp;
+    mllm_seq_params sp;
     mllm_context *ctx;
     mllm_seq_id id;
     mllm_step_result r;
@@ -115,7 +119,9 @@ static int dump_logits(mllm_model *model, const char *prompt, const char *path) 
     mllm_tokenize(vocab, prompt, strlen(prompt), toks, n, MLLM_TOKENIZE_ADD_SPECIAL | MLLM_TOKENIZE_PARSE_SPECIAL);
     memset(&cp, 0, sizeof cp);
     cp.n_seq_max = 1;
-    if (mllm_context_create(&ctx, model, &cp) || mllm_seq_add(ctx, toks, n, NULL, &id) || mllm_step(ctx, &r)) {
+    memset(&sp, 0, sizeof sp);
+    sp.manual = 1;   /* keeps its logits on any backend (a GPU samples the others where they are) */
+    if (mllm_context_create(&ctx, model, &cp) || mllm_seq_add(ctx, toks, n, &sp, &id) || mllm_step(ctx, &r)) {
         fprintf(stderr, "error: %s\n", mllm_last_error());
         free(toks);
         return 1;
@@ -123,7 +129,7 @@ static int dump_logits(mllm_model *model, const char *prompt, const char *path) 
     mllm_model_get_info(model, &info);
     logits = mllm_seq_logits(ctx, id);
     f = fopen(path, "wb");
-    if (!f || fwrite(logits, sizeof(float), (size_t)info.n_vocab, f) != (size_t)info.n_vocab) {
+    if (!logits || !f || fwrite(logits, sizeof(float), (size_t)info.n_vocab, f) != (size_t)info.n_vocab) {
         fprintf(stderr, "error: cannot write %s\n", path);
         if (f) fclose(f);
         mllm_context_free(ctx);
@@ -167,6 +173,8 @@ int main(int argc, char **argv) {
         else if (ARG("-t")) mp.n_threads = parse_int(a, v, 0, 1024);
         else if (!strcmp(a, "--metal")) mp.backend = MLLM_BACKEND_METAL;
         else if (!strcmp(a, "--cuda")) mp.backend = MLLM_BACKEND_CUDA;
+        else if (!strcmp(a, "--cpu")) mp.backend = MLLM_BACKEND_CPU;
+        else if (ARG("--device")) mp.device = parse_int(a, v, 0, INT_MAX);
         else if (ARG("-c")) mp.n_ctx = parse_int(a, v, 0, INT_MAX);
         else if (ARG("--temp")) gp.sampler.temperature = parse_float(a, v);
         else if (ARG("--top-k")) gp.sampler.top_k = parse_int(a, v, INT_MIN, INT_MAX);

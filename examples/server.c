@@ -1134,7 +1134,11 @@ static void usage(void) {
             "  --alias NAME       model name reported by the API (default: the file name)\n"
             "  --timeout S        idle connection timeout in seconds (default 30)\n"
             "  --max-body BYTES   largest request body (default 1048576)\n"
-            "  --metal            run on the GPU (Apple builds)\n");
+            "  --metal            run on the GPU (Apple builds)\n"
+            "  --cuda             run on an NVIDIA GPU (Linux, needs only the driver; the default\n"
+            "                     when there is one and it can run the model)\n"
+            "  --cpu              run on the CPU (logprobs need it)\n"
+            "  --device N         which GPU (default 0: the first)\n");
 }
 
 int main(int argc, char **argv) {
@@ -1167,7 +1171,10 @@ int main(int argc, char **argv) {
         else if (ARG("--alias")) alias = v;
         else if (ARG("--timeout")) timeout = atoi(v);
         else if (ARG("--max-body")) g_max_body = (size_t)strtoull(v, NULL, 10);
+        else if (ARG("--device")) mp.device = atoi(v);
         else if (!strcmp(a, "--metal")) mp.backend = MLLM_BACKEND_METAL;
+        else if (!strcmp(a, "--cuda")) mp.backend = MLLM_BACKEND_CUDA;
+        else if (!strcmp(a, "--cpu")) mp.backend = MLLM_BACKEND_CPU;
         else { usage(); return 2; }
 #undef ARG
     }
@@ -1184,8 +1191,6 @@ int main(int argc, char **argv) {
     mllm_model_get_info(s->model, &info);
     s->cfg.n_ctx = mp.n_ctx ? mp.n_ctx : info.n_ctx_train < 4096 ? info.n_ctx_train : 4096;   /* the library's default */
     s->cfg.n_vocab = info.n_vocab;
-    /* CPU steps keep every sequence's logits (AUTO is the CPU until the Metal path is verified) */
-    s->cfg.host_logits = mp.backend == MLLM_BACKEND_CPU || mp.backend == MLLM_BACKEND_AUTO;
     if (!alias) alias = strrchr(model_path, '/') ? strrchr(model_path, '/') + 1 : model_path;
     s->cfg.model_name = alias;
     memset(&cp, 0, sizeof cp);
@@ -1197,6 +1202,7 @@ int main(int argc, char **argv) {
         mllm_model_free(s->model);
         return 1;
     }
+    s->cfg.host_logits = mllm_context_backend(s->ctx) == MLLM_BACKEND_CPU;   /* CPU steps keep every sequence's logits */
     s->kv_free = mllm_kv_free_blocks(s->ctx, &kv_total);
     s->kv_total = kv_total;   /* the engine thread updates both from now on */
     pthread_mutex_init(&s->mu, NULL);

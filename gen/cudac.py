@@ -16,8 +16,11 @@ signatures, [[host_name]] instantiations and threadgroup variables); only the ou
   - a signature per entry point tells the host which buffer index feeds each parameter ('p' pointer,
     'v' bytes by value), e.g. "0p1p2p3v".
 clang (CUDA device mode, NVPTX back end; already the emulator's compiler) emits PTX for sm_80 with
-libdevice linked in; the driver compiles it for the GPU at hand (sm_90 on an H200).  The generated
-text is deterministic, so --check compares it byte for byte.
+libdevice linked in; the driver compiles it for the GPU at hand (sm_90 on an H200).  Comments,
+indentation and repeated blanks go (the PTX written by --ptx is what is embedded, once unpacked), and
+the header holds it packed (pack(): a plain LZ77 in printable characters, a third of the size, which
+mllm__cuda_ptx_unpack in metalllm.h expands).  The generated text is deterministic, so --check compares
+it byte for byte.
 """
 import argparse
 import os
@@ -138,23 +141,100 @@ def compile_ptx(cu, cxx):
         if r.returncode:
             raise mslc.Error('clang (CUDA) failed:\n' + r.stderr[-6000:])
         text = open(ptx).read()
-    # comments and blank lines carry nothing the driver needs
-    lines = [ln.rstrip() for ln in text.split('\n')]
-    lines = [ln for ln in lines if ln.strip() and not ln.lstrip().startswith('//')]
-    return '\n'.join(lines) + '\n'
+    return normalize(text)
 
 
-def c_string(text, name):
-    out = ['static const char %s[] =' % name]
-    for ln in text.split('\n')[:-1]:
-        out.append('"%s\\n"' % ln.replace('\\', '\\\\').replace('"', '\\"').replace('\t', '\\t'))
-    out[-1] += ';'
+def normalize(text):
+    """the PTX without what the driver ignores: comments (none sits inside a string here: a line with a
+    string keeps its text), indentation, runs of blanks, blank lines"""
+    out = []
+    for ln in text.split('\n'):
+        if '//' in ln and '"' not in ln:
+            ln = ln[:ln.index('//')]
+        ln = ' '.join(ln.split())
+        if ln:
+            out.append(ln)
+    return '\n'.join(out) + '\n'
+
+
+# pack(): '~' stands for a newline; '`' starts a copy of earlier output, a length digit (MINLEN + its
+# value; the digit 63 adds the next digit's value too) and three digits of distance back (< 2^18); any
+# other character is itself.  Digits are B64's.  PTX never holds '~' or '`' (checked).  Greedy longest
+# match over the last DEPTH places where the next MINLEN characters occurred.
+B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+MINLEN, MAXLEN, WINDOW, DEPTH = 5, 5 + 63 + 63, 1 << 18, 16
+
+
+def pack(t):
+    if '~' in t or '`' in t:
+        raise mslc.Error('the PTX holds ~ or `, which pack() uses')
+    n, out, heads, i = len(t), [], {}, 0
+    while i < n:
+        best, dist = 0, 0
+        for j in reversed(heads.get(t[i:i + MINLEN], [])[-DEPTH:]):
+            if i - j >= WINDOW:
+                break
+            k = MINLEN
+            while k + 16 <= MAXLEN and t[j + k:j + k + 16] == t[i + k:i + k + 16] and i + k + 16 <= n:
+                k += 16
+            while k < MAXLEN and i + k < n and t[j + k] == t[i + k]:
+                k += 1
+            if k > best:
+                best, dist = k, i - j
+        step = best if best >= MINLEN else 1
+        if step > 1:
+            v = best - MINLEN
+            out.append('`' + (B64[v] if v < 63 else B64[63] + B64[v - 63]) +
+                       B64[dist >> 12] + B64[(dist >> 6) & 63] + B64[dist & 63])
+        else:
+            out.append('~' if t[i] == '\n' else t[i])
+        for q in range(i, i + step):
+            heads.setdefault(t[q:q + MINLEN], []).append(q)
+        i += step
+    return ''.join(out)
+
+
+def unpack(s):
+    """pack's inverse (the C one is mllm__cuda_ptx_unpack); checks every block before it is embedded"""
+    o, i, rev = [], 0, {c: k for k, c in enumerate(B64)}
+    while i < len(s):
+        if s[i] == '`':
+            v = rev[s[i + 1]]
+            i += 2
+            if v == 63:
+                v += rev[s[i]]
+                i += 1
+            d = rev[s[i]] << 12 | rev[s[i + 1]] << 6 | rev[s[i + 2]]
+            i += 3
+            for _ in range(MINLEN + v):
+                o.append(o[-d])
+        else:
+            o.append('\n' if s[i] == '~' else s[i])
+            i += 1
+    return ''.join(o)
+
+
+def c_string(text, name, width=120):
+    """text as a C string in lines of about width characters (no escape sequence split across lines)"""
+    out, cur, n = ['static const char %s[] =' % name], [], 0
+    for c in text:
+        e = {'\\': '\\\\', '"': '\\"', '?': '\\?', '\n': '\\n', '\t': '\\t'}.get(c, c)   # ? : no trigraphs
+        if n + len(e) > width:
+            out.append('"%s"' % ''.join(cur))
+            cur, n = [], 0
+        cur.append(e)
+        n += len(e)
+    out.append('"%s";' % ''.join(cur))
     return '\n'.join(out)
 
 
 def block(ptx, sigs):
+    packed = pack(ptx)
+    if unpack(packed) != ptx:
+        raise mslc.Error('pack() does not invert')
     b = [BEGIN, '/* PTX (%s) of every kernel of kernels/NAME.metal, translated by gen/cudac.py (do not edit: run it),\n'
-         '   and each entry point\'s "name", "signature" (buffer index + p: pointer, v: bytes by value). */' % ARCH]
+         '   packed (%d bytes unpacked: mllm__cuda_ptx_unpack), and each entry point\'s "name", "signature"\n'
+         '   (buffer index + p: pointer, v: bytes by value). */' % (ARCH, len(ptx))]
     b.append('static const char *const mllm__cuda_sig_table[] = {')
     for h, s in sigs:
         b.append('    "%s", "%s",' % (h, s))
@@ -163,11 +243,11 @@ def block(ptx, sigs):
     b.append('#pragma GCC diagnostic push')
     b.append('#pragma GCC diagnostic ignored "-Woverlength-strings"   /* C11 promises 4095 characters */')
     b.append('#endif')
-    b.append(c_string(ptx, 'mllm__cuda_ptx_text'))
+    b.append(c_string(packed, 'mllm__cuda_ptx_text'))
     b.append('#if defined(__GNUC__) || defined(__clang__)')
     b.append('#pragma GCC diagnostic pop')
     b.append('#endif')
-    b.append('static const char *mllm__cuda_ptx(void) { return mllm__cuda_ptx_text; }')
+    b.append('static const char *mllm__cuda_ptx_packed(size_t *unpacked) { *unpacked = %d; return mllm__cuda_ptx_text; }' % len(ptx))
     b.append('static const char *const *mllm__cuda_sigs(void) { return mllm__cuda_sig_table; }')
     b.append(END)
     return '\n'.join(b)
@@ -192,6 +272,7 @@ def main():
             open(a.ptx, 'w').write(ptx)
             if not a.check:
                 return 0
+        blk = block(ptx, sigs)
     except mslc.Error as e:
         sys.stderr.write('cudac: %s\n' % e)
         return 1
@@ -200,7 +281,7 @@ def main():
     if i < 0 or j < 0:
         sys.stderr.write('cudac: %s has no %s ... %s markers\n' % (a.header, BEGIN, END))
         return 1
-    new = hdr[:i] + block(ptx, sigs) + hdr[j + len(END):]
+    new = hdr[:i] + blk + hdr[j + len(END):]
     if a.check:
         if new != hdr:
             sys.stderr.write('cudac: the PTX embedded in %s is stale: run gen/cudac.py\n' % a.header)
@@ -211,7 +292,7 @@ def main():
         tmp = a.header + '.tmp'
         open(tmp, 'w').write(new)
         os.replace(tmp, a.header)
-    print('cudac: %d entry points, %d KiB of PTX' % (len(sigs), len(ptx) // 1024))
+    print('cudac: %d entry points, %d KiB of PTX, %d KiB in the header' % (len(sigs), len(ptx) // 1024, len(blk) // 1024))
     return 0
 
 

@@ -18,8 +18,8 @@ using namespace metal;
 #endif
 
 /* ---------------------------------------------------------------- launch geometry (host must match) */
-#define MLLM__GEMV_NSG 2         /* simdgroups per threadgroup: threads per threadgroup = 32 * NSG */
-#define MLLM__GEMV_ROWS 4        /* weight rows per simdgroup: threadgroups.x = ceil(N / (NSG * ROWS)) */
+#define MLLM__GEMV_NSG 4         /* simdgroups per threadgroup: threads per threadgroup = 32 * NSG */
+#define MLLM__GEMV_ROWS 1        /* weight rows per threadgroup = NSG * ROWS: threadgroups.x = ceil(N / (NSG * ROWS)) */
 #define MLLM__GEMM_BM 32         /* activation rows (tokens) per threadgroup tile: threadgroups.y */
 #define MLLM__GEMM_BN 64         /* weight rows (outputs) per threadgroup tile: threadgroups.x */
 #define MLLM__GEMM_BK 32         /* depth of one tile step */
@@ -198,6 +198,17 @@ template <typename B> METAL_FUNC float chunk_elem(device const uchar *row, uint 
     return v[(k % 16) / 4][k % 4];
 }
 
+/* Wide loads: GPUs issue one instruction per load whatever its width, so the loaders read whole 32-bit
+   words (or 16-bit ones where a block is only 2-byte aligned) and unpack four 8-bit lanes at once.  The
+   16-byte loads of Q4_K/Q5_K need tensor data 16-byte aligned: GGUF's default general.alignment is 32
+   (a file written with less would fault here; the host does not check that yet). */
+METAL_FUNC float4 u8x4(uint u) { return float4(as_type<uchar4>(u)); }                   // 4 unsigned bytes
+METAL_FUNC float4 nib4(uint u, uint sh) { return u8x4((u >> sh) & 0x0F0F0F0Fu); }      // their nibbles at sh
+METAL_FUNC uint u16x2(device const uchar *p) {                                        // 2-byte aligned word
+    device const ushort *h = (device const ushort *)p;
+    return uint(h[0]) | uint(h[1]) << 16;
+}
+
 struct blk_f32 {
     MLLM_CONST int QK = 1, BYTES = 4;
     static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
@@ -234,8 +245,8 @@ struct blk_q8_0 {
     static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
         device const uchar *b = row + (c / 2) * BYTES;
         const float d = float(*(device const half *)b);
-        device const packed_char4 *q = (device const packed_char4 *)(b + 2 + 16 * (c & 1));
-        for (int i = 0; i < 4; i++) v[i] = float4(char4(q[i])) * d;
+        device const uchar *q = b + 2 + 16 * (c & 1);   // 2-byte aligned
+        for (int i = 0; i < 4; i++) v[i] = float4(as_type<char4>(u16x2(q + 4 * i))) * d;
     }
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q8_0>(row, k); }
 };
@@ -248,8 +259,7 @@ struct blk_q4_0 {
         device const uchar *b = row + (c / 2) * BYTES;
         const float d = float(*(device const half *)b);
         const uint sh = 4 * (c & 1);
-        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 2);
-        for (int i = 0; i < 4; i++) v[i] = (float4((uint4(uchar4(q[i])) >> sh) & 15u) - 8.0f) * d;
+        for (int i = 0; i < 4; i++) v[i] = (nib4(u16x2(b + 2 + 4 * i), sh) - 8.0f) * d;   // 2-byte aligned
     }
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_0>(row, k); }
 };
@@ -259,10 +269,10 @@ struct blk_q4_1 {
     MLLM_CONST int QK = 32, BYTES = 20;
     static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
         device const uchar *b = row + (c / 2) * BYTES;
-        const float d = float(((device const half *)b)[0]), m = float(((device const half *)b)[1]);
+        const float2 dm = float2(*(device const half2 *)b);   // 20-byte blocks: 4-byte aligned
         const uint sh = 4 * (c & 1);
-        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 4);
-        for (int i = 0; i < 4; i++) v[i] = float4((uint4(uchar4(q[i])) >> sh) & 15u) * d + m;
+        device const uint *q = (device const uint *)(b + 4);
+        for (int i = 0; i < 4; i++) v[i] = nib4(q[i], sh) * dm.x + dm.y;
     }
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_1>(row, k); }
 };
@@ -365,15 +375,16 @@ struct blk_q3_k {
 
 /* The 12-byte scale field of Q4_K and Q5_K: 6-bit scale and min of each of the 8 sub-blocks of 32.
    Sub-blocks 0-3 have them in the low 6 bits of bytes s and s + 4; 4-7 in the nibbles of byte s + 4,
-   with the top 2 bits of bytes s - 4 and s above them. */
-METAL_FUNC void k4_scale_min(device const uchar *sc, uint s, thread uint &scale, thread uint &min) {
-    if (s < 4) {
-        scale = sc[s] & 63;
-        min = sc[s + 4] & 63;
-    } else {
-        scale = (sc[s + 4] & 15) | ((sc[s - 4] >> 6) << 4);
-        min = (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4);
-    }
+   with the top 2 bits of bytes s - 4 and s above them.  k4_head takes the first 16 bytes of a block as
+   one uint4 h (half d, dmin in h.x; the scale field in h.y..h.w) and gives d * scale and dmin * min. */
+METAL_FUNC void k4_head(uint4 h, uint s, thread float &d, thread float &m) {
+    const uint sh = 8 * (s & 3);
+    const uint a = (h.y >> sh) & 255, b = (h.z >> sh) & 255, e = (h.w >> sh) & 255;
+    const uint scale = s < 4 ? a & 63 : (e & 15) | (a >> 6) << 4;
+    const uint min = s < 4 ? b & 63 : (e >> 4) | (b >> 6) << 4;
+    const float2 dm = float2(as_type<half2>(h.x));
+    d = dm.x * float(scale);
+    m = dm.y * float(min);
 }
 
 /* Q4_K super-block of 256: {half d, dmin; uint8 scales[12]; uint8 q[128]}.  Eight sub-blocks of 32
@@ -382,16 +393,14 @@ METAL_FUNC void k4_scale_min(device const uchar *sc, uint s, thread uint &scale,
 struct blk_q4_k {
     MLLM_CONST int QK = 256, BYTES = 144;
     static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
-        device const uchar *b = row + (c / 16) * BYTES;
+        device const uchar *b = row + (c / 16) * BYTES;   // 144-byte blocks: 16-byte aligned
         c %= 16;
-        const uint s = c / 2;
-        uint scale, min;
-        k4_scale_min(b + 4, s, scale, min);
-        const float d = float(((device const half *)b)[0]) * float(scale);
-        const float m = float(((device const half *)b)[1]) * float(min);
-        const uint sh = 4 * (s & 1);
-        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 16 + 32 * (s / 2) + 16 * (c & 1));
-        for (int i = 0; i < 4; i++) v[i] = float4((uint4(uchar4(q[i])) >> sh) & 15u) * d - m;
+        float d, m;
+        k4_head(*(device const uint4 *)b, c / 2, d, m);
+        const uint sh = 4 * ((c / 2) & 1);
+        const uint4 q = *(device const uint4 *)(b + 16 + 32 * (c / 4) + 16 * (c & 1));
+        v[0] = nib4(q.x, sh) * d - m, v[1] = nib4(q.y, sh) * d - m;
+        v[2] = nib4(q.z, sh) * d - m, v[3] = nib4(q.w, sh) * d - m;
     }
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_k>(row, k); }
 };
@@ -401,20 +410,18 @@ struct blk_q4_k {
 struct blk_q5_k {
     MLLM_CONST int QK = 256, BYTES = 176;
     static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
-        device const uchar *b = row + (c / 16) * BYTES;
+        device const uchar *b = row + (c / 16) * BYTES;   // 176-byte blocks: 16-byte aligned
         c %= 16;
         const uint s = c / 2;
-        uint scale, min;
-        k4_scale_min(b + 4, s, scale, min);
-        const float d = float(((device const half *)b)[0]) * float(scale);
-        const float m = float(((device const half *)b)[1]) * float(min);
+        float d, m;
+        k4_head(*(device const uint4 *)b, s, d, m);
         const uint sh = 4 * (s & 1);
-        device const packed_uchar4 *q = (device const packed_uchar4 *)(b + 48 + 32 * (s / 2) + 16 * (c & 1));
-        device const packed_uchar4 *qh = (device const packed_uchar4 *)(b + 16 + 16 * (c & 1));
-        for (int i = 0; i < 4; i++) {
-            const uint4 hi = (uint4(uchar4(qh[i])) >> s) & 1u;
-            v[i] = float4(((uint4(uchar4(q[i])) >> sh) & 15u) | hi << 4u) * d - m;
-        }
+        const uint4 q = *(device const uint4 *)(b + 48 + 32 * (s / 2) + 16 * (c & 1));
+        const uint4 qh = *(device const uint4 *)(b + 16 + 16 * (c & 1));
+        v[0] = u8x4(((q.x >> sh) & 0x0F0F0F0Fu) | ((qh.x >> s) & 0x01010101u) << 4) * d - m;
+        v[1] = u8x4(((q.y >> sh) & 0x0F0F0F0Fu) | ((qh.y >> s) & 0x01010101u) << 4) * d - m;
+        v[2] = u8x4(((q.z >> sh) & 0x0F0F0F0Fu) | ((qh.z >> s) & 0x01010101u) << 4) * d - m;
+        v[3] = u8x4(((q.w >> sh) & 0x0F0F0F0Fu) | ((qh.w >> s) & 0x01010101u) << 4) * d - m;
     }
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q5_k>(row, k); }
 };
@@ -429,12 +436,11 @@ struct blk_q6_k {
         c %= 16;
         const uint h = c / 8, t = (c % 8) / 2, l0 = 16 * (c & 1);
         const float d = float(*(device const half *)(b + 208)) * float(((device const char *)(b + 192))[c]);
-        device const packed_uchar4 *ql = (device const packed_uchar4 *)(b + 64 * h + 32 * (t & 1) + l0);
-        device const packed_uchar4 *qh = (device const packed_uchar4 *)(b + 128 + 32 * h + l0);
+        device const uchar *ql = b + 64 * h + 32 * (t & 1) + l0, *qh = b + 128 + 32 * h + l0;   // 2-byte aligned
         const uint shl = 4 * (t / 2), shh = 2 * t;
         for (int i = 0; i < 4; i++) {
-            const uint4 q = ((uint4(uchar4(ql[i])) >> shl) & 15u) | (((uint4(uchar4(qh[i])) >> shh) & 3u) << 4u);
-            v[i] = (float4(q) - 32.0f) * d;
+            const uint q = ((u16x2(ql + 4 * i) >> shl) & 0x0F0F0F0Fu) | ((u16x2(qh + 4 * i) >> shh) & 0x03030303u) << 4;
+            v[i] = (u8x4(q) - 32.0f) * d;
         }
     }
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q6_k>(row, k); }
@@ -460,39 +466,59 @@ struct blk_iq4_xs {
 
 /* ---- matmul inner loops, shared by the plain (gemv.metal, gemm.metal) and grouped (moe.metal) kernels */
 
-/* GEMV: simdgroup sg of threadgroup column tgx computes ym[n] = dot(W[n], xm) (+ rm[n]) for its
-   MLLM__GEMV_ROWS rows n of W.  Lane l walks the 16-element chunks l, l + 32, ... of the row, loads its
-   x chunk once into registers and reuses it for all of its rows, and keeps per-lane partial sums: the
-   only reduction is one simd_sum per row at the end.  No barriers: a simdgroup may leave on its own. */
+/* GEMV: threadgroup tgx computes ym[n] = dot(W[n], xm) (+ rm[n]) for its RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS
+   rows n of W.  All 32 * NSG threads of the threadgroup split K: thread t walks the 16-element chunks t,
+   t + 32 NSG, ... of every row, loads its x chunk once into registers and reuses it for all RT rows, and
+   keeps per-thread partial sums; then one simd_sum per row and one pass through threadgroup memory (red:
+   NSG * RT floats) across the simdgroups.  Decode is bound by the bytes in flight, not by arithmetic: many
+   threads per row, each with a few wide independent loads, keep the memory system busy where one
+   simdgroup per row group did not.  Rows past N are read as row N - 1 (never stored) so the loads stay
+   unconditional.  The whole threadgroup leaves together (n0 is per threadgroup) before the barrier. */
 template <typename B>
 METAL_FUNC void gemv_rows(device const uchar *w, device const float *xm, device float *ym, device const float *rm,
-                          uint K, uint N, uint row_bytes, uint tgx, ushort sg, ushort lane) {
-    const uint R = MLLM__GEMV_ROWS;
-    const uint n0 = (tgx * MLLM__GEMV_NSG + sg) * R;
+                          uint K, uint N, uint row_bytes, threadgroup float *red, uint tgx, ushort sg, ushort lane) {
+    const uint RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS, T = 32 * MLLM__GEMV_NSG;
+    const uint n0 = tgx * RT;
     if (n0 >= N) return;
-    const uint nr = min(R, N - n0);           // rows of this simdgroup inside W
-    device const uchar *w0 = w + (ulong)n0 * row_bytes;
-    device const packed_float4 *x4 = (device const packed_float4 *)xm;
+    const uint nr = min(RT, N - n0);           // rows of this threadgroup inside W
+    const uint t = sg * 32u + lane;
+    device const uchar *wr[RT];
+    _Pragma("unroll") for (uint i = 0; i < RT; i++) wr[i] = w + (ulong)(n0 + min(i, nr - 1)) * row_bytes;
 
-    float acc[R] = {0.0f};
+    float acc[RT];
+    _Pragma("unroll") for (uint i = 0; i < RT; i++) acc[i] = 0.0f;
     const uint nch = K / 16;
-    for (uint c = lane; c < nch; c += 32) {
-        const float4 x0 = x4[4 * c], x1 = x4[4 * c + 1], x2 = x4[4 * c + 2], x3 = x4[4 * c + 3];
-        for (uint i = 0; i < R; i++) {
-            if (i < nr) {
-                float4 v[4];
-                B::chunk(w0 + i * row_bytes, c, v);
-                acc[i] += dot(v[0], x0) + dot(v[1], x1) + dot(v[2], x2) + dot(v[3], x3);
-            }
+    for (uint c = t; c < nch; c += T) {
+        float4 x0, x1, x2, x3;
+        if (B::QK > 1) {   // K is a multiple of 32: x rows are 128-byte aligned, so whole float4 loads
+            device const float4 *x4 = (device const float4 *)xm + 4 * c;
+            x0 = x4[0], x1 = x4[1], x2 = x4[2], x3 = x4[3];
+        } else {
+            device const packed_float4 *x4 = (device const packed_float4 *)xm + 4 * c;
+            x0 = x4[0], x1 = x4[1], x2 = x4[2], x3 = x4[3];
+        }
+        _Pragma("unroll") for (uint i = 0; i < RT; i++) {
+            float4 v[4];
+            B::chunk(wr[i], c, v);
+            acc[i] += dot(v[0], x0) + dot(v[1], x1) + dot(v[2], x2) + dot(v[3], x3);
         }
     }
     // Float types only: the elements after the last whole chunk.
-    for (uint k = 16 * nch + lane; k < K; k += 32)
-        for (uint i = 0; i < nr; i++) acc[i] += B::at(w0 + i * row_bytes, k) * xm[k];
+    if (B::QK == 1)
+        for (uint k = 16 * nch + t; k < K; k += T) {
+            const float xk = xm[k];
+            _Pragma("unroll") for (uint i = 0; i < RT; i++) acc[i] += B::at(wr[i], k) * xk;
+        }
 
-    for (uint i = 0; i < R; i++) {
+    _Pragma("unroll") for (uint i = 0; i < RT; i++) {
         const float s = simd_sum(acc[i]);
-        if (lane == 0 && i < nr) ym[n0 + i] = rm ? s + rm[n0 + i] : s;
+        if (lane == 0) red[sg * RT + i] = s;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    if (t < nr) {
+        float s = 0.0f;
+        for (uint j = 0; j < MLLM__GEMV_NSG; j++) s += red[j * RT + t];
+        ym[n0 + t] = rm ? s + rm[n0 + t] : s;
     }
 }
 

@@ -93,7 +93,8 @@ kernel void moe_gemv(device const uchar *w [[buffer(0)]], device const float *x 
     const uint r = tg.y;
     device const uchar *we = w + (ulong)sel[r] * a.N * a.row_bytes;
     const uint xr = a.gather ? r / a.n_used : r;
-    gemv_rows<B>(we, x + (ulong)xr * a.K, y + (ulong)r * a.N, nullptr, a.K, a.N, a.row_bytes, tg.x, sg, lane);
+    threadgroup float red[MLLM__GEMV_NSG * MLLM__GEMV_NSG * MLLM__GEMV_ROWS];
+    gemv_rows<B>(we, x + (ulong)xr * a.K, y + (ulong)r * a.N, nullptr, a.K, a.N, a.row_bytes, red, tg.x, sg, lane);
 }
 
 // Grouped GEMM (prefill): tile row ty is moe_map's tile ty, up to BM sorted rows of one expert; the grid

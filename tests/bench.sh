@@ -24,7 +24,7 @@ if [ "$PEER" != 0 ] && [ ! -x "$LB" ]; then
 fi
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 for t in $THREADS; do
-  out=$("$BUILD/bench" -m "${MODELS[0]}" -t "$t" -p 8 -n 8 -r 1 --batch 0 --triad)
+  out=$("$BUILD/bench" --cpu -m "${MODELS[0]}" -t "$t" -p 8 -n 8 -r 1 --batch 0 --triad)
   tr=$(printf '%s\n' "$out" | sed -n 's/.*triad \([0-9.]*\) GB\/s.*/\1/p'); rd=$(printf '%s\n' "$out" | sed -n 's/.*read \([0-9.]*\) GB\/s.*/\1/p')
   echo "triad t=$t: $tr GB/s, read: $rd GB/s"; echo "triad $t $tr" >>"$RAW"; echo "read $t $rd" >>"$RAW"
 done
@@ -33,7 +33,7 @@ for m in "${MODELS[@]}"; do
   for t in $THREADS; do
     for r in $(seq "$ROUNDS"); do
       # the first round also measures the bandwidths next to this model's runs (the load changes)
-      out=$("$BUILD/bench" -m "$m" -t "$t" -p 128 -n 64 -r 1 --batch 0 $([ "$r" = 1 ] && echo --triad)) || { echo "bench failed on $m"; continue; }
+      out=$("$BUILD/bench" --cpu -m "$m" -t "$t" -p 128 -n 64 -r 1 --batch 0 $([ "$r" = 1 ] && echo --triad)) || { echo "bench failed on $m"; continue; }
       bw=$(printf '%s\n' "$out" | sed -n 's/.*triad \([0-9.]*\) GB\/s, read \([0-9.]*\) GB\/s.*/\1 \2/p')
       [ -n "$bw" ] && echo "bw $m $t $bw" >>"$RAW"
       pp=$(printf '%s\n' "$out" | awk '/^prefill/ {print $(NF-3)}'); tg=$(printf '%s\n' "$out" | awk '/^decode +[0-9]/ {print $(NF-3)}')
@@ -53,7 +53,7 @@ print(pp[0] if pp else 0, tg[0] if tg else 0)')
   done
   if [ -n "$BATCH" ]; then
     t=${THREADS##* }
-    out=$("$BUILD/bench" -m "$m" -t "$t" -p 8 -n 64 -r 1 --batch "$BATCH" --batch-prompt "$BPROMPT")
+    out=$("$BUILD/bench" --cpu -m "$m" -t "$t" -p 8 -n 64 -r 1 --batch "$BATCH" --batch-prompt "$BPROMPT")
     printf '%s\n' "$out" | sed -n 's/^batched decode, *\([0-9]*\) sequences: *\([0-9.]*\).*/oursb '"${m//\//\\/}"' '"$t"' \1 \2/p' | tee -a "$RAW"
     if [ "$PEER" != 0 ] && [ -x "$LBB" ]; then
       "$LBB" -m "$m" -t "$t" -c 8192 -b 2048 -ub 512 -npp "$BPROMPT" -ntg 64 -npl "$BATCH" 2>/dev/null |

@@ -15,7 +15,7 @@ EMU_FLAGS := -std=c++17 -O1 -g -Xclang -ffloat16-excess-precision=none -Xclang -
              -I$(EMU_DIR)/include -I$(EMU_DIR) -I. -Wall -Wextra -Wno-unused-function -Wno-unused-parameter \
              -Wno-unknown-attributes -Wno-unused-variable -Wno-unused-but-set-variable -Wno-gcc-compat
 EMU_TSAN := -fsanitize=thread -DMSL_TSAN_BUILD
-EMU_SHIM := $(EMU_DIR)/include/metal_shim.hpp $(EMU_DIR)/include/msl_rt.hpp
+EMU_SHIM := $(EMU_DIR)/include/metal_shim.hpp $(EMU_DIR)/include/msl_common.hpp $(EMU_DIR)/include/msl_rt.hpp
 EMU_HOST := $(EMU_DIR)/msl_host.hpp $(EMU_DIR)/emu_test.hpp $(wildcard $(EMU_DIR)/*.h)
 
 # bad_*.metal are planted compile errors: never linked, compiled by the self-test to see them fail

@@ -20,7 +20,7 @@ inline mllm__gpu& cuda_gpu() {   // one device for the whole program
     static bool tried = false;
     if (!tried) {
         tried = true;
-        if (mllm__cuda_open(&g) != MLLM_OK) {
+        if (mllm__cuda_open(&g, 0) != MLLM_OK) {
             fprintf(stderr, "no CUDA device: %s\n", mllm_last_error());
             exit(2);
         }

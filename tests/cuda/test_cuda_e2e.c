@@ -4,7 +4,7 @@
    KV), and each sequence run alone on the GPU too (concurrent == solo).
      test_cuda_e2e MODEL.gguf...
    Without a GPU (no driver): the CUDA backend must refuse cleanly (MLLM_ERR_UNSUPPORTED), checked on
-   the first model; the comparisons are then skipped. */
+   the first model; the comparisons are then skipped.  Also: AUTO's choice, the device parameter. */
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
 #include "../test.h"
@@ -122,10 +122,82 @@ static void check_model(void) {
     }
 }
 
+/* mllm_model_params.device: negative is refused at load; on a GPU machine an index past the last GPU
+   is MLLM_ERR_UNSUPPORTED at context creation (without a driver every index is). */
+static void check_device_param(void) {
+    mllm_model_params mp;
+    mllm_model *m = NULL;
+    mllm_context *ctx = NULL;
+    mllm_status st;
+    memset(&mp, 0, sizeof mp);
+    mp.n_ctx = 64;
+    mp.backend = MLLM_BACKEND_CUDA;
+    mp.device = -1;
+    st = mllm_model_load(&m, g_models[0], &mp);
+    CHECK(st == MLLM_ERR_INVALID_ARG && !m && strstr(mllm_last_error(), "device"), "device -1: %d %s", (int)st, mllm_last_error());
+    mllm_model_free(m);
+    m = NULL;
+    mp.device = 4096;
+    if (mllm_model_load(&m, g_models[0], &mp)) { CHECK(0, "load: %s", mllm_last_error()); return; }
+    st = mllm_context_create(&ctx, m, NULL);
+    CHECK(st == MLLM_ERR_UNSUPPORTED && !ctx, "device 4096: %d %s", (int)st, mllm_last_error());
+    if (g_have_gpu > 0) CHECK(strstr(mllm_last_error(), "no GPU 4096") != NULL, "message: %s", mllm_last_error());
+    mllm_context_free(ctx);
+    mllm_model_free(m);
+}
+
+static int g_logged;
+static void count_log(mllm_log_level level, const char *msg, void *user) { (void)level; (void)msg; (void)user; g_logged++; }
+
+/* MLLM_BACKEND_AUTO: a context on the GPU when there is one (the same tokens as CUDA asked for), else on
+   the CPU without an error or a log line; a GPU index that does not exist also means the CPU. */
+static void check_auto(void) {
+    mllm_model_params mp;
+    mllm_model *m = NULL;
+    mllm_context *ctx = NULL;
+    mllm_status st;
+    run_out a, c;
+    memset(&mp, 0, sizeof mp);
+    mp.n_ctx = 256;
+    mp.precise = 1;
+    if (mllm_model_load(&m, g_models[0], &mp)) { CHECK(0, "load: %s", mllm_last_error()); return; }
+    g_logged = 0;
+    mllm_set_log(count_log, NULL);
+    st = mllm_context_create(&ctx, m, NULL);
+    mllm_set_log(NULL, NULL);
+    CHECK(st == MLLM_OK && ctx, "AUTO context: %d %s", (int)st, mllm_last_error());
+    CHECK(mllm_context_backend(ctx) == (g_have_gpu > 0 ? MLLM_BACKEND_CUDA : MLLM_BACKEND_CPU), "AUTO chose backend %d (GPU: %d)",
+          (int)mllm_context_backend(ctx), g_have_gpu);
+    CHECK(g_logged == 0, "AUTO logged %d lines", g_logged);
+    mllm_context_free(ctx);
+    ctx = NULL;
+    if (g_have_gpu > 0) {   /* the tokens of AUTO's context are the CUDA backend's */
+        mllm_model *cu = NULL;
+        mp.backend = MLLM_BACKEND_CUDA;
+        if (mllm_model_load(&cu, g_models[0], &mp)) { CHECK(0, "load: %s", mllm_last_error()); mllm_model_free(m); return; }
+        run(m, -1, &a);
+        run(cu, -1, &c);
+        CHECK(a.ok && c.ok && !memcmp(a.tok, c.tok, sizeof a.tok), "AUTO's tokens differ from CUDA's");
+        mllm_model_free(cu);
+        mp.backend = MLLM_BACKEND_AUTO;
+    }
+    mllm_model_free(m);
+    m = NULL;
+    mp.device = 4096;
+    if (mllm_model_load(&m, g_models[0], &mp)) { CHECK(0, "load: %s", mllm_last_error()); return; }
+    st = mllm_context_create(&ctx, m, NULL);
+    CHECK(st == MLLM_OK && mllm_context_backend(ctx) == MLLM_BACKEND_CPU, "AUTO, device 4096: %d, backend %d", (int)st,
+          (int)mllm_context_backend(ctx));
+    mllm_context_free(ctx);
+    mllm_model_free(m);
+}
+
 int main(int argc, char **argv) {
     g_models = (const char **)(argv + 1);
     g_n_models = argc - 1;
     if (g_n_models < 1) { fprintf(stderr, "usage: test_cuda_e2e MODEL.gguf...\n"); return 2; }
     RUN(check_model);
+    RUN(check_device_param);
+    RUN(check_auto);
     return t_finish();
 }

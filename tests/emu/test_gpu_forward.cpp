@@ -451,6 +451,30 @@ EMU_TEST(gpu_context_rejects_weight_types_without_kernels) {
     mllm_model_free(m);
 }
 
+// A weight whose data is not 16-byte aligned in the file (a GGUF written with general.alignment 8 can
+// do that) fails context creation with MLLM_ERR_UNSUPPORTED: the kernels read Q4_K/Q5_K blocks in
+// 16-byte words, which fault off that alignment.  The loaded model's pointer is moved 8 bytes on (never read).
+EMU_TEST(gpu_context_rejects_unaligned_weights) {
+    mllm_model *m = load("tiny-llama-Q4_K_M", 0);
+    if (!m) return;
+    mllm__weight *w = &m->layers[0].wq;
+    const void *data = w->data;
+    for (int off = 0; off <= 8; off += 8) {
+        w->data = (const uint8_t *)data + off;
+        emu_gpu dev;
+        mllm_context *ctx = nullptr;
+        mllm_context_params cp;
+        memset(&cp, 0, sizeof cp);
+        const mllm_status st = mllm__context_create(&ctx, m, &cp, &dev.g);
+        if (off) CHECK(st == MLLM_ERR_UNSUPPORTED && !ctx && strstr(mllm_last_error(), "16-byte"), "status %d, %s",
+                       (int)st, mllm_last_error());
+        else CHECK(st == MLLM_OK && ctx, "aligned: status %d, %s", (int)st, mllm_last_error());
+        mllm_context_free(st == MLLM_OK ? ctx : nullptr);
+    }
+    w->data = data;
+    mllm_model_free(m);
+}
+
 // Out of memory at each buffer the context makes; a mapping the device cannot wrap (the weights are
 // copied instead); a dispatch the device rejects (command buffer failed at
 // wait) and a command buffer that cannot be made: mllm_step returns MLLM_ERR_BACKEND, the batch's

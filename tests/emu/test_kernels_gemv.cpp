@@ -22,7 +22,7 @@ void check_gemv(const kt_type &t, shape s, const emu::Variant &v, bool add) {
 }
 
 // Shapes per block size: odd and aligned K (the float types take any K), row counts that are and are
-// not multiples of a threadgroup's 8 rows, one and several activation rows.
+// not multiples of a threadgroup's NSG * ROWS = 4 rows, one and several activation rows.
 void run_type(const kt_type &t) {
     static const shape s1[] = {{1, 1, 1}, {7, 33, 2}, {33, 7, 1}, {576, 576, 1}, {4097, 7, 2}};
     static const shape s32[] = {{32, 1, 1}, {576, 33, 2}, {1536, 7, 1}, {4096, 576, 1}};
