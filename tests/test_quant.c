@@ -714,6 +714,60 @@ static void test_type_traits_by_id(void) {
         CHECK(mllm__traits(beyond[i]) == NULL, "type %u past the table has traits", beyond[i]);
 }
 
+/* Batched decode's kernels (mllm__simd_dot_tok: each weight block unpacked once for up to 8 activation
+   rows, over groups of weight rows) give for every row and token exactly the bits of vec_dot: token
+   counts 1 to 19 (every chunk split 8/4/2/1), row ranges that start past 0 and leave partial groups,
+   odd block counts, wide scales and saturated quants.  The reference vec_dot runs at the AVX2 level. */
+static void test_dot_tok_equals_vec_dot(void) {
+    enum { T = 19, R = 37, KMAX = 2048 + 256 };
+    const int top = mllm__simd_force(99);
+    float *xf = (float *)malloc(sizeof(float) * KMAX), *out = (float *)malloc(sizeof(float) * T * R);
+    uint8_t *w = (uint8_t *)malloc((size_t)R * KMAX * 4), *x = (uint8_t *)malloc((size_t)T * (KMAX * 4 + 64));
+    int ti, rep, n_tok, t, r, lvl, ran = 0;
+    for (lvl = 2; lvl <= top; lvl++)
+        for (ti = 0; ti < N_WEIGHT_TYPES; ti++)
+            for (rep = 0; rep < 3; rep++) {
+                const uint32_t wt = WEIGHT_TYPES[ti], xt = (uint32_t)mllm__traits(wt)->vec_dot_type;
+                const int64_t K = rep == 1 ? 2048 + block_of(wt) : 2048 - (rep == 2 ? 3 * block_of(wt) : 0);
+                const size_t rb = mllm__row_bytes(wt, K), xs = mllm__row_bytes(xt, K) + 3;
+                const int r0 = rep == 2 ? 5 : 0;
+                rnd_blocks(wt, w, (int)(R * K / block_of(wt)), rep == 1);
+                if (rep == 2 && block_of(wt) > 1) {   /* saturated quants (and Q6_K scales), the f16 scales kept */
+                    const int off = block_of(wt) == 32 ? 2 : wt == MLLM__Q6_K ? 0 : 4;
+                    const int len = wt == MLLM__Q6_K ? 208 : bytes_of(wt) - off;
+                    for (r = 0; r < R * (int)(K / block_of(wt)); r += 3)
+                        memset(w + (size_t)r * bytes_of(wt) + off, r % 2 ? 0xff : 0x00, (size_t)len);
+                }
+                for (t = 0; t < T; t++) {
+                    int k;
+                    for (k = 0; k < K; k++) xf[k] = rnd_normalish() * (rep == 1 ? 1e3f : 1.0f);
+                    mllm__quant_row(xt, xf, x + (size_t)t * xs, K);
+                }
+                for (n_tok = 1; n_tok <= T; n_tok++) {
+                    int bad = 0;
+                    mllm__simd_force(lvl);
+                    memset(out, 0, sizeof(float) * T * R);
+                    if (!mllm__simd_dot_tok(wt, K, w, rb, r0, R, x, xs, n_tok, out, R)) break;
+                    mllm__simd_force(1);
+                    for (t = 0; t < n_tok; t++)
+                        for (r = r0; r < R; r++) {
+                            const float want = mllm__vec_dot(wt, K, w + (size_t)r * rb, x + (size_t)t * xs);
+                            if (memcmp(&want, &out[t * R + r], sizeof want) && !bad++)
+                                CHECK(0, "%s %s K=%ld n_tok=%d row %d token %d: %.9g, vec_dot %.9g", mllm__simd_name(lvl),
+                                      mllm__traits(wt)->name, (long)K, n_tok, r, t, out[t * R + r], want);
+                        }
+                    for (r = 0; r < r0; r++) CHECK(out[r] == 0.0f, "%s: row %d before r0 written", mllm__traits(wt)->name, r);
+                    ran++;
+                }
+            }
+    mllm__simd_force(top);
+    printf("  %d batched-kernel cases compared with vec_dot\n", ran);
+#if MLLM__X86
+    CHECK(top < 2 || ran > 0, "no batched-kernel case ran at AVX-512");
+#endif
+    free(xf); free(out); free(w); free(x);
+}
+
 int main(void) {
     const int top = mllm__simd_force(99);
     int lvl;
@@ -740,6 +794,7 @@ int main(void) {
     RUN(test_simd_levels_identical);
     RUN(test_gemm_equals_vec_dot);
     RUN(test_dot_rows_identical);
+    RUN(test_dot_tok_equals_vec_dot);
     RUN(test_type_traits_by_id);
     return t_finish();
 }
