@@ -580,7 +580,7 @@ static void test_simd_levels_identical(void) {
    of vec_dot, at each SIMD level that has it: row counts that leave partial tiles, token counts that
    leave a single token, K not a multiple of the pack's chunks, wide scales, and saturated quants. */
 static void test_gemm_equals_vec_dot(void) {
-    static const int64_t Ks[] = {32, 96, 256, 576, 1536, 1568};
+    static const int64_t Ks[] = {32, 96, 256, 576, 1536, 1568, 40, 1544};   /* the last two: float rows' K % 16 tail */
     static const int rows_of[] = {1, 16, 37};
     enum { T = 9 };
     const int top = mllm__simd_force(99);
@@ -596,7 +596,7 @@ static void test_gemm_equals_vec_dot(void) {
         for (ti = 0; ti < N_WEIGHT_TYPES; ti++) {
             const uint32_t wt = WEIGHT_TYPES[ti], xt = (uint32_t)mllm__traits(wt)->vec_dot_type;
             if (!mllm__gemm_type(wt)) continue;
-            for (ki = 0; ki < 6; ki++)
+            for (ki = 0; ki < (int)(sizeof Ks / sizeof Ks[0]); ki++)
                 for (ri = 0; ri < 3; ri++)
                     for (rep = 0; rep < 2; rep++) {
                         const int64_t K = Ks[ki];
