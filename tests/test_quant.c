@@ -580,9 +580,9 @@ static void test_simd_levels_identical(void) {
    of vec_dot, at each SIMD level that has it: row counts that leave partial tiles, token counts that
    leave a single token, K not a multiple of the pack's chunks, wide scales, and saturated quants. */
 static void test_gemm_equals_vec_dot(void) {
-    static const int64_t Ks[] = {32, 96, 256, 576, 1536, 1568};
+    static const int64_t Ks[] = {32, 96, 256, 576, 1536, 1568, 40, 1544};   /* the last two: float rows' K % 16 tail */
     static const int rows_of[] = {1, 16, 37};
-    enum { T = 9 };
+    enum { T = 53 };   /* past the float GEMM's 48-token groups */
     const int top = mllm__simd_force(99);
     float *xf = (float *)malloc(sizeof(float) * T * 1568), *f = (float *)malloc(sizeof(float) * T * 1568);
     float *out = (float *)malloc(sizeof(float) * T * 37), *pk_raw = (float *)malloc(mllm__gemm_pack_bytes(1568) + 64);
@@ -596,7 +596,7 @@ static void test_gemm_equals_vec_dot(void) {
         for (ti = 0; ti < N_WEIGHT_TYPES; ti++) {
             const uint32_t wt = WEIGHT_TYPES[ti], xt = (uint32_t)mllm__traits(wt)->vec_dot_type;
             if (!mllm__gemm_type(wt)) continue;
-            for (ki = 0; ki < 6; ki++)
+            for (ki = 0; ki < (int)(sizeof Ks / sizeof Ks[0]); ki++)
                 for (ri = 0; ri < 3; ri++)
                     for (rep = 0; rep < 2; rep++) {
                         const int64_t K = Ks[ki];
@@ -652,8 +652,8 @@ static void test_dot_rows_identical(void) {
     int ti, j, nr, lvl, rep, compared = 0;
     for (ti = 0; ti < N_WEIGHT_TYPES; ti++) {
         uint32_t t = WEIGHT_TYPES[ti], tx = (uint32_t)mllm__traits(t)->vec_dot_type;
-        for (rep = 0; rep < 3; rep++) {
-            int64_t len = rep == 2 ? n - 3 * block_of(t) : n;
+        for (rep = 0; rep < 4; rep++) {   /* odd block counts: Q4_0's last group of 8 blocks partial */
+            int64_t len = rep == 2 ? n - 3 * block_of(t) : rep == 3 ? n - 9 * block_of(t) : n;
             size_t ws = mllm__row_bytes(t, len) + (rep == 1 ? 5 : 0);   /* rows at any byte offset */
             float base[MLLM__DOT_MAX_ROWS], got[MLLM__DOT_MAX_ROWS];
             for (j = 0; j < MLLM__DOT_MAX_ROWS; j++) rnd_blocks(t, w + j * ws, (int)(len / block_of(t)), 0);
