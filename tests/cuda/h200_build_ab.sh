@@ -8,12 +8,7 @@ set -u
 S=$(cd "$1" && pwd); O=${OUT:-/tmp/out}; W=$S/wt; M=/tmp/m; LC=/tmp/lc; mkdir -p $M $LC $O
 t0=$(date +%s); el() { echo "[+$(( $(date +%s) - t0 ))s] $*"; }
 nvidia-smi --query-gpu=name,driver_version --format=csv
-tar xJf "$S/lc.tar.xz" -C $LC
-G=; command -v ninja >/dev/null && G="-G Ninja"
-( cd $LC/lc && cmake -S . -B build $G -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DGGML_NATIVE=OFF -DGGML_CUDA_NCCL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-    -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF &&
-  cmake --build build -j 12 --target llama-bench llama-batched-bench llama-quantize ) > "$O/lc-build.log" 2>&1 &
+"$(dirname "$0")/lc_build.sh" "$S/lc.tar.xz" $LC 12 > "$O/lc-build.log" 2>&1 &
 LCPID=$!
 mkdir -p $LC/q && tar xJf "$S/qbin.tar.xz" -C $LC/q
 Q="env LD_LIBRARY_PATH=$LC/q/bin $LC/q/bin/llama-quantize"

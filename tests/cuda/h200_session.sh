@@ -30,12 +30,7 @@ if ls "$S"/lcbin.tar.xz.* >/dev/null 2>&1; then
 elif [ -f "$S/qbin.tar.xz" ]; then   # a CPU llama-quantize only (no llama.cpp bench in this run)
   mkdir -p $LC/q && tar xJf "$S/qbin.tar.xz" -C $LC/q; Q="env LD_LIBRARY_PATH=$LC/q/bin $LC/q/bin/llama-quantize"
 elif [ $need_models = 1 ]; then
-  tar xJf "$S/lc.tar.xz" -C $LC
-  G=; command -v ninja >/dev/null && G="-G Ninja"
-  ( cd $LC/lc && cmake -S . -B build $G -DCMAKE_BUILD_TYPE=Release -DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-      -DGGML_NATIVE=OFF -DGGML_CUDA_NCCL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-      -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF &&
-    cmake --build build -j 13 --target llama-bench llama-batched-bench llama-quantize ) > "$O/lc-build.log" 2>&1 &
+  "$(dirname "$0")/lc_build.sh" "$S/lc.tar.xz" $LC 13 > "$O/lc-build.log" 2>&1 &
   LCPID=$!
 fi
 # bench models: random weights in the real shapes (F16 first, quantized once llama-quantize exists)
