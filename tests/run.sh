@@ -2,6 +2,7 @@
 # Runs every test binary given on the command line and sums their "N passed, N failed" lines.
 # TEST_JOBS programs run at once (default: the CPU count; most programs are single-threaded, so on
 # CI's 2 cores this halves the suite's time); each program's output is printed whole, in the order given.
+# A program still running after TEST_TIMEOUT seconds (default 1800) is stopped and counts as failed.
 set -u
 jobs=${TEST_JOBS:-$(nproc 2>/dev/null || echo 1)}
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
@@ -9,7 +10,8 @@ total_p=0; total_f=0; broken=0
 
 run_one() {   # $1 index, $2 program: output to $tmp/$1.out, exit code to $tmp/$1.rc, seconds to $tmp/$1.s
   local t0=$SECONDS rc
-  "$2" >"$tmp/$1.out" 2>&1; rc=$?
+  timeout -k 10 "${TEST_TIMEOUT:-1800}" "$2" >"$tmp/$1.out" 2>&1; rc=$?
+  [ $rc -eq 124 ] && echo "FAIL: stopped after ${TEST_TIMEOUT:-1800} s" >>"$tmp/$1.out"
   echo $((SECONDS - t0)) >"$tmp/$1.s"; echo $rc >"$tmp/$1.rc"
 }
 

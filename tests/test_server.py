@@ -398,7 +398,10 @@ def disconnect_mid_stream():
               % (len(body), body))
     got = b""
     while got.count(b"data: ") < 3:
-        got += s.recv(4096)
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        got += chunk
     during = srv.health()
     s.close()
     after = srv.wait_idle(2)
@@ -411,15 +414,21 @@ def disconnect_mid_stream():
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
     body = json.dumps({"prompt": "Once upon a time", "max_tokens": 8000, "ignore_eos": True, "temperature": 1.0}).encode()
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-    deadline = time.time() + 10
-    while srv.health()["requests_running"] == 0 and time.time() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: srv.health()["requests_running"] > 0, 10, 0.01)
     time.sleep(0.3)
     s.close()
     after = srv.wait_idle(3)
     check(after["requests_running"] == 0 and after["kv_blocks_free"] == after["kv_blocks_total"],
           "disconnect: an abandoned non-streaming request is removed too (%d of %d free)" % (after["kv_blocks_free"], after["kv_blocks_total"]))
     srv.stop("disconnect")
+
+
+def wait_for(cond, seconds=30, step=0.005):
+    """Polls cond() until it holds or seconds pass (a fast request may finish before a poll sees it
+    running: callers also stop when its thread is done, so no wait here can hang the suite)."""
+    deadline = time.time() + seconds
+    while not cond() and time.time() < deadline:
+        time.sleep(step)
 
 
 def stream_raw(port, body, out, key):
@@ -443,12 +452,10 @@ def queue_limits():
     long_body = {"prompt": "Once upon a time", "max_tokens": 200, "temperature": 1.0, "seed": 3, "stream": True}
     t1 = threading.Thread(target=stream_raw, args=(srv.port, long_body, out, "a"))
     t1.start()
-    while srv.health()["requests_running"] == 0:
-        time.sleep(0.005)
+    wait_for(lambda: srv.health()["requests_running"] > 0 or not t1.is_alive())
     t2 = threading.Thread(target=stream_raw, args=(srv.port, dict(long_body, max_tokens=5), out, "b"))
     t2.start()
-    while srv.health()["requests_waiting"] == 0 and t2.is_alive():
-        time.sleep(0.005)
+    wait_for(lambda: srv.health()["requests_waiting"] > 0 or not t2.is_alive())
     status, data = srv.post("/v1/completions", {"prompt": "hi", "max_tokens": 2})
     t1.join()
     t2.join()
@@ -464,9 +471,8 @@ def kv_exhausted():
     out = {}
     t = threading.Thread(target=stream_raw, args=(srv.port, {"prompt": "Once upon a time", "max_tokens": 60, "temperature": 1.0,
                                                              "seed": 5, "stream": True, "top_k": 0}, out, "a"))
-    t.start()
-    while srv.health()["requests_running"] == 0:
-        time.sleep(0.005)
+    t.start()   # (if it ends before the big request comes, the checks still hold: 150 tokens never fit 6 blocks)
+    wait_for(lambda: srv.health()["requests_running"] > 0 or not t.is_alive())
     status, data = srv.post("/v1/completions", {"prompt": list(range(1, 151)), "max_tokens": 4})
     t.join()
     events = out["a"][1]
@@ -499,8 +505,7 @@ def chunked_prefill():
         c.close()
     t = threading.Thread(target=stream)
     t.start()
-    while len(times) < 3:
-        time.sleep(0.001)
+    wait_for(lambda: len(times) >= 3 or not t.is_alive(), 60, 0.001)
     t0 = time.time()
     status, data = srv.post("/v1/completions", {"prompt": [1 + i % 500 for i in range(900)], "max_tokens": 1})
     t1 = time.time()
