@@ -57,6 +57,11 @@ typedef struct mllm__mat_args {  /* gemv_*, gemm_*, get_rows_* */
     uint32_t row_bytes;          /* bytes between weight rows */
 } mllm__mat_args;
 
+typedef struct mllm__gemv_multi_args {  /* gemv_multi_*: as mllm__mat_args, one kernel with and without R */
+    uint32_t K, N, M, row_bytes;
+    uint32_t add;                /* 1: Y = W X + R (buffer 4; Y may alias R); 0: Y = W X, buffer 4 unread */
+} mllm__gemv_multi_args;
+
 typedef struct mllm__norm_args { /* rms_norm, rms_norm_mul: one threadgroup per row of n floats */
     uint32_t n;
     float eps;

@@ -1,8 +1,9 @@
 // gemv_<type> and gemv_add_<type> (kernels/gemv.metal) against a double-precision product with the
 // weight rows dequantized by the CPU backend (mllm__dequant_row): every weight type, aligned and odd
-// shapes, the emulator's schedule/poison variants.  gemv_multi_<type> and gemv_multi_add_<type>
-// (kernels/gemv_multi.metal: several tokens per threadgroup) against the same reference, and each token's
-// row bit for bit against gemv_<type>'s (what keeps a batched sequence equal to its solo run).
+// shapes, the emulator's schedule/poison variants.  gemv_multi_<type> (kernels/gemv_multi.metal: several
+// tokens per threadgroup; with and without the residual) against the same reference, and each token's
+// row bit for bit against gemv_<type>'s / gemv_add_<type>'s (what keeps a batched sequence equal to its
+// solo run).
 #include "kernels_test.h"
 
 namespace {
@@ -47,20 +48,21 @@ void check_gemv_multi(const kt_type &t, shape s, const emu::Variant &v, bool add
     float *x = kt_rand((size_t)s.M * s.K), *r = kt_rand(ny), *y = kt_out(ny), *y1 = kt_out(ny);
     if (add) { memcpy(y, r, ny * 4); memcpy(y1, r, ny * 4); }   // y = W x + y
     mllm__mat_args a = {s.K, s.N, s.M, (uint32_t)rb};
-    void *bufs[] = {w, x, y, &a, y}, *bufs1[] = {w, x, y1, &a, y1};
-    char name[64], name1[64];
-    snprintf(name, sizeof name, "%s_%s", add ? "gemv_multi_add" : "gemv_multi", t.name);
+    mllm__gemv_multi_args ma = {s.K, s.N, s.M, (uint32_t)rb, add};
+    void *bufs[] = {w, x, y, &ma, add ? y : r}, *bufs1[] = {w, x, y1, &a, y1};   // (r unread without add)
+    char name[64], label[80], name1[64];
+    snprintf(name, sizeof name, "gemv_multi_%s", t.name);
+    snprintf(label, sizeof label, "%s%s", name, add ? " (add)" : "");
     snprintf(name1, sizeof name1, "%s_%s", add ? "gemv_add" : "gemv", t.name);
     const uint32_t rows_per_tg = MLLM__GEMV_NSG * MLLM__GEMV_ROWS, gx = (s.N + rows_per_tg - 1) / rows_per_tg;
-    if (!kt_dispatch(name, v, gx, (s.M + MLLM__GEMV_MULTI_R - 1) / MLLM__GEMV_MULTI_R, 32 * MLLM__GEMV_NSG, bufs,
-                     add ? 5 : 4))
+    if (!kt_dispatch(name, v, gx, (s.M + MLLM__GEMV_MULTI_R - 1) / MLLM__GEMV_MULTI_R, 32 * MLLM__GEMV_NSG, bufs, 5))
         return;
-    kt_check_product(name, t, w, x, add ? r : nullptr, y, s.K, s.N, s.M, v);
+    kt_check_product(label, t, w, x, add ? r : nullptr, y, s.K, s.N, s.M, v);
     if (!kt_dispatch(name1, v, gx, s.M, 32 * MLLM__GEMV_NSG, bufs1, add ? 5 : 4)) return;
     size_t diff = 0, first = 0;
     for (size_t i = ny; i-- > 0;)
         if (memcmp(&y[i], &y1[i], 4)) diff++, first = i;
-    CHECK(diff == 0, "%s K=%u N=%u M=%u %s: %zu of %zu elements differ from %s's; first [%zu] %.9g vs %.9g", name, s.K,
+    CHECK(diff == 0, "%s K=%u N=%u M=%u %s: %zu of %zu elements differ from %s's; first [%zu] %.9g vs %.9g", label, s.K,
           s.N, s.M, msl::sched_name(v.policy), diff, ny, name1, first, diff ? y[first] : 0.0f, diff ? y1[first] : 0.0f);
 }
 
