@@ -55,7 +55,7 @@ void check_gemv_multi(const kt_type &t, shape s, const emu::Variant &v, bool add
     snprintf(label, sizeof label, "%s%s", name, add ? " (add)" : "");
     snprintf(name1, sizeof name1, "%s_%s", add ? "gemv_add" : "gemv", t.name);
     const uint32_t rows_per_tg = MLLM__GEMV_NSG * MLLM__GEMV_ROWS, gx = (s.N + rows_per_tg - 1) / rows_per_tg;
-    if (!kt_dispatch(name, v, gx, (s.M + MLLM__GEMV_MULTI_R - 1) / MLLM__GEMV_MULTI_R, 32 * MLLM__GEMV_NSG, bufs, 5))
+    if (!kt_dispatch(name, v, gx * ((s.M + MLLM__GEMV_MULTI_R - 1) / MLLM__GEMV_MULTI_R), 1, 32 * MLLM__GEMV_NSG, bufs, 5))
         return;
     kt_check_product(label, t, w, x, add ? r : nullptr, y, s.K, s.N, s.M, v);
     if (!kt_dispatch(name1, v, gx, s.M, 32 * MLLM__GEMV_NSG, bufs1, add ? 5 : 4)) return;
