@@ -20,7 +20,7 @@ using namespace metal;
 /* ---------------------------------------------------------------- launch geometry (host must match) */
 #define MLLM__GEMV_NSG 4         /* simdgroups per threadgroup: threads per threadgroup = 32 * NSG */
 #define MLLM__GEMV_ROWS 1        /* weight rows per threadgroup = NSG * ROWS: threadgroups.x = ceil(N / (NSG * ROWS)) */
-#define MLLM__GEMV_MULTI_R 8     /* gemv_multi: activation rows (tokens) per threadgroup, threadgroups.y = ceil(M / R) */
+#define MLLM__GEMV_MULTI_R 8     /* gemv_multi: activation rows (tokens) per threadgroup (and token groups of ceil(M / R)) */
 #define MLLM__GEMM_BM 32         /* activation rows (tokens) per threadgroup tile: threadgroups.y */
 #define MLLM__GEMM_BN 64         /* weight rows (outputs) per threadgroup tile: threadgroups.x */
 #define MLLM__GEMM_BK 32         /* depth of one tile step */
