@@ -20,6 +20,7 @@ using namespace metal;
 /* ---------------------------------------------------------------- launch geometry (host must match) */
 #define MLLM__GEMV_NSG 4         /* simdgroups per threadgroup: threads per threadgroup = 32 * NSG */
 #define MLLM__GEMV_ROWS 1        /* weight rows per threadgroup = NSG * ROWS: threadgroups.x = ceil(N / (NSG * ROWS)) */
+#define MLLM__GEMV_MULTI_R 8     /* gemv_multi: activation rows (tokens) per threadgroup (and token groups of ceil(M / R)) */
 #define MLLM__GEMM_BM 32         /* activation rows (tokens) per threadgroup tile: threadgroups.y */
 #define MLLM__GEMM_BN 64         /* weight rows (outputs) per threadgroup tile: threadgroups.x */
 #define MLLM__GEMM_BK 32         /* depth of one tile step */
@@ -55,6 +56,11 @@ typedef struct mllm__mat_args {  /* gemv_*, gemm_*, get_rows_* */
     uint32_t M;                  /* activation rows (gemv/gemm) or ids (get_rows) */
     uint32_t row_bytes;          /* bytes between weight rows */
 } mllm__mat_args;
+
+typedef struct mllm__gemv_multi_args {  /* gemv_multi_*: as mllm__mat_args, one kernel with and without R */
+    uint32_t K, N, M, row_bytes;
+    uint32_t add;                /* 1: Y = W X + R (buffer 4; Y may alias R); 0: Y = W X, buffer 4 unread */
+} mllm__gemv_multi_args;
 
 typedef struct mllm__norm_args { /* rms_norm, rms_norm_mul: one threadgroup per row of n floats */
     uint32_t n;
@@ -519,6 +525,75 @@ METAL_FUNC void gemv_rows(device const uchar *w, device const float *xm, device 
         float s = 0.0f;
         for (uint j = 0; j < MLLM__GEMV_NSG; j++) s += red[j * RT + t];
         ym[n0 + t] = rm ? s + rm[n0 + t] : s;
+    }
+}
+
+/* GEMV of up to R = MLLM__GEMV_MULTI_R activation rows at once (decode batches: one token of each of
+   several sequences): threadgroup tgx computes ym[m][n] = dot(W[n], xm[m]) (+ rm[m][n]) for m < r <= R and
+   its RT rows n, rows m K (x) or N (y, r) floats apart.  Each thread dequantizes its weight chunks once
+   into registers (RT x 16 floats) and dots them with the r activation rows, so W is read once per R
+   tokens instead of once per token; RT x R partial sums per thread.  Per token everything else is
+   gemv_rows's: the same K split over the 32 * NSG threads, the same chunk order and expression per
+   thread, the same simd_sum and sum over simdgroups, so each row's result is bit for bit the one
+   gemv_rows gives it alone (a sequence decoded in a batch equals its solo run).  red: NSG * RT * R
+   floats.  r is uniform over the threadgroup (the simd_sums stay convergent). */
+template <typename B>
+METAL_FUNC void gemv_rows_multi(device const uchar *w, device const float *xm, device float *ym, device const float *rm,
+                                uint K, uint N, uint row_bytes, uint r, threadgroup float *red, uint tgx, ushort sg,
+                                ushort lane) {
+    const uint RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS, R = MLLM__GEMV_MULTI_R, T = 32 * MLLM__GEMV_NSG;
+    const uint n0 = tgx * RT;
+    if (n0 >= N) return;
+    const uint nr = min(RT, N - n0);
+    const uint t = sg * 32u + lane;
+    device const uchar *wr[RT];
+    _Pragma("unroll") for (uint i = 0; i < RT; i++) wr[i] = w + (ulong)(n0 + min(i, nr - 1)) * row_bytes;
+
+    float acc[RT][R];
+    _Pragma("unroll") for (uint i = 0; i < RT; i++) _Pragma("unroll") for (uint m = 0; m < R; m++) acc[i][m] = 0.0f;
+    const uint nch = K / 16;
+    for (uint c = t; c < nch; c += T) {
+        float4 v[RT][4];
+        _Pragma("unroll") for (uint i = 0; i < RT; i++) B::chunk(wr[i], c, v[i]);
+        _Pragma("unroll") for (uint m = 0; m < R; m++) {
+            if (m >= r) break;
+            float4 x0, x1, x2, x3;
+            if (B::QK > 1) {   // K is a multiple of 32: x rows are 128-byte aligned
+                device const float4 *x4 = (device const float4 *)(xm + (ulong)m * K) + 4 * c;
+                x0 = x4[0], x1 = x4[1], x2 = x4[2], x3 = x4[3];
+            } else {
+                device const packed_float4 *x4 = (device const packed_float4 *)(xm + (ulong)m * K) + 4 * c;
+                x0 = x4[0], x1 = x4[1], x2 = x4[2], x3 = x4[3];
+            }
+            _Pragma("unroll") for (uint i = 0; i < RT; i++)
+                acc[i][m] += dot(v[i][0], x0) + dot(v[i][1], x1) + dot(v[i][2], x2) + dot(v[i][3], x3);
+        }
+    }
+    if (B::QK == 1)   // float types: the elements after the last whole chunk
+        for (uint k = 16 * nch + t; k < K; k += T) {
+            float wk[RT];
+            _Pragma("unroll") for (uint i = 0; i < RT; i++) wk[i] = B::at(wr[i], k);
+            _Pragma("unroll") for (uint m = 0; m < R; m++) {
+                if (m >= r) break;
+                const float xk = xm[(ulong)m * K + k];
+                _Pragma("unroll") for (uint i = 0; i < RT; i++) acc[i][m] += wk[i] * xk;
+            }
+        }
+
+    _Pragma("unroll") for (uint i = 0; i < RT; i++) _Pragma("unroll") for (uint m = 0; m < R; m++) {
+        if (m >= r) break;
+        const float s = simd_sum(acc[i][m]);
+        if (lane == 0) red[(sg * RT + i) * R + m] = s;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    for (uint q = t; q < RT * R; q += T) {
+        const uint i = q / R, m = q % R;
+        if (i < nr && m < r) {
+            float s = 0.0f;
+            for (uint j = 0; j < MLLM__GEMV_NSG; j++) s += red[(j * RT + i) * R + m];
+            const ulong o = (ulong)m * N + n0 + i;
+            ym[o] = rm ? s + rm[o] : s;
+        }
     }
 }
 

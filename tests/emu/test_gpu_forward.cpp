@@ -354,6 +354,57 @@ EMU_TEST(gpu_concurrent_sequences_match_solo_runs) {
     mllm_model_free(m);
 }
 
+// Twelve sequences at once (more than gemv_multi's 8 tokens a threadgroup, not a multiple of it), each
+// prompt a fixture's plus a different number of its greedy tokens, then 3 teacher-forced decode steps,
+// with every product on the GEMV kernels (gemm_min_tokens raised past the batch, as the CUDA backend's
+// 128 does at decode sizes): each sequence's logits rows must equal its solo run's bit for bit
+// (gemv_multi gives each token gemv's result; norms, RoPE and attention are per token or per sequence).
+EMU_TEST(gpu_many_sequences_on_gemv_multi_equal_solo_runs_exactly) {
+    const char *name = emu::tsan ? "tiny-qwen2-Q8_0" : "tiny-llama-Q4_K_M";
+    const fixture f1 = load_fixture(name, "p1_fox"), f2 = load_fixture(name, "p2_hello");
+    CHECK(f1.ok && f2.ok, "fixtures missing");
+    mllm_model *m = load(name, 0);
+    if (!m || !f1.ok || !f2.ok) { mllm_model_free(m); return; }
+    const int n = 12, steps = emu::tsan ? 1 : 3;
+    std::vector<tf_seq> batch(n);
+    for (int i = 0; i < n; i++) {
+        const fixture &f = i % 2 ? f2 : f1;
+        const int extra = i / 2;   // 0..5 of the greedy tokens appended to the prompt
+        CHECK(f.greedy.size() >= (size_t)(extra + steps), "fixture too short");
+        if (f.greedy.size() < (size_t)(extra + steps)) { mllm_model_free(m); return; }
+        batch[i].prompt = f.prompt;
+        batch[i].prompt.insert(batch[i].prompt.end(), f.greedy.begin(), f.greedy.begin() + extra);
+        batch[i].forced.assign(f.greedy.begin() + extra, f.greedy.begin() + extra + steps);
+    }
+    emu_gpu dev;
+    mllm__gpu_vt vt = *dev.g.vt;
+    vt.gemm_min_tokens = 1024;
+    dev.g.vt = &vt;
+    mllm_context *ctx = make_ctx(m, &dev.g, n, 256);   // all prompts in one prefill step
+    if (ctx) run_tf(ctx, batch);
+    mllm_context_free(ctx);
+    int rows = 0, equal = 0;
+    for (int i = 0; i < n; i++) {
+        std::vector<tf_seq> one(1);
+        one[0].prompt = batch[i].prompt;
+        one[0].forced = batch[i].forced;
+        mllm_context *c1 = make_ctx(m, &dev.g, 1, 256);
+        if (c1) run_tf(c1, one);
+        mllm_context_free(c1);
+        CHECK(batch[i].logits.size() == (size_t)steps + 1 && one[0].logits.size() == batch[i].logits.size(),
+              "sequence %d: %zu rows batched, %zu solo", i, batch[i].logits.size(), one[0].logits.size());
+        for (size_t s = 0; s < batch[i].logits.size() && s < one[0].logits.size(); s++) {
+            const bool same = memcmp(batch[i].logits[s].data(), one[0].logits[s].data(), 4096 * sizeof(float)) == 0;
+            rows++;
+            equal += same;
+            CHECK(same, "sequence %d row %zu: batched logits differ from the solo run's (max %.3g)", i, s,
+                  max_abs_diff(batch[i].logits[s], one[0].logits[s]));
+        }
+    }
+    printf("  %s: %d concurrent sequences on gemv_multi vs solo runs: %d/%d logits rows bit-equal\n", name, n, equal, rows);
+    mllm_model_free(m);
+}
+
 // ---------------------------------------------------------------- counters
 // Per step exactly one commit and one wait, and the same dispatches for 1 and for 4 sequences (same
 // prompt), at prefill and at decode.  (The MoE prompt is 8 tokens, so that 1 and 4 copies both take the
