@@ -70,6 +70,9 @@ typedef struct mllm__rope_args { /* rope, rope_neox: in place on [tokens][n_head
     float freq_scale;
     uint32_t factors;            /* 1: buffer 3 holds n_rot / 2 divisors of the pair frequencies (Llama 3.x
                                     rope_freqs); 0: none (the host binds some buffer there anyway) */
+    uint32_t n_heads_k;          /* heads of a second tensor in buffer 4 (K beside Q: one dispatch for both);
+                                    0: none (buffer 4 still bound) */
+    uint32_t stride_k;           /* its floats between tokens */
 } mllm__rope_args;
 
 typedef struct mllm__vec_args {  /* swiglu, add, softmax, argmax */
@@ -85,6 +88,18 @@ typedef struct mllm__bias_args { /* add_bias: rows of cols floats, each plus the
     uint32_t n;                  /* elements in total (a multiple of cols) */
     uint32_t cols;
 } mllm__bias_args;
+
+/* ---------------------------------------------------------------- fused decode products (kernels/gemv_fused.metal)
+   What a transformer block does with one normalized x, in one dispatch each at decode sizes. */
+#define MLLM__GEMV_MULTI_MAX 3
+typedef struct mllm__multi_args { /* gemv_multi_<t>: Y_i = W_i X (+ bias_i) for n_mats matrices of one type */
+    uint32_t K;                  /* elements per row, the same for every W_i */
+    uint32_t M;                  /* activation rows */
+    uint32_t n_mats;             /* 1..MLLM__GEMV_MULTI_MAX */
+    uint32_t N[MLLM__GEMV_MULTI_MAX];          /* rows of each W_i */
+    uint32_t row_bytes[MLLM__GEMV_MULTI_MAX];
+    uint32_t bias[MLLM__GEMV_MULTI_MAX];       /* 1: Y_i gets the bias row in buffer 8 + i added */
+} mllm__multi_args;
 
 /* ---------------------------------------------------------------- attention (kernels/attention.metal)
    Paged KV exactly as the CPU engine's mllm__kv: F16 pools [n_layer][n_blocks][n_head_kv][block_tokens]
@@ -573,6 +588,14 @@ METAL_FUNC void gemm_tile(device const uchar *w, uint N, uint K, uint row_bytes,
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);   // everyone done reading before the next stage
     }
+}
+
+/* The FFN gates, as the elementwise swiglu/geglu kernels and the CPU backend compute them:
+   silu(g) = g / (1 + e^-g); GELU in its tanh form 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3)))
+   (mllm__geglu); precise::tanh because a fast tanh built from exp overflows to NaN for large arguments. */
+METAL_FUNC float4 silu(float4 g) { return g / (1.0f + exp(-g)); }
+METAL_FUNC float4 gelu_tanh(float4 g) {
+    return 0.5f * g * (1.0f + precise::tanh(0.7978845608f * (g + 0.044715f * g * g * g)));
 }
 
 /* Row reductions over a whole threadgroup (<= 1024 threads = 32 simdgroups): simd_* inside each

@@ -1,6 +1,8 @@
 // gemv_<type> and gemv_add_<type> (kernels/gemv.metal) against a double-precision product with the
 // weight rows dequantized by the CPU backend (mllm__dequant_row): every weight type, aligned and odd
-// shapes, the emulator's schedule/poison variants.
+// shapes, the emulator's schedule/poison variants.  The fused decode products of gemv_fused.metal
+// (gemv_multi_<type>: Q, K, V with biases; gemv_swiglu/gemv_geglu_<type>: gate, up and the GLU) against
+// the same references, and bit for bit against the unfused kernels they replace in the graph.
 #include "kernels_test.h"
 
 namespace {
@@ -37,6 +39,132 @@ void run_type(const kt_type &t) {
 }
 }  // namespace
 
+namespace {
+// gemv_multi_<t>: n_mats matrices (N[i] rows of K) on one x, biases where bias_mask has bit i.  Checked
+// against the double product (+ bias) and bit for bit against gemv_<t> followed by add_bias's float sum.
+void check_multi(const kt_type &t, uint32_t K, const uint32_t *N, uint32_t n_mats, uint32_t bias_mask, uint32_t M,
+                 const emu::Variant &v) {
+    kt_scope scope;
+    const uint32_t RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS;
+    const size_t rb = (size_t)K / t.qk * t.bytes;
+    float *x = kt_rand((size_t)M * K);
+    uint8_t *w[3];
+    float *y[3], *b[3];
+    mllm__multi_args a;
+    memset(&a, 0, sizeof a);
+    a.K = K; a.M = M; a.n_mats = n_mats;
+    uint32_t tiles = 0;
+    for (uint32_t i = 0; i < 3; i++) {
+        const uint32_t n = N[i < n_mats ? i : 0];
+        w[i] = kt_weights(t, n, K);
+        y[i] = kt_out((size_t)M * n);
+        b[i] = kt_rand(n);
+        if (i < n_mats) {
+            a.N[i] = n;
+            a.row_bytes[i] = (uint32_t)rb;
+            a.bias[i] = (bias_mask >> i) & 1;
+            tiles += (n + RT - 1) / RT;
+        }
+    }
+    void *bufs[] = {w[0], w[1], w[2], x, y[0], y[1], y[2], &a, b[0], b[1], b[2]};
+    char name[64];
+    snprintf(name, sizeof name, "gemv_multi_%s", t.name);
+    if (!kt_dispatch(name, v, tiles, M, 32 * MLLM__GEMV_NSG, bufs, 11)) return;
+    for (uint32_t i = 0; i < n_mats; i++) {
+        kt_scope inner;
+        const uint32_t n = a.N[i];
+        float *r = a.bias[i] ? kt_buf<float>((size_t)M * n) : nullptr, *z = kt_out((size_t)M * n);
+        for (size_t k = 0; r && k < (size_t)M * n; k++) r[k] = b[i][k % n];
+        char what[96];
+        snprintf(what, sizeof what, "%s matrix %u of %u%s", name, i, n_mats, a.bias[i] ? " + bias" : "");
+        kt_check_product(what, t, w[i], x, r, y[i], K, n, M, v);
+        // the unfused graph: gemv_<t>, then add_bias (out = x + b)
+        mllm__mat_args ma = {K, n, M, (uint32_t)rb};
+        void *gb[] = {w[i], x, z, &ma};
+        char plain[64];
+        snprintf(plain, sizeof plain, "gemv_%s", t.name);
+        if (!kt_dispatch(plain, v, (n + RT - 1) / RT, M, 32 * MLLM__GEMV_NSG, gb, 4)) continue;
+        std::vector<double> ref((size_t)M * n), zero((size_t)M * n, 0.0);
+        for (size_t k = 0; k < (size_t)M * n; k++) ref[k] = r ? z[k] + r[k] : z[k];   // (float sum, widened)
+        snprintf(what, sizeof what, "%s matrix %u equals gemv_%s%s", name, i, t.name, r ? " + add_bias" : "");
+        kt_close(what, y[i], ref.data(), zero.data(), (size_t)M * n, 0.0);
+    }
+}
+
+// gemv_swiglu_<t> / gemv_geglu_<t>: out = act(W_gate x) * (W_up x).  Checked against the CPU backend's
+// mllm__swiglu / mllm__geglu of the double products (rounded to float), and bit for bit against the
+// unfused graph on the GPU: gemv_<t> twice, then the swiglu / geglu kernel.
+void check_glu(const kt_type &t, uint32_t K, uint32_t N, uint32_t M, bool gelu, const emu::Variant &v) {
+    kt_scope scope;
+    const uint32_t RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS;
+    const size_t rb = (size_t)K / t.qk * t.bytes, n = (size_t)M * N;
+    uint8_t *wg = kt_weights(t, N, K), *wu = kt_weights(t, N, K);
+    float *x = kt_rand((size_t)M * K), *out = kt_out(n), *up = kt_out(n);
+    mllm__mat_args a = {K, N, M, (uint32_t)rb};
+    void *bufs[] = {wg, wu, x, out, &a, up};
+    char name[64];
+    snprintf(name, sizeof name, "%s_%s", gelu ? "gemv_geglu" : "gemv_swiglu", t.name);
+    if (!kt_dispatch(name, v, (N + RT - 1) / RT, M, 32 * MLLM__GEMV_NSG, bufs, 6)) return;
+    // CPU reference: the products in double, rounded, through the CPU's GLU
+    std::vector<double> wd(K), gd(n), ud(n), gm(n), um(n);
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t r = 0; r < N; r++) {
+            kt_cpu_dequant(t, (pass ? wu : wg) + r * rb, K, wd.data());
+            for (uint32_t m = 0; m < M; m++) {
+                double acc = 0, mag = 0;
+                for (uint32_t k = 0; k < K; k++) {
+                    const double p = wd[k] * x[(size_t)m * K + k];
+                    acc += p;
+                    mag += fabs(p);
+                }
+                (pass ? ud : gd)[(size_t)m * N + r] = acc;
+                (pass ? um : gm)[(size_t)m * N + r] = mag;
+            }
+        }
+    std::vector<float> gf(gd.begin(), gd.end()), uf(ud.begin(), ud.end()), cpu(n);
+    if (gelu) mllm__geglu(cpu.data(), gf.data(), uf.data(), (int)n);
+    else mllm__swiglu(cpu.data(), gf.data(), uf.data(), (int)n);
+    std::vector<double> ref(cpu.begin(), cpu.end()), scale(n);
+    for (size_t i = 0; i < n; i++)   // act' <= 1.13: the products' errors carried through the gate
+        scale[i] = 1.2 * (gm[i] * fabs(ud[i]) + fabs(gd[i]) * um[i]) + 0.1 * fabs(cpu[i]);
+    char what[96];
+    snprintf(what, sizeof what, "%s K=%u N=%u M=%u %s", name, K, N, M, msl::sched_name(v.policy));
+    kt_close(what, out, ref.data(), scale.data(), n, 2e-5);
+    // the unfused graph on the GPU
+    float *g2 = kt_out(n), *u2 = kt_out(n), *o2 = kt_out(n);
+    mllm__mat_args ma = {K, N, M, (uint32_t)rb};
+    mllm__vec_args va = {(uint32_t)n};
+    void *gb[] = {wg, x, g2, &ma}, *ub[] = {wu, x, u2, &ma}, *eb[] = {g2, u2, o2, &va};
+    char plain[64];
+    snprintf(plain, sizeof plain, "gemv_%s", t.name);
+    if (!kt_dispatch(plain, v, (N + RT - 1) / RT, M, 32 * MLLM__GEMV_NSG, gb, 4) ||
+        !kt_dispatch(plain, v, (N + RT - 1) / RT, M, 32 * MLLM__GEMV_NSG, ub, 4) ||
+        !kt_dispatch(gelu ? "geglu" : "swiglu", v, ((uint32_t)(n + 3) / 4 + 63) / 64, 1, 64, eb, 4))
+        return;
+    std::vector<double> ref2(o2, o2 + n), zero(n, 0.0);
+    snprintf(what, sizeof what, "%s equals gemv_%s x2 + %s", name, t.name, gelu ? "geglu" : "swiglu");
+    kt_close(what, out, ref2.data(), zero.data(), n, 0.0);
+}
+
+// Q/K/V-like shapes (N not multiples of the 4 rows of a threadgroup; one and two tokens; 1-3 matrices,
+// with and without biases), gate/up shapes with odd N.
+void run_fused(const kt_type &t) {
+    const uint32_t K = t.qk == 1 ? 33 : t.qk == 32 ? 64 : 256;
+    static const uint32_t qkv[3] = {9, 6, 5}, big[3] = {64, 16, 16};
+    int vi = 0;
+    for (const emu::Variant &v : kt_variants()) {
+        check_multi(t, K, qkv, 3, vi % 2 ? 7u : 0u, 1 + vi % 2, v);
+        check_multi(t, K, big, 2 + vi % 2, 5, 1, v);
+        check_multi(t, K, qkv, 1, 1, 2, v);
+        check_glu(t, K, 7, 1 + vi % 2, vi % 2 == 0, v);
+        check_glu(t, K, 16, 2, vi % 2 == 1, v);
+        vi++;
+    }
+}
+}  // namespace
+
 // one test per weight type of MLLM__GPU_TYPES
 #define KT_TEST(name, TYPE) EMU_TEST(gemv_##name##_matches_dequantized_product) { run_type(kt_types[KT_##TYPE]); }
 MLLM__GPU_TYPES(KT_TEST)
+#define KT_FUSED_TEST(name, TYPE) EMU_TEST(gemv_fused_##name##_matches_product_and_unfused_kernels) { run_fused(kt_types[KT_##TYPE]); }
+MLLM__GPU_TYPES(KT_FUSED_TEST)
