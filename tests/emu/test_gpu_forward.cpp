@@ -356,14 +356,19 @@ EMU_TEST(gpu_concurrent_sequences_match_solo_runs) {
 
 // ---------------------------------------------------------------- counters
 // Per step exactly one commit and one wait, and the same dispatches for 1 and for 4 sequences (same
-// prompt), at prefill and at decode.  (The MoE prompt is 8 tokens, so that 1 and 4 copies both take the
-// grouped GEMM: the MoE chain has one dispatch more on that path, chosen by token count.)
+// prompt), at prefill and at decode.  (The prompt has at least 8 tokens, so that 1 and 4 copies both take
+// the GEMM path: the path is chosen by token count, and the GEMV path's fused products and the MoE
+// chain's GEMM path differ in dispatches.)
 EMU_TEST(gpu_step_is_one_command_buffer_and_dispatches_do_not_grow_with_sequences) {
-    const char *models[2] = {"tiny-llama-Q4_K_M", "tiny-mixtral-Q8_0"};
-    for (int mi = 0; mi < (emu::tsan ? 1 : 2); mi++) {
-        const fixture f = load_fixture(models[mi], mi ? "p1_fox" : "p2_hello");
+    const char *models[3] = {"tiny-llama-Q4_K_M", "tiny-qwen2-Q8_0", "tiny-mixtral-Q8_0"};
+    for (int mi = 0; mi < (emu::tsan ? 1 : 3); mi++) {
+        const fixture f = load_fixture(models[mi], "p1_fox");
         mllm_model *m = load(models[mi], 0);
-        if (!m || !f.ok) { mllm_model_free(m); CHECK(f.ok, "fixture"); continue; }
+        if (!m || !f.ok || f.prompt.size() < MLLM__GPU_GEMM_MIN_TOKENS) {
+            mllm_model_free(m);
+            CHECK(f.ok && f.prompt.size() >= MLLM__GPU_GEMM_MIN_TOKENS, "fixture");
+            continue;
+        }
         std::vector<uint64_t> per_step[2];
         for (int v = 0; v < 2; v++) {
             const int n = v ? 4 : 1;
