@@ -92,6 +92,11 @@ typedef struct mllm__bias_args { /* add_bias: rows of cols floats, each plus the
 /* ---------------------------------------------------------------- fused decode products (kernels/gemv_fused.metal)
    What a transformer block does with one normalized x, in one dispatch each at decode sizes. */
 #define MLLM__GEMV_MULTI_MAX 3
+typedef struct mllm__gemv_norm { /* a fused product's own RMSNorm of X (rms_scale) */
+    uint32_t on;                 /* 1: X is the residual stream; the product reads rmsnorm(X) * weight (buffer 11) */
+    uint32_t threads;            /* the threads rms_norm_mul would run a row with: the sum is taken in its order */
+    float eps;
+} mllm__gemv_norm;
 typedef struct mllm__multi_args { /* gemv_multi_<t>: Y_i = W_i X (+ bias_i) for n_mats matrices of one type */
     uint32_t K;                  /* elements per row, the same for every W_i */
     uint32_t M;                  /* activation rows */
@@ -99,7 +104,13 @@ typedef struct mllm__multi_args { /* gemv_multi_<t>: Y_i = W_i X (+ bias_i) for 
     uint32_t N[MLLM__GEMV_MULTI_MAX];          /* rows of each W_i */
     uint32_t row_bytes[MLLM__GEMV_MULTI_MAX];
     uint32_t bias[MLLM__GEMV_MULTI_MAX];       /* 1: Y_i gets the bias row in buffer 8 + i added */
+    mllm__gemv_norm norm;
 } mllm__multi_args;
+
+typedef struct mllm__glu_args {  /* gemv_swiglu_<t>, gemv_geglu_<t>: gate and up of one type */
+    uint32_t K, N, M, row_bytes; /* as mllm__mat_args */
+    mllm__gemv_norm norm;
+} mllm__glu_args;
 
 /* ---------------------------------------------------------------- attention (kernels/attention.metal)
    Paged KV exactly as the CPU engine's mllm__kv: F16 pools [n_layer][n_blocks][n_head_kv][block_tokens]
@@ -488,10 +499,12 @@ struct blk_iq4_xs {
    NSG * RT floats) across the simdgroups.  Decode is bound by the bytes in flight, not by arithmetic: many
    threads per row, each with a few wide independent loads, keep the memory system busy where one
    simdgroup per row group did not.  Rows past N are read as row N - 1 (never stored) so the loads stay
-   unconditional.  The whole threadgroup leaves together (n0 is per threadgroup) before the barrier. */
+   unconditional.  The whole threadgroup leaves together (n0 is per threadgroup) before the barrier.
+   With nw, x is a row of the residual stream, used as RMSNorm makes it: (x * scale) * nw (rms_scale). */
 template <typename B>
 METAL_FUNC void gemv_rows(device const uchar *w, device const float *xm, device float *ym, device const float *rm,
-                          uint K, uint N, uint row_bytes, threadgroup float *red, uint tgx, ushort sg, ushort lane) {
+                          uint K, uint N, uint row_bytes, threadgroup float *red, uint tgx, ushort sg, ushort lane,
+                          device const float *nw = nullptr, float scale = 1.0f) {
     const uint RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS, T = 32 * MLLM__GEMV_NSG;
     const uint n0 = tgx * RT;
     if (n0 >= N) return;
@@ -512,6 +525,11 @@ METAL_FUNC void gemv_rows(device const uchar *w, device const float *xm, device 
             device const packed_float4 *x4 = (device const packed_float4 *)xm + 4 * c;
             x0 = x4[0], x1 = x4[1], x2 = x4[2], x3 = x4[3];
         }
+        if (nw) {   // as rms_norm_mul: v = x * scale; v *= w
+            device const packed_float4 *w4 = (device const packed_float4 *)nw + 4 * c;
+            x0 *= scale, x1 *= scale, x2 *= scale, x3 *= scale;
+            x0 *= float4(w4[0]), x1 *= float4(w4[1]), x2 *= float4(w4[2]), x3 *= float4(w4[3]);
+        }
         _Pragma("unroll") for (uint i = 0; i < RT; i++) {
             float4 v[4];
             B::chunk(wr[i], c, v);
@@ -521,7 +539,8 @@ METAL_FUNC void gemv_rows(device const uchar *w, device const float *xm, device 
     // Float types only: the elements after the last whole chunk.
     if (B::QK == 1)
         for (uint k = 16 * nch + t; k < K; k += T) {
-            const float xk = xm[k];
+            float xk = xm[k];
+            if (nw) xk = xk * scale, xk *= nw[k];
             _Pragma("unroll") for (uint i = 0; i < RT; i++) acc[i] += B::at(wr[i], k) * xk;
         }
 
@@ -588,6 +607,31 @@ METAL_FUNC void gemm_tile(device const uchar *w, uint N, uint K, uint row_bytes,
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);   // everyone done reading before the next stage
     }
+}
+
+/* RMSNorm's 1 / sqrt(mean(x^2) + eps) of a row of n floats, computed by a GEMV threadgroup (32 * NSG
+   threads) in the order rms_norm_mul sums it with nt threads (a multiple of 32, <= 1024), so a product
+   that normalizes its own x (gemv_rows' nw) gets the bits of rms_norm_mul then gemv: thread t plays the
+   threads t, t + 32 NSG, ... of that launch, which sit on its own lane, so every simd_sum adds the same 32
+   values in the same order, and the per-simdgroup sums meet as tg_sum meets them.  scratch: 32 floats. */
+METAL_FUNC float rms_scale(device const float *x, uint n, float eps, uint nt, threadgroup float *scratch, ushort sg,
+                           ushort lane) {
+    const uint n4 = n / 4, nsg = nt / 32;
+    device const packed_float4 *x4 = (device const packed_float4 *)x;
+    for (uint vs = sg; vs < nsg; vs += MLLM__GEMV_NSG) {   // the launch's simdgroup vs, lane for lane
+        const uint vt = 32 * vs + lane;
+        float ss = 0.0f;
+        for (uint i = vt; i < n4; i += nt) {
+            const float4 v = x4[i];
+            ss += dot(v, v);
+        }
+        for (uint i = 4 * n4 + vt; i < n; i += nt) ss += x[i] * x[i];
+        ss = simd_sum(ss);
+        if (lane == 0) scratch[vs] = ss;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    const float ss = simd_sum(lane < nsg ? scratch[lane] : 0.0f);
+    return rsqrt(ss / float(n) + eps);
 }
 
 /* The FFN gates, as the elementwise swiglu/geglu kernels and the CPU backend compute them:
