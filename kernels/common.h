@@ -141,6 +141,12 @@ typedef struct mllm__attn_args {
     float scale;                 /* 1 / sqrt(head_dim) */
     uint32_t n_swa;              /* sliding window: the query at position p sees positions (p - n_swa, p];
                                     0: all of [0, p] */
+    /* attn_kv_write's RoPE of the new Q and K rows, in place, before K is written (rope.metal's rotation;
+       buffer 11: int positions per token, 12: rope_factors, both always bound) */
+    uint32_t rope;               /* 0: Q and K arrive rotated; 1: pairs (2i, 2i + 1); 2: NeoX (i, i + n_rot / 2) */
+    uint32_t n_rot;
+    float freq_base, freq_scale;
+    uint32_t factors;            /* 1: buffer 12 holds n_rot / 2 frequency divisors */
 } mllm__attn_args;
 
 /* ---------------------------------------------------------------- mllm__moe_*: mixture of experts
@@ -607,6 +613,20 @@ METAL_FUNC void gemm_tile(device const uchar *w, uint N, uint K, uint row_bytes,
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);   // everyone done reading before the next stage
     }
+}
+
+/* RoPE: turns pair i of the head at h by p * freq_base^(-2i / n_rot) (p: the position times freq_scale),
+   divided by factor[i] when factors is given; pairs (2i, 2i + 1), or (i, i + n_rot / 2) for NeoX.
+   precise:: because the angle reaches thousands of radians at long positions. */
+METAL_FUNC void rope_pair(device float *h, uint i, float p, uint n_rot, float freq_base, device const float *factors,
+                          bool neox) {
+    float theta = p * precise::pow(freq_base, -float(2 * i) / float(n_rot));
+    if (factors) theta /= factors[i];
+    const float c = precise::cos(theta), s = precise::sin(theta);
+    const uint i0 = neox ? i : 2 * i, i1 = neox ? i + n_rot / 2 : 2 * i + 1;
+    const float x0 = h[i0], x1 = h[i1];
+    h[i0] = x0 * c - x1 * s;
+    h[i1] = x0 * s + x1 * c;
 }
 
 /* RMSNorm's 1 / sqrt(mean(x^2) + eps) of a row of n floats, computed by a GEMV threadgroup (32 * NSG
