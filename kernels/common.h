@@ -91,21 +91,21 @@ typedef struct mllm__bias_args { /* add_bias: rows of cols floats, each plus the
 
 /* ---------------------------------------------------------------- fused decode products (kernels/gemv_fused.metal)
    What a transformer block does with one normalized x, in one dispatch each at decode sizes. */
-#define MLLM__GEMV_MULTI_MAX 3
+#define MLLM__GEMV_QKV_MAX 3
 typedef struct mllm__gemv_norm { /* a fused product's own RMSNorm of X (rms_scale) */
     uint32_t on;                 /* 1: X is the residual stream; the product reads rmsnorm(X) * weight (buffer 11) */
     uint32_t threads;            /* the threads rms_norm_mul would run a row with: the sum is taken in its order */
     float eps;
 } mllm__gemv_norm;
-typedef struct mllm__multi_args { /* gemv_multi_<t>: Y_i = W_i X (+ bias_i) for n_mats matrices of one type */
+typedef struct mllm__qkv_args { /* gemv_qkv_<t>: Y_i = W_i X (+ bias_i) for n_mats matrices of one type */
     uint32_t K;                  /* elements per row, the same for every W_i */
     uint32_t M;                  /* activation rows */
-    uint32_t n_mats;             /* 1..MLLM__GEMV_MULTI_MAX */
-    uint32_t N[MLLM__GEMV_MULTI_MAX];          /* rows of each W_i */
-    uint32_t row_bytes[MLLM__GEMV_MULTI_MAX];
-    uint32_t bias[MLLM__GEMV_MULTI_MAX];       /* 1: Y_i gets the bias row in buffer 8 + i added */
+    uint32_t n_mats;             /* 1..MLLM__GEMV_QKV_MAX */
+    uint32_t N[MLLM__GEMV_QKV_MAX];          /* rows of each W_i */
+    uint32_t row_bytes[MLLM__GEMV_QKV_MAX];
+    uint32_t bias[MLLM__GEMV_QKV_MAX];       /* 1: Y_i gets the bias row in buffer 8 + i added */
     mllm__gemv_norm norm;
-} mllm__multi_args;
+} mllm__qkv_args;
 
 typedef struct mllm__glu_args {  /* gemv_swiglu_<t>, gemv_geglu_<t>: gate and up of one type */
     uint32_t K, N, M, row_bytes; /* as mllm__mat_args */

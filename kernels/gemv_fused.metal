@@ -12,10 +12,10 @@
 // qwen2's biases, which enter where gemv_add's residual does: y = s + b, as add_bias adds them).
 // Grid: (sum over i of ceil(N_i / (NSG * ROWS)), M): the row tiles of W_0, then of W_1, then of W_2.
 template <typename B>
-kernel void gemv_multi(device const uchar *w0 [[buffer(0)]], device const uchar *w1 [[buffer(1)]],
+kernel void gemv_qkv(device const uchar *w0 [[buffer(0)]], device const uchar *w1 [[buffer(1)]],
                        device const uchar *w2 [[buffer(2)]], device const float *x [[buffer(3)]],
                        device float *y0 [[buffer(4)]], device float *y1 [[buffer(5)]], device float *y2 [[buffer(6)]],
-                       constant mllm__multi_args &a [[buffer(7)]], device const float *b0 [[buffer(8)]],
+                       constant mllm__qkv_args &a [[buffer(7)]], device const float *b0 [[buffer(8)]],
                        device const float *b1 [[buffer(9)]], device const float *b2 [[buffer(10)]],
                        device const float *nw [[buffer(11)]], uint2 tg [[threadgroup_position_in_grid]],
                        ushort sg [[simdgroup_index_in_threadgroup]], ushort lane [[thread_index_in_simdgroup]]) {
@@ -61,9 +61,9 @@ kernel void gemv_glu(device const uchar *wg [[buffer(0)]], device const uchar *w
 }
 
 #define MLLM_GEMV_FUSED(name, TYPE)                                                                          \
-    template [[host_name("gemv_multi_" #name)]] [[kernel]] void gemv_multi<blk_##name>(device const uchar *, \
+    template [[host_name("gemv_qkv_" #name)]] [[kernel]] void gemv_qkv<blk_##name>(device const uchar *,     \
         device const uchar *, device const uchar *, device const float *, device float *, device float *,    \
-        device float *, constant mllm__multi_args &, device const float *, device const float *,             \
+        device float *, constant mllm__qkv_args &, device const float *, device const float *,               \
         device const float *, device const float *, uint2, ushort, ushort);                                  \
     template [[host_name("gemv_swiglu_" #name)]] [[kernel]] void gemv_glu<blk_##name, false>(                \
         device const uchar *, device const uchar *, device const float *, device float *,                    \

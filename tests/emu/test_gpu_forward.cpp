@@ -708,11 +708,14 @@ EMU_TEST(gpu_forward_real_model_matches_cpu_opt_in) {
     double worst = 0;
     for (int step = 0; step <= steps && id[0] >= 0 && id[1] >= 0; step++) {
         const float *lg[2] = {nullptr, nullptr};
+        const uint64_t d0 = dev.g.n.dispatches;
         for (int side = 0; side < 2; side++) {
             mllm_step_result r;
             CHECK(mllm_step(ctx[side], &r) == MLLM_OK, "step %d: %s", step, mllm_last_error());
             lg[side] = mllm_seq_logits(ctx[side], id[side]);
         }
+        printf("  step %d (%s): %llu GPU dispatches (%d layers)\n", step, step ? "decode" : "prompt",
+               (unsigned long long)(dev.g.n.dispatches - d0), m->hp.n_layer);
         if (!lg[0] || !lg[1]) { CHECK(0, "step %d: no logits", step); break; }
         float lo = lg[0][0], hi = lg[0][0];
         double d = 0;

@@ -1,7 +1,7 @@
 // gemv_<type> and gemv_add_<type> (kernels/gemv.metal) against a double-precision product with the
 // weight rows dequantized by the CPU backend (mllm__dequant_row): every weight type, aligned and odd
 // shapes, the emulator's schedule/poison variants.  The fused decode products of gemv_fused.metal
-// (gemv_multi_<type>: Q, K, V with biases; gemv_swiglu/gemv_geglu_<type>: gate, up and the GLU) against
+// (gemv_qkv_<type>: Q, K, V with biases; gemv_swiglu/gemv_geglu_<type>: gate, up and the GLU) against
 // the same references, and bit for bit against the unfused kernels they replace in the graph.
 #include "kernels_test.h"
 
@@ -53,10 +53,10 @@ std::vector<float> kt_norm_input(const float *x, const float *nw, uint32_t K, ui
     return xb;
 }
 
-// gemv_multi_<t>: n_mats matrices (N[i] rows of K) on one x, biases where bias_mask has bit i, x normalized
+// gemv_qkv_<t>: n_mats matrices (N[i] rows of K) on one x, biases where bias_mask has bit i, x normalized
 // first with nt > 0.  Checked against the double product (+ bias) and bit for bit against the unfused
 // kernels: [rms_norm_mul,] gemv_<t>, then add_bias's float sum.
-void check_multi(const kt_type &t, uint32_t K, const uint32_t *N, uint32_t n_mats, uint32_t bias_mask, uint32_t M,
+void check_qkv(const kt_type &t, uint32_t K, const uint32_t *N, uint32_t n_mats, uint32_t bias_mask, uint32_t M,
                  uint32_t nt, const emu::Variant &v) {
     kt_scope scope;
     const uint32_t RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS;
@@ -65,7 +65,7 @@ void check_multi(const kt_type &t, uint32_t K, const uint32_t *N, uint32_t n_mat
     const std::vector<float> xb = nt ? kt_norm_input(x, nw, K, M, nt, 1e-5f, xg, v) : std::vector<float>(x, x + (size_t)M * K);
     uint8_t *w[3];
     float *y[3], *b[3];
-    mllm__multi_args a;
+    mllm__qkv_args a;
     memset(&a, 0, sizeof a);
     a.K = K; a.M = M; a.n_mats = n_mats;
     a.norm.on = nt > 0; a.norm.threads = nt; a.norm.eps = 1e-5f;
@@ -84,7 +84,7 @@ void check_multi(const kt_type &t, uint32_t K, const uint32_t *N, uint32_t n_mat
     }
     void *bufs[] = {w[0], w[1], w[2], x, y[0], y[1], y[2], &a, b[0], b[1], b[2], nw};
     char name[64];
-    snprintf(name, sizeof name, "gemv_multi_%s", t.name);
+    snprintf(name, sizeof name, "gemv_qkv_%s", t.name);
     if (!kt_dispatch(name, v, tiles, M, 32 * MLLM__GEMV_NSG, bufs, 12)) return;
     for (uint32_t i = 0; i < n_mats; i++) {
         kt_scope inner;
@@ -180,9 +180,9 @@ void run_fused(const kt_type &t) {
     int vi = 0;
     for (const emu::Variant &v : kt_variants()) {
         const uint32_t nt = nts[vi % 3];
-        check_multi(t, Kn, qkv, 3, vi % 2 ? 7u : 0u, 1 + vi % 2, nt, v);
-        check_multi(t, K, big, 2 + vi % 2, 5, 1, 0, v);
-        check_multi(t, K, qkv, 1, 1, 2, 0, v);
+        check_qkv(t, Kn, qkv, 3, vi % 2 ? 7u : 0u, 1 + vi % 2, nt, v);
+        check_qkv(t, K, big, 2 + vi % 2, 5, 1, 0, v);
+        check_qkv(t, K, qkv, 1, 1, 2, 0, v);
         check_glu(t, Kn, 7, 1 + vi % 2, vi % 2 == 0, nt, v);
         check_glu(t, K, 16, 2, vi % 2 == 1, 0, v);
         vi++;
