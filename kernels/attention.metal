@@ -31,15 +31,28 @@ METAL_FUNC uint kv_row(device const int *table, uint p, uint h, constant mllm__a
 
 // ---------------------------------------------------------------- new K/V into their blocks
 // Grid: n_tokens threadgroups, any threads.  Each token's slot belongs to its own sequence only (the
-// engine did copy-on-write before the step), so no two threads write the same element.
-kernel void attn_kv_write(device const float *k [[buffer(1)]], device const float *v [[buffer(2)]],
-                          device half *kp [[buffer(3)]], device half *vp [[buffer(4)]],
+// engine did copy-on-write before the step), so no two threads write the same element.  With a.rope, the
+// token's Q and K rows are rotated in place first (as the rope kernel would, at positions pos[t]): one
+// thread per pair, then a barrier, since K's rows are then read by other threads.
+kernel void attn_kv_write(device float *q [[buffer(0)]], device float *k [[buffer(1)]],
+                          device const float *v [[buffer(2)]], device half *kp [[buffer(3)]], device half *vp [[buffer(4)]],
                           device const mllm__attn_seq *seqs [[buffer(7)]], device const int *tok_seq [[buffer(8)]],
                           device const int *tables [[buffer(9)]], constant mllm__attn_args &a [[buffer(10)]],
+                          device const int *rpos [[buffer(11)]], device const float *factors [[buffer(12)]],
                           uint t [[threadgroup_position_in_grid]], ushort tid [[thread_index_in_threadgroup]],
                           ushort ntg [[threads_per_threadgroup]]) {
     const mllm__attn_seq sq = seqs[tok_seq[t]];
     const uint pos = uint(sq.pos0 + (int(t) - sq.first)), hd = a.head_dim, n = a.n_head_kv * hd;
+    if (a.rope) {
+        const uint half_rot = a.n_rot / 2, nh = a.n_head + a.n_head_kv;
+        const float p = float(rpos[t]) * a.freq_scale;
+        for (uint e = tid; e < nh * half_rot; e += ntg) {
+            const uint h = e / half_rot;
+            device float *row = h < a.n_head ? q + ((ulong)t * a.n_head + h) * hd : k + (ulong)t * n + (h - a.n_head) * hd;
+            rope_pair(row, e % half_rot, p, a.n_rot, a.freq_base, a.factors ? factors : nullptr, a.rope == 2);
+        }
+        threadgroup_barrier(mem_flags::mem_device);
+    }
     for (uint e = tid; e < n; e += ntg) {
         const uint o = kv_row(tables + sq.blocks, pos, e / hd, a) + e % hd;
         kp[o] = half(k[(ulong)t * n + e]);

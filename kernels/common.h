@@ -76,6 +76,9 @@ typedef struct mllm__rope_args { /* rope, rope_neox: in place on [tokens][n_head
     float freq_scale;
     uint32_t factors;            /* 1: buffer 3 holds n_rot / 2 divisors of the pair frequencies (Llama 3.x
                                     rope_freqs); 0: none (the host binds some buffer there anyway) */
+    uint32_t n_heads_k;          /* heads of a second tensor in buffer 4 (K beside Q: one dispatch for both);
+                                    0: none (buffer 4 still bound) */
+    uint32_t stride_k;           /* its floats between tokens */
 } mllm__rope_args;
 
 typedef struct mllm__vec_args {  /* swiglu, add, softmax, argmax */
@@ -91,6 +94,29 @@ typedef struct mllm__bias_args { /* add_bias: rows of cols floats, each plus the
     uint32_t n;                  /* elements in total (a multiple of cols) */
     uint32_t cols;
 } mllm__bias_args;
+
+/* ---------------------------------------------------------------- fused decode products (kernels/gemv_fused.metal)
+   What a transformer block does with one normalized x, in one dispatch each at decode sizes. */
+#define MLLM__GEMV_QKV_MAX 3
+typedef struct mllm__gemv_norm { /* a fused product's own RMSNorm of X (rms_scale) */
+    uint32_t on;                 /* 1: X is the residual stream; the product reads rmsnorm(X) * weight (buffer 11) */
+    uint32_t threads;            /* the threads rms_norm_mul would run a row with: the sum is taken in its order */
+    float eps;
+} mllm__gemv_norm;
+typedef struct mllm__qkv_args { /* gemv_qkv_<t>: Y_i = W_i X (+ bias_i) for n_mats matrices of one type */
+    uint32_t K;                  /* elements per row, the same for every W_i */
+    uint32_t M;                  /* activation rows */
+    uint32_t n_mats;             /* 1..MLLM__GEMV_QKV_MAX */
+    uint32_t N[MLLM__GEMV_QKV_MAX];          /* rows of each W_i */
+    uint32_t row_bytes[MLLM__GEMV_QKV_MAX];
+    uint32_t bias[MLLM__GEMV_QKV_MAX];       /* 1: Y_i gets the bias row in buffer 8 + i added */
+    mllm__gemv_norm norm;
+} mllm__qkv_args;
+
+typedef struct mllm__glu_args {  /* gemv_swiglu_<t>, gemv_geglu_<t>: gate and up of one type */
+    uint32_t K, N, M, row_bytes; /* as mllm__mat_args */
+    mllm__gemv_norm norm;
+} mllm__glu_args;
 
 /* ---------------------------------------------------------------- attention (kernels/attention.metal)
    Paged KV exactly as the CPU engine's mllm__kv: F16 pools [n_layer][n_blocks][n_head_kv][block_tokens]
@@ -121,6 +147,12 @@ typedef struct mllm__attn_args {
     float scale;                 /* 1 / sqrt(head_dim) */
     uint32_t n_swa;              /* sliding window: the query at position p sees positions (p - n_swa, p];
                                     0: all of [0, p] */
+    /* attn_kv_write's RoPE of the new Q and K rows, in place, before K is written (rope.metal's rotation;
+       buffer 11: int positions per token, 12: rope_factors, both always bound) */
+    uint32_t rope;               /* 0: Q and K arrive rotated; 1: pairs (2i, 2i + 1); 2: NeoX (i, i + n_rot / 2) */
+    uint32_t n_rot;
+    float freq_base, freq_scale;
+    uint32_t factors;            /* 1: buffer 12 holds n_rot / 2 frequency divisors */
 } mllm__attn_args;
 
 /* ---------------------------------------------------------------- mllm__moe_*: mixture of experts
@@ -479,10 +511,12 @@ struct blk_iq4_xs {
    NSG * RT floats) across the simdgroups.  Decode is bound by the bytes in flight, not by arithmetic: many
    threads per row, each with a few wide independent loads, keep the memory system busy where one
    simdgroup per row group did not.  Rows past N are read as row N - 1 (never stored) so the loads stay
-   unconditional.  The whole threadgroup leaves together (n0 is per threadgroup) before the barrier. */
+   unconditional.  The whole threadgroup leaves together (n0 is per threadgroup) before the barrier.
+   With nw, x is a row of the residual stream, used as RMSNorm makes it: (x * scale) * nw (rms_scale). */
 template <typename B>
 METAL_FUNC void gemv_rows(device const uchar *w, device const float *xm, device float *ym, device const float *rm,
-                          uint K, uint N, uint row_bytes, threadgroup float *red, uint tgx, ushort sg, ushort lane) {
+                          uint K, uint N, uint row_bytes, threadgroup float *red, uint tgx, ushort sg, ushort lane,
+                          device const float *nw = nullptr, float scale = 1.0f) {
     const uint RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS, T = 32 * MLLM__GEMV_NSG;
     const uint n0 = tgx * RT;
     if (n0 >= N) return;
@@ -503,6 +537,11 @@ METAL_FUNC void gemv_rows(device const uchar *w, device const float *xm, device 
             device const packed_float4 *x4 = (device const packed_float4 *)xm + 4 * c;
             x0 = x4[0], x1 = x4[1], x2 = x4[2], x3 = x4[3];
         }
+        if (nw) {   // as rms_norm_mul: v = x * scale; v *= w
+            device const packed_float4 *w4 = (device const packed_float4 *)nw + 4 * c;
+            x0 *= scale, x1 *= scale, x2 *= scale, x3 *= scale;
+            x0 *= float4(w4[0]), x1 *= float4(w4[1]), x2 *= float4(w4[2]), x3 *= float4(w4[3]);
+        }
         _Pragma("unroll") for (uint i = 0; i < RT; i++) {
             float4 v[4];
             B::chunk(wr[i], c, v);
@@ -512,7 +551,8 @@ METAL_FUNC void gemv_rows(device const uchar *w, device const float *xm, device 
     // Float types only: the elements after the last whole chunk.
     if (B::QK == 1)
         for (uint k = 16 * nch + t; k < K; k += T) {
-            const float xk = xm[k];
+            float xk = xm[k];
+            if (nw) xk = xk * scale, xk *= nw[k];
             _Pragma("unroll") for (uint i = 0; i < RT; i++) acc[i] += B::at(wr[i], k) * xk;
         }
 
@@ -648,6 +688,53 @@ METAL_FUNC void gemm_tile(device const uchar *w, uint N, uint K, uint row_bytes,
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);   // everyone done reading before the next stage
     }
+}
+
+/* RoPE: turns pair i of the head at h by p * freq_base^(-2i / n_rot) (p: the position times freq_scale),
+   divided by factor[i] when factors is given; pairs (2i, 2i + 1), or (i, i + n_rot / 2) for NeoX.
+   precise:: because the angle reaches thousands of radians at long positions. */
+METAL_FUNC void rope_pair(device float *h, uint i, float p, uint n_rot, float freq_base, device const float *factors,
+                          bool neox) {
+    float theta = p * precise::pow(freq_base, -float(2 * i) / float(n_rot));
+    if (factors) theta /= factors[i];
+    const float c = precise::cos(theta), s = precise::sin(theta);
+    const uint i0 = neox ? i : 2 * i, i1 = neox ? i + n_rot / 2 : 2 * i + 1;
+    const float x0 = h[i0], x1 = h[i1];
+    h[i0] = x0 * c - x1 * s;
+    h[i1] = x0 * s + x1 * c;
+}
+
+/* RMSNorm's 1 / sqrt(mean(x^2) + eps) of a row of n floats, computed by a GEMV threadgroup (32 * NSG
+   threads) in the order rms_norm_mul sums it with nt threads (a multiple of 32, <= 1024), so a product
+   that normalizes its own x (gemv_rows' nw) gets the bits of rms_norm_mul then gemv: thread t plays the
+   threads t, t + 32 NSG, ... of that launch, which sit on its own lane, so every simd_sum adds the same 32
+   values in the same order, and the per-simdgroup sums meet as tg_sum meets them.  scratch: 32 floats. */
+METAL_FUNC float rms_scale(device const float *x, uint n, float eps, uint nt, threadgroup float *scratch, ushort sg,
+                           ushort lane) {
+    const uint n4 = n / 4, nsg = nt / 32;
+    device const packed_float4 *x4 = (device const packed_float4 *)x;
+    for (uint vs = sg; vs < nsg; vs += MLLM__GEMV_NSG) {   // the launch's simdgroup vs, lane for lane
+        const uint vt = 32 * vs + lane;
+        float ss = 0.0f;
+        for (uint i = vt; i < n4; i += nt) {
+            const float4 v = x4[i];
+            ss += dot(v, v);
+        }
+        for (uint i = 4 * n4 + vt; i < n; i += nt) ss += x[i] * x[i];
+        ss = simd_sum(ss);
+        if (lane == 0) scratch[vs] = ss;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    const float ss = simd_sum(lane < nsg ? scratch[lane] : 0.0f);
+    return rsqrt(ss / float(n) + eps);
+}
+
+/* The FFN gates, as the elementwise swiglu/geglu kernels and the CPU backend compute them:
+   silu(g) = g / (1 + e^-g); GELU in its tanh form 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3)))
+   (mllm__geglu); precise::tanh because a fast tanh built from exp overflows to NaN for large arguments. */
+METAL_FUNC float4 silu(float4 g) { return g / (1.0f + exp(-g)); }
+METAL_FUNC float4 gelu_tanh(float4 g) {
+    return 0.5f * g * (1.0f + precise::tanh(0.7978845608f * (g + 0.044715f * g * g * g)));
 }
 
 /* Row reductions over a whole threadgroup (<= 1024 threads = 32 simdgroups): simd_* inside each

@@ -3,24 +3,18 @@
 #include <metal_stdlib>
 #include "common.h"
 
-// The FFN gate: out = silu(gate) * up, silu(g) = g / (1 + e^-g).
+// The FFN gates: out = act(gate) * up, act silu (swiglu) or GELU (geglu, gemma), both in common.h.
 kernel void swiglu(device const float *gate [[buffer(0)]], device const float *up [[buffer(1)]],
                    device float *out [[buffer(2)]], constant mllm__vec_args &a [[buffer(3)]],
                    uint i [[thread_position_in_grid]]) {
     if (4 * i + 4 <= a.n) {
-        const float4 g = float4(((device const packed_float4 *)gate)[i]);
-        ((device packed_float4 *)out)[i] = g / (1.0f + exp(-g)) * float4(((device const packed_float4 *)up)[i]);
+        ((device packed_float4 *)out)[i] = silu(float4(((device const packed_float4 *)gate)[i])) *
+                                           float4(((device const packed_float4 *)up)[i]);
     } else {
-        for (uint k = 4 * i; k < a.n; k++) out[k] = gate[k] / (1.0f + exp(-gate[k])) * up[k];
+        for (uint k = 4 * i; k < a.n; k++) out[k] = silu(float4(gate[k])).x * up[k];
     }
 }
 
-// The GeGLU gate (gemma): out = gelu(gate) * up, GELU in its tanh form
-// 0.5 g (1 + tanh(sqrt(2 / pi) (g + 0.044715 g^3))), as the CPU backend (mllm__geglu) computes it.
-// precise::tanh: a fast tanh built from exp overflows to NaN for large arguments.
-METAL_FUNC float4 gelu_tanh(float4 g) {
-    return 0.5f * g * (1.0f + precise::tanh(0.7978845608f * (g + 0.044715f * g * g * g)));
-}
 kernel void geglu(device const float *gate [[buffer(0)]], device const float *up [[buffer(1)]],
                   device float *out [[buffer(2)]], constant mllm__vec_args &a [[buffer(3)]],
                   uint i [[thread_position_in_grid]]) {

@@ -147,6 +147,7 @@ outcome run_case(const char* what, shape sh, const std::vector<seq_spec>& specs,
     };
     std::vector<float> nans(nq, NAN);
     mllm__gpu_attn_io io;
+    memset(&io, 0, sizeof io);   // (no RoPE: Q and K arrive rotated)
     io.q = {mk(q.data(), nq * 4), 0};
     io.k = {mk(k.data(), nk * 4), 0};
     io.v = {mk(v.data(), nk * 4), 0};
@@ -355,4 +356,124 @@ EMU_TEST(attn_encode_rejects_unsupported_head_dim) {
     mllm__gpu_commit(&g, c);
     mllm__gpu_wait(&g, c);
     mllm__gpu_close(&g);
+}
+
+// RoPE inside attn_kv_write (io.rope) against the graph's unfused chain on the GPU: the rope kernel on Q
+// and K, a barrier, then the attention without RoPE.  Q and K after the step, the K and V pools and the
+// outputs must be bitwise equal (both rotate with rope_pair, common.h; rope_matches_cpu checks the rope
+// kernel against the CPU).  Decode and mixed (prefill-path) batches, normal and NeoX pairs, partial
+// rotation, Llama 3.x factors, scaled positions.
+EMU_TEST(attn_kv_write_rope_equals_rope_kernel_then_attention) {
+    struct rcase { int n_head, n_kv, hd, n_rot, neox, factors; float base, fscale; std::vector<seq_spec> specs; };
+    const std::vector<rcase> cases = {
+        {4, 2, 64, 64, 1, 0, 1000000.0f, 1.0f, {{1, 5}, {1, 40}}},           // decode, qwen-like
+        {4, 2, 64, 64, 0, 1, 500000.0f, 1.0f, {{1, 17}, {3, 0}}},            // mixed: prefill path, factors
+        {8, 1, 128, 64, 1, 0, 10000.0f, 0.25f, {{5, 20}}},                   // partial rotation, scaled
+    };
+    int vi = 0;
+    for (const rcase& rc : cases) {
+        const emu::Variant var = kt_variants()[vi++ % kt_variants().size()];
+        kt_scope scope;
+        const int ns = (int)rc.specs.size(), hd = rc.hd;
+        int n_tok = 0, n_blocks = 0;
+        std::vector<std::vector<int32_t>> tables(ns);
+        std::vector<mllm__batch_seq> bs(ns);
+        std::vector<int32_t> pos;
+        for (int s = 0; s < ns; s++) {
+            const seq_spec& sp = rc.specs[s];
+            for (int i = 0; i < (sp.pos0 + sp.n + kB - 1) / kB; i++) tables[s].push_back(n_blocks++);
+            bs[s].first = n_tok; bs[s].n = sp.n; bs[s].pos0 = sp.pos0; bs[s].blocks = tables[s].data();
+            for (int t = 0; t < sp.n; t++) pos.push_back(sp.pos0 + t);
+            n_tok += sp.n;
+        }
+        mllm__kv kv;
+        memset(&kv, 0, sizeof kv);
+        kv.n_blocks = n_blocks; kv.block_tokens = kB; kv.n_layer = 1; kv.n_head_kv = rc.n_kv; kv.head_dim = hd;
+        mllm__batch b;
+        memset(&b, 0, sizeof b);
+        b.n_tokens = n_tok; b.n_seqs = ns; b.seqs = bs.data(); b.pos = pos.data();
+        const size_t nq = (size_t)n_tok * rc.n_head * hd, nk = (size_t)n_tok * rc.n_kv * hd;
+        const size_t pool_n = (size_t)n_blocks * rc.n_kv * kB * hd;
+        std::vector<float> q(nq), k(nk), v(nk), factors(rc.n_rot / 2);
+        for (float& x : q) x = kt_uniform(-2, 2);
+        for (float& x : k) x = kt_uniform(-1, 1);
+        for (float& x : v) x = kt_uniform(-1, 1);
+        for (float& x : factors) x = kt_uniform(1, 8);
+        std::vector<uint16_t> pool0(pool_n);
+        for (uint16_t& x : pool0) x = mllm__f32_to_f16(kt_uniform(-1, 1));   // the earlier positions' rows
+
+        struct run { std::vector<float> q, k, out; std::vector<uint16_t> kp, vp; mllm_status st; };
+        run r[2];
+        for (int fused = 0; fused < 2; fused++) {
+            mllm__emu_settings set;
+            set.policy = var.policy;
+            set.poison = var.poison;
+            mllm__gpu g;
+            mllm__emu_gpu_open(&g, &set);
+            const mllm__gpu_attn_layout L = mllm__gpu_attn_layout_of(&b, kB, rc.n_head, hd);
+            std::vector<mllm__gpu_buf*> bufs;
+            auto mk = [&](const void* src, size_t bytes) {
+                mllm__gpu_buf* buf = g.vt->buf_new(g.dev, bytes ? bytes : 4, MLLM__GPU_SHARED);
+                if (src) memcpy(g.vt->buf_contents(buf), src, bytes);
+                bufs.push_back(buf);
+                return buf;
+            };
+            std::vector<float> nans(nq, NAN);
+            mllm__gpu_attn_io io;
+            memset(&io, 0, sizeof io);
+            io.q = {mk(q.data(), nq * 4), 0};
+            io.k = {mk(k.data(), nk * 4), 0};
+            io.v = {mk(v.data(), nk * 4), 0};
+            io.out = {mk(nans.data(), nq * 4), 0};
+            io.kpool = mk(pool0.data(), pool_n * 2);
+            io.vpool = mk(pool0.data(), pool_n * 2);
+            io.meta = mk(nullptr, L.meta_bytes);
+            io.part = mk(nullptr, L.part_bytes);
+            mllm__gpu_buf* posb = mk(pos.data(), pos.size() * 4);
+            mllm__gpu_buf* facb = mk(factors.data(), factors.size() * 4);
+            mllm__gpu_attn_meta(&b, kB, &L, g.vt->buf_contents(io.meta));
+            mllm__gpu_cmd* c = g.vt->begin(g.dev);
+            if (fused) {
+                io.rope = rc.neox ? 2 : 1;
+                io.pos = {posb, 0};
+                if (rc.factors) io.factors = {facb, 0};
+                io.n_rot = (uint32_t)rc.n_rot; io.freq_base = rc.base; io.freq_scale = rc.fscale;
+            } else {   // the graph's chain: the rope kernel on Q and K, a barrier
+                mllm__rope_args a = {(uint32_t)rc.n_head, (uint32_t)hd, (uint32_t)rc.n_rot, (uint32_t)(rc.n_head * hd), rc.base,
+                                     rc.fscale, (uint32_t)rc.factors, (uint32_t)rc.n_kv, (uint32_t)(rc.n_kv * hd)};
+                mllm__gpu_pipe* p = g.vt->pipeline(g.dev, rc.neox ? "rope_neox" : "rope");
+                g.vt->set_buffer(c, io.q.buf, 0, 0);
+                g.vt->set_buffer(c, posb, 0, 1);
+                g.vt->set_bytes(c, &a, sizeof a, 2);
+                g.vt->set_buffer(c, facb, 0, 3);
+                g.vt->set_buffer(c, io.k.buf, 0, 4);
+                mllm__gpu_dispatch(&g, c, p, (uint32_t)(rc.n_head + rc.n_kv), (uint32_t)n_tok, 1, 32, 1, 1);
+                mllm__gpu_barrier(&g, c);
+            }
+            r[fused].st = mllm__gpu_encode_attention(&g, c, &b, &kv, rc.n_head, 0, 0, &io);
+            mllm__gpu_commit(&g, c);
+            if (mllm__gpu_wait(&g, c) != MLLM_OK) r[fused].st = MLLM_ERR_BACKEND;
+            const float* gq = (const float*)g.vt->buf_contents(io.q.buf);
+            const float* gk = (const float*)g.vt->buf_contents(io.k.buf);
+            const float* go = (const float*)g.vt->buf_contents(io.out.buf);
+            const uint16_t* kp = (const uint16_t*)g.vt->buf_contents(io.kpool);
+            const uint16_t* vp = (const uint16_t*)g.vt->buf_contents(io.vpool);
+            r[fused].q.assign(gq, gq + nq);
+            r[fused].k.assign(gk, gk + nk);
+            r[fused].out.assign(go, go + nq);
+            r[fused].kp.assign(kp, kp + pool_n);
+            r[fused].vp.assign(vp, vp + pool_n);
+            for (mllm__gpu_buf* x : bufs) g.vt->buf_free(x);
+            mllm__gpu_close(&g);
+        }
+        char what[128];
+        snprintf(what, sizeof what, "heads %d/%d hd %d rot %d%s%s, %d seqs, %s", rc.n_head, rc.n_kv, hd, rc.n_rot,
+                 rc.neox ? " neox" : "", rc.factors ? " factors" : "", ns, msl::sched_name(var.policy));
+        CHECK(r[0].st == MLLM_OK && r[1].st == MLLM_OK, "%s: %s", what, mllm_last_error());
+        CHECK(memcmp(r[0].q.data(), r[1].q.data(), nq * 4) == 0, "%s: rotated Q differs", what);
+        CHECK(memcmp(r[0].k.data(), r[1].k.data(), nk * 4) == 0, "%s: rotated K differs", what);
+        CHECK(r[0].q != q && r[0].k != k, "%s: nothing rotated", what);
+        CHECK(r[0].kp == r[1].kp && r[0].vp == r[1].vp, "%s: KV pools differ", what);
+        CHECK(memcmp(r[0].out.data(), r[1].out.data(), nq * 4) == 0, "%s: outputs differ", what);
+    }
 }

@@ -69,14 +69,14 @@ EMU_TEST(rms_norm_matches_cpu) {
             }
 }
 
-// Rotation of the first n_rot dims of every head; the other dims and the gap between tokens must stay
-// bit-identical.
+// Rotation of the first n_rot dims of every head of Q and, in the same dispatch, of K (its heads follow
+// Q's in the grid; kheads 0: no K); the other dims and the gaps between tokens must stay bit-identical.
 EMU_TEST(rope_matches_cpu) {
-    struct { uint32_t n_heads, head_dim, n_rot, gap, tokens; float base, fscale; } cases[] = {
-        {3, 64, 64, 0, 7, 10000.0f, 1.0f},
-        {2, 128, 128, 16, 3, 1000000.0f, 1.0f},
-        {5, 64, 32, 0, 4, 10000.0f, 0.5f},   // partial rotation, scaled positions
-        {1, 2, 2, 3, 1, 10000.0f, 1.0f},
+    struct { uint32_t n_heads, kheads, head_dim, n_rot, gap, tokens; float base, fscale; } cases[] = {
+        {3, 1, 64, 64, 0, 7, 10000.0f, 1.0f},
+        {2, 2, 128, 128, 16, 3, 1000000.0f, 1.0f},
+        {5, 0, 64, 32, 0, 4, 10000.0f, 0.5f},   // partial rotation, scaled positions
+        {1, 3, 2, 2, 3, 1, 10000.0f, 1.0f},
     };
     int vi = 0;
     for (const auto &c : cases)
@@ -84,36 +84,47 @@ EMU_TEST(rope_matches_cpu) {
             for (int neox_f = 0; neox_f < 4; neox_f++) {
                 const int neox = neox_f & 1, with_factors = neox_f >> 1;   // factors: Llama 3.x's rope_freqs
                 kt_scope scope;
-                const uint32_t stride = c.n_heads * c.head_dim + c.gap, n = stride * c.tokens;
-                float *x = kt_rand(n);
-                std::vector<float> x0(x, x + n);
+                const uint32_t heads[2] = {c.n_heads, c.kheads};
+                uint32_t stride[2], n[2];
+                float *x[2];
+                std::vector<float> x0[2];
+                for (int j = 0; j < 2; j++) {
+                    stride[j] = heads[j] * c.head_dim + c.gap + j;
+                    n[j] = stride[j] * c.tokens;
+                    x[j] = kt_rand(n[j]);
+                    x0[j].assign(x[j], x[j] + n[j]);
+                }
                 int *pos = kt_buf<int>(c.tokens);
                 for (uint32_t t = 0; t < c.tokens; t++) pos[t] = t == 0 ? 0 : (int)(kt_u32() % 2048);
                 float *factors = kt_rand(c.n_rot / 2, 1.0f, 8.0f);
-                mllm__rope_args a = {c.n_heads, c.head_dim, c.n_rot, stride, c.base, c.fscale, (uint32_t)with_factors};
-                void *bufs[] = {x, pos, &a, factors};
+                mllm__rope_args a = {c.n_heads, c.head_dim, c.n_rot, stride[0], c.base, c.fscale, (uint32_t)with_factors,
+                                     c.kheads, stride[1]};
+                void *bufs[] = {x[0], pos, &a, factors, x[1]};
                 const char *k = neox ? "rope_neox" : "rope";
-                if (!kt_dispatch(k, v, c.n_heads, c.tokens, vi++ % 2 ? 64 : 32, bufs, 4)) continue;
-                std::vector<float> cpu(x0);
-                std::vector<double> scale(n, 0.0);   // 0: not rotated, must be unchanged
-                for (uint32_t t = 0; t < c.tokens; t++) {
-                    std::vector<float> cs(c.n_rot);
-                    mllm__rope_table(cs.data(), (int)c.n_rot, pos[t], c.base, c.fscale, with_factors ? factors : NULL);
-                    mllm__rope_apply(&cpu[(size_t)t * stride], (int)c.n_heads, (int)c.head_dim, (int)c.n_rot, cs.data(), neox);
-                    for (uint32_t h = 0; h < c.n_heads; h++)
-                        for (uint32_t i = 0; i < c.n_rot / 2; i++) {
-                            const size_t o = (size_t)t * stride + (size_t)h * c.head_dim;
-                            const size_t i0 = o + (neox ? i : 2 * i), i1 = o + (neox ? i + c.n_rot / 2 : 2 * i + 1);
-                            // the kernel's float angle is off by ~1 ulp of pos * freq: the error grows with it
-                            const double th = (double)pos[t] * c.fscale * pow((double)c.base, -2.0 * i / c.n_rot);
-                            scale[i0] = scale[i1] = (fabs(x0[i0]) + fabs(x0[i1])) * (1.0 + th);
-                        }
+                if (!kt_dispatch(k, v, c.n_heads + c.kheads, c.tokens, vi++ % 2 ? 64 : 32, bufs, 5)) continue;
+                for (int j = 0; j < 2; j++) {
+                    std::vector<float> cpu(x0[j]);
+                    std::vector<double> scale(n[j], 0.0);   // 0: not rotated, must be unchanged
+                    for (uint32_t t = 0; t < c.tokens; t++) {
+                        std::vector<float> cs(c.n_rot);
+                        mllm__rope_table(cs.data(), (int)c.n_rot, pos[t], c.base, c.fscale, with_factors ? factors : NULL);
+                        mllm__rope_apply(&cpu[(size_t)t * stride[j]], (int)heads[j], (int)c.head_dim, (int)c.n_rot, cs.data(),
+                                         neox);
+                        for (uint32_t h = 0; h < heads[j]; h++)
+                            for (uint32_t i = 0; i < c.n_rot / 2; i++) {
+                                const size_t o = (size_t)t * stride[j] + (size_t)h * c.head_dim;
+                                const size_t i0 = o + (neox ? i : 2 * i), i1 = o + (neox ? i + c.n_rot / 2 : 2 * i + 1);
+                                // the kernel's float angle is off by ~1 ulp of pos * freq: the error grows with it
+                                const double th = (double)pos[t] * c.fscale * pow((double)c.base, -2.0 * i / c.n_rot);
+                                scale[i0] = scale[i1] = (fabs(x0[j][i0]) + fabs(x0[j][i1])) * (1.0 + th);
+                            }
+                    }
+                    std::vector<double> ref(cpu.begin(), cpu.end());
+                    char what[128];
+                    snprintf(what, sizeof what, "%s %s heads=%u dim=%u rot=%u%s %s", k, j ? "K" : "Q", heads[j], c.head_dim,
+                             c.n_rot, with_factors ? " factors" : "", msl::sched_name(v.policy));
+                    kt_close(what, x[j], ref.data(), scale.data(), n[j], 1e-6);
                 }
-                std::vector<double> ref(cpu.begin(), cpu.end());
-                char what[128];
-                snprintf(what, sizeof what, "%s heads=%u dim=%u rot=%u%s %s", k, c.n_heads, c.head_dim, c.n_rot,
-                         with_factors ? " factors" : "", msl::sched_name(v.policy));
-                kt_close(what, x, ref.data(), scale.data(), n, 1e-6);
             }
 }
 
