@@ -582,7 +582,7 @@ static void test_simd_levels_identical(void) {
 static void test_gemm_equals_vec_dot(void) {
     static const int64_t Ks[] = {32, 96, 256, 576, 1536, 1568, 40, 1544};   /* the last two: float rows' K % 16 tail */
     static const int rows_of[] = {1, 16, 37};
-    enum { T = 53 };   /* past the float GEMM's 48-token groups; also 13 (the float GEMM's direct-load path) */
+    enum { T = 53 };   /* past the float GEMM's 48-token groups; also 13, a batched-decode size */
     static const int n_toks[] = {T, 13};
     const int top = mllm__simd_force(99);
     float *xf = (float *)malloc(sizeof(float) * T * 1568), *f = (float *)malloc(sizeof(float) * T * 1568);
