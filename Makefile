@@ -97,6 +97,7 @@ run: $(BUILD)/generate $(MODEL)
 
 bench: all $(MODEL)
 	tests/fetch_model.sh gemma3-270m && tests/fetch_model.sh qwen2.5-coder-1.5b
+	tests/bench_models.sh
 	tests/bench.sh $(BUILD)
 
 clean:

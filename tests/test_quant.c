@@ -582,7 +582,8 @@ static void test_simd_levels_identical(void) {
 static void test_gemm_equals_vec_dot(void) {
     static const int64_t Ks[] = {32, 96, 256, 576, 1536, 1568, 40, 1544};   /* the last two: float rows' K % 16 tail */
     static const int rows_of[] = {1, 16, 37};
-    enum { T = 53 };   /* past the float GEMM's 48-token groups */
+    enum { T = 53 };   /* past the float GEMM's 48-token groups; also 13, a batched-decode size */
+    static const int n_toks[] = {T, 13};
     const int top = mllm__simd_force(99);
     float *xf = (float *)malloc(sizeof(float) * T * 1568), *f = (float *)malloc(sizeof(float) * T * 1568);
     float *out = (float *)malloc(sizeof(float) * T * 37), *pk_raw = (float *)malloc(mllm__gemm_pack_bytes(1568) + 64);
@@ -590,7 +591,8 @@ static void test_gemm_equals_vec_dot(void) {
     float *d = (float *)malloc(sizeof(float) * T * 1568 / 32);
     int32_t *corr = (int32_t *)malloc(sizeof(int32_t) * T * 1568 / 4);
     uint8_t *pk = (uint8_t *)pk_raw + (64 - (uintptr_t)pk_raw % 64) % 64;
-    int ti, ki, ri, lvl, t, r, rep, ran = 0;
+    int ti, ki, ri, lvl, t, r, rep, ni, ran = 0;
+    for (ni = 0; ni < 2; ni++)
     for (lvl = 1; lvl <= top; lvl++) {
         mllm__simd_force(lvl);
         for (ti = 0; ti < N_WEIGHT_TYPES; ti++) {
@@ -622,13 +624,13 @@ static void test_gemm_equals_vec_dot(void) {
                             mllm__gemm_xrow(wt, xf + t * K, K, q + t * gx.qs, d + t * (K / 32), corr + t * gx.ss, f + t * K);
                             mllm__quant_row(xt, xf + t * K, xq + t * xs, K);
                         }
-                        CHECK(mllm__simd_gemm(wt, w, rb, K, 0, R, &gx, T, out, pk), "%s: no gemm", mllm__traits(wt)->name);
-                        for (t = 0; t < T; t++)
+                        CHECK(mllm__simd_gemm(wt, w, rb, K, 0, R, &gx, n_toks[ni], out, pk), "%s: no gemm", mllm__traits(wt)->name);
+                        for (t = 0; t < n_toks[ni]; t++)
                             for (r = 0; r < R; r++) {
                                 const float want = mllm__vec_dot(wt, K, w + r * rb, xq + t * xs);
                                 if (memcmp(&want, &out[t * R + r], sizeof want) && !bad++)
-                                    CHECK(0, "%s %s K=%ld rows=%d row %d token %d: gemm %.9g, vec_dot %.9g", mllm__simd_name(lvl),
-                                          mllm__traits(wt)->name, (long)K, R, r, t, out[t * R + r], want);
+                                    CHECK(0, "%s %s K=%ld rows=%d tokens=%d row %d token %d: gemm %.9g, vec_dot %.9g", mllm__simd_name(lvl),
+                                          mllm__traits(wt)->name, (long)K, R, n_toks[ni], r, t, out[t * R + r], want);
                             }
                         ran++;
                     }
