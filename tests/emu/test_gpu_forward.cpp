@@ -376,8 +376,9 @@ EMU_TEST(gpu_many_sequences_on_gemv_multi_equal_solo_runs_exactly) {
         batch[i].prompt.insert(batch[i].prompt.end(), f.greedy.begin(), f.greedy.begin() + extra);
         batch[i].forced.assign(f.greedy.begin() + extra, f.greedy.begin() + extra + steps);
     }
+    mllm__gpu_vt vt;   // declared first: dev's destructor closes the device through it
     emu_gpu dev;
-    mllm__gpu_vt vt = *dev.g.vt;
+    vt = *dev.g.vt;
     vt.gemm_min_tokens = 1024;
     dev.g.vt = &vt;
     mllm_context *ctx = make_ctx(m, &dev.g, n, 256);   // all prompts in one prefill step
