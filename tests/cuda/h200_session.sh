@@ -12,6 +12,7 @@
 #     test   make test-gpu's runs (SANITIZE=0 skips compute-sanitizer)
 #     bench  make bench-gpu's runs on the bench models vs llama.cpp
 #     ab     decode at batch 1 and 16 with graphs off / an earlier header (twin builds), alternated
+#     prof   ncu's time of every kernel in short decode runs (batch 1 and 16), summed by kernel
 set -u
 S=$(cd "$1" && pwd); STEPS=,${2:-test,bench},; SAN=${SANITIZE:-1}
 has() { case $STEPS in *,$1,*) return 0;; esac; return 1; }
@@ -76,4 +77,16 @@ if has ab; then   # same file, same run: this build, graphs off, the earlier hea
     done
   done 2>&1 | tee "$O/ab.log"
   el "ab done"
+fi
+if has prof; then   # ncu replays nothing for one duration metric; graphs are profiled node by node
+  for m in $M/smol.gguf $M/qwen-q4km.gguf; do
+    for b in 1 16; do
+      f=$O/prof-$(basename $m .gguf)-b$b.csv
+      timeout ${PROF_TIMEOUT:-100} ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-count ${PROF_LAUNCHES:-3000} \
+        build/bench -m $m --cuda -p 512 -n 16 -r 1 --batch $b > $f 2> $f.err
+      echo "== $(basename $m) batch $b (prefill 512, 16 decode steps, then the batched run)"
+      python3 tests/cuda/ncu_summary.py $f 25
+    done
+  done 2>&1 | tee "$O/prof.log"
+  el "prof done"
 fi
