@@ -16,6 +16,17 @@ JOBS="${JOBS:-2}"
 PYTHON="${PYTHON:-python3}"
 SRC="$PEER/src/llama_cpp_python-$VER/vendor/llama.cpp"
 BLD="$PEER/build-$VER"
+# -march=native turns on AMX where cpuid reports it; where its tiles fault anyway (some VMs), build without
+# (tests/peer/amx_probe.c), in a build directory of its own
+NOAMX=""
+if grep -qw amx_tile /proc/cpuinfo 2>/dev/null; then
+    mkdir -p "$PEER"
+    if ! { cc -O1 -mamx-tile -o "$PEER/amx_probe" "$ROOT/tests/peer/amx_probe.c" && "$PEER/amx_probe"; } 2>/dev/null; then
+        NOAMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+        BLD="$PEER/build-$VER-noamx"
+        echo "build_llamacpp: AMX tiles fault on this machine: llama.cpp without AMX ($BLD)" >&2
+    fi
+fi
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need cmake || ! need g++ || ! need cc; then
@@ -34,7 +45,7 @@ fi
 # Tools only: no tests, no server/cli (they pull the web UI), no HTTPS.  Shared libs so our small
 # reference program links against the same libllama the tools use.
 [ -f "$BLD/CMakeCache.txt" ] || cmake -S "$SRC" -B "$BLD" -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DCMAKE_C_FLAGS="$NOAMX" -DCMAKE_CXX_FLAGS="$NOAMX" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
     -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=ON
 cmake --build "$BLD" -j "$JOBS" --target llama-bench llama-simple llama-tokenize llama-batched-bench llama-quantize
 
@@ -51,10 +62,10 @@ for t in llama-bench llama-simple llama-tokenize llama-batched-bench llama-quant
 # llama-server for `make bench-server` (only with PEER_SERVER=1; the other tools do not need it), in a
 # build directory of its own so the tools above are never reconfigured or rebuilt.  Its web UI is off
 # (no npm, no download: the UI stage then embeds nothing), so it builds offline.
-SBLD="$PEER/build-server-$VER"
+SBLD="$PEER/build-server-$VER${NOAMX:+-noamx}"
 if [ "${PEER_SERVER:-0}" = 1 ] && [ ! -x "$SBLD/bin/llama-server" ]; then
     [ -f "$SBLD/CMakeCache.txt" ] || cmake -S "$SRC" -B "$SBLD" -DCMAKE_BUILD_TYPE=Release \
-        -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+        -DCMAKE_C_FLAGS="$NOAMX" -DCMAKE_CXX_FLAGS="$NOAMX" -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
         -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DLLAMA_BUILD_APP=OFF \
         -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_EXAMPLES=OFF
     cmake --build "$SBLD" -j "$JOBS" --target llama-server
