@@ -79,11 +79,11 @@ if has ab; then   # same file, same run: this build, graphs off, the earlier hea
   el "ab done"
 fi
 if has prof; then   # ncu replays nothing for one duration metric; graphs are profiled node by node
-  for m in $M/smol.gguf $M/qwen-q4km.gguf; do
-    for b in 1 16; do
+  for m in ${PROF_MODELS:-$M/smol.gguf $M/qwen-q4km.gguf}; do
+    for b in ${PROF_BATCHES:-1 16}; do
       f=$O/prof-$(basename $m .gguf)-b$b.csv
       timeout ${PROF_TIMEOUT:-100} ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-count ${PROF_LAUNCHES:-3000} \
-        build/bench -m $m --cuda -p 512 -n 16 -r 1 --batch $b > $f 2> $f.err
+        build/bench -m $m --cuda -p ${PROF_PROMPT:-512} -n 16 -r 1 --batch $b > $f 2> $f.err
       echo "== $(basename $m) batch $b (prefill 512, 16 decode steps, then the batched run)"
       python3 tests/cuda/ncu_summary.py $f 25
     done
