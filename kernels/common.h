@@ -665,7 +665,8 @@ METAL_FUNC void gemm_tile(device const uchar *w, uint N, uint K, uint row_bytes,
         if (wok && kw + 16 <= K) {
             B::chunk(wrow, kw / 16, v);
         } else {
-            for (uint i = 0; i < 16; i++) v[i / 4][i % 4] = wok && kw + i < K ? B::at(wrow, kw + i) : 0.0f;
+            _Pragma("unroll") for (uint i = 0; i < 16; i++)   // unrolled: v stays in registers (CUDA)
+                v[i / 4][i % 4] = wok && kw + i < K ? B::at(wrow, kw + i) : 0.0f;
         }
         for (int i = 0; i < 4; i++) *(threadgroup float4 *)&Ws[wn][16 * wh + 4 * i] = v[i];
 
@@ -673,18 +674,20 @@ METAL_FUNC void gemm_tile(device const uchar *w, uint N, uint K, uint row_bytes,
             const uint kx = k0 + 8 * xq + 4 * j;
             float4 u;
             if (xok && kx + 4 <= K) u = *(device const packed_float4 *)(xrow + kx);
-            else for (uint i = 0; i < 4; i++) u[i] = xok && kx + i < K ? xrow[kx + i] : 0.0f;
+            else _Pragma("unroll") for (uint i = 0; i < 4; i++) u[i] = xok && kx + i < K ? xrow[kx + i] : 0.0f;
             *(threadgroup float4 *)&Xs[xm][8 * xq + 4 * j] = u;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);   // tiles complete before anyone multiplies
 
         for (uint kk = 0; kk < BK; kk += 8) {
+            // Unrolled so that acc, xa and wb stay in registers (CUDA's compiler left them in local memory).
             simdgroup_matrix<float, 8, 8> xa[2], wb[4];
-            for (int i = 0; i < 2; i++) simdgroup_load(xa[i], &Xs[16 * sm + 8 * i][kk], BKP);
+            _Pragma("unroll") for (int i = 0; i < 2; i++) simdgroup_load(xa[i], &Xs[16 * sm + 8 * i][kk], BKP);
             // W is stored row = output, so load it transposed: wb[j](k, n) = Ws[n][k].
-            for (int j = 0; j < 4; j++) simdgroup_load(wb[j], &Ws[32 * sn + 8 * j][kk], BKP, ulong2(0, 0), true);
-            for (int i = 0; i < 2; i++)
-                for (int j = 0; j < 4; j++) simdgroup_multiply_accumulate(acc[4 * i + j], xa[i], wb[j], acc[4 * i + j]);
+            _Pragma("unroll") for (int j = 0; j < 4; j++)
+                simdgroup_load(wb[j], &Ws[32 * sn + 8 * j][kk], BKP, ulong2(0, 0), true);
+            _Pragma("unroll") for (int i = 0; i < 2; i++) _Pragma("unroll") for (int j = 0; j < 4; j++)
+                simdgroup_multiply_accumulate(acc[4 * i + j], xa[i], wb[j], acc[4 * i + j]);
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);   // everyone done reading before the next stage
     }

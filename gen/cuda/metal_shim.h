@@ -180,9 +180,9 @@ METAL_FUNC void simdgroup_barrier(mem_flags) { __nvvm_bar_warp_sync(::msl::activ
 
 // ------------------------------------------------------------------------------ simdgroup_matrix (8x8)
 // Apple's per-lane fragment layout (as in the emulator): lane l holds row ((l>>4)&1)*4 + ((l>>1)&3),
-// columns c and c+1 with c = ((l>>3)&1)*4 + (l&1)*2.  The product gathers each lane's row of A and
-// column pair of B with 24 shuffles and sums in float with fma in k order from C, as the emulator does:
-// exact float arithmetic (no TF32 rounding on the tensor cores, which the F32 tolerances would not take).
+// columns c and c+1 with c = ((l>>3)&1)*4 + (l&1)*2 (attention.metal's frag_row relies on it).  The
+// product runs on the tensor cores in 3xTF32 (float-grade products, see below), or with MLLM__SG_MMA=0
+// as 24 shuffles and float fma in k order from C, as the emulator does.
 METAL_FUNC void sg_frag_coord(uint lane, thread uint& row, thread uint& col) {
     row = ((lane >> 4) & 1) * 4 + ((lane >> 1) & 3);
     col = ((lane >> 3) & 1) * 4 + (lane & 1) * 2;
@@ -230,6 +230,68 @@ METAL_FUNC void simdgroup_store(simdgroup_matrix<T, C, R> a, P dst, ulong elemen
         dst[(matrix_origin.y + row) * elements_per_row + matrix_origin.x + col] = a.e_[i];
     }
 }
+#ifndef MLLM__SG_MMA
+#define MLLM__SG_MMA 1   // 0: the shuffle product below, for A/B runs
+#endif
+#if MLLM__SG_MMA
+// D = A B + C on the tensor cores (sm_80 mma.sync m16n8k8 TF32) in "3xTF32": each float x splits into
+// hi = x with the low 13 mantissa bits cleared (exact in TF32) and lo = x - hi (exact in float; the
+// tensor core keeps its top 11 bits), and [A_hi; A_lo] (16 x 8) times B_hi and B_lo sums all four
+// partial products, so a product is good to ~2^-21 relative like float's, not TF32's 2^-11.  half and
+// bfloat convert to float exactly (their lo is 0).  The 8 products of a row sum in the tensor core's
+// float accumulator, then add to C: only the order of the float sums differs from the emulator's.
+// Layouts: the mma's k index kappa = [k2 k1 k0] stands for column [k1 k0 k2] of A (row of B), so lane
+// l's A fragment (row g = l >> 2, k = t, t + 4 with t = l & 3) is the element pair of one Apple lane,
+// and the output (row g, columns 2t, 2t + 1) is the pair of one Apple lane too: one shuffle per
+// element.  B (k = t, t + 4 of column g) lies in two Apple lanes at element g's bit 0 each; the source
+// sends the element its readers of that round want, so B is two shuffles as well: 6 for 24 before.
+METAL_FUNC uint32_t sg_bits(float x) { return __builtin_bit_cast(uint32_t, x); }
+// shfl.sync as plain asm (no side effects, so no memory clobber): the same shuffle of the same operand in
+// two products (xa[i] against each wb[j]) is computed once; the NVVM intrinsic is never merged.  Full
+// mask: Metal requires the whole simdgroup in a simdgroup_matrix product.
+METAL_FUNC float sg_shfl(float x, uint src) {
+    float r;
+    asm("shfl.sync.idx.b32 %0, %1, %2, 31, -1;" : "=f"(r) : "f"(x), "r"(src));
+    return r;
+}
+METAL_FUNC float sg_tf32_hi(float x) { return __builtin_bit_cast(float, sg_bits(x) & 0xffffe000u); }
+template <class TD, class TA, class TB, class TC>
+METAL_FUNC void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, 8, 8>& d, simdgroup_matrix<TA, 8, 8> a,
+                                              simdgroup_matrix<TB, 8, 8> b, simdgroup_matrix<TC, 8, 8> c) {
+    const uint l = ::msl::lane_id();
+    const uint l0 = l & 1, l1 = (l >> 1) & 1, l2 = (l >> 2) & 1, l3 = (l >> 3) & 1, l4 = l >> 4;
+    // A: Apple lane (row g, columns [l1 l0 0], [l1 l0 1]) holds this lane's k = t and k = t + 4.
+    const uint sa = (l4 << 4) | (l1 << 3) | (l3 << 2) | (l2 << 1) | l0;
+    const float x0 = sg_shfl((float)a.e_[0], sa);
+    const float x1 = sg_shfl((float)a.e_[1], sa);
+    // B: k = t (h = 0) and t + 4 (h = 1) of column g sit in Apple lane (l1 l4 l0 h l3), element l2.
+    // Round r sends element r ^ h of each lane (h = its bit 1), so a reader gets the two in two rounds.
+    const uint sb = (l1 << 4) | (l4 << 3) | (l0 << 2) | l3;
+    const float v0 = (float)(l1 ? b.e_[1] : b.e_[0]), v1 = (float)(l1 ? b.e_[0] : b.e_[1]);
+    const float r0 = sg_shfl(v0, sb | (l2 << 1));
+    const float r1 = sg_shfl(v1, sb | ((l2 ^ 1) << 1));
+    const float y0 = l2 ? r1 : r0, y1 = l2 ? r0 : r1;
+    const float xh0 = sg_tf32_hi(x0), xh1 = sg_tf32_hi(x1), yh0 = sg_tf32_hi(y0), yh1 = sg_tf32_hi(y1);
+    const uint32_t A0 = sg_bits(xh0), A1 = sg_bits(x0 - xh0), A2 = sg_bits(xh1),
+                   A3 = sg_bits(x1 - xh1);
+    float c0 = 0.0f, c1 = 0.0f, c2 = 0.0f, c3 = 0.0f;
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
+                 : "r"(A0), "r"(A1), "r"(A2), "r"(A3), "r"(sg_bits(yh0)), "r"(sg_bits(yh1)));
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
+                 : "r"(A0), "r"(A1), "r"(A2), "r"(A3), "r"(sg_bits(y0 - yh0)),
+                   "r"(sg_bits(y1 - yh1)));
+    // Rows g (hi) and g + 8 (lo) of the output, columns 2t, 2t + 1, to the Apple lane holding them.
+    const float p0 = c0 + c2, p1 = c1 + c3;
+    const uint sd = (l4 << 4) | (l2 << 3) | (l1 << 2) | (l3 << 1) | l0;
+    d.e_[0] = (TD)((float)c.e_[0] + sg_shfl(p0, sd));
+    d.e_[1] = (TD)((float)c.e_[1] + sg_shfl(p1, sd));
+}
+#else
+// The shuffle product (MLLM__SG_MMA=0): exact float fma in k order, 24 shuffles.
 template <class TD, class TA, class TB, class TC>
 METAL_FUNC void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, 8, 8>& d, simdgroup_matrix<TA, 8, 8> a,
                                               simdgroup_matrix<TB, 8, 8> b, simdgroup_matrix<TC, 8, 8> c) {
@@ -252,6 +314,7 @@ METAL_FUNC void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, 8, 8>&
     d.e_[0] = (TD)s0;
     d.e_[1] = (TD)s1;
 }
+#endif
 template <class TD, class TA, class TB>
 METAL_FUNC void simdgroup_multiply(thread simdgroup_matrix<TD, 8, 8>& d, simdgroup_matrix<TA, 8, 8> a,
                                    simdgroup_matrix<TB, 8, 8> b) {
