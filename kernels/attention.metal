@@ -136,14 +136,20 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
             ps[sg][g][lane] = pr;
         }
         simdgroup_barrier(mem_flags::mem_threadgroup);    // ps, rows complete for the simdgroup
+        // O += P V, rows 8 at a time: the 8 rows' loads go out together (one memory latency per 8 rows,
+        // not per row); rows past the chunk's end are not read (their p is 0, their slot may be NaN).
         const uint nv = min(32u, c1 - t0);
-        for (uint j = 0; j < nv; j++) {
-            device const half *vr = vp + rows[sg][j] + lane;
-            float vv[DPL];
-            for (int i = 0; i < DPL; i++) vv[i] = HD % 32 == 0 || lane + 32 * i < HD ? float(vr[32 * i]) : 0.0f;
-            for (int g = 0; g < G; g++)
-                if (uint(g) < ng)
-                    for (int i = 0; i < DPL; i++) acc[g][i] += ps[sg][g][j] * vv[i];
+        for (uint j0 = 0; j0 < nv; j0 += 8) {
+            float vv[8][DPL];
+            for (int j = 0; j < 8; j++) {
+                device const half *vr = vp + rows[sg][j0 + j] + lane;
+                for (int i = 0; i < DPL; i++)
+                    vv[j][i] = j0 + j < nv && (HD % 32 == 0 || lane + 32 * i < HD) ? float(vr[32 * i]) : 0.0f;
+            }
+            for (int j = 0; j < 8; j++)
+                for (int g = 0; g < G; g++)
+                    if (uint(g) < ng)
+                        for (int i = 0; i < DPL; i++) acc[g][i] += ps[sg][g][j0 + j] * vv[j][i];
         }
         simdgroup_barrier(mem_flags::mem_threadgroup);    // read before the next tile overwrites
     }
