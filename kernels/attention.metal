@@ -107,9 +107,11 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
     threadgroup_barrier(mem_flags::mem_threadgroup);
 
     float m[G], l[G], acc[G][DPL];      // l: this lane's share of the sum (the max is simdgroup-uniform)
+    #pragma unroll
     for (int g = 0; g < G; g++) {
         m[g] = NEG_BIG;
         l[g] = 0.0f;
+        #pragma unroll
         for (int i = 0; i < DPL; i++) acc[g][i] = 0.0f;
     }
     for (uint t0 = c0 + 32 * sg; t0 < c1; t0 += 32 * NSG) {   // uniform per simdgroup
@@ -118,19 +120,24 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
         const uint row = ok ? kv_row(table, p, kvh, a) : 0;
         rows[sg][lane] = row;
         float s[G];
+        #pragma unroll
         for (int g = 0; g < G; g++) s[g] = 0.0f;
         device const packed_half4 *kr = (device const packed_half4 *)(kp + row);
+        #pragma unroll
         for (int d4 = 0; d4 < HD / 4; d4++) {
             const float4 kk = float4(half4(kr[d4]));
+            #pragma unroll
             for (int g = 0; g < G; g++)
                 if (uint(g) < ng) s[g] += dot(qs[g][d4], kk);
         }
+        #pragma unroll
         for (int g = 0; g < G; g++) {
             if (uint(g) >= ng) break;
             const float sc = ok ? a.scale * s[g] : NEG_BIG;
             const float mn = max(m[g], simd_max(sc));   // finite: lane 0 (position t0 >= c0) is always in range
             const float corr = exp(m[g] - mn), pr = exp(sc - mn);
             l[g] = l[g] * corr + pr;
+            #pragma unroll
             for (int i = 0; i < DPL; i++) acc[g][i] *= corr;
             m[g] = mn;
             ps[sg][g][lane] = pr;
@@ -141,24 +148,31 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
         const uint nv = min(32u, c1 - t0);
         for (uint j0 = 0; j0 < nv; j0 += 8) {
             float vv[8][DPL];
+            #pragma unroll
             for (int j = 0; j < 8; j++) {
                 device const half *vr = vp + rows[sg][j0 + j] + lane;
+                #pragma unroll
                 for (int i = 0; i < DPL; i++)
                     vv[j][i] = j0 + j < nv && (HD % 32 == 0 || lane + 32 * i < HD) ? float(vr[32 * i]) : 0.0f;
             }
+            #pragma unroll
             for (int j = 0; j < 8; j++)
+                #pragma unroll
                 for (int g = 0; g < G; g++)
                     if (uint(g) < ng)
+                        #pragma unroll
                         for (int i = 0; i < DPL; i++) acc[g][i] += ps[sg][g][j0 + j] * vv[j][i];
         }
         simdgroup_barrier(mem_flags::mem_threadgroup);    // read before the next tile overwrites
     }
 
     // Merge the simdgroups (one with no tile has max NEG_BIG and weighs 0), write this chunk's partials.
+    #pragma unroll
     for (int g = 0; g < G; g++) {
         if (uint(g) >= ng) break;
         const float lsum = simd_sum(l[g]);
         if (lane == 0) ml[sg][g] = float2(m[g], lsum);
+        #pragma unroll
         for (int i = 0; i < DPL; i++)
             if (HD % 32 == 0 || lane + 32 * i < HD) red[sg][g][lane + 32 * i] = acc[g][i];
     }
