@@ -30,40 +30,48 @@ METAL_FUNC uint kv_row(device const int *table, uint p, uint h, constant mllm__a
 }
 
 // ---------------------------------------------------------------- new K/V into their blocks
-// Grid: n_tokens threadgroups, any threads.  Each token's slot belongs to its own sequence only (the
-// engine did copy-on-write before the step), so no two threads write the same element.  With a.rope, the
-// token's Q and K rows are rotated in place first (as the rope kernel would, at positions pos[t]): one
-// thread per pair, then a barrier, since K's rows are then read by other threads.
+// Grid (n_tokens, (a.rope ? n_head : 0) + n_head_kv), MLLM__ATTN_KVW_THREADS threads: one head of one
+// token per threadgroup, so a decode step spreads over the GPU.  With a.rope the first n_head rows of the
+// grid rotate the token's Q heads in place, the others its K head (then a barrier, since other threads
+// read K's row) before writing that KV head's K and V rows; the rotation is the rope kernel's.  Each
+// token's slot belongs to its own sequence only (the engine did copy-on-write before the step), so no two
+// threads write the same element.
 kernel void attn_kv_write(device float *q [[buffer(0)]], device float *k [[buffer(1)]],
                           device const float *v [[buffer(2)]], device half *kp [[buffer(3)]], device half *vp [[buffer(4)]],
                           device const mllm__attn_seq *seqs [[buffer(7)]], device const int *tok_seq [[buffer(8)]],
                           device const int *tables [[buffer(9)]], constant mllm__attn_args &a [[buffer(10)]],
                           device const int *rpos [[buffer(11)]], device const float *factors [[buffer(12)]],
-                          uint t [[threadgroup_position_in_grid]], ushort tid [[thread_index_in_threadgroup]],
-                          ushort ntg [[threads_per_threadgroup]]) {
-    const mllm__attn_seq sq = seqs[tok_seq[t]];
-    const uint pos = uint(sq.pos0 + (int(t) - sq.first)), hd = a.head_dim, n = a.n_head_kv * hd;
+                          uint2 tg [[threadgroup_position_in_grid]], ushort tid [[thread_index_in_threadgroup]]) {
+    const uint t = tg.x, hd = a.head_dim, n = a.n_head_kv * hd, nq = a.rope ? a.n_head : 0;
+    const float p = a.rope ? float(rpos[t]) * a.freq_scale : 0.0f;
+    if (tg.y < nq) {                                  // uniform: a Q head
+        device float *row = q + ((ulong)t * a.n_head + tg.y) * hd;
+        for (uint i = tid; i < a.n_rot / 2; i += MLLM__ATTN_KVW_THREADS)
+            rope_pair(row, i, p, a.n_rot, a.freq_base, a.factors ? factors : nullptr, a.rope == 2);
+        return;
+    }
+    const uint h = tg.y - nq;
+    device float *krow = k + (ulong)t * n + h * hd;
     if (a.rope) {
-        const uint half_rot = a.n_rot / 2, nh = a.n_head + a.n_head_kv;
-        const float p = float(rpos[t]) * a.freq_scale;
-        for (uint e = tid; e < nh * half_rot; e += ntg) {
-            const uint h = e / half_rot;
-            device float *row = h < a.n_head ? q + ((ulong)t * a.n_head + h) * hd : k + (ulong)t * n + (h - a.n_head) * hd;
-            rope_pair(row, e % half_rot, p, a.n_rot, a.freq_base, a.factors ? factors : nullptr, a.rope == 2);
-        }
+        for (uint i = tid; i < a.n_rot / 2; i += MLLM__ATTN_KVW_THREADS)
+            rope_pair(krow, i, p, a.n_rot, a.freq_base, a.factors ? factors : nullptr, a.rope == 2);
         threadgroup_barrier(mem_flags::mem_device);
     }
-    for (uint e = tid; e < n; e += ntg) {
-        const uint o = kv_row(tables + sq.blocks, pos, e / hd, a) + e % hd;
-        kp[o] = half(k[(ulong)t * n + e]);
-        vp[o] = half(v[(ulong)t * n + e]);
+    const mllm__attn_seq sq = seqs[tok_seq[t]];
+    const uint pos = uint(sq.pos0 + (int(t) - sq.first));
+    const uint o = kv_row(tables + sq.blocks, pos, h, a);
+    device const float *vrow = v + (ulong)t * n + h * hd;
+    for (uint d = tid; d < hd; d += MLLM__ATTN_KVW_THREADS) {
+        kp[o + d] = half(krow[d]);
+        vp[o + d] = half(vrow[d]);
     }
 }
 
 // ---------------------------------------------------------------- decode: one query per sequence
-// Grid (n_chunks, n_head_kv * ceil(group / G), n_seqs), NT threads, G = MLLM__ATTN_GROUP(HD).  A
-// threadgroup takes up to G query heads sharing one KV head over one chunk of the context, so each K/V
-// row is read once for the whole group.  Lane = position inside a 32-position tile (each lane does full
+// Grid (n_chunks, n_head_kv * ceil(group / H), n_seqs), NT threads, H = a.heads_per_tg <= G =
+// MLLM__ATTN_GROUP(HD).  A threadgroup takes up to H query heads sharing one KV head over one chunk
+// (MLLM__ATTN_CHUNK_OF its sequence's context) so each K/V row is read once for those heads; the host
+// picks a smaller H when the grid would not fill the GPU (a head's result does not depend on H).  Lane = position inside a 32-position tile (each lane does full
 // dot products: no reduction per score); simdgroups take every NSG-th tile with their own online-softmax
 // state, merged at the end.  Output: partial (max, sum, acc[hd]) per (sequence, head, chunk) for
 // attn_reduce; a chunk wholly before the window writes nothing (attn_reduce starts after it).
@@ -85,12 +93,12 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
                   "attn_decode: threadgroup memory over 32 KiB");
 
     const mllm__attn_seq sq = seqs[tg.z];
-    const uint n_ctx = uint(sq.pos0 + sq.n);
-    const uint c0 = max(tg.x * MLLM__ATTN_CHUNK, first_visible(n_ctx - 1, a));
-    const uint c1 = min((tg.x + 1) * MLLM__ATTN_CHUNK, n_ctx);
+    const uint n_ctx = uint(sq.pos0 + sq.n), chunk = MLLM__ATTN_CHUNK_OF(n_ctx);
+    const uint c0 = max(tg.x * chunk, first_visible(n_ctx - 1, a));
+    const uint c1 = min((tg.x + 1) * chunk, n_ctx);
     if (c0 >= c1) return;               // uniform: this sequence has fewer chunks, or the chunk is before the window
-    const uint group = a.n_head / a.n_head_kv, nslice = (group + G - 1) / G;
-    const uint kvh = tg.y / nslice, g0 = (tg.y % nslice) * G, ng = min(uint(G), group - g0);
+    const uint H = a.heads_per_tg, group = a.n_head / a.n_head_kv, nslice = (group + H - 1) / H;
+    const uint kvh = tg.y / nslice, g0 = (tg.y % nslice) * H, ng = min(H, group - g0);
     const uint hq0 = kvh * group + g0;  // first query head of this threadgroup
     device const int *table = tables + sq.blocks;
     device const float *qrow = q + ((ulong)(sq.first + sq.n - 1) * a.n_head + hq0) * HD;
@@ -99,9 +107,11 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
     threadgroup_barrier(mem_flags::mem_threadgroup);
 
     float m[G], l[G], acc[G][DPL];      // l: this lane's share of the sum (the max is simdgroup-uniform)
+    #pragma unroll
     for (int g = 0; g < G; g++) {
         m[g] = NEG_BIG;
         l[g] = 0.0f;
+        #pragma unroll
         for (int i = 0; i < DPL; i++) acc[g][i] = 0.0f;
     }
     for (uint t0 = c0 + 32 * sg; t0 < c1; t0 += 32 * NSG) {   // uniform per simdgroup
@@ -110,41 +120,59 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
         const uint row = ok ? kv_row(table, p, kvh, a) : 0;
         rows[sg][lane] = row;
         float s[G];
+        #pragma unroll
         for (int g = 0; g < G; g++) s[g] = 0.0f;
         device const packed_half4 *kr = (device const packed_half4 *)(kp + row);
+        #pragma unroll
         for (int d4 = 0; d4 < HD / 4; d4++) {
             const float4 kk = float4(half4(kr[d4]));
+            #pragma unroll
             for (int g = 0; g < G; g++)
                 if (uint(g) < ng) s[g] += dot(qs[g][d4], kk);
         }
+        #pragma unroll
         for (int g = 0; g < G; g++) {
             if (uint(g) >= ng) break;
             const float sc = ok ? a.scale * s[g] : NEG_BIG;
             const float mn = max(m[g], simd_max(sc));   // finite: lane 0 (position t0 >= c0) is always in range
             const float corr = exp(m[g] - mn), pr = exp(sc - mn);
             l[g] = l[g] * corr + pr;
+            #pragma unroll
             for (int i = 0; i < DPL; i++) acc[g][i] *= corr;
             m[g] = mn;
             ps[sg][g][lane] = pr;
         }
         simdgroup_barrier(mem_flags::mem_threadgroup);    // ps, rows complete for the simdgroup
+        // O += P V, rows 8 at a time: the 8 rows' loads go out together (one memory latency per 8 rows,
+        // not per row); rows past the chunk's end are not read (their p is 0, their slot may be NaN).
         const uint nv = min(32u, c1 - t0);
-        for (uint j = 0; j < nv; j++) {
-            device const half *vr = vp + rows[sg][j] + lane;
-            float vv[DPL];
-            for (int i = 0; i < DPL; i++) vv[i] = HD % 32 == 0 || lane + 32 * i < HD ? float(vr[32 * i]) : 0.0f;
-            for (int g = 0; g < G; g++)
-                if (uint(g) < ng)
-                    for (int i = 0; i < DPL; i++) acc[g][i] += ps[sg][g][j] * vv[i];
+        for (uint j0 = 0; j0 < nv; j0 += 8) {
+            float vv[8][DPL];
+            #pragma unroll
+            for (int j = 0; j < 8; j++) {
+                device const half *vr = vp + rows[sg][j0 + j] + lane;
+                #pragma unroll
+                for (int i = 0; i < DPL; i++)
+                    vv[j][i] = j0 + j < nv && (HD % 32 == 0 || lane + 32 * i < HD) ? float(vr[32 * i]) : 0.0f;
+            }
+            #pragma unroll
+            for (int j = 0; j < 8; j++)
+                #pragma unroll
+                for (int g = 0; g < G; g++)
+                    if (uint(g) < ng)
+                        #pragma unroll
+                        for (int i = 0; i < DPL; i++) acc[g][i] += ps[sg][g][j0 + j] * vv[j][i];
         }
         simdgroup_barrier(mem_flags::mem_threadgroup);    // read before the next tile overwrites
     }
 
     // Merge the simdgroups (one with no tile has max NEG_BIG and weighs 0), write this chunk's partials.
+    #pragma unroll
     for (int g = 0; g < G; g++) {
         if (uint(g) >= ng) break;
         const float lsum = simd_sum(l[g]);
         if (lane == 0) ml[sg][g] = float2(m[g], lsum);
+        #pragma unroll
         for (int i = 0; i < DPL; i++)
             if (HD % 32 == 0 || lane + 32 * i < HD) red[sg][g][lane + 32 * i] = acc[g][i];
     }
@@ -172,8 +200,8 @@ kernel void attn_reduce(device float *out [[buffer(5)]], device const float *par
                         device const mllm__attn_seq *seqs [[buffer(7)]], constant mllm__attn_args &a [[buffer(10)]],
                         uint2 tg [[threadgroup_position_in_grid]], ushort d [[thread_index_in_threadgroup]]) {
     const mllm__attn_seq sq = seqs[tg.y];
-    const uint hd = a.head_dim, n_ctx = uint(sq.pos0 + sq.n), nc = (n_ctx + MLLM__ATTN_CHUNK - 1) / MLLM__ATTN_CHUNK;
-    const uint c_lo = first_visible(n_ctx - 1, a) / MLLM__ATTN_CHUNK;
+    const uint hd = a.head_dim, n_ctx = uint(sq.pos0 + sq.n), chunk = MLLM__ATTN_CHUNK_OF(n_ctx);
+    const uint nc = (n_ctx + chunk - 1) / chunk, c_lo = first_visible(n_ctx - 1, a) / chunk;
     device const float *pp = part + (ulong)(tg.y * a.n_head + tg.x) * a.n_chunks * (hd + 2);
     float mx = NEG_BIG;
     for (uint c = c_lo; c < nc; c++) mx = max(mx, pp[c * (hd + 2)]);

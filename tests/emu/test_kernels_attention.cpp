@@ -7,7 +7,7 @@
 //  - the outputs within 2e-5 absolute (see kTol);
 //  - decode at contexts 1, 15, 16, 17, 300, 2000 (block_tokens 16), prefill of 1, 15, 16, 17, 300 tokens,
 //    prefill continuing after a prefix, mixed decode/prefill batches, forked sequences sharing prefix
-//    blocks, GQA 1, 2, 4, 8 (and 16: two query-head slices per KV head), head_dim 64 and 128 (80, 96
+//    blocks, GQA 1, 2, 4, 8 (and 16: several query-head slices per KV head), head_dim 64 and 128 (80, 96
 //    and 256 on fewer cases), under the emulator's schedule/poison variants;
 //  - sliding windows (gemma3's layers): windows of 16 and 300 positions, decode and prefill; the blocks
 //    that lie before every query's window are replaced by a block of NaNs in the tables (as if freed and
@@ -233,7 +233,7 @@ std::vector<seq_spec> decode_batch(std::initializer_list<int> ctx) {
 }  // namespace
 
 EMU_TEST(attn_decode_matches_cpu_at_contexts_1_15_16_17_300_2000) {
-    // One batch of mixed lengths per shape; 2000 = 8 chunks of the split decode.
+    // One batch of mixed lengths per shape; 2000 = 16 chunks of the split decode.
     const auto batch = decode_batch({1, 15, 16, 17, 300, 2000});
     for (const shape& s : kShapes)
         for (const emu::Variant& v : kt_variants()) run_case("decode", s, batch, v);
@@ -241,8 +241,12 @@ EMU_TEST(attn_decode_matches_cpu_at_contexts_1_15_16_17_300_2000) {
 }
 
 EMU_TEST(attn_decode_gqa_16_and_chunk_edges) {
-    // 16 query heads per KV head: two GROUP slices; contexts at the 256-position chunk edges.
-    for (const emu::Variant& v : kt_variants()) run_case("decode gqa16", {16, 1, 64}, decode_batch({33, 256, 257, 512, 520}), v);
+    // 16 query heads per KV head: 2 (or more) query-head slices; contexts at the 128-position chunk edges
+    // and past 4096 (256-position chunks); this batch's grid is large enough for all 8 heads per threadgroup.
+    for (const emu::Variant& v : kt_variants()) {
+        run_case("decode gqa16", {16, 1, 64}, decode_batch({33, 128, 129, 256, 257, 520, 4000, 4097}), v);
+        run_case("decode gqa16, 2 heads per threadgroup", {16, 1, 64}, decode_batch({520, 4097}), v);
+    }
     report_worst();
 }
 
@@ -312,7 +316,7 @@ EMU_TEST(attn_head_dims_80_96_256_match_cpu) {
 }
 
 // Windowed layers: a window of 16 (the tiny gemma3's) over contexts inside, at and past it and across
-// the 256-position decode chunks; one of 300 that spans chunks; prefill of prompts longer than the
+// the 128-position decode chunks; one of 300 that spans chunks; prefill of prompts longer than the
 // window (every key tile of a query block partly outside some row's window) and a continuation.
 EMU_TEST(attn_sliding_window_matches_cpu) {
     const std::vector<emu::Variant> vs = kt_variants();
