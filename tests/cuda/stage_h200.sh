@@ -23,7 +23,7 @@ rm -rf "$B"
   xz -T2 -3 > "$S/wbuild.tar.xz"
 rm -f "$S/qbin.tar.xz"
 if [ "${QBIN:-0}" = 1 ]; then
-  (cd "$R"/peer/build-0.3.36 && tar cf - bin/llama-quantize bin/libllama-quantize-impl.so bin/libllama-common.so* \
+  (cd "$(dirname "$(readlink -f "$R/peer/bin/llama-quantize")")/.." && tar cf - bin/llama-quantize bin/libllama-quantize-impl.so bin/libllama-common.so* \
      bin/libllama.so* bin/libggml-base.so* bin/libggml.so* bin/libggml-cpu.so*) | xz -T2 -6 > "$S/qbin.tar.xz"
 fi
 for t in $TINY; do cp "$R/../shared/testdata/tiny/models/tiny-llama-$t.gguf" "$S/tiny/"; done
