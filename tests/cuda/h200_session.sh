@@ -21,7 +21,7 @@ W=$S/wt; M=/tmp/m; LC=/tmp/lc; mkdir -p $M $LC
 t0=$(date +%s); el() { echo "[+$(( $(date +%s) - t0 ))s] $*"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used,memory.total --format=csv
 el "start, steps $STEPS"
-need_models=0; { has bench || has ab; } && need_models=1
+need_models=0; { has bench || has ab || has prof; } && need_models=1
 
 # llama.cpp: a carried build, or build it in the background now
 LB=$LC/lc/build/bin; LCPID=
