@@ -246,30 +246,23 @@ METAL_FUNC void simdgroup_store(simdgroup_matrix<T, C, R> a, P dst, ulong elemen
 // element.  B (k = t, t + 4 of column g) lies in two Apple lanes at element g's bit 0 each; the source
 // sends the element its readers of that round want, so B is two shuffles as well: 6 for 24 before.
 METAL_FUNC uint32_t sg_bits(float x) { return __builtin_bit_cast(uint32_t, x); }
-// shfl.sync as plain asm (no side effects, so no memory clobber): the same shuffle of the same operand in
-// two products (xa[i] against each wb[j]) is computed once; the NVVM intrinsic is never merged.  Full
-// mask: Metal requires the whole simdgroup in a simdgroup_matrix product.
-METAL_FUNC float sg_shfl(float x, uint src) {
-    float r;
-    asm("shfl.sync.idx.b32 %0, %1, %2, 31, -1;" : "=f"(r) : "f"(x), "r"(src));
-    return r;
-}
 METAL_FUNC float sg_tf32_hi(float x) { return __builtin_bit_cast(float, sg_bits(x) & 0xffffe000u); }
 template <class TD, class TA, class TB, class TC>
 METAL_FUNC void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, 8, 8>& d, simdgroup_matrix<TA, 8, 8> a,
                                               simdgroup_matrix<TB, 8, 8> b, simdgroup_matrix<TC, 8, 8> c) {
+    const uint32_t m = 0xffffffffu;   // Metal requires the whole simdgroup here
     const uint l = ::msl::lane_id();
     const uint l0 = l & 1, l1 = (l >> 1) & 1, l2 = (l >> 2) & 1, l3 = (l >> 3) & 1, l4 = l >> 4;
     // A: Apple lane (row g, columns [l1 l0 0], [l1 l0 1]) holds this lane's k = t and k = t + 4.
     const uint sa = (l4 << 4) | (l1 << 3) | (l3 << 2) | (l2 << 1) | l0;
-    const float x0 = sg_shfl((float)a.e_[0], sa);
-    const float x1 = sg_shfl((float)a.e_[1], sa);
+    const float x0 = ::msl::shfl<::msl::SH_IDX>(m, (float)a.e_[0], sa);
+    const float x1 = ::msl::shfl<::msl::SH_IDX>(m, (float)a.e_[1], sa);
     // B: k = t (h = 0) and t + 4 (h = 1) of column g sit in Apple lane (l1 l4 l0 h l3), element l2.
     // Round r sends element r ^ h of each lane (h = its bit 1), so a reader gets the two in two rounds.
     const uint sb = (l1 << 4) | (l4 << 3) | (l0 << 2) | l3;
     const float v0 = (float)(l1 ? b.e_[1] : b.e_[0]), v1 = (float)(l1 ? b.e_[0] : b.e_[1]);
-    const float r0 = sg_shfl(v0, sb | (l2 << 1));
-    const float r1 = sg_shfl(v1, sb | ((l2 ^ 1) << 1));
+    const float r0 = ::msl::shfl<::msl::SH_IDX>(m, v0, sb | (l2 << 1));
+    const float r1 = ::msl::shfl<::msl::SH_IDX>(m, v1, sb | ((l2 ^ 1) << 1));
     const float y0 = l2 ? r1 : r0, y1 = l2 ? r0 : r1;
     const float xh0 = sg_tf32_hi(x0), xh1 = sg_tf32_hi(x1), yh0 = sg_tf32_hi(y0), yh1 = sg_tf32_hi(y1);
     const uint32_t A0 = sg_bits(xh0), A1 = sg_bits(x0 - xh0), A2 = sg_bits(xh1),
@@ -287,8 +280,8 @@ METAL_FUNC void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, 8, 8>&
     // Rows g (hi) and g + 8 (lo) of the output, columns 2t, 2t + 1, to the Apple lane holding them.
     const float p0 = c0 + c2, p1 = c1 + c3;
     const uint sd = (l4 << 4) | (l2 << 3) | (l1 << 2) | (l3 << 1) | l0;
-    d.e_[0] = (TD)((float)c.e_[0] + sg_shfl(p0, sd));
-    d.e_[1] = (TD)((float)c.e_[1] + sg_shfl(p1, sd));
+    d.e_[0] = (TD)((float)c.e_[0] + ::msl::shfl<::msl::SH_IDX>(m, p0, sd));
+    d.e_[1] = (TD)((float)c.e_[1] + ::msl::shfl<::msl::SH_IDX>(m, p1, sd));
 }
 #else
 // The shuffle product (MLLM__SG_MMA=0): exact float fma in k order, 24 shuffles.
