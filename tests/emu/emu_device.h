@@ -20,8 +20,11 @@ struct mllm__emu_settings {
     uint32_t max_threads = 1024;       // every pipeline's maxTotalThreadsPerThreadgroup
     size_t max_buffer = 0;             // maxBufferLength (0: no limit)
 };
-struct mllm__gpu_buf { char* mem; size_t bytes; int storage; bool wrapped; };
 struct mllm__emu_dev;
+// A staged buffer has CPU contents of its own (host), as on a GPU with memory apart (CUDA): the engine's
+// writes reach the kernels only through buf_flush and its results come back only through buf_read, so a
+// missing flush or a read of the contents shows up here although Metal's one memory would hide it.
+struct mllm__gpu_buf { char* mem; size_t bytes; int storage; bool wrapped; char* host = nullptr; mllm__emu_dev* dev = nullptr; };
 struct mllm__gpu_pipe { std::string name; mllm__emu_dev* dev; };
 struct mllm__emu_cmd_op {   // a dispatch (pipe != NULL) or a barrier
     mllm__gpu_pipe* pipe;
@@ -36,6 +39,7 @@ struct mllm__gpu_cmd {
     std::vector<size_t> tg;
     std::vector<void*> owned;         // set_bytes copies, freed at wait
     std::vector<mllm__emu_cmd_op> ops;
+    std::vector<std::pair<char*, std::vector<char>>> uploads;   // staged bytes flushed before the commit
     bool committed = false, done = false;
     mllm_status status = MLLM_OK;
     std::string error;
@@ -46,6 +50,7 @@ struct mllm__emu_dev {
     std::vector<mllm__gpu_cmd*> queue;   // committed, not yet run
     std::vector<std::string> warnings;   // all emulator warnings so far
     uint64_t executed = 0;               // dispatches run
+    std::vector<std::pair<char*, std::vector<char>>> flushed;   // staged writes for the next commit
 };
 
 static void mllm__emu_destroy(void* dev) {
@@ -56,7 +61,16 @@ static void mllm__emu_destroy(void* dev) {
 static mllm__gpu_buf* mllm__emu_buf_new(void* dev, size_t bytes, int storage) {
     if (((mllm__emu_dev*)dev)->s.max_buffer && bytes > ((mllm__emu_dev*)dev)->s.max_buffer) return nullptr;
     char* m = (char*)msl::alloc_guarded(bytes ? bytes : 1);
-    return m ? new mllm__gpu_buf{m, bytes, storage, false} : nullptr;
+    if (!m) return nullptr;
+    mllm__gpu_buf* b = new mllm__gpu_buf{m, bytes, storage, false};
+    b->dev = (mllm__emu_dev*)dev;
+    if (storage == MLLM__GPU_STAGED && !(b->host = (char*)msl::alloc_guarded(bytes ? bytes : 1))) {
+        msl::free_guarded(m);
+        delete b;
+        return nullptr;
+    }
+    if (b->host) memset(b->host, 0, bytes ? bytes : 1);
+    return b;
 }
 static mllm__gpu_buf* mllm__emu_buf_wrap(void* dev, void* ptr, size_t bytes) {
     if (((mllm__emu_dev*)dev)->s.max_buffer && bytes > ((mllm__emu_dev*)dev)->s.max_buffer) return nullptr;
@@ -66,11 +80,24 @@ static mllm__gpu_buf* mllm__emu_buf_wrap(void* dev, void* ptr, size_t bytes) {
     }
     return new mllm__gpu_buf{(char*)ptr, bytes, MLLM__GPU_SHARED, true};
 }
-static void* mllm__emu_buf_contents(mllm__gpu_buf* b) { return b->storage == MLLM__GPU_PRIVATE ? nullptr : b->mem; }
+static void* mllm__emu_buf_contents(mllm__gpu_buf* b) {
+    return b->storage == MLLM__GPU_PRIVATE ? nullptr : b->host ? b->host : b->mem;
+}
 static void mllm__emu_buf_free(mllm__gpu_buf* b) {
     if (!b) return;
     if (!b->wrapped) msl::free_guarded(b->mem);
+    if (b->host) msl::free_guarded(b->host);
     delete b;
+}
+// (the bytes are taken now: the CPU may not write them again before the command that reads them runs)
+static void mllm__emu_buf_flush(mllm__gpu_buf* b, size_t off, size_t bytes) {
+    if (!b->host || off > b->bytes || bytes > b->bytes - off) return;
+    b->dev->flushed.emplace_back(b->mem + off, std::vector<char>(b->host + off, b->host + off + bytes));
+}
+static mllm_status mllm__emu_buf_read(mllm__gpu_buf* b, size_t off, void* dst, size_t bytes) {
+    if (off > b->bytes || bytes > b->bytes - off) return mllm__fail(MLLM_ERR_INVALID_ARG, "gpu: read past a buffer");
+    memcpy(dst, b->mem + off, bytes);
+    return MLLM_OK;
 }
 static mllm__gpu_pipe* mllm__emu_pipeline(void* dev, const char* kernel) {
     mllm__emu_dev* d = (mllm__emu_dev*)dev;
@@ -110,12 +137,14 @@ static void mllm__emu_dispatch(mllm__gpu_cmd* c, mllm__gpu_pipe* p, const uint32
 }
 static void mllm__emu_barrier(mllm__gpu_cmd* c) { c->ops.push_back(mllm__emu_cmd_op{nullptr, {}, {}, {0, 0, 0}, {0, 0, 0}}); }
 static void mllm__emu_commit(mllm__gpu_cmd* c) {
+    c->uploads.swap(c->dev->flushed);
     c->committed = true;
     c->dev->queue.push_back(c);
 }
 static void mllm__emu_run(mllm__gpu_cmd* c) {
     mllm__emu_dev* d = c->dev;
     size_t start = 0;
+    for (auto& u : c->uploads) memcpy(u.first, u.second.data(), u.second.size());
     while (start < c->ops.size() && c->status == MLLM_OK) {   // one barrier-free group at a time
         size_t end = start;
         while (end < c->ops.size() && c->ops[end].pipe) end++;
@@ -162,7 +191,7 @@ static const mllm__gpu_vt mllm__emu_vt = {
     "msl-emulator", mllm__emu_destroy, mllm__emu_buf_new, mllm__emu_buf_wrap, mllm__emu_buf_contents, mllm__emu_buf_free,
     mllm__emu_pipeline, mllm__emu_begin, mllm__emu_set_buffer, mllm__emu_set_bytes, mllm__emu_set_tg_memory,
     mllm__emu_dispatch, mllm__emu_barrier, mllm__emu_commit, mllm__emu_wait, mllm__emu_max_threads, mllm__emu_max_buffer,
-    MLLM__GPU_GEMM_MIN_TOKENS, nullptr, nullptr};
+    MLLM__GPU_GEMM_MIN_TOKENS, mllm__emu_buf_flush, mllm__emu_buf_read};
 
 static mllm_status mllm__emu_gpu_open(mllm__gpu* g, const mllm__emu_settings* s) {
     mllm__emu_dev* d = new mllm__emu_dev;
