@@ -145,6 +145,12 @@ struct Job {   // one dispatch
     std::atomic<uint64_t> next{0};
     std::atomic<bool> failed{false};
     std::atomic<uint64_t> barriers{0}, simd_ops{0};
+    // progress for the watchdog, a cache line per worker: one shared counter bumped at every fiber
+    // switch bounced between the workers' cores and took a quarter of the emulator's time
+    struct alignas(64) Progress { std::atomic<uint64_t> switches{0}; std::atomic<Fiber*> last{nullptr}; };
+    static constexpr unsigned kMaxWorkers = 64;
+    Progress progress[kMaxWorkers];
+    std::atomic<unsigned> workers{0};
     std::mutex mu;
     std::string error;
     std::set<std::string> warnings;
@@ -152,6 +158,7 @@ struct Job {   // one dispatch
 
 struct Worker {
     Job* job;
+    Job::Progress* progress;   // this worker's slot (written by it alone)
     std::vector<Fiber> fibers;
     std::vector<uint32_t> order, sg_order;   // schedule scratch, kept here: a fault unwinds past locals
     Fiber* cur = nullptr;
@@ -175,18 +182,21 @@ struct Worker {
 };
 thread_local Worker* tl_worker = nullptr;
 
-std::atomic<uint64_t> g_switches{0};   // progress, for the watchdog
-std::atomic<Fiber*> g_last_fiber{nullptr};
 
 uint64_t next_rand(uint64_t& s) {   // xorshift64*
     s ^= s >> 12; s ^= s << 25; s ^= s >> 27;
     return s * 0x2545F4914F6CDD1Dull;
 }
-// byte copy TSan does not see (memcpy is intercepted even from uninstrumented code)
+// the lanes' payloads of SIMD-group operations; under TSan a byte copy it does not see (memcpy is
+// intercepted even from uninstrumented code)
 void raw_copy(void* d, const void* s, size_t n) {
+#ifdef MSL_TSAN
     volatile unsigned char* dd = (volatile unsigned char*)d;
     const volatile unsigned char* ss = (const volatile unsigned char*)s;
     for (size_t i = 0; i < n; i++) dd[i] = ss[i];
+#else
+    memcpy(d, s, n);
+#endif
 }
 std::string describe(const rt::Ids& i) {
     char b[160];
@@ -238,8 +248,8 @@ void fiber_reset(Fiber* f) {
 }
 void run_fiber(Worker* w, Fiber* f) {
     w->cur = f;
-    g_switches.fetch_add(1, std::memory_order_relaxed);
-    g_last_fiber.store(f, std::memory_order_relaxed);
+    w->progress->switches.store(w->progress->switches.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    w->progress->last.store(f, std::memory_order_relaxed);
     TSAN(__tsan_switch_to_fiber(f->tsan, __tsan_switch_to_fiber_no_sync);)
 #ifdef MSL_UCONTEXT
     swapcontext(&w->sched_uc, &f->uc);
@@ -350,6 +360,7 @@ bool run_threadgroup(Worker* w, uint32_t gx, uint32_t gy, uint32_t gz) {
     sg_order.resize(nsg);
     for (uint32_t l = 0; l < n; l++) order[l] = l;
     for (uint32_t s = 0; s < nsg; s++) sg_order[s] = s;
+    const bool in_order = d.policy == SCHED_FORWARD || d.policy == SCHED_SG_FORWARD;   // (no sort needed)
     auto permute = [&](std::vector<uint32_t>& v) {
         if (d.policy == SCHED_REVERSE || d.policy == SCHED_SG_REVERSE) std::reverse(v.begin(), v.end());
         if (d.policy == SCHED_RANDOM || d.policy == SCHED_SG_RANDOM)
@@ -363,15 +374,19 @@ bool run_threadgroup(Worker* w, uint32_t gx, uint32_t gy, uint32_t gz) {
     const bool by_simdgroup = d.policy >= SCHED_SG_FORWARD;
     for (;;) {
         if (by_simdgroup) {   // each simdgroup runs to its next threadgroup barrier before the next starts
-            std::sort(sg_order.begin(), sg_order.end());
-            permute(sg_order);
+            if (!in_order) {
+                std::sort(sg_order.begin(), sg_order.end());
+                permute(sg_order);
+            }
             for (uint32_t s : sg_order) do {
                     for (uint32_t l = s * 32; l < std::min(n, s * 32 + 32); l++)
                         if (!step(l)) return false;
                 } while (resolve_simd(w, s, n));
         } else {
-            std::sort(order.begin(), order.end());
-            permute(order);
+            if (!in_order) {
+                std::sort(order.begin(), order.end());
+                permute(order);
+            }
             for (uint32_t l : order)
                 if (!step(l)) return false;
             bool progress = false;
@@ -479,6 +494,7 @@ void worker_main(Job* job) {
     const Dispatch& d = *job->d;
     Worker w;
     w.job = job;
+    w.progress = &job->progress[job->workers.fetch_add(1) % Job::kMaxWorkers];
     const uint32_t n = d.tpt[0] * d.tpt[1] * d.tpt[2];
     w.fibers.resize(n);
     const size_t ss = (d.stack_kb ? d.stack_kb : 128) * 1024, span = ss + kPage;
@@ -659,17 +675,24 @@ Result dispatch(const char* name, const Dispatch& d0, void* const* buffers, int 
     // memory another thread writes) never gives the scheduler control back
     std::atomic<bool> done{false};
     const double limit = getenv("MSL_WATCHDOG_S") ? atof(getenv("MSL_WATCHDOG_S")) : 60.0;
+    auto switches = [&job] {
+        uint64_t sum = 0;
+        for (const Job::Progress& p : job.progress) sum += p.switches.load(std::memory_order_relaxed);
+        return sum;
+    };
     std::thread dog([&] {
-        uint64_t last = g_switches.load();
+        uint64_t last = switches();
         auto t = std::chrono::steady_clock::now();
         while (!done.load()) {
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
-            const uint64_t now = g_switches.load();
+            const uint64_t now = switches();
             if (now != last) {
                 last = now;
                 t = std::chrono::steady_clock::now();
             } else if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count() > limit) {
-                Fiber* f = g_last_fiber.load();
+                Fiber* f = nullptr;
+                for (const Job::Progress& p : job.progress)
+                    if (!f) f = p.last.load(std::memory_order_relaxed);
                 fprintf(stderr, "[msl] watchdog: kernel '%s' made no progress for %.0f s; last running: %s "
                         "(a spin-wait on memory written by another thread? it hangs here and often on GPUs)\n",
                         name, limit, f ? describe(f->ids).c_str() : "?");
