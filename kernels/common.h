@@ -544,8 +544,7 @@ METAL_FUNC float rms_scale(device const float *x, uint n, float eps, uint nt, th
    its x chunk once into registers and reuses it for all RT rows, and keeps per-thread partial sums; then
    one simd_sum per row.  Decode is bound by memory latency: each thread loads chunk c of all RT rows
    before it uses any (and the first ones before the norm's pass over x), then the next ones right after
-   the dots, so RT loads are in flight per thread instead of one row waiting on the last.  Loads past the
-   end repeat chunk nch - 1 and are never used, so they stay unconditional.
+   the dots, so RT loads are in flight per thread instead of one row waiting on the last.
    With nw, x is a row of the residual stream, used as RMSNorm makes it: (x * scale) * nw, scale computed
    here (rms_scale, with eps and rms_norm_mul's thread count nt; scratch: 32 floats). */
 struct gemv_rowptrs {
@@ -561,7 +560,7 @@ METAL_FUNC void gemv_dots(thread const gemv_rowptrs &wr, device const float *xm,
     float acc[RT];
     _Pragma("unroll") for (uint i = 0; i < RT; i++) acc[i] = 0.0f;
     float4 v[RT][4];
-    if (nch) _Pragma("unroll") for (uint i = 0; i < RT; i++) B::chunk(wr.p[i], min(t, nch - 1), v[i]);
+    if (t < nch) _Pragma("unroll") for (uint i = 0; i < RT; i++) B::chunk(wr.p[i], t, v[i]);
     const float scale = nw ? rms_scale(xm, K, eps, nt, scratch, sg, lane) : 1.0f;
     for (uint c = t; c < nch; c += T) {
         float4 x0, x1, x2, x3;
@@ -579,8 +578,7 @@ METAL_FUNC void gemv_dots(thread const gemv_rowptrs &wr, device const float *xm,
         }
         _Pragma("unroll") for (uint i = 0; i < RT; i++)
             acc[i] += dot(v[i][0], x0) + dot(v[i][1], x1) + dot(v[i][2], x2) + dot(v[i][3], x3);
-        const uint cn = min(c + T, nch - 1);
-        _Pragma("unroll") for (uint i = 0; i < RT; i++) B::chunk(wr.p[i], cn, v[i]);
+        if (c + T < nch) _Pragma("unroll") for (uint i = 0; i < RT; i++) B::chunk(wr.p[i], c + T, v[i]);
     }
     // Float types only: the elements after the last whole chunk.
     if (B::QK == 1)

@@ -32,9 +32,9 @@ kernel void gemv_qkv(device const uchar *w0 [[buffer(0)]], device const uchar *w
 }
 
 // The gated FFN's first half: out = act(W_gate X) * (W_up X), act silu (swiglu) or GELU (geglu), for
-// gate and up of one type.  Each threadgroup dots H = RT / 2 rows of gate and the same H rows of up in one
-// pass (gemv_dots: the loads of both are in flight together), and thread t < H gates its row.
-// Grid: (ceil(N / H), M); buffers 0 W_gate, 1 W_up, 2 X, 3 out, 4 args, 5 the RMSNorm weight (read with
+// gate and up of one type.  Each threadgroup dots its RT rows of gate, then the same RT rows of up (two
+// passes of gemv_dots: one threadgroup's fixed costs for both), and thread t < RT gates its row.
+// Grid: (ceil(N / RT), M); buffers 0 W_gate, 1 W_up, 2 X, 3 out, 4 args, 5 the RMSNorm weight (read with
 // a.norm.on).
 template <typename B, bool GELU>
 kernel void gemv_glu(device const uchar *wg [[buffer(0)]], device const uchar *wu [[buffer(1)]],
@@ -43,21 +43,18 @@ kernel void gemv_glu(device const uchar *wg [[buffer(0)]], device const uchar *w
                      uint2 tg [[threadgroup_position_in_grid]], ushort sg [[simdgroup_index_in_threadgroup]],
                      ushort lane [[thread_index_in_simdgroup]]) {
     threadgroup float red[MLLM__GEMV_NSG * MLLM__GEMV_NSG * MLLM__GEMV_ROWS], scratch[32];
-    const uint H = MLLM__GEMV_NSG * MLLM__GEMV_ROWS / 2, n0 = tg.x * H;
+    const uint RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS, n0 = tg.x * RT;
     if (n0 >= a.N) return;
-    const uint nr = min(H, a.N - n0);   // rows past N are read as row N - 1, never stored
+    const uint nr = min(RT, a.N - n0), t = sg * 32u + lane;   // rows past N are read as row N - 1, never stored
+    device const float *xm = x + (ulong)tg.y * a.K, *nwo = a.norm.on ? nw : nullptr;
     gemv_rowptrs wr;
-    _Pragma("unroll") for (uint i = 0; i < H; i++) {
-        wr.p[i] = wg + (ulong)(n0 + min(i, nr - 1)) * a.row_bytes;
-        wr.p[H + i] = wu + (ulong)(n0 + min(i, nr - 1)) * a.row_bytes;
-    }
-    gemv_dots<B>(wr, x + (ulong)tg.y * a.K, a.K, red, sg, lane, a.norm.on ? nw : nullptr, a.norm.eps, a.norm.threads,
-                 scratch);
-    const uint t = sg * 32u + lane;
-    if (t < nr) {
-        const float4 gv = float4(gemv_sum(red, t));
-        out[(ulong)tg.y * a.N + n0 + t] = (GELU ? gelu_tanh(gv) : silu(gv)).x * gemv_sum(red, H + t);
-    }
+    _Pragma("unroll") for (uint i = 0; i < RT; i++) wr.p[i] = wg + (ulong)(n0 + min(i, nr - 1)) * a.row_bytes;
+    gemv_dots<B>(wr, xm, a.K, red, sg, lane, nwo, a.norm.eps, a.norm.threads, scratch);
+    const float gate = t < nr ? gemv_sum(red, t) : 0.0f;
+    threadgroup_barrier(mem_flags::mem_threadgroup);   // red is reused
+    _Pragma("unroll") for (uint i = 0; i < RT; i++) wr.p[i] = wu + (ulong)(n0 + min(i, nr - 1)) * a.row_bytes;
+    gemv_dots<B>(wr, xm, a.K, red, sg, lane, nwo, a.norm.eps, a.norm.threads, scratch);
+    if (t < nr) out[(ulong)tg.y * a.N + n0 + t] = (GELU ? gelu_tanh(float4(gate)) : silu(float4(gate))).x * gemv_sum(red, t);
 }
 
 #define MLLM_GEMV_FUSED(name, TYPE)                                                                          \

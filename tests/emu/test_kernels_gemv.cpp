@@ -172,7 +172,7 @@ void check_glu(const kt_type &t, uint32_t K, uint32_t N, uint32_t M, bool gelu, 
     void *bufs[] = {wg, wu, x, out, &a, nw};
     char name[64];
     snprintf(name, sizeof name, "%s_%s", gelu ? "gemv_geglu" : "gemv_swiglu", t.name);
-    if (!kt_dispatch(name, v, (N + RT / 2 - 1) / (RT / 2), M, 32 * MLLM__GEMV_NSG, bufs, 6)) return;
+    if (!kt_dispatch(name, v, (N + RT - 1) / RT, M, 32 * MLLM__GEMV_NSG, bufs, 6)) return;
     // CPU reference: the products in double, rounded, through the CPU's GLU
     std::vector<double> wd(K), gd(n), ud(n), gm(n), um(n);
     for (int pass = 0; pass < 2; pass++)
