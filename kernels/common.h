@@ -426,8 +426,9 @@ struct blk_q3_k {
 METAL_FUNC void k4_head(uint4 h, uint s, thread float &d, thread float &m) {
     const uint sh = 8 * (s & 3);
     const uint a = (h.y >> sh) & 255, b = (h.z >> sh) & 255, e = (h.w >> sh) & 255;
-    const uint scale = s < 4 ? a & 63 : (e & 15) | (a >> 6) << 4;
-    const uint min = s < 4 ? b & 63 : (e >> 4) | (b >> 6) << 4;
+    // select, not ?:, so the code stays branch-free and the GEMV's loads can all go ahead of it
+    const uint scale = select((e & 15) | (a >> 6) << 4, a & 63, s < 4);
+    const uint min = select((e >> 4) | (b >> 6) << 4, b & 63, s < 4);
     const float2 dm = float2(as_type<half2>(h.x));
     d = dm.x * float(scale);
     m = dm.y * float(min);
@@ -512,30 +513,55 @@ struct blk_iq4_xs {
 
 /* ---- matmul inner loops, shared by the plain (gemv.metal, gemm.metal) and grouped (moe.metal) kernels */
 
-/* GEMV: threadgroup tgx computes ym[n] = dot(W[n], xm) (+ rm[n]) for its RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS
-   rows n of W.  All 32 * NSG threads of the threadgroup split K: thread t walks the 16-element chunks t,
-   t + 32 NSG, ... of every row, loads its x chunk once into registers and reuses it for all RT rows, and
-   keeps per-thread partial sums; then one simd_sum per row and one pass through threadgroup memory (red:
-   NSG * RT floats) across the simdgroups.  Decode is bound by the bytes in flight, not by arithmetic: many
-   threads per row, each with a few wide independent loads, keep the memory system busy where one
-   simdgroup per row group did not.  Rows past N are read as row N - 1 (never stored) so the loads stay
-   unconditional.  The whole threadgroup leaves together (n0 is per threadgroup) before the barrier.
-   With nw, x is a row of the residual stream, used as RMSNorm makes it: (x * scale) * nw (rms_scale). */
-template <typename B>
-METAL_FUNC void gemv_rows(device const uchar *w, device const float *xm, device float *ym, device const float *rm,
-                          uint K, uint N, uint row_bytes, threadgroup float *red, uint tgx, ushort sg, ushort lane,
-                          device const float *nw = nullptr, float scale = 1.0f) {
-    const uint RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS, T = 32 * MLLM__GEMV_NSG;
-    const uint n0 = tgx * RT;
-    if (n0 >= N) return;
-    const uint nr = min(RT, N - n0);           // rows of this threadgroup inside W
-    const uint t = sg * 32u + lane;
-    device const uchar *wr[RT];
-    _Pragma("unroll") for (uint i = 0; i < RT; i++) wr[i] = w + (ulong)(n0 + min(i, nr - 1)) * row_bytes;
+/* RMSNorm's 1 / sqrt(mean(x^2) + eps) of a row of n floats, computed by a GEMV threadgroup (32 * NSG
+   threads) in the order rms_norm_mul sums it with nt threads (a multiple of 32, <= 1024), so a product
+   that normalizes its own x (gemv_rows' nw) gets the bits of rms_norm_mul then gemv: thread t plays the
+   threads t, t + 32 NSG, ... of that launch, which sit on its own lane, so every simd_sum adds the same 32
+   values in the same order, and the per-simdgroup sums meet as tg_sum meets them.  scratch: 32 floats. */
+METAL_FUNC float rms_scale(device const float *x, uint n, float eps, uint nt, threadgroup float *scratch, ushort sg,
+                           ushort lane) {
+    const uint n4 = n / 4, nsg = nt / 32;
+    device const packed_float4 *x4 = (device const packed_float4 *)x;
+    for (uint vs = sg; vs < nsg; vs += MLLM__GEMV_NSG) {   // the launch's simdgroup vs, lane for lane
+        const uint vt = 32 * vs + lane;
+        float ss = 0.0f;
+        for (uint i = vt; i < n4; i += nt) {
+            const float4 v = x4[i];
+            ss += dot(v, v);
+        }
+        for (uint i = 4 * n4 + vt; i < n; i += nt) ss += x[i] * x[i];
+        ss = simd_sum(ss);
+        if (lane == 0) scratch[vs] = ss;
+    }
+    threadgroup_barrier(mem_flags::mem_threadgroup);
+    const float ss = simd_sum(lane < nsg ? scratch[lane] : 0.0f);
+    return rsqrt(ss / float(n) + eps);
+}
 
+/* GEMV core: the threadgroup's 32 * NSG threads dot RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS weight rows
+   (row i at wr.p[i]) with xm, and leave row i's per-simdgroup sums in red[j * RT + i] (gemv_sum adds
+   them).  All threads split K: thread t walks the 16-element chunks t, t + 32 NSG, ... of every row, loads
+   its x chunk once into registers and reuses it for all RT rows, and keeps per-thread partial sums; then
+   one simd_sum per row.  Decode is bound by memory latency: each thread loads chunk c of all RT rows
+   before it uses any (and the first ones before the norm's pass over x), then the next ones right after
+   the dots, so RT loads are in flight per thread instead of one row waiting on the last.
+   With nw, x is a row of the residual stream, used as RMSNorm makes it: (x * scale) * nw, scale computed
+   here (rms_scale, with eps and rms_norm_mul's thread count nt; scratch: 32 floats). */
+struct gemv_rowptrs {
+    device const uchar *p[MLLM__GEMV_NSG * MLLM__GEMV_ROWS];
+};
+
+template <typename B>
+METAL_FUNC void gemv_dots(thread const gemv_rowptrs &wr, device const float *xm, uint K, threadgroup float *red,
+                          ushort sg, ushort lane, device const float *nw = nullptr, float eps = 0.0f, uint nt = 0,
+                          threadgroup float *scratch = nullptr) {
+    const uint RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS, T = 32 * MLLM__GEMV_NSG;
+    const uint t = sg * 32u + lane, nch = K / 16;
     float acc[RT];
     _Pragma("unroll") for (uint i = 0; i < RT; i++) acc[i] = 0.0f;
-    const uint nch = K / 16;
+    float4 v[RT][4];
+    if (t < nch) _Pragma("unroll") for (uint i = 0; i < RT; i++) B::chunk(wr.p[i], t, v[i]);
+    const float scale = nw ? rms_scale(xm, K, eps, nt, scratch, sg, lane) : 1.0f;
     for (uint c = t; c < nch; c += T) {
         float4 x0, x1, x2, x3;
         if (B::QK > 1) {   // K is a multiple of 32: x rows are 128-byte aligned, so whole float4 loads
@@ -550,18 +576,16 @@ METAL_FUNC void gemv_rows(device const uchar *w, device const float *xm, device 
             x0 *= scale, x1 *= scale, x2 *= scale, x3 *= scale;
             x0 *= float4(w4[0]), x1 *= float4(w4[1]), x2 *= float4(w4[2]), x3 *= float4(w4[3]);
         }
-        _Pragma("unroll") for (uint i = 0; i < RT; i++) {
-            float4 v[4];
-            B::chunk(wr[i], c, v);
-            acc[i] += dot(v[0], x0) + dot(v[1], x1) + dot(v[2], x2) + dot(v[3], x3);
-        }
+        _Pragma("unroll") for (uint i = 0; i < RT; i++)
+            acc[i] += dot(v[i][0], x0) + dot(v[i][1], x1) + dot(v[i][2], x2) + dot(v[i][3], x3);
+        if (c + T < nch) _Pragma("unroll") for (uint i = 0; i < RT; i++) B::chunk(wr.p[i], c + T, v[i]);
     }
     // Float types only: the elements after the last whole chunk.
     if (B::QK == 1)
         for (uint k = 16 * nch + t; k < K; k += T) {
             float xk = xm[k];
             if (nw) xk = xk * scale, xk *= nw[k];
-            _Pragma("unroll") for (uint i = 0; i < RT; i++) acc[i] += B::at(wr[i], k) * xk;
+            _Pragma("unroll") for (uint i = 0; i < RT; i++) acc[i] += B::at(wr.p[i], k) * xk;
         }
 
     _Pragma("unroll") for (uint i = 0; i < RT; i++) {
@@ -569,9 +593,33 @@ METAL_FUNC void gemv_rows(device const uchar *w, device const float *xm, device 
         if (lane == 0) red[sg * RT + i] = s;
     }
     threadgroup_barrier(mem_flags::mem_threadgroup);
+}
+
+/* Row i's dot product from gemv_dots' per-simdgroup sums (after its barrier, on any thread). */
+METAL_FUNC float gemv_sum(threadgroup const float *red, uint i) {
+    float s = 0.0f;
+    for (uint j = 0; j < MLLM__GEMV_NSG; j++) s += red[j * MLLM__GEMV_NSG * MLLM__GEMV_ROWS + i];
+    return s;
+}
+
+/* GEMV: threadgroup tgx computes ym[n] = dot(W[n], xm) (+ rm[n]) for its RT rows n of W (gemv_dots; red:
+   NSG * RT floats); thread t stores row n0 + t.  Rows past N are read as row N - 1 (never stored).  The
+   whole threadgroup leaves together (n0 is per threadgroup) before the barrier. */
+template <typename B>
+METAL_FUNC void gemv_rows(device const uchar *w, device const float *xm, device float *ym, device const float *rm,
+                          uint K, uint N, uint row_bytes, threadgroup float *red, uint tgx, ushort sg, ushort lane,
+                          device const float *nw = nullptr, float eps = 0.0f, uint nt = 0,
+                          threadgroup float *scratch = nullptr) {
+    const uint RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS;
+    const uint n0 = tgx * RT;
+    if (n0 >= N) return;
+    const uint nr = min(RT, N - n0);           // rows of this threadgroup inside W
+    gemv_rowptrs wr;
+    _Pragma("unroll") for (uint i = 0; i < RT; i++) wr.p[i] = w + (ulong)(n0 + min(i, nr - 1)) * row_bytes;
+    gemv_dots<B>(wr, xm, K, red, sg, lane, nw, eps, nt, scratch);
+    const uint t = sg * 32u + lane;
     if (t < nr) {
-        float s = 0.0f;
-        for (uint j = 0; j < MLLM__GEMV_NSG; j++) s += red[j * RT + t];
+        const float s = gemv_sum(red, t);
         ym[n0 + t] = rm ? s + rm[n0 + t] : s;
     }
 }
@@ -713,31 +761,6 @@ METAL_FUNC void rope_pair(device float *h, uint i, float p, uint n_rot, float fr
     const float x0 = h[i0], x1 = h[i1];
     h[i0] = x0 * c - x1 * s;
     h[i1] = x0 * s + x1 * c;
-}
-
-/* RMSNorm's 1 / sqrt(mean(x^2) + eps) of a row of n floats, computed by a GEMV threadgroup (32 * NSG
-   threads) in the order rms_norm_mul sums it with nt threads (a multiple of 32, <= 1024), so a product
-   that normalizes its own x (gemv_rows' nw) gets the bits of rms_norm_mul then gemv: thread t plays the
-   threads t, t + 32 NSG, ... of that launch, which sit on its own lane, so every simd_sum adds the same 32
-   values in the same order, and the per-simdgroup sums meet as tg_sum meets them.  scratch: 32 floats. */
-METAL_FUNC float rms_scale(device const float *x, uint n, float eps, uint nt, threadgroup float *scratch, ushort sg,
-                           ushort lane) {
-    const uint n4 = n / 4, nsg = nt / 32;
-    device const packed_float4 *x4 = (device const packed_float4 *)x;
-    for (uint vs = sg; vs < nsg; vs += MLLM__GEMV_NSG) {   // the launch's simdgroup vs, lane for lane
-        const uint vt = 32 * vs + lane;
-        float ss = 0.0f;
-        for (uint i = vt; i < n4; i += nt) {
-            const float4 v = x4[i];
-            ss += dot(v, v);
-        }
-        for (uint i = 4 * n4 + vt; i < n; i += nt) ss += x[i] * x[i];
-        ss = simd_sum(ss);
-        if (lane == 0) scratch[vs] = ss;
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    const float ss = simd_sum(lane < nsg ? scratch[lane] : 0.0f);
-    return rsqrt(ss / float(n) + eps);
 }
 
 /* The FFN gates, as the elementwise swiglu/geglu kernels and the CPU backend compute them:

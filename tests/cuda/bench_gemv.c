@@ -102,10 +102,10 @@ int main(void) {
         memset(&a, 0, sizeof a);
         a.K = E; a.N = F; a.M = 1; a.row_bytes = (uint32_t)(E / 256 * q4);
         a.norm.on = (uint32_t)normed; a.norm.threads = 384; a.norm.eps = 1e-6f;
-        void *host[7] = {0, 0, 0, 0, &a, 0, 0};
-        mllm__cu_ptr dev[7] = {0, 0, x, y, 0, y2, nw};
+        void *host[6] = {0, 0, 0, 0, &a, 0};
+        mllm__cu_ptr dev[6] = {0, 0, x, y, 0, nw};
         const int ws[2] = {0, 1};
-        bench("gemv_swiglu_q4_k", normed ? "gate+up 2x8960x1536 normed" : "gate+up 2x8960x1536", (F + RT - 1) / RT, 1, T, 7,
+        bench("gemv_swiglu_q4_k", normed ? "gate+up 2x8960x1536 normed" : "gate+up 2x8960x1536", (F + RT - 1) / RT, 1, T, 6,
               host, dev, ws, 2, (size_t)F * a.row_bytes, 0);
     }
     { /* fused QKV (q4_k q, k; as Q4_K_M's, whose v is q6_k: that one separately) */

@@ -11,7 +11,8 @@
 #   tests/cuda/h200_session.sh S STEPS      STEPS: comma-separated test, bench, ab (default test,bench)
 #     test   make test-gpu's runs (SANITIZE=0 skips compute-sanitizer)
 #     bench  make bench-gpu's runs on the bench models vs llama.cpp
-#     ab     decode at batch 1 and 16 with graphs off / an earlier header (twin builds), alternated
+#     ab     decode at batch 1 and 16 (AB_BATCH) with graphs off / an earlier header or other flags (twin
+#            builds: stage_h200.sh BASE_REV, BASE_CFLAGS), alternated
 #     prof   ncu's time of every kernel in short decode runs (batch 1 and 16), summed by kernel
 set -u
 S=$(cd "$1" && pwd); STEPS=,${2:-test,bench},; SAN=${SANITIZE:-1}
@@ -74,9 +75,9 @@ fi
 if has ab; then   # same file, same run: this build, graphs off, the earlier header; alternated
   for m in $M/smol.gguf $M/qwen-q4km.gguf; do
     for rep in $(seq ${AB_REPS:-2}); do
-      for b in bench bench_nograph bench_base; do
+      for b in ${AB_BINS:-bench bench_nograph bench_base}; do
         printf '%-15s %-15s ' "$b" "$(basename $m)"
-        build/$b -m $m --cuda -p 64 -n 128 -r 3 --batch 1,16 2>&1 | grep -E "^decode  |batched decode, 16" | tr -s ' ' | tr '\n' ' '; echo
+        build/$b -m $m --cuda -p 64 -n 128 -r 3 --batch ${AB_BATCH:-1,16} 2>&1 | grep -E "^decode  |batched decode" | tr -s ' ' | tr '\n' ' '; echo
       done
     done
   done 2>&1 | tee "$O/ab.log"

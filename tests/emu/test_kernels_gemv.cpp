@@ -162,17 +162,17 @@ void check_glu(const kt_type &t, uint32_t K, uint32_t N, uint32_t M, bool gelu, 
     const uint32_t RT = MLLM__GEMV_NSG * MLLM__GEMV_ROWS;
     const size_t rb = (size_t)K / t.qk * t.bytes, n = (size_t)M * N;
     uint8_t *wg = kt_weights(t, N, K), *wu = kt_weights(t, N, K);
-    float *x = kt_rand((size_t)M * K, -3.0f, 3.0f), *out = kt_out(n), *up = kt_out(n);
+    float *x = kt_rand((size_t)M * K, -3.0f, 3.0f), *out = kt_out(n);
     float *nw = kt_rand(K, 0.5f, 2.0f), *xg = kt_out((size_t)M * K);
     const std::vector<float> xb = nt ? kt_norm_input(x, nw, K, M, nt, 1e-6f, xg, v) : std::vector<float>(x, x + (size_t)M * K);
     mllm__glu_args a;
     memset(&a, 0, sizeof a);
     a.K = K; a.N = N; a.M = M; a.row_bytes = (uint32_t)rb;
     a.norm.on = nt > 0; a.norm.threads = nt; a.norm.eps = 1e-6f;
-    void *bufs[] = {wg, wu, x, out, &a, up, nw};
+    void *bufs[] = {wg, wu, x, out, &a, nw};
     char name[64];
     snprintf(name, sizeof name, "%s_%s", gelu ? "gemv_geglu" : "gemv_swiglu", t.name);
-    if (!kt_dispatch(name, v, (N + RT - 1) / RT, M, 32 * MLLM__GEMV_NSG, bufs, 7)) return;
+    if (!kt_dispatch(name, v, (N + RT - 1) / RT, M, 32 * MLLM__GEMV_NSG, bufs, 6)) return;
     // CPU reference: the products in double, rounded, through the CPU's GLU
     std::vector<double> wd(K), gd(n), ud(n), gm(n), um(n);
     for (int pass = 0; pass < 2; pass++)
