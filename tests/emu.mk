@@ -76,7 +76,9 @@ $(BUILD)/test_emu_check: $(EMU_DIR)/check_mode.sh | $(BUILD)
 
 EMU_BINS := $(EMU_RUN_BINS) $(EMU_TSAN_BINS) $(BUILD)/test_emu_check $(BUILD)/test_emu_static
 ifneq ($(EMU_TEST_SAN),)   # the sanitizer build: the TSan twins and script checks already ran in make test
-EMU_BINS := $(EMU_RUN_BINS)
+# and so did the kernel tests: their kernels are not instrumented here (the emulator's guard pages check
+# them in make test), only the programs that run metalllm.h's host code are
+EMU_BINS := $(filter-out $(BUILD)/test_kernels_%,$(EMU_RUN_BINS))
 endif
 TEST_BINS += $(EMU_BINS)
 .PHONY: emu

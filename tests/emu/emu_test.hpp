@@ -28,6 +28,13 @@ constexpr bool tsan = true;         // kernels run ~10x slower: tests may use sm
 #else
 constexpr bool tsan = false;
 #endif
+// the sanitizer builds (make test-san, the TSan twins) run the plain build's kernels again: fewer steps
+// of the same host code there
+#if defined(MSL_TSAN_BUILD) || defined(MSL_SAN_BUILD)
+constexpr bool quick = true;
+#else
+constexpr bool quick = false;
+#endif
 #if defined(MSL_AS)
 constexpr bool check_mode = true;   // kernels were compiled with distinct address spaces
 #else

@@ -248,7 +248,7 @@ EMU_TEST(gpu_forward_dense_models_match_cpu_and_llama_cpp) {
     };
     for (const model_case &mc : all) {
         if (emu::tsan && strcmp(mc.name, "tiny-qwen2-Q8_0") != 0) continue;   // (qwen2: biases, NeoX rope)
-        check_model(mc, emu::tsan ? 1 : 4);
+        check_model(mc, emu::quick ? 1 : 4);
     }
 }
 
@@ -263,7 +263,7 @@ EMU_TEST(gpu_forward_weight_types_match_cpu_and_llama_cpp) {
         {"tiny-llama-IQ4_XS", 3e-2, false, true},
     };
     if (emu::tsan) return;   // the same host code as the models above; the kernels' races: test_kernels_*_tsan
-    for (const model_case &mc : all) check_model(mc, 2);
+    for (const model_case &mc : all) check_model(mc, emu::quick ? 1 : 2);
 }
 
 // The architectures of tests/gen_tiny.c: gemma3 (GeGLU, scaled embeddings, head_dim 256 with one KV
@@ -277,15 +277,15 @@ EMU_TEST(gpu_forward_gemma3_phi3_llama3_match_cpu_and_llama_cpp) {
     };
     for (const model_case &mc : all) {
         if (emu::tsan && strcmp(mc.name, "tiny-gemma3-Q8_0") != 0) continue;   // (gemma3: the most new kernels)
-        check_model(mc, emu::tsan ? 1 : 4);
+        check_model(mc, emu::quick ? 1 : 4);
     }
 }
 
 EMU_TEST(gpu_forward_moe_models_match_cpu_and_llama_cpp) {
-    check_model({"tiny-mixtral-Q8_0", 3e-2, !emu::tsan}, emu::tsan ? 1 : 4);
+    check_model({"tiny-mixtral-Q8_0", 3e-2, !emu::tsan}, emu::quick ? 1 : 4);
     // 6e-2: on p1_fox an F32/F64 pass routes one token to another expert set than llama.cpp's Q8
     // activations do (the fixtures' README measured 5e-2 for float64)
-    if (!emu::tsan) check_model({"tiny-qwen3moe-Q8_0", 6e-2, false}, 4);
+    if (!emu::tsan) check_model({"tiny-qwen3moe-Q8_0", 6e-2, false}, emu::quick ? 1 : 4);
 }
 
 // ---------------------------------------------------------------- batching
@@ -365,7 +365,7 @@ EMU_TEST(gpu_many_sequences_on_gemv_multi_equal_solo_runs_exactly) {
     CHECK(f1.ok && f2.ok, "fixtures missing");
     mllm_model *m = load(name, 0);
     if (!m || !f1.ok || !f2.ok) { mllm_model_free(m); return; }
-    const int n = 12, steps = emu::tsan ? 1 : 3;
+    const int n = 12, steps = emu::quick ? 1 : 3;
     std::vector<tf_seq> batch(n);
     for (int i = 0; i < n; i++) {
         const fixture &f = i % 2 ? f2 : f1;
@@ -654,7 +654,7 @@ std::vector<std::vector<int>> generate(mllm_context *ctx, const fixture &f1, con
 // way and the stream diverges from there: >= 95% of the positions must agree, greedy all of them).
 EMU_TEST(gpu_sampling_matches_cpu_sampling) {
     const char *models[2] = {"tiny-qwen2-Q8_0", "tiny-llama-Q4_K_M"};
-    const int n_steps = emu::tsan ? 5 : 12;
+    const int n_steps = emu::quick ? 5 : 12;
     for (int mi = 0; mi < (emu::tsan ? 1 : 2); mi++) {
         const fixture f1 = load_fixture(models[mi], "p1_fox"), f2 = load_fixture(models[mi], "p2_hello");
         mllm_model *m = load(models[mi], 1);
@@ -702,7 +702,7 @@ EMU_TEST(gpu_sampling_reads_back_only_the_tokens) {
         CHECK(mllm_seq_add(ctx, f.prompt.data(), (int)f.prompt.size(), &p, &id[i]) == MLLM_OK, "%s", mllm_last_error());
     }
     const uint64_t row = 4096 * 4;
-    for (int step = 0; step < (emu::tsan ? 3 : 5); step++) {
+    for (int step = 0; step < (emu::quick ? 3 : 5); step++) {
         const bool with_manual = step < 3;   // then the manual sequence goes: sampling sequences alone
         const uint64_t b0 = dev.g.n.bytes_read;
         mllm_step_result r;
