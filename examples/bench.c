@@ -191,11 +191,11 @@ int main(int argc, char **argv) {
     printf("prefill %d tokens: mean %8.1f best %8.1f tok/s\n", n_prompt, pf_sum / repeats, pf_best);
     printf("decode  %d tokens: mean %8.1f best %8.1f tok/s\n", n_gen, dc_sum / repeats, dc_best);
     {
-        /* bytes a decode step reads: every weight (the output matrix included) and the F16 KV cache at
-           the mean depth of the run */
+        /* bytes a decode step reads: the weights a token uses (the output matrix included; only its
+           experts of an MoE) and the F16 KV cache at the mean depth of the run */
         double kv = 2.0 * info.n_layer * info.n_head_kv * info.head_dim * 2 * (1 + n_gen / 2.0);
-        double gbs = ((double)info.weight_bytes + kv) * (dc_sum / repeats) * 1e-9;
-        printf("decode traffic: %.1f MiB per token, %.2f GB/s (mean)", ((double)info.weight_bytes + kv) / 1048576.0, gbs);
+        double gbs = ((double)info.token_bytes + kv) * (dc_sum / repeats) * 1e-9;
+        printf("decode traffic: %.1f MiB per token, %.2f GB/s (mean)", ((double)info.token_bytes + kv) / 1048576.0, gbs);
         if (triad) {
             double tr = triad_gbs(threads, 0), rd = triad_gbs(threads, 1);
             printf(", triad %.2f GB/s, read %.2f GB/s (%d threads): decode at %.0f%% of the triad, %.0f%% of read",

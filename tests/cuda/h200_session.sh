@@ -14,15 +14,19 @@
 #     ab     decode at batch 1 and 16 (AB_BATCH) with graphs off / an earlier header or other flags (twin
 #            builds: stage_h200.sh BASE_REV, BASE_CFLAGS), alternated
 #     prof   ncu's time of every kernel in short decode runs (batch 1 and 16), summed by kernel
+#     lcprof the same for llama.cpp's llama-bench (decode only, -ngl 99)
+#     gemvprof  ncu's occupancy, launch, memory and warp-stall sections for bench_gemv's decode kernels
+#   MOE=1: also the Qwen3-30B-A3B shape (Q4_0, written directly) in bench.  WT=DIR: the branch's files
+#   are DIR (e.g. the carried checkout itself) instead of S/wt.
 set -u
 S=$(cd "$1" && pwd); STEPS=,${2:-test,bench},; SAN=${SANITIZE:-1}
 has() { case $STEPS in *,$1,*) return 0;; esac; return 1; }
 O=${OUT:-/tmp/out}; mkdir -p "$O"
-W=$S/wt; M=/tmp/m; LC=/tmp/lc; mkdir -p $M $LC
+W=$(cd "${WT:-$S/wt}" && pwd); M=/tmp/m; LC=/tmp/lc; mkdir -p $M $LC
 t0=$(date +%s); el() { echo "[+$(( $(date +%s) - t0 ))s] $*"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used,memory.total --format=csv
 el "start, steps $STEPS"
-need_models=0; { has bench || has ab || has prof; } && need_models=1
+need_models=0; { has bench || has ab || has prof || has lcprof; } && need_models=1
 
 # llama.cpp: a carried build, or build it in the background now
 LB=$LC/lc/build/bin; LCPID=
@@ -40,6 +44,10 @@ if [ $need_models = 1 ]; then
   ( PYTHONPATH=$S/gguf-py python3 "$W/tests/cuda/make_bench_model.py" smollm2-135m $M/smol-f16.gguf &&
     PYTHONPATH=$S/gguf-py python3 "$W/tests/cuda/make_bench_model.py" qwen2.5-1.5b $M/qwen-f16.gguf ) > "$O/models.log" 2>&1 &
   MPID=$!
+  if [ "${MOE:-0}" = 1 ]; then
+    PYTHONPATH=$S/gguf-py python3 "$W/tests/cuda/make_bench_model.py" qwen3-30b-a3b $M/moe-q4_0.gguf > "$O/moe.log" 2>&1 &
+    MOEPID=$!
+  fi
 fi
 
 cd "$W" && tar xJf "$S/wbuild.tar.xz"
@@ -67,8 +75,10 @@ wait; el "quantized: $(cd $M && ls -s *.gguf | tr '\n' ' ')"
 if [ -n "$LCPID" ]; then   # send the llama.cpp build back for later runs
   ( cd $LC && tar cf - lc/build/bin | xz -T8 -6 | split -b 15M - "$O/lcbin.tar.xz." )
 fi
+if [ "${MOE:-0}" = 1 ]; then wait $MOEPID; el "MoE model: $(ls -s $M/moe-q4_0.gguf)"; fi
 if has bench; then
   BM="${BENCH_LIST:-$M/smol.gguf $M/qwen-q4km.gguf $M/qwen-q8.gguf}"
+  [ "${MOE:-0}" = 1 ] && BM="$BM $M/moe-q4_0.gguf"
   tests/cuda/bench_gpu.sh build $LB $BM 2>&1 | tee "$O/bench.log"
   el "bench done"
 fi
@@ -94,4 +104,21 @@ if has prof; then   # ncu replays nothing for one duration metric; graphs are pr
     done
   done 2>&1 | tee "$O/prof.log"
   el "prof done"
+fi
+if has lcprof; then   # llama.cpp's kernels in the same kind of run: llama-bench's decode (its warm-up run first)
+  for m in ${PROF_MODELS:-$M/smol.gguf $M/qwen-q4km.gguf}; do
+    f=$O/lcprof-$(basename $m .gguf).csv
+    timeout ${PROF_TIMEOUT:-100} ncu --clock-control none --metrics gpu__time_duration.sum --csv --launch-count ${PROF_LAUNCHES:-3000} \
+      $LB/llama-bench -m $m -ngl 99 -p 0 -n 16 -r 1 > $f 2> $f.err
+    echo "== llama.cpp $(basename $m) decode (llama-bench -p 0 -n 16 -r 1, after its warm-up)"
+    python3 tests/cuda/ncu_summary.py $f 25
+  done 2>&1 | tee "$O/lcprof.log"
+  el "lcprof done"
+fi
+if has gemvprof; then   # why the decode GEMVs stream 0.3-0.8 TB/s: occupancy, stalls, memory
+  timeout ${PROF_TIMEOUT:-150} ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section WarpStateStats --section MemoryWorkloadAnalysis -k regex:"${GEMVPROF_K:-gemv_q4_k|gemv_swiglu_q4_k|gemv_add_q4_k}" \
+    --launch-skip 2 --launch-count ${GEMVPROF_N:-3} build/bench_gemv > "$O/gemvprof.log" 2>&1
+  grep -E "^  [a-z_]+.*\(|Duration|Throughput|Registers Per|Achieved Occ|Theoretical Occ|Block Limit|Waves Per|Stall|Warp Cycles|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Issued Ipc|Dynamic Shared|Static Shared" "$O/gemvprof.log" | head -150
+  el "gemvprof done"
 fi
