@@ -1,8 +1,8 @@
 // Causal attention over the paged F16 KV cache (mllm__kv's layout), with the step's new K/V written
-// into their blocks on the GPU.  One layer, one batch of sequences; the host encodes either
-//   attn_decode_hd<D> (+ barrier, attn_reduce when a context spans several chunks)
-//                                                  (every sequence has exactly one new token)
-//   attn_kv_write, barrier, attn_prefill_hd<D>     (any n >= 1: prompts, continuations, mixed batches)
+// into their blocks on the GPU.  One layer, one batch of sequences; the host encodes
+//   attn_kv_write, barrier, then either
+//   attn_decode_hd<D>, barrier, attn_reduce        (every sequence has exactly one new token)
+//   attn_prefill_hd<D>                             (any n >= 1: prompts, continuations, mixed batches)
 // Numerics follow the CPU engine (mllm__attn_task): new K/V rounded to half, Q rounded to half,
 // scores scale * dot(q, k) in float, softmax in float (online here, exact-max there).  In a windowed
 // layer (a.n_swa > 0) the query at position p sees only (p - n_swa, p], and no kernel reads a position
@@ -69,38 +69,27 @@ kernel void attn_kv_write(device float *q [[buffer(0)]], device float *k [[buffe
 
 // ---------------------------------------------------------------- decode: one query per sequence
 // Grid (n_chunks, n_head_kv * ceil(group / H), n_seqs), NT threads, H = a.heads_per_tg <= G =
-// MLLM__ATTN_GROUP(HD).  A whole decode layer's attention without attn_kv_write: a threadgroup takes up
-// to H query heads sharing one KV head over one chunk (MLLM__ATTN_CHUNK_OF its sequence's context) so
-// each K/V row is read once for those heads; the host picks a smaller H when the grid would not fill the
-// GPU (a head's result does not depend on H).  The new token: every threadgroup turns its query heads
-// (RoPE with a.rope) in threadgroup memory; those of the last chunk turn the new K row there too and
-// take the new position's K and V from there (no threadgroup reads that slot of the pool in this step),
-// and the first query-head slice of each KV head writes them into the block: one dispatch instead of
-// three kernels apart.  Lane = position inside a 32-position tile (each lane does full dot products: no
-// reduction per score); simdgroups take every NSG-th tile with their own online-softmax state, merged
-// at the end.  Output: with one chunk (a.n_chunks == 1) the attention output itself, else partial (max,
-// sum, acc[hd]) per (sequence, head, chunk) for attn_reduce; a chunk wholly before the window writes
-// nothing (attn_reduce starts after it).
+// MLLM__ATTN_GROUP(HD).  A threadgroup takes up to H query heads sharing one KV head over one chunk
+// (MLLM__ATTN_CHUNK_OF its sequence's context) so each K/V row is read once for those heads; the host
+// picks a smaller H when the grid would not fill the GPU (a head's result does not depend on H).  Lane = position inside a 32-position tile (each lane does full
+// dot products: no reduction per score); simdgroups take every NSG-th tile with their own online-softmax
+// state, merged at the end.  Output: partial (max, sum, acc[hd]) per (sequence, head, chunk) for
+// attn_reduce; a chunk wholly before the window writes nothing (attn_reduce starts after it).
 template <int HD>
-kernel void attn_decode(device const float *q [[buffer(0)]], device const float *k [[buffer(1)]],
-                        device const float *v [[buffer(2)]], device half *kp [[buffer(3)]], device half *vp [[buffer(4)]],
-                        device float *out [[buffer(5)]], device float *part [[buffer(6)]],
+kernel void attn_decode(device const float *q [[buffer(0)]], device const half *kp [[buffer(3)]],
+                        device const half *vp [[buffer(4)]], device float *part [[buffer(6)]],
                         device const mllm__attn_seq *seqs [[buffer(7)]], device const int *tables [[buffer(9)]],
-                        constant mllm__attn_args &a [[buffer(10)]], device const int *rpos [[buffer(11)]],
-                        device const float *factors [[buffer(12)]], uint3 tg [[threadgroup_position_in_grid]],
+                        constant mllm__attn_args &a [[buffer(10)]], uint3 tg [[threadgroup_position_in_grid]],
                         ushort tid [[thread_index_in_threadgroup]], ushort sg [[simdgroup_index_in_threadgroup]],
                         ushort lane [[thread_index_in_simdgroup]]) {
     constexpr int G = MLLM__ATTN_GROUP(HD);
     constexpr int DPL = (HD + 31) / 32;   // output dims per lane: d = lane + 32 i (d < HD)
-    constexpr uint FRESH = 0xffffffffu;   // rows[] mark of the new position (its K/V are kn, vn)
     threadgroup float4 qs[G][HD / 4];
-    threadgroup float4 kn[HD / 4];      // the new position's K (turned, rounded to half) ...
-    threadgroup float vn[HD];           // ... and V (rounded to half)
     threadgroup float ps[NSG][G][32];   // this tile's probabilities, shared inside the simdgroup
     threadgroup uint rows[NSG][32];     // this tile's K/V row offsets
     threadgroup float red[NSG][G][HD];  // per-simdgroup accumulators for the final merge
     threadgroup float2 ml[NSG][G];      // per-simdgroup (max, sum)
-    static_assert(4 * (G * HD + 2 * HD + NSG * G * 32 + NSG * 32 + NSG * G * HD + 2 * NSG * G) <= 32768,
+    static_assert(4 * (G * HD + NSG * G * 32 + NSG * 32 + NSG * G * HD + 2 * NSG * G) <= 32768,
                   "attn_decode: threadgroup memory over 32 KiB");
 
     const mllm__attn_seq sq = seqs[tg.z];
@@ -111,39 +100,10 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const float 
     const uint H = a.heads_per_tg, group = a.n_head / a.n_head_kv, nslice = (group + H - 1) / H;
     const uint kvh = tg.y / nslice, g0 = (tg.y % nslice) * H, ng = min(H, group - g0);
     const uint hq0 = kvh * group + g0;  // first query head of this threadgroup
-    const uint t = uint(sq.first + sq.n - 1), pn = n_ctx - 1;   // the new token's row and position
-    const bool last = c1 == n_ctx;      // uniform: this chunk holds the new position
     device const int *table = tables + sq.blocks;
-    device const float *qrow = q + ((ulong)t * a.n_head + hq0) * HD;
-    device const float *krow = k + ((ulong)t * a.n_head_kv + kvh) * HD, *vrow = v + ((ulong)t * a.n_head_kv + kvh) * HD;
+    device const float *qrow = q + ((ulong)(sq.first + sq.n - 1) * a.n_head + hq0) * HD;
 
-    threadgroup float *qf = (threadgroup float *)qs, *kf = (threadgroup float *)kn;
-    for (uint e = tid; e < ng * HD; e += NT) qf[e] = qrow[e];
-    if (last)
-        for (uint d = tid; d < HD; d += NT) kf[d] = krow[d];
-    if (a.rope) {                       // rope.metal's rotation, as attn_kv_write does it in place
-        threadgroup_barrier(mem_flags::mem_threadgroup);
-        const uint np = a.n_rot / 2, nrows = ng + (last ? 1 : 0);
-        const float p = float(rpos[t]) * a.freq_scale;
-        for (uint e = tid; e < nrows * np; e += NT)
-            rope_pair(e / np < ng ? qf + e / np * HD : kf, e % np, p, a.n_rot, a.freq_base,
-                      a.factors ? factors : nullptr, a.rope == 2);
-    }
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-    for (uint e = tid; e < ng * HD; e += NT) qf[e] = float(half(qf[e]));   // Q and the new K, V as the CPU rounds them
-    if (last) {
-        const bool writer = tg.y % nslice == 0;   // one threadgroup per KV head stores the new rows
-        const uint o = kv_row(table, pn, kvh, a);
-        for (uint d = tid; d < HD; d += NT) {
-            const half kh = half(kf[d]), vh = half(vrow[d]);
-            kf[d] = float(kh);
-            vn[d] = float(vh);
-            if (writer) {
-                kp[o + d] = kh;
-                vp[o + d] = vh;
-            }
-        }
-    }
+    for (uint e = tid; e < ng * HD; e += NT) ((threadgroup float *)qs)[e] = float(half(qrow[e]));   // as the CPU
     threadgroup_barrier(mem_flags::mem_threadgroup);
 
     float m[G], l[G], acc[G][DPL];      // l: this lane's share of the sum (the max is simdgroup-uniform)
@@ -156,16 +116,16 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const float 
     }
     for (uint t0 = c0 + 32 * sg; t0 < c1; t0 += 32 * NSG) {   // uniform per simdgroup
         const uint p = t0 + lane;
-        const bool ok = p < c1, fresh = last && p == pn;
-        const uint row = ok && !fresh ? kv_row(table, p, kvh, a) : 0;
-        rows[sg][lane] = fresh ? FRESH : row;
+        const bool ok = p < c1;
+        const uint row = ok ? kv_row(table, p, kvh, a) : 0;
+        rows[sg][lane] = row;
         float s[G];
         #pragma unroll
         for (int g = 0; g < G; g++) s[g] = 0.0f;
         device const packed_half4 *kr = (device const packed_half4 *)(kp + row);
         #pragma unroll
         for (int d4 = 0; d4 < HD / 4; d4++) {
-            const float4 kk = fresh ? kn[d4] : float4(half4(kr[d4]));
+            const float4 kk = float4(half4(kr[d4]));
             #pragma unroll
             for (int g = 0; g < G; g++)
                 if (uint(g) < ng) s[g] += dot(qs[g][d4], kk);
@@ -190,12 +150,10 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const float 
             float vv[8][DPL];
             #pragma unroll
             for (int j = 0; j < 8; j++) {
-                const uint rj = j0 + j < nv ? rows[sg][j0 + j] : 0;
-                device const half *vr = vp + (rj == FRESH ? 0 : rj) + lane;
+                device const half *vr = vp + rows[sg][j0 + j] + lane;
                 #pragma unroll
                 for (int i = 0; i < DPL; i++)
-                    vv[j][i] = j0 + j < nv && (HD % 32 == 0 || lane + 32 * i < HD)
-                                   ? (rj == FRESH ? vn[lane + 32 * i] : float(vr[32 * i])) : 0.0f;
+                    vv[j][i] = j0 + j < nv && (HD % 32 == 0 || lane + 32 * i < HD) ? float(vr[32 * i]) : 0.0f;
             }
             #pragma unroll
             for (int j = 0; j < 8; j++)
@@ -208,7 +166,7 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const float 
         simdgroup_barrier(mem_flags::mem_threadgroup);    // read before the next tile overwrites
     }
 
-    // Merge the simdgroups (one with no tile has max NEG_BIG and weighs 0), write this chunk's result.
+    // Merge the simdgroups (one with no tile has max NEG_BIG and weighs 0), write this chunk's partials.
     #pragma unroll
     for (int g = 0; g < G; g++) {
         if (uint(g) >= ng) break;
@@ -228,10 +186,6 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const float 
             const float w = exp(ml[i][g].x - mx);
             sum += w * ml[i][g].y;
             o += w * red[i][g][d];
-        }
-        if (a.n_chunks == 1) {          // uniform: the whole context was this chunk
-            out[((ulong)t * a.n_head + hq0 + g) * HD + d] = o / sum;
-            continue;
         }
         device float *pp = part + ((ulong)(tg.z * a.n_head + hq0 + g) * a.n_chunks + tg.x) * (HD + 2);
         if (d == 0) { pp[0] = mx; pp[1] = sum; }
@@ -390,9 +344,8 @@ kernel void attn_prefill(device const float *q [[buffer(0)]], device const half 
 
 #define MLLM_ATTN(D)                                                                                         \
     template [[host_name("attn_decode_hd" #D)]] [[kernel]] void attn_decode<D>(device const float *,         \
-        device const float *, device const float *, device half *, device half *, device float *,            \
-        device float *, device const mllm__attn_seq *, device const int *, constant mllm__attn_args &,       \
-        device const int *, device const float *, uint3, ushort, ushort, ushort);                            \
+        device const half *, device const half *, device float *, device const mllm__attn_seq *,             \
+        device const int *, constant mllm__attn_args &, uint3, ushort, ushort, ushort);                      \
     template [[host_name("attn_prefill_hd" #D)]] [[kernel]] void attn_prefill<D>(device const float *,       \
         device const half *, device const half *, device float *, device const mllm__attn_seq *,             \
         device const int *, constant mllm__attn_args &, uint3, ushort, ushort, ushort);

@@ -751,10 +751,9 @@ METAL_FUNC void gemm_tile(device const uchar *w, uint N, uint K, uint row_bytes,
 
 /* RoPE: turns pair i of the head at h by p * freq_base^(-2i / n_rot) (p: the position times freq_scale),
    divided by factor[i] when factors is given; pairs (2i, 2i + 1), or (i, i + n_rot / 2) for NeoX.
-   precise:: because the angle reaches thousands of radians at long positions.  h: a device or threadgroup
-   row (attn_decode turns its copies in threadgroup memory). */
-template <typename P>
-METAL_FUNC void rope_pair(P h, uint i, float p, uint n_rot, float freq_base, device const float *factors, bool neox) {
+   precise:: because the angle reaches thousands of radians at long positions. */
+METAL_FUNC void rope_pair(device float *h, uint i, float p, uint n_rot, float freq_base, device const float *factors,
+                          bool neox) {
     float theta = p * precise::pow(freq_base, -float(2 * i) / float(n_rot));
     if (factors) theta /= factors[i];
     const float c = precise::cos(theta), s = precise::sin(theta);

@@ -87,7 +87,7 @@ if has ab; then   # same file, same run: this build, graphs off, the earlier hea
     for rep in $(seq ${AB_REPS:-2}); do
       for b in ${AB_BINS:-bench bench_nograph bench_base}; do
         printf '%-15s %-15s ' "$b" "$(basename $m)"
-        build/$b -m $m --cuda -p 64 -n 128 -r 3 --batch ${AB_BATCH:-1,16} 2>&1 | grep -E "^decode  |batched decode" | tr -s ' ' | tr '\n' ' '; echo
+        build/$b -m $m --cuda -p 64 -n 128 -r 3 --batch ${AB_BATCH:-1,16} 2>&1 | grep -E "^decode  |batched decode|dispatches per decode|graph launches" | tr -s ' ' | tr '\n' ' '; echo
       done
     done
   done 2>&1 | tee "$O/ab.log"
