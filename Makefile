@@ -60,10 +60,13 @@ $(BUILD):
 deps:
 	tests/deps.sh
 
-# tests/run.sh runs programs side by side (one per CPU): the slowest start first, so none is left alone at the end
-TEST_SLOW := test_gpu_forward test_metal_gpu test_kernels_sample_tsan test_gpu_forward_tsan test_kernels_sample \
-             test_emu_static test_model test_cuda_static
-TEST_ORDER = $(filter $(addprefix %/,$(TEST_SLOW)),$(TEST_BINS)) $(filter-out $(addprefix %/,$(TEST_SLOW)),$(TEST_BINS))
+# tests/run.sh runs programs side by side (one per CPU): the slowest start first, longest first (in this
+# list's order: the seconds each took in make test on CI's 2-core machine), so none is left alone at the end
+TEST_SLOW := test_cuda_static test_gpu_forward_tsan test_gpu_forward test_kernels_sample_tsan test_metal_gpu \
+             test_kernels_sample test_kernels_moe test_model test_emu_static test_kernels_moe_tsan test_embed \
+             test_metal_objc test_kernels_attention test_kernels_attention_tsan test_kernels_gemv \
+             test_kernels_gemv_tsan test_server
+TEST_ORDER = $(foreach t,$(TEST_SLOW),$(filter %/$(t),$(TEST_BINS))) $(filter-out $(addprefix %/,$(TEST_SLOW)),$(TEST_BINS))
 # what make test builds besides the test programs (test-san: nothing else)
 TEST_GOALS ?= all
 test: deps
