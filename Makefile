@@ -60,10 +60,13 @@ $(BUILD):
 deps:
 	tests/deps.sh
 
-# tests/run.sh runs programs side by side (one per CPU): the slowest start first, so none is left alone at the end
-TEST_SLOW := test_gpu_forward test_metal_gpu test_kernels_sample_tsan test_gpu_forward_tsan test_kernels_sample \
-             test_emu_static test_model test_cuda_static
-TEST_ORDER = $(filter $(addprefix %/,$(TEST_SLOW)),$(TEST_BINS)) $(filter-out $(addprefix %/,$(TEST_SLOW)),$(TEST_BINS))
+# tests/run.sh runs programs side by side (one per CPU): the slowest start first, longest first (in this
+# list's order: the seconds each took in make test on CI's 2-core machine), so none is left alone at the end
+TEST_SLOW := test_cuda_static test_gpu_forward_tsan test_gpu_forward test_kernels_sample_tsan test_metal_gpu \
+             test_kernels_sample test_kernels_moe test_model test_emu_static test_kernels_moe_tsan test_embed \
+             test_metal_objc test_kernels_attention test_kernels_attention_tsan test_kernels_gemv \
+             test_kernels_gemv_tsan test_server
+TEST_ORDER = $(foreach t,$(TEST_SLOW),$(filter %/$(t),$(TEST_BINS))) $(filter-out $(addprefix %/,$(TEST_SLOW)),$(TEST_BINS))
 # what make test builds besides the test programs (test-san: nothing else)
 TEST_GOALS ?= all
 test: deps
@@ -79,12 +82,14 @@ test: deps
 # Only the programs whose time goes to the CPU kernels (test_model, test_simd, test_quant*, test_stress)
 # are built at -O1; the others at -O0, which compiles the implementation in 15 s instead of 90 s (and
 # runs test_engine in 14 s instead of 2, the others within seconds of -O1).  The emulator programs (MSL_SAN_BUILD) run shorter sequences:
-# their kernels are the plain build's, uninstrumented, so only the host code is new here.
+# their kernels are the plain build's, uninstrumented, so only the host code is new here: they link make
+# test's kernel objects (EMU_K).  MLLM_STATIC (the public functions static): each program compiles only
+# the part of the implementation it calls (test_quant: the quantized kernels, not the engine).
 SAN := -fsanitize=address,undefined -fno-sanitize=pointer-overflow -fno-sanitize-recover=undefined
 SAN_O0 := test_engine test_faults test_gguf test_hostile test_kv_free test_tokenizer test_cuda_e2e generate server
 test-san:
-	$(MAKE) test BUILD=build-san CC=clang OPT="-O1 $(NATIVE)" TEST_GOALS= \
-	  CFLAGS="-O1 $(NATIVE) -gline-tables-only $(SAN) -fno-omit-frame-pointer" \
+	$(MAKE) test BUILD=build-san CC=clang OPT="-O1 $(NATIVE)" TEST_GOALS= EMU_K=$(BUILD)/emu \
+	  CFLAGS="-O1 $(NATIVE) -gline-tables-only $(SAN) -fno-omit-frame-pointer -DMLLM_STATIC" \
 	  EMU_TEST_SAN="-gline-tables-only $(SAN) -O0 -DMSL_SAN_BUILD"
 ifneq ($(EMU_TEST_SAN),)
 $(addprefix $(BUILD)/,$(SAN_O0)): ALLCFLAGS += -O0

@@ -16,7 +16,7 @@ $(EMU)/metal/test_metal_objc.o: tests/metal/test_metal_objc.cpp tests/metal/fake
 	@mkdir -p $(@D)
 	$(EMU_CXX) $(EMU_FLAGS) $(EMU_TEST_SAN) $(METAL_FAKE_FLAGS) -c $< -o $@
 $(BUILD)/test_metal_objc: $(EMU)/metal/test_metal_objc.o $(EMU)/metal/fake_metal.o $(EMU)/metal/objc_msgsend.o $(EMU_K_RUN) \
-                          $(EMU)/runtime.o $(EMU)/main.o
+                          $(EMU_K)/runtime.o $(EMU_K)/main.o
 	$(EMU_CXX) $(EMU_TEST_SAN) -o $@ $^ -lpthread -lm
 # the Mac twin (plain C, as make mac-check builds it) over the same fake
 $(EMU)/metal/test_metal_gpu.o: tests/metal/test_metal_gpu.c tests/test.h $(HDR)
@@ -24,7 +24,7 @@ $(EMU)/metal/test_metal_gpu.o: tests/metal/test_metal_gpu.c tests/test.h $(HDR)
 	$(EMU_CXX) -x c -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -Werror -O1 -g $(EMU_TEST_SAN) $(METAL_FAKE_FLAGS) \
 	  -DMLLM_TEST_FAKE_METAL -I. -c $< -o $@
 $(BUILD)/test_metal_gpu: $(EMU)/metal/test_metal_gpu.o $(EMU)/metal/fake_metal.o $(EMU)/metal/objc_msgsend.o $(EMU_K_RUN) \
-                         $(EMU)/runtime.o
+                         $(EMU_K)/runtime.o
 	$(EMU_CXX) $(EMU_TEST_SAN) -o $@ $^ -lpthread -lm
 TEST_BINS += $(BUILD)/test_metal_objc $(BUILD)/test_metal_gpu
 endif

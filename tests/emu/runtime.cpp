@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
@@ -673,7 +674,11 @@ Result dispatch(const char* name, const Dispatch& d0, void* const* buffers, int 
     nw = (unsigned)std::max<uint64_t>(1, std::min<uint64_t>(nw ? nw : 1, total));
     // watchdog: a kernel thread that never reaches a barrier or SIMD-group operation (a spin-wait on
     // memory another thread writes) never gives the scheduler control back
-    std::atomic<bool> done{false};
+    // (it waits on a condition variable, not in sleeps: the dispatch's end wakes it at once; a sleep of
+    // 20 ms still running at the join cost every short dispatch that long, half of the kernel tests' time)
+    std::mutex dog_mu;
+    std::condition_variable dog_cv;
+    bool done = false;
     const double limit = getenv("MSL_WATCHDOG_S") ? atof(getenv("MSL_WATCHDOG_S")) : 60.0;
     auto switches = [&job] {
         uint64_t sum = 0;
@@ -683,8 +688,10 @@ Result dispatch(const char* name, const Dispatch& d0, void* const* buffers, int 
     std::thread dog([&] {
         uint64_t last = switches();
         auto t = std::chrono::steady_clock::now();
-        while (!done.load()) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        std::unique_lock<std::mutex> lk(dog_mu);
+        while (!done) {
+            dog_cv.wait_for(lk, std::chrono::milliseconds(20));
+            if (done) break;
             const uint64_t now = switches();
             if (now != last) {
                 last = now;
@@ -708,7 +715,11 @@ Result dispatch(const char* name, const Dispatch& d0, void* const* buffers, int 
         for (auto& t : ts) t.join();
     }
     r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    done = true;
+    {
+        std::lock_guard<std::mutex> g(dog_mu);
+        done = true;
+    }
+    dog_cv.notify_one();
     dog.join();
     // writes into the slack between a buffer's end and its guard page
     for (auto& kv : job.blocks)
