@@ -51,8 +51,10 @@ all: $(EXAMPLES) $(C_TEST_BINS)
 $(BUILD)/%: examples/%.c $(HDR) | $(BUILD)
 	$(CC) $(ALLCFLAGS) -o $@ $< $(LDLIBS)
 
+# The C tests with MLLM_STATIC (the public functions static): each compiles only the part of the
+# implementation it calls (tests/test_gguf.c at -O2: 34 s -> 3 s); the examples keep the default linkage.
 $(BUILD)/test_%: tests/test_%.c $(HDR) tests/test.h | $(BUILD)
-	$(CC) $(ALLCFLAGS) -o $@ $< $(LDLIBS)
+	$(CC) $(ALLCFLAGS) -DMLLM_STATIC -o $@ $< $(LDLIBS)
 
 $(BUILD):
 	mkdir -p $(BUILD)

@@ -2,4 +2,4 @@
 TEST_BINS += $(BUILD)/test_quant_scalar
 all: $(BUILD)/test_quant_scalar
 $(BUILD)/test_quant_scalar: tests/test_quant.c $(HDR) tests/test.h | $(BUILD)
-	$(CC) $(ALLCFLAGS) -DMLLM_NO_SIMD -o $@ $< $(LDLIBS)
+	$(CC) $(ALLCFLAGS) -DMLLM_STATIC -DMLLM_NO_SIMD -o $@ $< $(LDLIBS)

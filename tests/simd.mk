@@ -3,4 +3,4 @@
 TEST_BINS += $(BUILD)/test_quant_portable
 all: $(BUILD)/test_quant_portable
 $(BUILD)/test_quant_portable: tests/test_quant.c $(HDR) tests/test.h | $(BUILD)
-	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -O2 -g -I. -o $@ $< $(LDLIBS)
+	$(CC) -std=c11 -D_POSIX_C_SOURCE=200809L $(WARN) -O2 -g -DMLLM_STATIC -I. -o $@ $< $(LDLIBS)
