@@ -21,7 +21,7 @@ static void test_kv_free_blocks_counts(void) {
     mllm_context *ctx = NULL;
     mllm_context_params cp;
     mllm_seq_params sp;
-    mllm_seq_id a, b;
+    mllm_seq_id a = 0, b = 0;   /* (set by mllm_seq_add; initialized for gcc -Wmaybe-uninitialized) */
     mllm_step_result r;
     mllm_token prompt[40];
     int i, total = -1;

@@ -16,7 +16,7 @@ enum { N_PROMPT = 40, N_GEN = 6, N_SEQ = 2 };
    steps each, concatenated into out (n_seq * (N_GEN + 1) * n_vocab floats).  Returns n_vocab, 0 on
    failure. */
 static int run_model(const char *path, float **out, int n_seq) {
-    mllm_model *m;
+    mllm_model *m = NULL;
     mllm_context *ctx;
     mllm_model_params mp;
     mllm_context_params cp;
@@ -44,6 +44,7 @@ static int run_model(const char *path, float **out, int n_seq) {
     while (done < n_seq) {
         mllm_step_result r;
         int k;
+        memset(&r, 0, sizeof r);   /* (filled by mllm_step; for gcc -Wmaybe-uninitialized) */
         if (mllm_step(ctx, &r) != MLLM_OK || r.n_tokens == 0) { CHECK(0, "step: %s", mllm_last_error()); break; }
         for (k = 0; k < r.n_tokens; k++) {
             mllm_token next;

@@ -140,7 +140,7 @@ static void stress(const char *name, int steps, unsigned seed) {
         } else if (op < 40 && n_live > 0 && n_live < N_SLOTS) {   /* fork */
             rec *src = &recs[live[rnd((unsigned)n_live)]], *r = NULL;
             mllm__seq *cs;
-            mllm_seq_id cid;
+            mllm_seq_id cid = 0;
             if (mllm_seq_fork(ctx, src->id, NULL, &cid) == MLLM_OK) {
                 for (i = 0; i < 64 && !r; i++)
                     if (!recs[i].live) r = &recs[i];
