@@ -17,9 +17,10 @@ rm -rf "$S/wt" "$S/tiny"; mkdir -p "$S/wt" "$S/tiny"
 B=$(mktemp -d); git -C "$R" show "${BASE_REV:-HEAD}:metalllm.h" > "$B/metalllm.h"; cp "$R/examples/bench.c" "$B/"
 (cd "$R" && ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native -I. -DMLLM__CU_GRAPH_MIN=1000000 \
    -o build/bench_nograph examples/bench.c -lm -lpthread &&
- ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native ${BASE_CFLAGS:-} -I"$B" -o build/bench_base "$B/bench.c" -lm -lpthread)
+ ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native ${BASE_CFLAGS:-} -I"$B" -o build/bench_base "$B/bench.c" -lm -lpthread &&
+ ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native -I. -o build/bench_gemv tests/cuda/bench_gemv.c -ldl -lm -lpthread)
 rm -rf "$B"
-(cd "$R" && tar cf - build/bench build/bench_nograph build/bench_base build/test_cuda_e2e build/cuda/test_kernels_*) |
+(cd "$R" && tar cf - build/bench build/bench_nograph build/bench_base build/bench_gemv build/test_cuda_e2e build/cuda/test_kernels_*) |
   xz -T2 -3 > "$S/wbuild.tar.xz"
 rm -f "$S/qbin.tar.xz"
 if [ "${QBIN:-0}" = 1 ]; then
