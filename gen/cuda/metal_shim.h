@@ -3,7 +3,8 @@
 // CUDA C++ against this header, and clang (CUDA device mode, NVPTX) compiles it to PTX.  The types and
 // math are the emulator shim's (clang vector extensions, _Float16, __bf16); what runs the threads is
 // CUDA's: threadgroups are blocks, simdgroups are warps (32 lanes, 1:1), threadgroup memory is shared
-// memory, SIMD-group collectives are warp shuffles and votes, simdgroup_matrix products are shuffles.
+// memory, SIMD-group collectives are warp shuffles and votes, simdgroup_matrix products are
+// tensor-core mma.sync (3xTF32).
 // Everything CUDA-specific about the kernels lives here; the kernel sources stay MSL.
 #pragma once
 #define __device__ __attribute__((device))
@@ -179,28 +180,72 @@ METAL_FUNC bool simd_is_first() { return ::msl::lane_id() == (uint32_t)__builtin
 METAL_FUNC void simdgroup_barrier(mem_flags) { __nvvm_bar_warp_sync(::msl::active_mask()); }
 
 // ------------------------------------------------------------------------------ simdgroup_matrix (8x8)
-// Apple's per-lane fragment layout (as in the emulator): lane l holds row ((l>>4)&1)*4 + ((l>>1)&3),
-// columns c and c+1 with c = ((l>>3)&1)*4 + (l&1)*2 (attention.metal's frag_row relies on it).  The
-// product runs on the tensor cores in 3xTF32 (float-grade products, see below), or with MLLM__SG_MMA=0
-// as 24 shuffles and float fma in k order from C, as the emulator does.
+// A fragment is 2 elements a lane in one of four layouts, recorded in lay_ (lane l, g = l >> 2, t = l & 3):
+//   SG_A      (g, t), (g, t + 4)        mma.sync's A operand: what simdgroup_load gives
+//   SG_B      (t, g), (t + 4, g)        mma.sync's B operand: what a transposed simdgroup_load gives
+//   SG_C      (g, 2t), (g, 2t + 1)      mma.sync's accumulator rows: what a product and a fill give
+//   SG_APPLE  Apple's (as in the emulator): row ((l>>4)&1)*4 + ((l>>1)&3), columns c, c+1 with
+//             c = ((l>>3)&1)*4 + (l&1)*2; thread_elements() hands it out (attention.metal's frag_row
+//             relies on it).
+// Loads, stores and fills take any layout for free (each lane knows its elements' places); an operand
+// in another layout than the product wants is moved by sg_relayout (4 shuffles).  The layout is a
+// value, but every kernel sets it at compile-time-known places, so after inlining the checks fold away
+// and the GEMM's products run with no shuffle (the Apple layout cost 6 a product).
+enum : uint { SG_APPLE = 0, SG_A = 1, SG_B = 2, SG_C = 3 };
 METAL_FUNC void sg_frag_coord(uint lane, thread uint& row, thread uint& col) {
     row = ((lane >> 4) & 1) * 4 + ((lane >> 1) & 3);
     col = ((lane >> 3) & 1) * 4 + (lane & 1) * 2;
 }
-METAL_FUNC uint sg_frag_lane(uint row, uint colpair) {   // the lane holding (row, 2 * colpair .. + 1)
+METAL_FUNC uint sg_frag_lane(uint row, uint colpair) {   // the Apple lane holding (row, 2 * colpair .. + 1)
     return ((row >> 2) << 4) | ((colpair >> 1) << 3) | ((row & 3) << 1) | (colpair & 1);
+}
+// Element i of lane l in layout lay: its (row, col).
+METAL_FUNC void sg_pos(uint lay, uint l, uint i, thread uint& row, thread uint& col) {
+    const uint g = l >> 2, t = l & 3;
+    if (lay == SG_A) row = g, col = t + 4 * i;
+    else if (lay == SG_B) row = t + 4 * i, col = g;
+    else if (lay == SG_C) row = g, col = 2 * t + i;
+    else sg_frag_coord(l, row, col), col += i;
+}
+// The lane and element index holding (row, col) in layout lay.
+METAL_FUNC void sg_owner(uint lay, uint row, uint col, thread uint& l, thread uint& i) {
+    if (lay == SG_A) l = 4 * row + (col & 3), i = col >> 2;
+    else if (lay == SG_B) l = 4 * col + (row & 3), i = row >> 2;
+    else if (lay == SG_C) l = 4 * row + (col >> 1), i = col & 1;
+    else l = sg_frag_lane(row, col >> 1), i = col & 1;
+}
+template <class T> METAL_FUNC vec<T, 2> sg_relayout(vec<T, 2> e, uint from, uint to) {
+    if (from == to) return e;
+    const uint32_t m = 0xffffffffu;   // Metal requires the whole simdgroup in simdgroup_matrix operations
+    const uint l = ::msl::lane_id();
+    vec<T, 2> r;
+    for (uint i = 0; i < 2; i++) {
+        uint row, col, sl, si;
+        sg_pos(to, l, i, row, col);
+        sg_owner(from, row, col, sl, si);
+        const T v0 = ::msl::shfl<::msl::SH_IDX>(m, e[0], sl), v1 = ::msl::shfl<::msl::SH_IDX>(m, e[1], sl);
+        r[i] = si ? v1 : v0;
+    }
+    return r;
 }
 template <class T, int Cols, int Rows> struct simdgroup_matrix {
     static_assert(Cols == 8 && Rows == 8, "only 8x8 simdgroup matrices");
     vec<T, 2> e_;
+    uint lay_;
     simdgroup_matrix() = default;
     METAL_FUNC explicit simdgroup_matrix(T d) {   // diagonal matrix
-        uint r, c;
-        sg_frag_coord(::msl::lane_id(), r, c);
-        e_[0] = r == c ? d : T(0);
-        e_[1] = r == c + 1 ? d : T(0);
+        lay_ = SG_C;
+        for (uint i = 0; i < 2; i++) {
+            uint r, c;
+            sg_pos(lay_, ::msl::lane_id(), i, r, c);
+            e_[i] = r == c ? d : T(0);
+        }
     }
-    METAL_FUNC thread vec<T, 2>& thread_elements() { return e_; }
+    METAL_FUNC thread vec<T, 2>& thread_elements() {
+        e_ = sg_relayout(e_, lay_, SG_APPLE);
+        lay_ = SG_APPLE;
+        return e_;
+    }
 };
 typedef simdgroup_matrix<float, 8, 8> simdgroup_float8x8;
 typedef simdgroup_matrix<half, 8, 8> simdgroup_half8x8;
@@ -208,25 +253,29 @@ typedef simdgroup_matrix<bfloat, 8, 8> simdgroup_bfloat8x8;
 template <class T, int C, int R> METAL_FUNC simdgroup_matrix<T, C, R> make_filled_simdgroup_matrix(T v) {
     simdgroup_matrix<T, C, R> m;
     m.e_ = v;
+    m.lay_ = SG_C;
     return m;
 }
+// Element (row, col) of the matrix is src[(origin.y + row) * elements_per_row + origin.x + col], or with
+// transpose_matrix src[(origin.y + col) * elements_per_row + origin.x + row].
 template <class T, int C, int R, class P>
 METAL_FUNC void simdgroup_load(thread simdgroup_matrix<T, C, R>& d, P src, ulong elements_per_row = C,
                                ulong2 matrix_origin = 0, bool transpose_matrix = false) {
-    uint r, c;
-    sg_frag_coord(::msl::lane_id(), r, c);
+    d.lay_ = transpose_matrix ? SG_B : SG_A;
     for (uint i = 0; i < 2; i++) {
-        ulong row = transpose_matrix ? c + i : r, col = transpose_matrix ? r : c + i;
+        uint r, c;
+        sg_pos(d.lay_, ::msl::lane_id(), i, r, c);
+        const ulong row = transpose_matrix ? c : r, col = transpose_matrix ? r : c;
         d.e_[i] = (T)src[(matrix_origin.y + row) * elements_per_row + matrix_origin.x + col];
     }
 }
 template <class T, int C, int R, class P>
 METAL_FUNC void simdgroup_store(simdgroup_matrix<T, C, R> a, P dst, ulong elements_per_row = C,
                                 ulong2 matrix_origin = 0, bool transpose_matrix = false) {
-    uint r, c;
-    sg_frag_coord(::msl::lane_id(), r, c);
     for (uint i = 0; i < 2; i++) {
-        ulong row = transpose_matrix ? c + i : r, col = transpose_matrix ? r : c + i;
+        uint r, c;
+        sg_pos(a.lay_, ::msl::lane_id(), i, r, c);
+        const ulong row = transpose_matrix ? c : r, col = transpose_matrix ? r : c;
         dst[(matrix_origin.y + row) * elements_per_row + matrix_origin.x + col] = a.e_[i];
     }
 }
@@ -240,33 +289,19 @@ METAL_FUNC void simdgroup_store(simdgroup_matrix<T, C, R> a, P dst, ulong elemen
 // partial products, so a product is good to ~2^-21 relative like float's, not TF32's 2^-11.  half and
 // bfloat convert to float exactly (their lo is 0).  The 8 products of a row sum in the tensor core's
 // float accumulator, then add to C: only the order of the float sums differs from the emulator's.
-// Layouts: the mma's k index kappa = [k2 k1 k0] stands for column [k1 k0 k2] of A (row of B), so lane
-// l's A fragment (row g = l >> 2, k = t, t + 4 with t = l & 3) is the element pair of one Apple lane,
-// and the output (row g, columns 2t, 2t + 1) is the pair of one Apple lane too: one shuffle per
-// element.  B (k = t, t + 4 of column g) lies in two Apple lanes at element g's bit 0 each; the source
-// sends the element its readers of that round want, so B is two shuffles as well: 6 for 24 before.
+// In layouts SG_A, SG_B, SG_C the operands are the mma's own fragments: A rows g (hi) and g + 8 (lo),
+// columns t, t + 4; B rows t, t + 4 of column g; output rows g, g + 8, columns 2t, 2t + 1.
 METAL_FUNC uint32_t sg_bits(float x) { return __builtin_bit_cast(uint32_t, x); }
 METAL_FUNC float sg_tf32_hi(float x) { return __builtin_bit_cast(float, sg_bits(x) & 0xffffe000u); }
 template <class TD, class TA, class TB, class TC>
 METAL_FUNC void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, 8, 8>& d, simdgroup_matrix<TA, 8, 8> a,
                                               simdgroup_matrix<TB, 8, 8> b, simdgroup_matrix<TC, 8, 8> c) {
-    const uint32_t m = 0xffffffffu;   // Metal requires the whole simdgroup here
-    const uint l = ::msl::lane_id();
-    const uint l0 = l & 1, l1 = (l >> 1) & 1, l2 = (l >> 2) & 1, l3 = (l >> 3) & 1, l4 = l >> 4;
-    // A: Apple lane (row g, columns [l1 l0 0], [l1 l0 1]) holds this lane's k = t and k = t + 4.
-    const uint sa = (l4 << 4) | (l1 << 3) | (l3 << 2) | (l2 << 1) | l0;
-    const float x0 = ::msl::shfl<::msl::SH_IDX>(m, (float)a.e_[0], sa);
-    const float x1 = ::msl::shfl<::msl::SH_IDX>(m, (float)a.e_[1], sa);
-    // B: k = t (h = 0) and t + 4 (h = 1) of column g sit in Apple lane (l1 l4 l0 h l3), element l2.
-    // Round r sends element r ^ h of each lane (h = its bit 1), so a reader gets the two in two rounds.
-    const uint sb = (l1 << 4) | (l4 << 3) | (l0 << 2) | l3;
-    const float v0 = (float)(l1 ? b.e_[1] : b.e_[0]), v1 = (float)(l1 ? b.e_[0] : b.e_[1]);
-    const float r0 = ::msl::shfl<::msl::SH_IDX>(m, v0, sb | (l2 << 1));
-    const float r1 = ::msl::shfl<::msl::SH_IDX>(m, v1, sb | ((l2 ^ 1) << 1));
-    const float y0 = l2 ? r1 : r0, y1 = l2 ? r0 : r1;
+    const vec<TA, 2> ea = sg_relayout(a.e_, a.lay_, SG_A);
+    const vec<TB, 2> eb = sg_relayout(b.e_, b.lay_, SG_B);
+    const vec<TC, 2> ec = sg_relayout(c.e_, c.lay_, SG_C);
+    const float x0 = (float)ea[0], x1 = (float)ea[1], y0 = (float)eb[0], y1 = (float)eb[1];
     const float xh0 = sg_tf32_hi(x0), xh1 = sg_tf32_hi(x1), yh0 = sg_tf32_hi(y0), yh1 = sg_tf32_hi(y1);
-    const uint32_t A0 = sg_bits(xh0), A1 = sg_bits(x0 - xh0), A2 = sg_bits(xh1),
-                   A3 = sg_bits(x1 - xh1);
+    const uint32_t A0 = sg_bits(xh0), A1 = sg_bits(x0 - xh0), A2 = sg_bits(xh1), A3 = sg_bits(x1 - xh1);
     float c0 = 0.0f, c1 = 0.0f, c2 = 0.0f, c3 = 0.0f;
     asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};"
@@ -277,35 +312,37 @@ METAL_FUNC void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, 8, 8>&
                  : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
                  : "r"(A0), "r"(A1), "r"(A2), "r"(A3), "r"(sg_bits(y0 - yh0)),
                    "r"(sg_bits(y1 - yh1)));
-    // Rows g (hi) and g + 8 (lo) of the output, columns 2t, 2t + 1, to the Apple lane holding them.
-    const float p0 = c0 + c2, p1 = c1 + c3;
-    const uint sd = (l4 << 4) | (l2 << 3) | (l1 << 2) | (l3 << 1) | l0;
-    d.e_[0] = (TD)((float)c.e_[0] + ::msl::shfl<::msl::SH_IDX>(m, p0, sd));
-    d.e_[1] = (TD)((float)c.e_[1] + ::msl::shfl<::msl::SH_IDX>(m, p1, sd));
+    d.e_[0] = (TD)((float)ec[0] + (c0 + c2));   // rows g (hi) and g + 8 (lo) of the output
+    d.e_[1] = (TD)((float)ec[1] + (c1 + c3));
+    d.lay_ = SG_C;
 }
 #else
-// The shuffle product (MLLM__SG_MMA=0): exact float fma in k order, 24 shuffles.
+// The shuffle product (MLLM__SG_MMA=0): exact float fma in k order, 24 shuffles, in Apple's layout.
 template <class TD, class TA, class TB, class TC>
 METAL_FUNC void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, 8, 8>& d, simdgroup_matrix<TA, 8, 8> a,
                                               simdgroup_matrix<TB, 8, 8> b, simdgroup_matrix<TC, 8, 8> c) {
     const uint32_t m = 0xffffffffu;   // Metal requires the whole simdgroup here
+    const vec<TA, 2> ea = sg_relayout(a.e_, a.lay_, SG_APPLE);
+    const vec<TB, 2> eb = sg_relayout(b.e_, b.lay_, SG_APPLE);
+    const vec<TC, 2> ec = sg_relayout(c.e_, c.lay_, SG_APPLE);
     uint r, col;
     sg_frag_coord(::msl::lane_id(), r, col);
-    float A[8], s0 = (float)c.e_[0], s1 = (float)c.e_[1];
+    float A[8], s0 = (float)ec[0], s1 = (float)ec[1];
     for (uint kp = 0; kp < 4; kp++) {
         const uint src = sg_frag_lane(r, kp);
-        A[2 * kp] = (float)::msl::shfl<::msl::SH_IDX>(m, a.e_[0], src);
-        A[2 * kp + 1] = (float)::msl::shfl<::msl::SH_IDX>(m, a.e_[1], src);
+        A[2 * kp] = (float)::msl::shfl<::msl::SH_IDX>(m, ea[0], src);
+        A[2 * kp + 1] = (float)::msl::shfl<::msl::SH_IDX>(m, ea[1], src);
     }
     for (uint k = 0; k < 8; k++) {
         const uint src = sg_frag_lane(k, col / 2);
-        const float b0 = (float)::msl::shfl<::msl::SH_IDX>(m, b.e_[0], src);
-        const float b1 = (float)::msl::shfl<::msl::SH_IDX>(m, b.e_[1], src);
+        const float b0 = (float)::msl::shfl<::msl::SH_IDX>(m, eb[0], src);
+        const float b1 = (float)::msl::shfl<::msl::SH_IDX>(m, eb[1], src);
         s0 = __nv_fmaf(A[k], b0, s0);
         s1 = __nv_fmaf(A[k], b1, s1);
     }
     d.e_[0] = (TD)s0;
     d.e_[1] = (TD)s1;
+    d.lay_ = SG_APPLE;
 }
 #endif
 template <class TD, class TA, class TB>
