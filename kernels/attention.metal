@@ -252,17 +252,19 @@ kernel void attn_prefill(device const float *q [[buffer(0)]], device const half 
     const uint nq = min(uint(BQ), uint(sq.n) - q0), kend = uint(sq.pos0) + q0 + nq;   // keys [0, kend)
     device const int *table = tables + sq.blocks;
 
+    // Every loop over qm / om is unrolled: constant indices keep them in registers (CUDA's compiler put
+    // them in local memory otherwise).
     simdgroup_matrix<float, 8, 8> qm[HD / 8], om[HD / 8];
-    for (int c0 = 0; c0 < HD; c0 += QW) {
+    _Pragma("unroll") for (int c0 = 0; c0 < HD; c0 += QW) {
         for (uint e = tid; e < BQ * QW; e += NT) {
             const uint r = e / QW, d = e % QW;
             Qs[r][d] = r < nq ? float(half(q[((ulong)(sq.first + q0 + r) * a.n_head + hq) * HD + c0 + d])) : 0.0f;
         }
         threadgroup_barrier(mem_flags::mem_threadgroup);
-        for (int k = 0; k < QW / 8; k++) simdgroup_load(qm[c0 / 8 + k], &Qs[8 * sg][8 * k], LQ);
+        _Pragma("unroll") for (int k = 0; k < QW / 8; k++) simdgroup_load(qm[c0 / 8 + k], &Qs[8 * sg][8 * k], LQ);
         threadgroup_barrier(mem_flags::mem_threadgroup);   // Q read before the next slab or the K/V tiles overwrite it
     }
-    for (int k = 0; k < HD / 8; k++) om[k] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
+    _Pragma("unroll") for (int k = 0; k < HD / 8; k++) om[k] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 
     // This lane's softmax row and columns; padding rows act as the tile's last query (never stored).
     const uint r = lane / 4, cq = lane % 4;
@@ -284,7 +286,7 @@ kernel void attn_prefill(device const float *q [[buffer(0)]], device const half 
 
         for (int jb = 0; jb < BK / 8; jb++) {             // S = Q K^T, 8 keys at a time
             simdgroup_matrix<float, 8, 8> s = make_filled_simdgroup_matrix<float, 8, 8>(0.0f), kt;
-            for (int k = 0; k < HD / 8; k++) {
+            _Pragma("unroll") for (int k = 0; k < HD / 8; k++) {
                 simdgroup_load(kt, &Ks[8 * jb][8 * k], LD, ulong2(0, 0), true);
                 simdgroup_multiply_accumulate(s, qm[k], kt, s);
             }
@@ -315,11 +317,11 @@ kernel void attn_prefill(device const float *q [[buffer(0)]], device const half 
         simdgroup_barrier(mem_flags::mem_threadgroup);
 
         const float f = rs[sg][frag_row(lane)];          // rescale the rows of O this lane holds
-        for (int k = 0; k < HD / 8; k++) om[k].thread_elements() *= f;
+        _Pragma("unroll") for (int k = 0; k < HD / 8; k++) om[k].thread_elements() *= f;
         for (int kb = 0; kb < BK / 8; kb++) {             // O += P V
             simdgroup_matrix<float, 8, 8> pm, vm;
             simdgroup_load(pm, &ss[sg][0][8 * kb], BK);
-            for (int k = 0; k < HD / 8; k++) {
+            _Pragma("unroll") for (int k = 0; k < HD / 8; k++) {
                 simdgroup_load(vm, &Vs[8 * kb][8 * k], LD);
                 simdgroup_multiply_accumulate(om[k], pm, vm, om[k]);
             }
@@ -331,8 +333,8 @@ kernel void attn_prefill(device const float *q [[buffer(0)]], device const half 
     l += simd_shuffle_xor(l, 2);
     if (cq == 0) rs[sg][r] = 1.0f / l;
     threadgroup float(*Os)[LQ] = Qs + 8 * sg;            // this simdgroup's 8 rows of staging
-    for (int c0 = 0; c0 < HD; c0 += QW) {
-        for (int k = 0; k < QW / 8; k++) simdgroup_store(om[c0 / 8 + k], &Os[0][8 * k], LQ);
+    _Pragma("unroll") for (int c0 = 0; c0 < HD; c0 += QW) {
+        _Pragma("unroll") for (int k = 0; k < QW / 8; k++) simdgroup_store(om[c0 / 8 + k], &Os[0][8 * k], LQ);
         simdgroup_barrier(mem_flags::mem_threadgroup);
         for (uint e = lane; e < 8 * QW; e += 32) {
             const uint rr = e / QW, d = e % QW, qi = q0 + 8 * sg + rr;

@@ -16,6 +16,9 @@
 #     prof   ncu's time of every kernel in short decode runs (batch 1 and 16), summed by kernel
 #     lcprof the same for llama.cpp's llama-bench (decode only, -ngl 99)
 #     gemvprof  ncu's occupancy, launch, memory and warp-stall sections for bench_gemv's decode kernels
+#     gemmprof  the same kind of sections for the prefill GEMMs (Qwen Q4_K_M, 512 tokens)
+#   TEST_KBINS: the kernel test programs of step test (default build/cuda/test_kernels_*).
+#   AB_ARGS: bench's arguments in ab (default -p 64 -n 128 -r 3), AB_BINS, AB_BATCH, AB_REPS
 #   MOE=1: also the Qwen3-30B-A3B shape (Q4_0, written directly) in bench.  WT=DIR: the branch's files
 #   are DIR (e.g. the carried checkout itself) instead of S/wt.
 set -u
@@ -26,7 +29,7 @@ W=$(cd "${WT:-$S/wt}" && pwd); M=/tmp/m; LC=/tmp/lc; mkdir -p $M $LC
 t0=$(date +%s); el() { echo "[+$(( $(date +%s) - t0 ))s] $*"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used,memory.total --format=csv
 el "start, steps $STEPS"
-need_models=0; { has bench || has ab || has prof || has lcprof; } && need_models=1
+need_models=0; { has bench || has ab || has prof || has lcprof || has gemmprof; } && need_models=1
 
 # llama.cpp: a carried build, or build it in the background now
 LB=$LC/lc/build/bin; LCPID=
@@ -53,7 +56,7 @@ fi
 cd "$W" && tar xJf "$S/wbuild.tar.xz"
 if has test; then
   el "test-gpu (SANITIZE=$SAN)"
-  CUDA_KBINS="$(ls build/cuda/test_kernels_* | tr '\n' ' ')" SANITIZE=$SAN timeout ${TEST_TIMEOUT:-300} \
+  CUDA_KBINS="$(ls ${TEST_KBINS:-build/cuda/test_kernels_*} | tr '\n' ' ')" SANITIZE=$SAN timeout ${TEST_TIMEOUT:-300} \
     tests/cuda/test_gpu.sh build/test_cuda_e2e "$S"/tiny/*.gguf > "$O/test-gpu.log" 2>&1
   rc=$?; echo "test-gpu rc=$rc"
   # a timeout stops test_gpu.sh, not the programs tests/run.sh started: end them, or they share the GPU
@@ -87,7 +90,7 @@ if has ab; then   # same file, same run: this build, graphs off, the earlier hea
     for rep in $(seq ${AB_REPS:-2}); do
       for b in ${AB_BINS:-bench bench_nograph bench_base}; do
         printf '%-15s %-15s ' "$b" "$(basename $m)"
-        build/$b -m $m --cuda -p 64 -n 128 -r 3 --batch ${AB_BATCH:-1,16} 2>&1 | grep -E "^decode  |batched decode|dispatches per decode|graph launches" | tr -s ' ' | tr '\n' ' '; echo
+        build/$b -m $m --cuda ${AB_ARGS:--p 64 -n 128 -r 3} --batch ${AB_BATCH:-1,16} 2>&1 | grep -E "^prefill|^decode  |batched decode|dispatches per decode|graph launches" | tr -s ' ' | tr '\n' ' '; echo
       done
     done
   done 2>&1 | tee "$O/ab.log"
@@ -114,6 +117,13 @@ if has lcprof; then   # llama.cpp's kernels in the same kind of run: llama-bench
     python3 tests/cuda/ncu_summary.py $f 25
   done 2>&1 | tee "$O/lcprof.log"
   el "lcprof done"
+fi
+if has gemmprof; then   # the prefill GEMMs: occupancy, stalls, pipes (Qwen shape, 512 tokens)
+  timeout ${PROF_TIMEOUT:-150} ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
+    --section WarpStateStats --section ComputeWorkloadAnalysis -k regex:"${GEMMPROF_K:-^gemm_}" --launch-skip 7 --launch-count ${GEMMPROF_N:-4} \
+    build/bench -m $M/qwen-q4km.gguf --cuda -p 512 -n 2 -r 1 --batch 1 > "$O/gemmprof.log" 2>&1
+  grep -E "^  [a-z_]+.*\(|Duration|Throughput|Registers Per|Achieved Occ|Theoretical Occ|Block Limit|Waves Per|Stall|Warp Cycles|Issued Ipc|Pipe|Dynamic Shared|Static Shared" "$O/gemmprof.log" | head -150
+  el "gemmprof done"
 fi
 if has gemvprof; then   # why the decode GEMVs stream 0.3-0.8 TB/s: occupancy, stalls, memory
   timeout ${PROF_TIMEOUT:-150} ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \
