@@ -235,6 +235,11 @@ typedef struct mllm__sample_row {   /* sample: one per logits row */
      BYTES       bytes per block
      chunk(r,c)  dequantizes elements [16c, 16c + 16) of the row at r into four float4 registers
      at(r,k)     one element; only the float types have rows that end inside a chunk (K % 16 != 0)
+     raw, load(r,c), decode(w,c,v)   chunk in two steps: load reads the chunk's bytes into registers
+                 (a raw), decode dequantizes them (chunk = decode(load)).  Kernels issue the loads of
+                 the next chunks early and decode each just before its use, so loads stay in flight
+                 while the product runs and the registers hold bytes, not floats.  Types without their
+                 own pair (MLLM_RAW_POINTER) keep the row pointer as their raw and read in decode.
    Block layouts are GGUF's.  Rows of odd length are not 4-byte aligned, hence the packed_* loads. */
 
 /* Element k of a row through its chunk: used by the quantized types, whose rows never end in a chunk. */
@@ -255,31 +260,61 @@ METAL_FUNC uint u16x2(device const uchar *p) {                                  
     return uint(h[0]) | uint(h[1]) << 16;
 }
 
+#define MLLM_RAW_POINTER                                                                                  \
+    struct raw {                                                                                          \
+        device const uchar *row;                                                                          \
+    };                                                                                                    \
+    static METAL_FUNC raw load(device const uchar *row, uint) { return raw{row}; }                        \
+    static METAL_FUNC void decode(raw r, uint c, thread float4 *v) { chunk(r.row, c, v); }
+#define MLLM_CHUNK_FROM_RAW                                                                               \
+    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) { decode(load(row, c), c, v); }
+
 struct blk_f32 {
     MLLM_CONST int QK = 1, BYTES = 4;
-    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+    struct raw {
+        float4 f[4];
+    };
+    static METAL_FUNC raw load(device const uchar *row, uint c) {
         device const packed_float4 *p = (device const packed_float4 *)row + 4 * c;
-        for (int i = 0; i < 4; i++) v[i] = float4(p[i]);
+        return raw{{float4(p[0]), float4(p[1]), float4(p[2]), float4(p[3])}};
     }
+    static METAL_FUNC void decode(raw r, uint, thread float4 *v) {
+        for (int i = 0; i < 4; i++) v[i] = r.f[i];
+    }
+    MLLM_CHUNK_FROM_RAW
     static METAL_FUNC float at(device const uchar *row, uint k) { return ((device const float *)row)[k]; }
 };
 
 struct blk_f16 {
     MLLM_CONST int QK = 1, BYTES = 2;
-    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+    struct raw {
+        half4 h[4];
+    };
+    static METAL_FUNC raw load(device const uchar *row, uint c) {
         device const packed_half4 *p = (device const packed_half4 *)row + 4 * c;
-        for (int i = 0; i < 4; i++) v[i] = float4(half4(p[i]));
+        return raw{{half4(p[0]), half4(p[1]), half4(p[2]), half4(p[3])}};
     }
+    static METAL_FUNC void decode(raw r, uint, thread float4 *v) {
+        for (int i = 0; i < 4; i++) v[i] = float4(r.h[i]);
+    }
+    MLLM_CHUNK_FROM_RAW
     static METAL_FUNC float at(device const uchar *row, uint k) { return float(((device const half *)row)[k]); }
 };
 
 /* bfloat16 is the top half of a float32: widen by shifting (works on every Metal version). */
 struct blk_bf16 {
     MLLM_CONST int QK = 1, BYTES = 2;
-    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+    struct raw {
+        ushort4 u[4];
+    };
+    static METAL_FUNC raw load(device const uchar *row, uint c) {
         device const packed_ushort4 *p = (device const packed_ushort4 *)row + 4 * c;
-        for (int i = 0; i < 4; i++) v[i] = as_type<float4>(uint4(ushort4(p[i])) << 16u);
+        return raw{{ushort4(p[0]), ushort4(p[1]), ushort4(p[2]), ushort4(p[3])}};
     }
+    static METAL_FUNC void decode(raw r, uint, thread float4 *v) {
+        for (int i = 0; i < 4; i++) v[i] = as_type<float4>(uint4(r.u[i]) << 16u);
+    }
+    MLLM_CHUNK_FROM_RAW
     static METAL_FUNC float at(device const uchar *row, uint k) {
         return as_type<float>(uint(((device const ushort *)row)[k]) << 16u);
     }
@@ -288,12 +323,20 @@ struct blk_bf16 {
 /* Q8_0: {half d; int8 q[32]}, x = d * q.  Chunk c is half c & 1 of block c / 2. */
 struct blk_q8_0 {
     MLLM_CONST int QK = 32, BYTES = 34;
-    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+    struct raw {
+        half d;
+        uint q[4];
+    };
+    static METAL_FUNC raw load(device const uchar *row, uint c) {
         device const uchar *b = row + (c / 2) * BYTES;
-        const float d = float(*(device const half *)b);
         device const uchar *q = b + 2 + 16 * (c & 1);   // 2-byte aligned
-        for (int i = 0; i < 4; i++) v[i] = float4(as_type<char4>(u16x2(q + 4 * i))) * d;
+        return raw{*(device const half *)b, {u16x2(q), u16x2(q + 4), u16x2(q + 8), u16x2(q + 12)}};
     }
+    static METAL_FUNC void decode(raw r, uint, thread float4 *v) {
+        const float d = float(r.d);
+        for (int i = 0; i < 4; i++) v[i] = float4(as_type<char4>(r.q[i])) * d;
+    }
+    MLLM_CHUNK_FROM_RAW
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q8_0>(row, k); }
 };
 
@@ -301,25 +344,41 @@ struct blk_q8_0 {
    q[j - 16]; x = d * (nibble - 8).  Chunk c & 1 selects the nibble. */
 struct blk_q4_0 {
     MLLM_CONST int QK = 32, BYTES = 18;
-    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
-        device const uchar *b = row + (c / 2) * BYTES;
-        const float d = float(*(device const half *)b);
-        const uint sh = 4 * (c & 1);
-        for (int i = 0; i < 4; i++) v[i] = (nib4(u16x2(b + 2 + 4 * i), sh) - 8.0f) * d;   // 2-byte aligned
+    struct raw {
+        half d;
+        uint q[4];
+    };
+    static METAL_FUNC raw load(device const uchar *row, uint c) {
+        device const uchar *b = row + (c / 2) * BYTES;   // 2-byte aligned
+        return raw{*(device const half *)b, {u16x2(b + 2), u16x2(b + 6), u16x2(b + 10), u16x2(b + 14)}};
     }
+    static METAL_FUNC void decode(raw r, uint c, thread float4 *v) {
+        const float d = float(r.d);
+        const uint sh = 4 * (c & 1);
+        for (int i = 0; i < 4; i++) v[i] = (nib4(r.q[i], sh) - 8.0f) * d;
+    }
+    MLLM_CHUNK_FROM_RAW
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_0>(row, k); }
 };
 
 /* Q4_1: {half d, m; uint8 q[16]}, nibbles as Q4_0; x = d * nibble + m. */
 struct blk_q4_1 {
     MLLM_CONST int QK = 32, BYTES = 20;
-    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
-        device const uchar *b = row + (c / 2) * BYTES;
-        const float2 dm = float2(*(device const half2 *)b);   // 20-byte blocks: 4-byte aligned
-        const uint sh = 4 * (c & 1);
+    struct raw {
+        half2 dm;
+        uint q[4];
+    };
+    static METAL_FUNC raw load(device const uchar *row, uint c) {
+        device const uchar *b = row + (c / 2) * BYTES;   // 20-byte blocks: 4-byte aligned
         device const uint *q = (device const uint *)(b + 4);
-        for (int i = 0; i < 4; i++) v[i] = nib4(q[i], sh) * dm.x + dm.y;
+        return raw{*(device const half2 *)b, {q[0], q[1], q[2], q[3]}};
     }
+    static METAL_FUNC void decode(raw r, uint c, thread float4 *v) {
+        const float2 dm = float2(r.dm);
+        const uint sh = 4 * (c & 1);
+        for (int i = 0; i < 4; i++) v[i] = nib4(r.q[i], sh) * dm.x + dm.y;
+    }
+    MLLM_CHUNK_FROM_RAW
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_1>(row, k); }
 };
 
@@ -330,6 +389,7 @@ METAL_FUNC uint qh32(device const uchar *p) { return uint(p[0]) | uint(p[1]) << 
 
 struct blk_q5_0 {
     MLLM_CONST int QK = 32, BYTES = 22;
+    MLLM_RAW_POINTER
     static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
         device const uchar *b = row + (c / 2) * BYTES;
         const float d = float(*(device const half *)b);
@@ -346,6 +406,7 @@ struct blk_q5_0 {
 /* Q5_1: {half d, m; uint8 qh[4]; uint8 q[16]}, quants as Q5_0 without the offset; x = d * q + m. */
 struct blk_q5_1 {
     MLLM_CONST int QK = 32, BYTES = 24;
+    MLLM_RAW_POINTER
     static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
         device const uchar *b = row + (c / 2) * BYTES;
         const float d = float(((device const half *)b)[0]), m = float(((device const half *)b)[1]);
@@ -369,6 +430,7 @@ METAL_FUNC float4 iq4nl_levels(uint4 n) {
 /* IQ4_NL: {half d; uint8 q[16]}, nibbles as Q4_0; x = d * level[nibble]. */
 struct blk_iq4_nl {
     MLLM_CONST int QK = 32, BYTES = 18;
+    MLLM_RAW_POINTER
     static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
         device const uchar *b = row + (c / 2) * BYTES;
         const float d = float(*(device const half *)b);
@@ -384,6 +446,7 @@ struct blk_iq4_nl {
    element 128h + 32j + l is bits 2j..2j+1 of q[32h + l], so chunk c reads h = c / 8, j = (c % 8) / 2. */
 struct blk_q2_k {
     MLLM_CONST int QK = 256, BYTES = 84;
+    MLLM_RAW_POINTER
     static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
         device const uchar *b = row + (c / 16) * BYTES;
         c %= 16;
@@ -402,6 +465,7 @@ struct blk_q2_k {
    bits 2(c / 4)..+1 of scales[8 + c % 4] above them; x = d * (sc - 32) * q. */
 struct blk_q3_k {
     MLLM_CONST int QK = 256, BYTES = 110;
+    MLLM_RAW_POINTER
     static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
         device const uchar *b = row + (c / 16) * BYTES;
         c %= 16;
@@ -439,16 +503,23 @@ METAL_FUNC void k4_head(uint4 h, uint s, thread float &d, thread float &m) {
    the low (s even) or high (s odd) nibbles of q[32 * (s / 2) .. + 32). */
 struct blk_q4_k {
     MLLM_CONST int QK = 256, BYTES = 144;
-    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+    struct raw {
+        uint4 h, q;
+    };
+    static METAL_FUNC raw load(device const uchar *row, uint c) {
         device const uchar *b = row + (c / 16) * BYTES;   // 144-byte blocks: 16-byte aligned
         c %= 16;
-        float d, m;
-        k4_head(*(device const uint4 *)b, c / 2, d, m);
-        const uint sh = 4 * ((c / 2) & 1);
-        const uint4 q = *(device const uint4 *)(b + 16 + 32 * (c / 4) + 16 * (c & 1));
-        v[0] = nib4(q.x, sh) * d - m, v[1] = nib4(q.y, sh) * d - m;
-        v[2] = nib4(q.z, sh) * d - m, v[3] = nib4(q.w, sh) * d - m;
+        return raw{*(device const uint4 *)b, *(device const uint4 *)(b + 16 + 32 * (c / 4) + 16 * (c & 1))};
     }
+    static METAL_FUNC void decode(raw r, uint c, thread float4 *v) {
+        c %= 16;
+        float d, m;
+        k4_head(r.h, c / 2, d, m);
+        const uint sh = 4 * ((c / 2) & 1);
+        v[0] = nib4(r.q.x, sh) * d - m, v[1] = nib4(r.q.y, sh) * d - m;
+        v[2] = nib4(r.q.z, sh) * d - m, v[3] = nib4(r.q.w, sh) * d - m;
+    }
+    MLLM_CHUNK_FROM_RAW
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q4_k>(row, k); }
 };
 
@@ -456,15 +527,23 @@ struct blk_q4_k {
    fifth bit, bit s of qh[l] for element l of sub-block s. */
 struct blk_q5_k {
     MLLM_CONST int QK = 256, BYTES = 176;
-    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+    struct raw {
+        uint4 h, q, qh;
+    };
+    static METAL_FUNC raw load(device const uchar *row, uint c) {
         device const uchar *b = row + (c / 16) * BYTES;   // 176-byte blocks: 16-byte aligned
+        c %= 16;
+        return raw{*(device const uint4 *)b, *(device const uint4 *)(b + 48 + 32 * (c / 4) + 16 * (c & 1)),
+                   *(device const uint4 *)(b + 16 + 16 * (c & 1))};
+    }
+    MLLM_CHUNK_FROM_RAW
+    static METAL_FUNC void decode(raw r, uint c, thread float4 *v) {
         c %= 16;
         const uint s = c / 2;
         float d, m;
-        k4_head(*(device const uint4 *)b, s, d, m);
+        k4_head(r.h, s, d, m);
         const uint sh = 4 * (s & 1);
-        const uint4 q = *(device const uint4 *)(b + 48 + 32 * (s / 2) + 16 * (c & 1));
-        const uint4 qh = *(device const uint4 *)(b + 16 + 16 * (c & 1));
+        const uint4 q = r.q, qh = r.qh;
         v[0] = u8x4(((q.x >> sh) & 0x0F0F0F0Fu) | ((qh.x >> s) & 0x01010101u) << 4) * d - m;
         v[1] = u8x4(((q.y >> sh) & 0x0F0F0F0Fu) | ((qh.y >> s) & 0x01010101u) << 4) * d - m;
         v[2] = u8x4(((q.z >> sh) & 0x0F0F0F0Fu) | ((qh.z >> s) & 0x01010101u) << 4) * d - m;
@@ -478,18 +557,31 @@ struct blk_q5_k {
    and bits 2t..2t+1 of qh[32h + l] as the 6-bit q; x = d * scales[chunk] * (q - 32). */
 struct blk_q6_k {
     MLLM_CONST int QK = 256, BYTES = 210;
-    static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
+    struct raw {
+        half d;
+        char sc;
+        uint ql[4], qh[4];
+    };
+    static METAL_FUNC raw load(device const uchar *row, uint c) {
         device const uchar *b = row + (c / 16) * BYTES;
         c %= 16;
         const uint h = c / 8, t = (c % 8) / 2, l0 = 16 * (c & 1);
-        const float d = float(*(device const half *)(b + 208)) * float(((device const char *)(b + 192))[c]);
         device const uchar *ql = b + 64 * h + 32 * (t & 1) + l0, *qh = b + 128 + 32 * h + l0;   // 2-byte aligned
+        return raw{*(device const half *)(b + 208), ((device const char *)(b + 192))[c],
+                   {u16x2(ql), u16x2(ql + 4), u16x2(ql + 8), u16x2(ql + 12)},
+                   {u16x2(qh), u16x2(qh + 4), u16x2(qh + 8), u16x2(qh + 12)}};
+    }
+    static METAL_FUNC void decode(raw r, uint c, thread float4 *v) {
+        c %= 16;
+        const uint t = (c % 8) / 2;
+        const float d = float(r.d) * float(r.sc);
         const uint shl = 4 * (t / 2), shh = 2 * t;
         for (int i = 0; i < 4; i++) {
-            const uint q = ((u16x2(ql + 4 * i) >> shl) & 0x0F0F0F0Fu) | ((u16x2(qh + 4 * i) >> shh) & 0x03030303u) << 4;
+            const uint q = ((r.ql[i] >> shl) & 0x0F0F0F0Fu) | ((r.qh[i] >> shh) & 0x03030303u) << 4;
             v[i] = (u8x4(q) - 32.0f) * d;
         }
     }
+    MLLM_CHUNK_FROM_RAW
     static METAL_FUNC float at(device const uchar *row, uint k) { return chunk_elem<blk_q6_k>(row, k); }
 };
 
@@ -498,6 +590,7 @@ struct blk_q6_k {
    with bits 2k..2k+1 of scales_h above it; x = d * (scale - 32) * level[nibble]. */
 struct blk_iq4_xs {
     MLLM_CONST int QK = 256, BYTES = 136;
+    MLLM_RAW_POINTER
     static METAL_FUNC void chunk(device const uchar *row, uint c, thread float4 *v) {
         device const uchar *b = row + (c / 16) * BYTES;
         c %= 16;
@@ -543,8 +636,9 @@ METAL_FUNC float rms_scale(device const float *x, uint n, float eps, uint nt, th
    them).  All threads split K: thread t walks the 16-element chunks t, t + 32 NSG, ... of every row, loads
    its x chunk once into registers and reuses it for all RT rows, and keeps per-thread partial sums; then
    one simd_sum per row.  Decode is bound by memory latency: each thread loads chunk c of all RT rows
-   before it uses any (and the first ones before the norm's pass over x), then the next ones right after
-   the dots, so RT loads are in flight per thread instead of one row waiting on the last.
+   (raw bytes, B::load) before it uses any (and the first ones before the norm's pass over x), and row
+   i's next chunk right after decoding its current one, so RT loads are in flight per thread instead of
+   one row waiting on the last, in few registers.
    With nw, x is a row of the residual stream, used as RMSNorm makes it: (x * scale) * nw, scale computed
    here (rms_scale, with eps and rms_norm_mul's thread count nt; scratch: 32 floats). */
 struct gemv_rowptrs {
@@ -559,8 +653,8 @@ METAL_FUNC void gemv_dots(thread const gemv_rowptrs &wr, device const float *xm,
     const uint t = sg * 32u + lane, nch = K / 16;
     float acc[RT];
     _Pragma("unroll") for (uint i = 0; i < RT; i++) acc[i] = 0.0f;
-    float4 v[RT][4];
-    if (t < nch) _Pragma("unroll") for (uint i = 0; i < RT; i++) B::chunk(wr.p[i], t, v[i]);
+    typename B::raw r[RT];
+    if (t < nch) _Pragma("unroll") for (uint i = 0; i < RT; i++) r[i] = B::load(wr.p[i], t);
     const float scale = nw ? rms_scale(xm, K, eps, nt, scratch, sg, lane) : 1.0f;
     for (uint c = t; c < nch; c += T) {
         float4 x0, x1, x2, x3;
@@ -576,9 +670,14 @@ METAL_FUNC void gemv_dots(thread const gemv_rowptrs &wr, device const float *xm,
             x0 *= scale, x1 *= scale, x2 *= scale, x3 *= scale;
             x0 *= float4(w4[0]), x1 *= float4(w4[1]), x2 *= float4(w4[2]), x3 *= float4(w4[3]);
         }
-        _Pragma("unroll") for (uint i = 0; i < RT; i++)
-            acc[i] += dot(v[i][0], x0) + dot(v[i][1], x1) + dot(v[i][2], x2) + dot(v[i][3], x3);
-        if (c + T < nch) _Pragma("unroll") for (uint i = 0; i < RT; i++) B::chunk(wr.p[i], c + T, v[i]);
+        // row i's chunk c is decoded just before its dots, then the register takes row i's next chunk
+        const bool more = c + T < nch;
+        _Pragma("unroll") for (uint i = 0; i < RT; i++) {
+            float4 v[4];
+            B::decode(r[i], c, v);
+            if (more) r[i] = B::load(wr.p[i], c + T);
+            acc[i] += dot(v[0], x0) + dot(v[1], x1) + dot(v[2], x2) + dot(v[3], x3);
+        }
     }
     // Float types only: the elements after the last whole chunk.
     if (B::QK == 1)
@@ -701,6 +800,20 @@ METAL_FUNC void gemv_rows_multi(device const uchar *w, device const float *xm, d
    float-type K work.  The caller stores acc (the barrier at the end of each step lets it reuse Xs/Ws). */
 enum { MLLM__GEMM_BKP = MLLM__GEMM_BK + 4 };   // padded tile rows: spreads the loads over more banks
 
+/* gemm_tile's loads for the step at k0: this thread's weight chunk as raw bytes (when whole inside the
+   row; the edges are read element by element when decoded) and its 8 floats of X (zero past K). */
+template <typename B>
+METAL_FUNC void gemm_stage_load(device const uchar *wrow, bool wok, device const float *xrow, bool xok, uint K, uint k0,
+                                uint wh, uint xq, thread typename B::raw &wraw, thread float4 *xu) {
+    const uint kw = k0 + 16 * wh;
+    if (wok && kw + 16 <= K) wraw = B::load(wrow, kw / 16);
+    for (uint j = 0; j < 2; j++) {
+        const uint kx = k0 + 8 * xq + 4 * j;
+        if (xok && kx + 4 <= K) xu[j] = *(device const packed_float4 *)(xrow + kx);
+        else _Pragma("unroll") for (uint i = 0; i < 4; i++) xu[j][i] = xok && kx + i < K ? xrow[kx + i] : 0.0f;
+    }
+}
+
 template <typename B>
 METAL_FUNC void gemm_tile(device const uchar *w, uint N, uint K, uint row_bytes, uint n0, device const float *xrow,
                           threadgroup float (*Xs)[MLLM__GEMM_BKP], threadgroup float (*Ws)[MLLM__GEMM_BKP],
@@ -715,25 +828,24 @@ METAL_FUNC void gemm_tile(device const uchar *w, uint N, uint K, uint row_bytes,
 
     for (int i = 0; i < 8; i++) acc[i] = make_filled_simdgroup_matrix<float, 8, 8>(0.0f);
 
+    // Software pipelined: the loads of step k0 + BK (raw weight bytes, 8 floats of X) are issued before
+    // step k0's products and decoded into the tiles after them, so their latency hides behind the math.
+    typename B::raw wraw = {};
+    float4 xu[2];
+    gemm_stage_load<B>(wrow, wok, xrow, xok, K, 0, wh, xq, wraw, xu);
     for (uint k0 = 0; k0 < K; k0 += BK) {
         const uint kw = k0 + 16 * wh;
         float4 v[4];
         if (wok && kw + 16 <= K) {
-            B::chunk(wrow, kw / 16, v);
+            B::decode(wraw, kw / 16, v);
         } else {
             _Pragma("unroll") for (uint i = 0; i < 16; i++)   // unrolled: v stays in registers (CUDA)
                 v[i / 4][i % 4] = wok && kw + i < K ? B::at(wrow, kw + i) : 0.0f;
         }
         for (int i = 0; i < 4; i++) *(threadgroup float4 *)&Ws[wn][16 * wh + 4 * i] = v[i];
-
-        for (uint j = 0; j < 2; j++) {
-            const uint kx = k0 + 8 * xq + 4 * j;
-            float4 u;
-            if (xok && kx + 4 <= K) u = *(device const packed_float4 *)(xrow + kx);
-            else _Pragma("unroll") for (uint i = 0; i < 4; i++) u[i] = xok && kx + i < K ? xrow[kx + i] : 0.0f;
-            *(threadgroup float4 *)&Xs[xm][8 * xq + 4 * j] = u;
-        }
+        for (uint j = 0; j < 2; j++) *(threadgroup float4 *)&Xs[xm][8 * xq + 4 * j] = xu[j];
         threadgroup_barrier(mem_flags::mem_threadgroup);   // tiles complete before anyone multiplies
+        if (k0 + BK < K) gemm_stage_load<B>(wrow, wok, xrow, xok, K, k0 + BK, wh, xq, wraw, xu);
 
         for (uint kk = 0; kk < BK; kk += 8) {
             // Unrolled so that acc, xa and wb stay in registers (CUDA's compiler left them in local memory).
