@@ -183,7 +183,8 @@ METAL_FUNC void simdgroup_barrier(mem_flags) { __nvvm_bar_warp_sync(::msl::activ
 // A fragment is 2 elements a lane in one of four layouts, recorded in lay_ (lane l, g = l >> 2, t = l & 3):
 //   SG_A      (g, t), (g, t + 4)        mma.sync's A operand: what simdgroup_load gives
 //   SG_B      (t, g), (t + 4, g)        mma.sync's B operand: what a transposed simdgroup_load gives
-//   SG_C      (g, 2t), (g, 2t + 1)      mma.sync's accumulator rows: what a product and a fill give
+//   SG_C      (g, 2t), (g, 2t + 1)      mma.sync's accumulator rows: what a product and a fill give;
+//             the value is e_ + lo_ (the accumulator's rows g and g + 8, see the product)
 //   SG_APPLE  Apple's (as in the emulator): row ((l>>4)&1)*4 + ((l>>1)&3), columns c, c+1 with
 //             c = ((l>>3)&1)*4 + (l&1)*2; thread_elements() hands it out (attention.metal's frag_row
 //             relies on it).
@@ -230,19 +231,23 @@ template <class T> METAL_FUNC vec<T, 2> sg_relayout(vec<T, 2> e, uint from, uint
 }
 template <class T, int Cols, int Rows> struct simdgroup_matrix {
     static_assert(Cols == 8 && Rows == 8, "only 8x8 simdgroup matrices");
-    vec<T, 2> e_;
+    vec<T, 2> e_, lo_;   // lo_: SG_C only
     uint lay_;
     simdgroup_matrix() = default;
     METAL_FUNC explicit simdgroup_matrix(T d) {   // diagonal matrix
-        lay_ = SG_C;
+        lay_ = SG_A;
         for (uint i = 0; i < 2; i++) {
             uint r, c;
             sg_pos(lay_, ::msl::lane_id(), i, r, c);
             e_[i] = r == c ? d : T(0);
         }
     }
+    METAL_FUNC vec<T, 2> value() const {   // the elements, in layout lay_
+        if (lay_ == SG_C) return e_ + lo_;
+        return e_;
+    }
     METAL_FUNC thread vec<T, 2>& thread_elements() {
-        e_ = sg_relayout(e_, lay_, SG_APPLE);
+        e_ = sg_relayout(value(), lay_, SG_APPLE);
         lay_ = SG_APPLE;
         return e_;
     }
@@ -253,6 +258,7 @@ typedef simdgroup_matrix<bfloat, 8, 8> simdgroup_bfloat8x8;
 template <class T, int C, int R> METAL_FUNC simdgroup_matrix<T, C, R> make_filled_simdgroup_matrix(T v) {
     simdgroup_matrix<T, C, R> m;
     m.e_ = v;
+    m.lo_ = T(0);
     m.lay_ = SG_C;
     return m;
 }
@@ -272,11 +278,12 @@ METAL_FUNC void simdgroup_load(thread simdgroup_matrix<T, C, R>& d, P src, ulong
 template <class T, int C, int R, class P>
 METAL_FUNC void simdgroup_store(simdgroup_matrix<T, C, R> a, P dst, ulong elements_per_row = C,
                                 ulong2 matrix_origin = 0, bool transpose_matrix = false) {
+    const vec<T, 2> e = a.value();
     for (uint i = 0; i < 2; i++) {
         uint r, c;
         sg_pos(a.lay_, ::msl::lane_id(), i, r, c);
         const ulong row = transpose_matrix ? c : r, col = transpose_matrix ? r : c;
-        dst[(matrix_origin.y + row) * elements_per_row + matrix_origin.x + col] = a.e_[i];
+        dst[(matrix_origin.y + row) * elements_per_row + matrix_origin.x + col] = e[i];
     }
 }
 #ifndef MLLM__SG_MMA
@@ -287,22 +294,29 @@ METAL_FUNC void simdgroup_store(simdgroup_matrix<T, C, R> a, P dst, ulong elemen
 // hi = x with the low 13 mantissa bits cleared (exact in TF32) and lo = x - hi (exact in float; the
 // tensor core keeps its top 11 bits), and [A_hi; A_lo] (16 x 8) times B_hi and B_lo sums all four
 // partial products, so a product is good to ~2^-21 relative like float's, not TF32's 2^-11.  half and
-// bfloat convert to float exactly (their lo is 0).  The 8 products of a row sum in the tensor core's
-// float accumulator, then add to C: only the order of the float sums differs from the emulator's.
-// In layouts SG_A, SG_B, SG_C the operands are the mma's own fragments: A rows g (hi) and g + 8 (lo),
-// columns t, t + 4; B rows t, t + 4 of column g; output rows g, g + 8, columns 2t, 2t + 1.
+// bfloat convert to float exactly (their lo is 0).  In layouts SG_A, SG_B, SG_C the operands are the
+// mma's own fragments: A rows g (hi) and g + 8 (lo), columns t, t + 4; B rows t, t + 4 of column g;
+// the accumulator rows g (e_: A_hi B) and g + 8 (lo_: A_lo B), columns 2t, 2t + 1.  C accumulates in
+// the tensor core's float accumulator from product to product, its two rows summed only when the value
+// is read (store, thread_elements, another layout): only the order of float sums differs from the
+// emulator's.
 METAL_FUNC uint32_t sg_bits(float x) { return __builtin_bit_cast(uint32_t, x); }
 METAL_FUNC float sg_tf32_hi(float x) { return __builtin_bit_cast(float, sg_bits(x) & 0xffffe000u); }
 template <class TD, class TA, class TB, class TC>
 METAL_FUNC void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, 8, 8>& d, simdgroup_matrix<TA, 8, 8> a,
                                               simdgroup_matrix<TB, 8, 8> b, simdgroup_matrix<TC, 8, 8> c) {
-    const vec<TA, 2> ea = sg_relayout(a.e_, a.lay_, SG_A);
-    const vec<TB, 2> eb = sg_relayout(b.e_, b.lay_, SG_B);
-    const vec<TC, 2> ec = sg_relayout(c.e_, c.lay_, SG_C);
+    const vec<TA, 2> ea = sg_relayout(a.value(), a.lay_, SG_A);
+    const vec<TB, 2> eb = sg_relayout(b.value(), b.lay_, SG_B);
     const float x0 = (float)ea[0], x1 = (float)ea[1], y0 = (float)eb[0], y1 = (float)eb[1];
     const float xh0 = sg_tf32_hi(x0), xh1 = sg_tf32_hi(x1), yh0 = sg_tf32_hi(y0), yh1 = sg_tf32_hi(y1);
     const uint32_t A0 = sg_bits(xh0), A1 = sg_bits(x0 - xh0), A2 = sg_bits(xh1), A3 = sg_bits(x1 - xh1);
-    float c0 = 0.0f, c1 = 0.0f, c2 = 0.0f, c3 = 0.0f;
+    float c0, c1, c2 = 0.0f, c3 = 0.0f;
+    if (c.lay_ == SG_C) {
+        c0 = (float)c.e_[0], c1 = (float)c.e_[1], c2 = (float)c.lo_[0], c3 = (float)c.lo_[1];
+    } else {
+        const vec<TC, 2> ec = sg_relayout(c.e_, c.lay_, SG_C);
+        c0 = (float)ec[0], c1 = (float)ec[1];
+    }
     asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
                  "{%0,%1,%2,%3};"
                  : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
@@ -312,8 +326,7 @@ METAL_FUNC void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, 8, 8>&
                  : "+f"(c0), "+f"(c1), "+f"(c2), "+f"(c3)
                  : "r"(A0), "r"(A1), "r"(A2), "r"(A3), "r"(sg_bits(y0 - yh0)),
                    "r"(sg_bits(y1 - yh1)));
-    d.e_[0] = (TD)((float)ec[0] + (c0 + c2));   // rows g (hi) and g + 8 (lo) of the output
-    d.e_[1] = (TD)((float)ec[1] + (c1 + c3));
+    d.e_[0] = (TD)c0, d.e_[1] = (TD)c1, d.lo_[0] = (TD)c2, d.lo_[1] = (TD)c3;
     d.lay_ = SG_C;
 }
 #else
@@ -322,9 +335,9 @@ template <class TD, class TA, class TB, class TC>
 METAL_FUNC void simdgroup_multiply_accumulate(thread simdgroup_matrix<TD, 8, 8>& d, simdgroup_matrix<TA, 8, 8> a,
                                               simdgroup_matrix<TB, 8, 8> b, simdgroup_matrix<TC, 8, 8> c) {
     const uint32_t m = 0xffffffffu;   // Metal requires the whole simdgroup here
-    const vec<TA, 2> ea = sg_relayout(a.e_, a.lay_, SG_APPLE);
-    const vec<TB, 2> eb = sg_relayout(b.e_, b.lay_, SG_APPLE);
-    const vec<TC, 2> ec = sg_relayout(c.e_, c.lay_, SG_APPLE);
+    const vec<TA, 2> ea = sg_relayout(a.value(), a.lay_, SG_APPLE);
+    const vec<TB, 2> eb = sg_relayout(b.value(), b.lay_, SG_APPLE);
+    const vec<TC, 2> ec = sg_relayout(c.value(), c.lay_, SG_APPLE);
     uint r, col;
     sg_frag_coord(::msl::lane_id(), r, col);
     float A[8], s0 = (float)ec[0], s1 = (float)ec[1];

@@ -20,11 +20,14 @@ B=$(mktemp -d); git -C "$R" show "${BASE_REV:-HEAD}:metalllm.h" > "$B/metalllm.h
  ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native ${BASE_CFLAGS:-} -I"$B" -o build/bench_base "$B/bench.c" -lm -lpthread &&
  ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native -I. -o build/bench_gemv tests/cuda/bench_gemv.c -ldl -lm -lpthread)
 rm -rf "$B"
-# more twins of this checkout's header: TWINS="NAME:CFLAGS ..." builds build/bench_NAME (CFLAGS: commas for spaces)
+# more twins: TWINS="NAME[@REV]:CFLAGS ..." builds build/bench_NAME from this checkout's header (or REV's)
+# with CFLAGS (commas for spaces)
 TW=""
 for tw in ${TWINS:-}; do
-  n=${tw%%:*}; f=$(echo "${tw#*:}" | tr ',' ' ')
-  (cd "$R" && ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native -I. $f -o "build/bench_$n" examples/bench.c -lm -lpthread)
+  n=${tw%%:*}; f=$(echo "${tw#*:}" | tr ',' ' '); inc=.
+  case $n in *@*) inc=$(mktemp -d); git -C "$R" show "${n#*@}:metalllm.h" > "$inc/metalllm.h"; n=${n%%@*};; esac
+  (cd "$R" && ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native -I"$inc" $f -o "build/bench_$n" examples/bench.c -lm -lpthread)
+  [ "$inc" = . ] || rm -rf "$inc"
   TW="$TW build/bench_$n"
 done
 (cd "$R" && tar cf - build/bench build/bench_nograph build/bench_base build/bench_gemv $TW build/test_cuda_e2e build/cuda/test_kernels_*) |
