@@ -232,9 +232,9 @@ kernel void attn_prefill(device const float *q [[buffer(0)]], device const half 
                          ushort tid [[thread_index_in_threadgroup]], ushort sg [[simdgroup_index_in_threadgroup]],
                          ushort lane [[thread_index_in_simdgroup]]) {
     constexpr int BQ = MLLM__ATTN_BQ, BK = 2048 / HD / 8 * 8;   // BK keys per tile: K + V tiles <= 16.5 KiB
-    constexpr int LD = HD + 8;                          // padded rows: fewer bank conflicts
+    constexpr int LD = HD + 4;                          // padded rows: fewer bank conflicts
     constexpr int CPL = BK / 4;                         // score columns per lane (4 lanes per row)
-    constexpr int QW = HD > 128 ? 128 : HD, LQ = QW + 8; // Q / O staging: slabs of QW columns, rows LQ apart
+    constexpr int QW = HD > 128 ? 128 : HD, LQ = QW + 4; // Q / O staging: slabs of QW columns, rows LQ apart
     constexpr int KVF = 2 * BK * LD > BQ * LQ ? 2 * BK * LD : BQ * LQ;   // floats of kvbuf
     threadgroup float4 kvbuf[KVF / 4];                  // K tile, V tile; also Q and O staging (BQ x LQ)
     threadgroup float ss[NSG][8][BK];                   // per simdgroup: scores, then probabilities

@@ -798,7 +798,7 @@ METAL_FUNC void gemv_rows_multi(device const uchar *w, device const float *xm, d
    Which activation rows form the tile is the caller's business: thread tid stages row tid / 4 of the
    tile from xrow (NULL: a row outside the tile, zero-filled).  Edges are zero-filled, so any N and any
    float-type K work.  The caller stores acc (the barrier at the end of each step lets it reuse Xs/Ws). */
-enum { MLLM__GEMM_BKP = MLLM__GEMM_BK + 8 };   // padded tile rows: 8-byte fragment loads of 16 lanes hit 32 banks
+enum { MLLM__GEMM_BKP = MLLM__GEMM_BK + 4 };   // padded tile rows: spreads the loads over more banks
 
 /* gemm_tile's loads for the step at k0: this thread's weight chunk as raw bytes (when whole inside the
    row; the edges are read element by element when decoded) and its 8 floats of X (zero past K). */

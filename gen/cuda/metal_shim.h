@@ -65,7 +65,7 @@ __device__ float __nv_fmaf(float, float, float);
 #define MSL_PAREN_STRIP(...) __VA_ARGS__
 #define MSL_TG_VAR(name, dims, ...)                                                                     \
     typedef __VA_ARGS__ msl_tg_type_##name MSL_PAREN_STRIP dims;                                         \
-    __shared__ __attribute__((aligned(16))) msl_tg_type_##name msl_tg_store_##name;                     \
+    __shared__ msl_tg_type_##name msl_tg_store_##name;                                                  \
     msl_tg_type_##name &name = msl_tg_store_##name
 
 #define MSL_MATHF(f) __nv_##f
@@ -181,11 +181,8 @@ METAL_FUNC void simdgroup_barrier(mem_flags) { __nvvm_bar_warp_sync(::msl::activ
 
 // ------------------------------------------------------------------------------ simdgroup_matrix (8x8)
 // A fragment is 2 elements a lane in one of four layouts, recorded in lay_ (lane l, g = l >> 2, t = l & 3):
-//   SG_A      (g, 2t), (g, 2t + 1)      mma.sync's A operand: what simdgroup_load gives
-//   SG_B      (2t, g), (2t + 1, g)      mma.sync's B operand: what a transposed simdgroup_load gives
-//             (the mma's k slots t and t + 4 stand for columns 2t and 2t + 1 of A, rows of B: any
-//             order of k gives the product, and this one makes a lane's two elements adjacent in
-//             memory, one 64-bit load)
+//   SG_A      (g, t), (g, t + 4)        mma.sync's A operand: what simdgroup_load gives
+//   SG_B      (t, g), (t + 4, g)        mma.sync's B operand: what a transposed simdgroup_load gives
 //   SG_C      (g, 2t), (g, 2t + 1)      mma.sync's accumulator rows: what a product and a fill give;
 //             the value is e_ + lo_ (the accumulator's rows g and g + 8, see the product)
 //   SG_APPLE  Apple's (as in the emulator): row ((l>>4)&1)*4 + ((l>>1)&3), columns c, c+1 with
@@ -206,15 +203,15 @@ METAL_FUNC uint sg_frag_lane(uint row, uint colpair) {   // the Apple lane holdi
 // Element i of lane l in layout lay: its (row, col).
 METAL_FUNC void sg_pos(uint lay, uint l, uint i, thread uint& row, thread uint& col) {
     const uint g = l >> 2, t = l & 3;
-    if (lay == SG_A) row = g, col = 2 * t + i;
-    else if (lay == SG_B) row = 2 * t + i, col = g;
+    if (lay == SG_A) row = g, col = t + 4 * i;
+    else if (lay == SG_B) row = t + 4 * i, col = g;
     else if (lay == SG_C) row = g, col = 2 * t + i;
     else sg_frag_coord(l, row, col), col += i;
 }
 // The lane and element index holding (row, col) in layout lay.
 METAL_FUNC void sg_owner(uint lay, uint row, uint col, thread uint& l, thread uint& i) {
-    if (lay == SG_A) l = 4 * row + (col >> 1), i = col & 1;
-    else if (lay == SG_B) l = 4 * col + (row >> 1), i = row & 1;
+    if (lay == SG_A) l = 4 * row + (col & 3), i = col >> 2;
+    else if (lay == SG_B) l = 4 * col + (row & 3), i = row >> 2;
     else if (lay == SG_C) l = 4 * row + (col >> 1), i = col & 1;
     else l = sg_frag_lane(row, col >> 1), i = col & 1;
 }
@@ -271,20 +268,11 @@ template <class T, int C, int R, class P>
 METAL_FUNC void simdgroup_load(thread simdgroup_matrix<T, C, R>& d, P src, ulong elements_per_row = C,
                                ulong2 matrix_origin = 0, bool transpose_matrix = false) {
     d.lay_ = transpose_matrix ? SG_B : SG_A;
-    uint r, c;
-    sg_pos(d.lay_, ::msl::lane_id(), 0, r, c);   // element 1 is the next in memory in both layouts
-    const ulong row = transpose_matrix ? c : r, col = transpose_matrix ? r : c;
-    const auto p = &src[(matrix_origin.y + row) * elements_per_row + matrix_origin.x + col];
-    typedef __typeof__(+src[0]) E;   // the element type in memory (an integer promotes: never vectorized)
-    // With rows of an even count the pair is one 2-element load, which needs the matrix's start aligned
-    // to 2 elements: the shim's contract (every kernel here loads tiles of threadgroup arrays, which the
-    // shim aligns to 16 bytes; a misaligned start faults, it is never read wrong).  A run-time check
-    // instead cost a branch per load (the compiler could not prove the alignment).
-    if (sizeof(E) == sizeof(src[0]) && elements_per_row % 2 == 0 && matrix_origin.x % 2 == 0) {
-        const vec<E, 2> v = *(const vec<E, 2> *)p;
-        d.e_[0] = (T)v[0], d.e_[1] = (T)v[1];
-    } else {
-        d.e_[0] = (T)p[0], d.e_[1] = (T)p[1];
+    for (uint i = 0; i < 2; i++) {
+        uint r, c;
+        sg_pos(d.lay_, ::msl::lane_id(), i, r, c);
+        const ulong row = transpose_matrix ? c : r, col = transpose_matrix ? r : c;
+        d.e_[i] = (T)src[(matrix_origin.y + row) * elements_per_row + matrix_origin.x + col];
     }
 }
 template <class T, int C, int R, class P>
@@ -307,8 +295,7 @@ METAL_FUNC void simdgroup_store(simdgroup_matrix<T, C, R> a, P dst, ulong elemen
 // tensor core keeps its top 11 bits), and [A_hi; A_lo] (16 x 8) times B_hi and B_lo sums all four
 // partial products, so a product is good to ~2^-21 relative like float's, not TF32's 2^-11.  half and
 // bfloat convert to float exactly (their lo is 0).  In layouts SG_A, SG_B, SG_C the operands are the
-// mma's own fragments: A rows g (hi) and g + 8 (lo), k slots t, t + 4 (columns 2t, 2t + 1); B k slots
-// t, t + 4 (rows 2t, 2t + 1) of column g;
+// mma's own fragments: A rows g (hi) and g + 8 (lo), columns t, t + 4; B rows t, t + 4 of column g;
 // the accumulator rows g (e_: A_hi B) and g + 8 (lo_: A_lo B), columns 2t, 2t + 1.  C accumulates in
 // the tensor core's float accumulator from product to product, its two rows summed only when the value
 // is read (store, thread_elements, another layout): only the order of float sums differs from the
