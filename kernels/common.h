@@ -747,12 +747,9 @@ METAL_FUNC void gemv_rows_multi(device const uchar *w, device const float *xm, d
     float acc[RT][R];
     _Pragma("unroll") for (uint i = 0; i < RT; i++) _Pragma("unroll") for (uint m = 0; m < R; m++) acc[i][m] = 0.0f;
     const uint nch = K / 16;
-    typename B::raw raw[RT];   // chunk c's bytes, loaded one pass ahead (as gemv_dots)
-    if (t < nch) _Pragma("unroll") for (uint i = 0; i < RT; i++) raw[i] = B::load(wr[i], t);
     for (uint c = t; c < nch; c += T) {
         float4 v[RT][4];
-        _Pragma("unroll") for (uint i = 0; i < RT; i++) B::decode(raw[i], c, v[i]);
-        if (c + T < nch) _Pragma("unroll") for (uint i = 0; i < RT; i++) raw[i] = B::load(wr[i], c + T);
+        _Pragma("unroll") for (uint i = 0; i < RT; i++) B::chunk(wr[i], c, v[i]);
         _Pragma("unroll") for (uint m = 0; m < R; m++) {
             if (m >= r) break;
             float4 x0, x1, x2, x3;
