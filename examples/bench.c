@@ -4,7 +4,9 @@
    read-only bandwidth, and decode's weight + KV traffic as a fraction of them.
      bench -m MODEL.gguf [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--batch 1,4,16]
            [--batch-prompt 32] [--triad] [--cpu | --cuda] [--device N]
-   On a GPU backend it also prints the dispatches per decode step (the host interface's counters). */
+   On a GPU backend it also prints the dispatches per decode step (the host interface's counters) and the
+   host's share of a step.  Built with -DMLLM__CU_TIMING (make build/bench_timing), --kernel-times prints
+   each decode run's GPU time per kernel, measured between events around every launch. */
 #define METALLLM_IMPLEMENTATION
 #include "metalllm.h"
 
@@ -79,6 +81,38 @@ static double triad_gbs(int threads, int read_only) {
    batch allows) and decode tok/s (aggregate over n_gen steps). */
 static double g_dispatches_per_step;   /* GPU only: dispatches per decode step of the last run */
 static double g_graph_per_step[3];     /* CUDA only: graph launches, node updates and graph builds per decode step */
+static double g_host_per_step[3];      /* GPU only: seconds per decode step encoding + committing, in wait, in all */
+static int g_kernel_times;             /* --kernel-times */
+
+#ifdef MLLM__CU_TIMING
+static int by_ms(const void *a, const void *b) {
+    const mllm__cu_pipe *x = *(const mllm__cu_pipe *const *)a, *y = *(const mllm__cu_pipe *const *)b;
+    return x->ms < y->ms ? 1 : x->ms > y->ms ? -1 : 0;
+}
+/* The CUDA device's per-kernel GPU times since the last call (which zeroes them), per decode step. */
+static void kernel_times(mllm_context *ctx, int n_seqs, int steps, double step_s) {
+    mllm__cu_dev *d;
+    mllm__cu_pipe *p[MLLM__CU_MAX_PIPES];
+    double total = 0;
+    int i, n = 0;
+    if (!ctx->gpu.g || ctx->gpu.g->vt != &mllm__cu_vt) return;
+    d = (mllm__cu_dev *)ctx->gpu.g->dev;
+    for (i = 0; i < d->n_pipes; i++)
+        if (d->pipes[i].calls) { p[n++] = &d->pipes[i]; total += d->pipes[i].ms; }
+    if (steps > 0 && n > 0) {
+        qsort(p, (size_t)n, sizeof p[0], by_ms);
+        printf("kernel times, %d sequences, %d steps: GPU %.1f us of a %.1f us step\n", n_seqs, steps,
+               total * 1e3 / steps, step_s * 1e6);
+        printf("  %-28s %10s %10s %12s %7s\n", "kernel", "calls/step", "mean us", "us/step", "share");
+        for (i = 0; i < n; i++)
+            printf("  %-28s %10.1f %10.2f %12.1f %6.1f%%\n", p[i]->name, (double)p[i]->calls / steps,
+                   p[i]->ms * 1e3 / (double)p[i]->calls, p[i]->ms * 1e3 / steps, 100.0 * p[i]->ms / total);
+    }
+    for (i = 0; i < d->n_pipes; i++) { d->pipes[i].ms = 0; d->pipes[i].calls = 0; }
+}
+#else
+static void kernel_times(mllm_context *ctx, int n_seqs, int steps, double step_s) { (void)ctx; (void)n_seqs; (void)steps; (void)step_s; }
+#endif
 
 static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefill_tps, double *decode_tps) {
     mllm_model_info info;
@@ -88,7 +122,7 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
     mllm_token *prompt;
     int i, steps, produced = 0;
     uint64_t d0 = 0, gl0 = 0, gu0 = 0, gb0 = 0;
-    double t0, t1, t2;
+    double t0, t1, t2, e0 = 0, w0 = 0;
     mllm_model_get_info(m, &info);
     memset(&cp, 0, sizeof cp);
     cp.n_seq_max = n_seqs;
@@ -111,7 +145,8 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
         produced += r.n_tokens;
     }
     t1 = now();
-    if (ctx->gpu.g) d0 = ctx->gpu.g->n.dispatches;
+    if (g_kernel_times) kernel_times(ctx, n_seqs, 0, 0);   /* zero the prefill's */
+    if (ctx->gpu.g) { d0 = ctx->gpu.g->n.dispatches; e0 = ctx->gpu.g->n.encode_s; w0 = ctx->gpu.g->n.wait_s; }
 #if MLLM__HAVE_CUDA
     if (ctx->gpu.g && ctx->gpu.g->vt == &mllm__cu_vt) {
         gl0 = ((mllm__cu_dev *)ctx->gpu.g->dev)->graph_launches;
@@ -125,7 +160,13 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
         produced += r.n_tokens;
     }
     t2 = now();
-    if (ctx->gpu.g && steps > 0) g_dispatches_per_step = (double)(ctx->gpu.g->n.dispatches - d0) / steps;
+    if (g_kernel_times && n_gen > 0) kernel_times(ctx, n_seqs, steps, steps > 0 ? (t2 - t1) / steps : 0);
+    if (ctx->gpu.g && steps > 0) {
+        g_dispatches_per_step = (double)(ctx->gpu.g->n.dispatches - d0) / steps;
+        g_host_per_step[0] = (ctx->gpu.g->n.encode_s - e0) / steps;
+        g_host_per_step[1] = (ctx->gpu.g->n.wait_s - w0) / steps;
+        g_host_per_step[2] = (t2 - t1) / steps;
+    }
 #if MLLM__HAVE_CUDA
     if (ctx->gpu.g && ctx->gpu.g->vt == &mllm__cu_vt && steps > 0) {
         g_graph_per_step[0] = (double)(((mllm__cu_dev *)ctx->gpu.g->dev)->graph_launches - gl0) / steps;
@@ -155,6 +196,7 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--triad")) { triad = 1; continue; }
         if (!strcmp(a, "--cuda")) { backend = MLLM_BACKEND_CUDA; continue; }
         if (!strcmp(a, "--cpu")) { backend = MLLM_BACKEND_CPU; continue; }
+        if (!strcmp(a, "--kernel-times")) { g_kernel_times = 1; continue; }
         if (i + 1 >= argc) break;
         if (!strcmp(a, "-m")) path = argv[++i];
         else if (!strcmp(a, "-t")) threads = atoi(argv[++i]);
@@ -166,7 +208,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--device")) device = atoi(argv[++i]);
     }
     if (!path || repeats < 1 || n_prompt < 1 || n_gen < 1 || batch_prompt < 1) {
-        fprintf(stderr, "usage: bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r N] [--batch 1,4,16] [--batch-prompt N] [--triad] [--cpu | --cuda] [--device N]\n");
+        fprintf(stderr, "usage: bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r N] [--batch 1,4,16] [--batch-prompt N] [--triad] [--cpu | --cuda] [--device N] [--kernel-times]\n");
         return 2;
     }
     memset(&mp, 0, sizeof mp);
@@ -206,6 +248,9 @@ int main(int argc, char **argv) {
     if (g_dispatches_per_step > 0)
         printf("GPU dispatches per decode step: %.1f (%.2f per layer)\n", g_dispatches_per_step,
                g_dispatches_per_step / info.n_layer);
+    if (g_host_per_step[2] > 0)   /* the GPU idles while the host encodes: that share is the host's cost */
+        printf("GPU decode step: %.1f us, of which encoding + committing %.1f us, waiting for the GPU %.1f us\n",
+               g_host_per_step[2] * 1e6, g_host_per_step[0] * 1e6, g_host_per_step[1] * 1e6);
     if (g_graph_per_step[0] > 0)
         printf("CUDA graph launches per decode step: %.2f (%.1f kernel nodes updated, %.2f graphs built per step)\n",
                g_graph_per_step[0], g_graph_per_step[1], g_graph_per_step[2]);

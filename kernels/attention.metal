@@ -68,13 +68,14 @@ kernel void attn_kv_write(device float *q [[buffer(0)]], device float *k [[buffe
 }
 
 // ---------------------------------------------------------------- decode: one query per sequence
-// Grid (n_chunks, n_head_kv * ceil(group / H), n_seqs), NT threads, H = a.heads_per_tg <= G =
-// MLLM__ATTN_GROUP(HD).  A threadgroup takes up to H query heads sharing one KV head over one chunk
-// (MLLM__ATTN_CHUNK_OF its sequence's context) so each K/V row is read once for those heads; the host
-// picks a smaller H when the grid would not fill the GPU (a head's result does not depend on H).  Lane = position inside a 32-position tile (each lane does full
-// dot products: no reduction per score); simdgroups take every NSG-th tile with their own online-softmax
-// state, merged at the end.  Output: partial (max, sum, acc[hd]) per (sequence, head, chunk) for
-// attn_reduce; a chunk wholly before the window writes nothing (attn_reduce starts after it).
+// Grid (n_chunks, n_head, n_seqs), NT threads: one query head over one chunk (MLLM__ATTN_CHUNK_OF its
+// sequence's context).  Short contexts make this latency bound, so the loop has few dependent steps:
+// simdgroup sg takes every NSG-th slab of 8 positions; a lane holds dimensions d = 4 lane + 128 i of q
+// and of the output (so a K or V row is one coalesced load per simdgroup), and a slab's 8 K rows and 8 V
+// rows are loaded together.  The slab's 8 dot products are summed over the simdgroup by halving
+// exchanges (9 shuffles instead of 8 x 5), after which lane L holds position L / 4's score.  GQA heads
+// of one KV head read the same rows, from cache.  Output: partial (max, sum, acc[hd]) per (sequence,
+// head, chunk) for attn_reduce; a chunk wholly before the window writes nothing.
 template <int HD>
 kernel void attn_decode(device const float *q [[buffer(0)]], device const half *kp [[buffer(3)]],
                         device const half *vp [[buffer(4)]], device float *part [[buffer(6)]],
@@ -82,112 +83,85 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
                         constant mllm__attn_args &a [[buffer(10)]], uint3 tg [[threadgroup_position_in_grid]],
                         ushort tid [[thread_index_in_threadgroup]], ushort sg [[simdgroup_index_in_threadgroup]],
                         ushort lane [[thread_index_in_simdgroup]]) {
-    constexpr int G = MLLM__ATTN_GROUP(HD);
-    constexpr int DPL = (HD + 31) / 32;   // output dims per lane: d = lane + 32 i (d < HD)
-    threadgroup float4 qs[G][HD / 4];
-    threadgroup float ps[NSG][G][32];   // this tile's probabilities, shared inside the simdgroup
-    threadgroup uint rows[NSG][32];     // this tile's K/V row offsets
-    threadgroup float red[NSG][G][HD];  // per-simdgroup accumulators for the final merge
-    threadgroup float2 ml[NSG][G];      // per-simdgroup (max, sum)
-    static_assert(4 * (G * HD + NSG * G * 32 + NSG * 32 + NSG * G * HD + 2 * NSG * G) <= 32768,
-                  "attn_decode: threadgroup memory over 32 KiB");
+    constexpr int NC = (HD + 127) / 128;   // 4-dimension pieces per lane
+    threadgroup float4 red[NSG][HD / 4];   // per-simdgroup accumulators for the final merge
+    threadgroup float2 ml[NSG];            // per-simdgroup (max, sum)
+    static_assert(HD % 8 == 0 && 4 * (NSG * HD + 2 * NSG) <= 32768, "attn_decode: unsupported head dimension");
 
     const mllm__attn_seq sq = seqs[tg.z];
     const uint n_ctx = uint(sq.pos0 + sq.n), chunk = MLLM__ATTN_CHUNK_OF(n_ctx);
     const uint c0 = max(tg.x * chunk, first_visible(n_ctx - 1, a));
     const uint c1 = min((tg.x + 1) * chunk, n_ctx);
     if (c0 >= c1) return;               // uniform: this sequence has fewer chunks, or the chunk is before the window
-    const uint H = a.heads_per_tg, group = a.n_head / a.n_head_kv, nslice = (group + H - 1) / H;
-    const uint kvh = tg.y / nslice, g0 = (tg.y % nslice) * H, ng = min(H, group - g0);
-    const uint hq0 = kvh * group + g0;  // first query head of this threadgroup
+    const uint hq = tg.y, kvh = hq / (a.n_head / a.n_head_kv);
     device const int *table = tables + sq.blocks;
-    device const float *qrow = q + ((ulong)(sq.first + sq.n - 1) * a.n_head + hq0) * HD;
+    device const float *qrow = q + ((ulong)(sq.first + sq.n - 1) * a.n_head + hq) * HD;
 
-    for (uint e = tid; e < ng * HD; e += NT) ((threadgroup float *)qs)[e] = float(half(qrow[e]));   // as the CPU
-    threadgroup_barrier(mem_flags::mem_threadgroup);
-
-    float m[G], l[G], acc[G][DPL];      // l: this lane's share of the sum (the max is simdgroup-uniform)
-    #pragma unroll
-    for (int g = 0; g < G; g++) {
-        m[g] = NEG_BIG;
-        l[g] = 0.0f;
-        #pragma unroll
-        for (int i = 0; i < DPL; i++) acc[g][i] = 0.0f;
+    // This lane's dimensions; past HD (head_dim 64, 80, 96) q is 0 there and the row offset is clamped,
+    // so those lanes load valid memory and add nothing.
+    uint dl[NC];
+    float4 qv[NC], acc[NC];
+    _Pragma("unroll") for (int i = 0; i < NC; i++) {
+        const uint d = 4 * lane + 128 * i;
+        dl[i] = d < uint(HD) ? d : 0u;
+        qv[i] = d < uint(HD) ? float4(half4(*(device const float4 *)(qrow + d))) : float4(0.0f);   // rounded as the CPU
+        acc[i] = float4(0.0f);
     }
-    for (uint t0 = c0 + 32 * sg; t0 < c1; t0 += 32 * NSG) {   // uniform per simdgroup
-        const uint p = t0 + lane;
-        const bool ok = p < c1;
-        const uint row = ok ? kv_row(table, p, kvh, a) : 0;
-        rows[sg][lane] = row;
-        float s[G];
-        #pragma unroll
-        for (int g = 0; g < G; g++) s[g] = 0.0f;
-        device const packed_half4 *kr = (device const packed_half4 *)(kp + row);
-        #pragma unroll
-        for (int d4 = 0; d4 < HD / 4; d4++) {
-            const float4 kk = float4(half4(kr[d4]));
-            #pragma unroll
-            for (int g = 0; g < G; g++)
-                if (uint(g) < ng) s[g] += dot(qs[g][d4], kk);
-        }
-        #pragma unroll
-        for (int g = 0; g < G; g++) {
-            if (uint(g) >= ng) break;
-            const float sc = ok ? a.scale * s[g] : NEG_BIG;
-            const float mn = max(m[g], simd_max(sc));   // finite: lane 0 (position t0 >= c0) is always in range
-            const float corr = exp(m[g] - mn), pr = exp(sc - mn);
-            l[g] = l[g] * corr + pr;
-            #pragma unroll
-            for (int i = 0; i < DPL; i++) acc[g][i] *= corr;
-            m[g] = mn;
-            ps[sg][g][lane] = pr;
-        }
-        simdgroup_barrier(mem_flags::mem_threadgroup);    // ps, rows complete for the simdgroup
-        // O += P V, rows 8 at a time: the 8 rows' loads go out together (one memory latency per 8 rows,
-        // not per row); rows past the chunk's end are not read (their p is 0, their slot may be NaN).
-        const uint nv = min(32u, c1 - t0);
-        for (uint j0 = 0; j0 < nv; j0 += 8) {
-            float vv[8][DPL];
-            #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                device const half *vr = vp + rows[sg][j0 + j] + lane;
-                #pragma unroll
-                for (int i = 0; i < DPL; i++)
-                    vv[j][i] = j0 + j < nv && (HD % 32 == 0 || lane + 32 * i < HD) ? float(vr[32 * i]) : 0.0f;
+    float m = NEG_BIG, l = 0.0f;        // l: this lane's share of the sum (lanes 4k count their position)
+    const uint me = lane >> 2;          // the slab position whose score this lane ends with
+    for (uint t0 = c0 + 8 * sg; t0 < c1; t0 += 8 * NSG) {   // uniform per simdgroup
+        half4 kk[8][NC], vv[8][NC];
+        _Pragma("unroll") for (int j = 0; j < 8; j++) {
+            const uint row = kv_row(table, t0 + j < c1 ? t0 + j : c0, kvh, a);   // past the end: a valid row
+            _Pragma("unroll") for (int i = 0; i < NC; i++) {
+                kk[j][i] = *(device const half4 *)(kp + row + dl[i]);
+                vv[j][i] = *(device const half4 *)(vp + row + dl[i]);
             }
-            #pragma unroll
-            for (int j = 0; j < 8; j++)
-                #pragma unroll
-                for (int g = 0; g < G; g++)
-                    if (uint(g) < ng)
-                        #pragma unroll
-                        for (int i = 0; i < DPL; i++) acc[g][i] += ps[sg][g][j0 + j] * vv[j][i];
         }
-        simdgroup_barrier(mem_flags::mem_threadgroup);    // read before the next tile overwrites
+        float s[8];
+        _Pragma("unroll") for (int j = 0; j < 8; j++) {
+            s[j] = 0.0f;
+            _Pragma("unroll") for (int i = 0; i < NC; i++) s[j] += dot(qv[i], float4(kk[j][i]));
+        }
+        // Halving exchanges: lanes with bit 4 set keep positions 4..7 and send 0..3 (the others the
+        // reverse), then bit 3 over the 4 left, bit 2 over 2; bits 1 and 0 finish the one left.
+        const bool b4 = (lane & 16) != 0, b3 = (lane & 8) != 0, b2 = (lane & 4) != 0;
+        _Pragma("unroll") for (int j = 0; j < 4; j++)
+            s[j] = (b4 ? s[j + 4] : s[j]) + simd_shuffle_xor(b4 ? s[j] : s[j + 4], 16);
+        _Pragma("unroll") for (int j = 0; j < 2; j++)
+            s[j] = (b3 ? s[j + 2] : s[j]) + simd_shuffle_xor(b3 ? s[j] : s[j + 2], 8);
+        float sc = (b2 ? s[1] : s[0]) + simd_shuffle_xor(b2 ? s[0] : s[1], 4);
+        sc += simd_shuffle_xor(sc, 2);
+        sc += simd_shuffle_xor(sc, 1);
+        sc = t0 + me < c1 ? a.scale * sc : NEG_BIG;
+        const float mn = max(m, simd_max(sc));   // finite: position t0 >= c0 is in range
+        const float corr = exp(m - mn), pr = exp(sc - mn);
+        l = l * corr + ((lane & 3) == 0 ? pr : 0.0f);
+        m = mn;
+        _Pragma("unroll") for (int i = 0; i < NC; i++) acc[i] *= corr;
+        _Pragma("unroll") for (int j = 0; j < 8; j++) {
+            const float pj = simd_shuffle(pr, ushort(4 * j));
+            const bool in = t0 + j < c1;   // (a row past the end is some other position's: never weighted)
+            _Pragma("unroll") for (int i = 0; i < NC; i++) acc[i] += pj * (in ? float4(vv[j][i]) : float4(0.0f));
+        }
     }
 
-    // Merge the simdgroups (one with no tile has max NEG_BIG and weighs 0), write this chunk's partials.
-    #pragma unroll
-    for (int g = 0; g < G; g++) {
-        if (uint(g) >= ng) break;
-        const float lsum = simd_sum(l[g]);
-        if (lane == 0) ml[sg][g] = float2(m[g], lsum);
-        #pragma unroll
-        for (int i = 0; i < DPL; i++)
-            if (HD % 32 == 0 || lane + 32 * i < HD) red[sg][g][lane + 32 * i] = acc[g][i];
-    }
+    // Merge the simdgroups (one with no slab has max NEG_BIG and weighs 0), write this chunk's partials.
+    const float lsum = simd_sum(l);
+    if (lane == 0) ml[sg] = float2(m, lsum);
+    _Pragma("unroll") for (int i = 0; i < NC; i++)
+        if (4 * lane + 128 * i < uint(HD)) red[sg][lane + 32 * i] = acc[i];
     threadgroup_barrier(mem_flags::mem_threadgroup);
-    for (uint e = tid; e < ng * HD; e += NT) {
-        const uint g = e / HD, d = e % HD;
-        float mx = NEG_BIG;
-        for (int i = 0; i < NSG; i++) mx = max(mx, ml[i][g].x);
+    float mx = NEG_BIG;
+    for (int i = 0; i < NSG; i++) mx = max(mx, ml[i].x);
+    device float *pp = part + ((ulong)(tg.z * a.n_head + hq) * a.n_chunks + tg.x) * (HD + 2);
+    for (uint d = tid; d < uint(HD); d += NT) {
         float sum = 0.0f, o = 0.0f;
         for (int i = 0; i < NSG; i++) {
-            const float w = exp(ml[i][g].x - mx);
-            sum += w * ml[i][g].y;
-            o += w * red[i][g][d];
+            const float w = exp(ml[i].x - mx);
+            sum += w * ml[i].y;
+            o += w * ((threadgroup const float *)red[i])[d];
         }
-        device float *pp = part + ((ulong)(tg.z * a.n_head + hq0 + g) * a.n_chunks + tg.x) * (HD + 2);
         if (d == 0) { pp[0] = mx; pp[1] = sum; }
         pp[2 + d] = o;
     }

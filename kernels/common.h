@@ -127,14 +127,11 @@ typedef struct mllm__glu_args {  /* gemv_swiglu_<t>, gemv_geglu_<t>: gate and up
      7 mllm__attn_seq[n_seqs]   8 int tok_seq[n_tokens]   9 int block tables   10 mllm__attn_args */
 #define MLLM__ATTN_NSG 4          /* simdgroups per threadgroup (128 threads) in attn_decode and attn_prefill */
 /* decode: context positions per threadgroup (split-K) for a sequence of n_ctx positions: a multiple of
-   32 * NSG (one 32-position tile per simdgroup at least), at most MLLM__ATTN_MAX_CHUNKS chunks.  It depends
+   32 * NSG (four 8-position slabs per simdgroup at least), at most MLLM__ATTN_MAX_CHUNKS chunks.  It depends
    on the sequence alone, so its result does not change with the batch around it. */
 #define MLLM__ATTN_MAX_CHUNKS 32
 #define MLLM__ATTN_CHUNK_OF(n_ctx) \
     (((n_ctx) + 32 * MLLM__ATTN_NSG * MLLM__ATTN_MAX_CHUNKS - 1) / (32 * MLLM__ATTN_NSG * MLLM__ATTN_MAX_CHUNKS) * 32 * MLLM__ATTN_NSG)
-/* decode: query heads of one KV head per threadgroup; 4 at head_dim 256 keeps its scratch (and each
-   lane's accumulators) the size of 8 heads of 128 */
-#define MLLM__ATTN_GROUP(hd) ((hd) > 128 ? 4 : 8)
 #define MLLM__ATTN_KVW_THREADS 64 /* attn_kv_write: threads per threadgroup (one head of one token) */
 /* The head dimensions the kernels are instantiated for (attn_decode_hd<D>, attn_prefill_hd<D>); the host
    refuses others.  Each must be a multiple of 8 (8x8 simdgroup matrices) and at most 256 (scratch). */
@@ -150,8 +147,6 @@ typedef struct mllm__attn_args {
     uint32_t n_seqs, n_tokens;
     uint32_t n_head, n_head_kv, head_dim, block_tokens;
     uint32_t n_chunks;           /* decode: most chunks of any sequence (grid x, partials per head) */
-    uint32_t heads_per_tg;       /* decode: query heads per threadgroup, 1..MLLM__ATTN_GROUP(hd) (any: each
-                                    head's arithmetic is the same whoever shares its threadgroup) */
     float scale;                 /* 1 / sqrt(head_dim) */
     uint32_t n_swa;              /* sliding window: the query at position p sees positions (p - n_swa, p];
                                     0: all of [0, p] */

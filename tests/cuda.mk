@@ -40,7 +40,10 @@ TEST_BINS += $(BUILD)/test_cuda_static
 endif
 
 .PHONY: test-gpu bench-gpu cuda
-cuda: $(CUDA_KBINS) $(BUILD)/test_cuda_e2e
+cuda: $(CUDA_KBINS) $(BUILD)/test_cuda_e2e $(BUILD)/bench_timing
+# bench with per-kernel GPU times (--kernel-times; steps launched kernel by kernel between events)
+$(BUILD)/bench_timing: examples/bench.c $(HDR) | $(BUILD)
+	$(CC) $(ALLCFLAGS) -DMLLM__CU_TIMING -o $@ $< $(LDLIBS)
 # On a machine with an NVIDIA GPU (driver only).  SANITIZE=0 skips the compute-sanitizer runs.
 SANITIZE ?= 1
 test-gpu: cuda

@@ -17,6 +17,8 @@
 #     lcprof the same for llama.cpp's llama-bench (decode only, -ngl 99)
 #     gemvprof  ncu's occupancy, launch, memory and warp-stall sections for bench_gemv's decode kernels
 #     gemmprof  the same kind of sections for the prefill GEMMs (Qwen Q4_K_M, 512 tokens)
+#     ktimes GPU time per kernel in real decode runs (build/bench_timing --kernel-times: warm caches, real
+#            clocks, steps launched kernel by kernel between events), batch 1 and KT_BATCH, KT_MODELS
 #   TEST_KBINS: the kernel test programs of step test (default build/cuda/test_kernels_*).
 #   AB_ARGS: bench's arguments in ab (default -p 64 -n 128 -r 3), AB_BINS, AB_BATCH, AB_REPS
 #   MOE=1: also the Qwen3-30B-A3B shape (Q4_0, written directly) in bench.  WT=DIR: the branch's files
@@ -29,7 +31,7 @@ W=$(cd "${WT:-$S/wt}" && pwd); M=/tmp/m; LC=/tmp/lc; mkdir -p $M $LC
 t0=$(date +%s); el() { echo "[+$(( $(date +%s) - t0 ))s] $*"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.used,memory.total --format=csv
 el "start, steps $STEPS"
-need_models=0; { has bench || has ab || has prof || has lcprof || has gemmprof; } && need_models=1
+need_models=0; { has bench || has ab || has prof || has lcprof || has gemmprof || has ktimes; } && need_models=1
 
 # llama.cpp: a carried build, or build it in the background now
 LB=$LC/lc/build/bin; LCPID=
@@ -90,11 +92,18 @@ if has ab; then   # same file, same run: this build, graphs off, the earlier hea
     for rep in $(seq ${AB_REPS:-2}); do
       for b in ${AB_BINS:-bench bench_nograph bench_base}; do
         printf '%-15s %-15s ' "$b" "$(basename $m)"
-        build/$b -m $m --cuda ${AB_ARGS:--p 64 -n 128 -r 3} --batch ${AB_BATCH:-1,16} 2>&1 | grep -E "^prefill|^decode  |batched decode|dispatches per decode|graph launches" | tr -s ' ' | tr '\n' ' '; echo
+        build/$b -m $m --cuda ${AB_ARGS:--p 64 -n 128 -r 3} --batch ${AB_BATCH:-1,16} 2>&1 | grep -E "^prefill|^decode  |batched decode|dispatches per decode|graph launches|GPU decode step" | tr -s ' ' | tr '\n' ' '; echo
       done
     done
   done 2>&1 | tee "$O/ab.log"
   el "ab done"
+fi
+if has ktimes; then
+  for m in ${KT_MODELS:-$M/smol.gguf $M/qwen-q4km.gguf}; do
+    echo "== $(basename $m)"
+    build/bench_timing -m $m --cuda --kernel-times -p 512 -n 128 -r 1 --batch ${KT_BATCH:-16,64} 2>&1 | grep -v "^ .* 0\.[0-4]%$"
+  done 2>&1 | tee "$O/ktimes.log"
+  el "ktimes done"
 fi
 if has prof; then   # ncu replays nothing for one duration metric; graphs are profiled node by node
   for m in ${PROF_MODELS:-$M/smol.gguf $M/qwen-q4km.gguf}; do

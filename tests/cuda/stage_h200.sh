@@ -14,7 +14,7 @@ rm -rf "$S/wt" "$S/tiny"; mkdir -p "$S/wt" "$S/tiny"
 (cd "$R" && git ls-files --cached --others --exclude-standard -z | tar cf - --null -T -) | tar xf - -C "$S/wt"
 # twins of the bench for A/B runs in one GPU run: graphs off; BASE_REV's header (default HEAD) built with
 # BASE_CFLAGS (e.g. -DMLLM__GPU_FUSE=0); TWINS (below)
-B=$(mktemp -d); git -C "$R" show "${BASE_REV:-HEAD}:metalllm.h" > "$B/metalllm.h"; cp "$R/examples/bench.c" "$B/"
+B=$(mktemp -d); git -C "$R" show "${BASE_REV:-HEAD}:metalllm.h" > "$B/metalllm.h"; git -C "$R" show "${BASE_REV:-HEAD}:examples/bench.c" > "$B/bench.c"
 (cd "$R" && ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native -I. -DMLLM__CU_GRAPH_MIN=1000000 \
    -o build/bench_nograph examples/bench.c -lm -lpthread &&
  ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native ${BASE_CFLAGS:-} -I"$B" -o build/bench_base "$B/bench.c" -lm -lpthread &&

@@ -300,8 +300,8 @@ EMU_TEST(attn_checks_catch_missing_barrier) {
     CHECK(p.ran && p.out_bad > 0, "prefill: missing barrier unnoticed (worst error %g)", p.worst);
 }
 
-// The other head dimensions (phi3's 96, 80, Gemma 3's 256 with its 4 query heads per KV head and 8: two
-// slices of MLLM__ATTN_GROUP(256) = 4), decode and prefill, fewer variants (the kernels are the same
+// The other head dimensions (phi3's 96, 80 (lanes past it idle in decode), Gemma 3's 256 with 4 and 8 query
+// heads per KV head), decode and prefill, fewer variants (the kernels are the same
 // templates as at 64 and 128).
 EMU_TEST(attn_head_dims_80_96_256_match_cpu) {
     const shape shapes[] = {{4, 2, 80}, {4, 4, 96}, {6, 2, 96}, {4, 1, 256}, {8, 1, 256}};
