@@ -150,7 +150,7 @@ kernel void attn_decode(device const float *q [[buffer(0)]], device const half *
     const float lsum = simd_sum(l);
     if (lane == 0) ml[sg] = float2(m, lsum);
     _Pragma("unroll") for (int i = 0; i < NC; i++)
-        if (4 * lane + 128 * i < uint(HD)) red[sg][lane + 32 * i] = acc[i];
+        if (uint(4 * lane + 128 * i) < uint(HD)) red[sg][lane + 32 * i] = acc[i];
     threadgroup_barrier(mem_flags::mem_threadgroup);
     float mx = NEG_BIG;
     for (int i = 0; i < NSG; i++) mx = max(mx, ml[i].x);

@@ -25,6 +25,8 @@ using namespace metal;
 #define MLLM__GEMM_BN 64         /* weight rows (outputs) per threadgroup tile: threadgroups.x */
 #define MLLM__GEMM_BK 32         /* depth of one tile step */
 #define MLLM__GEMM_THREADS 128   /* 4 simdgroups in a 2 x 2 arrangement */
+#define MLLM__GEMM_SPLIT_K 4096  /* GEMMs this deep (an FFN's down projection) split K over threadgroups: */
+#define MLLM__GEMM_SPLITS 4      /* at most this many parts of >= 2048 (multiples of 256), summed by gemm_reduce */
 #define MLLM__REDUCE_MAX_THREADS 1024  /* row reductions (norm, softmax, argmax) use <= this many */
 
 /* ---------------------------------------------------------------- the weight types the kernels read
@@ -56,6 +58,15 @@ typedef struct mllm__mat_args {  /* gemv_*, gemm_*, get_rows_* */
     uint32_t M;                  /* activation rows (gemv/gemm) or ids (get_rows) */
     uint32_t row_bytes;          /* bytes between weight rows */
 } mllm__mat_args;
+
+typedef struct mllm__split_args {  /* gemm_split_*: the mat_args and each part's K (a multiple of 256) */
+    uint32_t K, N, M, row_bytes;
+    uint32_t k_split;
+} mllm__split_args;
+
+typedef struct mllm__reduce_args { /* gemm_reduce: y[i] = sum of the splits' part[s * n + i] (+ y[i]) */
+    uint32_t n, splits, add;
+} mllm__reduce_args;
 
 typedef struct mllm__gemv_multi_args {  /* gemv_multi_*: as mllm__mat_args, one kernel with and without R */
     uint32_t K, N, M, row_bytes;

@@ -12,17 +12,18 @@
 #define BN MLLM__GEMM_BN
 enum { XS4 = BM * MLLM__GEMM_BKP / 4, WS4 = BN * MLLM__GEMM_BKP / 4, YS4 = BM * BN / 4 };   // tile sizes in float4
 
+// The tile (tg.x, tm) of Y over K elements [k0, k0 + kn) (k0 a multiple of the type's block).
 template <typename B>
 METAL_FUNC void gemm_impl(device const uchar *w, device const float *x, device float *y, device const float *r,
-                          constant mllm__mat_args &a, threadgroup float (*Xs)[MLLM__GEMM_BKP],
-                          threadgroup float (*Ws)[MLLM__GEMM_BKP], threadgroup float (*Ys)[BN], uint2 tg, ushort tid,
-                          ushort sg) {
-    const uint M = a.M, N = a.N;
-    const uint m0 = tg.y * BM, n0 = tg.x * BN;
+                          uint M, uint N, uint K, uint row_bytes, uint k0, uint kn, threadgroup float (*Xs)[MLLM__GEMM_BKP],
+                          threadgroup float (*Ws)[MLLM__GEMM_BKP], threadgroup float (*Ys)[BN], uint tgx, uint tm,
+                          ushort tid, ushort sg) {
+    const uint m0 = tm * BM, n0 = tgx * BN;
     const uint sm = sg / 2, sn = sg % 2;      // this simdgroup's 16 x 32 part of the tile
     const uint xm = m0 + tid / 4;             // the X row this thread stages (gemm_tile)
     simdgroup_matrix<float, 8, 8> acc[8];
-    gemm_tile<B>(w, N, a.K, a.row_bytes, n0, xm < M ? x + (ulong)xm * a.K : nullptr, Xs, Ws, acc, tid, sg);
+    gemm_tile<B>(w + (ulong)(k0 / B::QK) * B::BYTES, N, kn, row_bytes, n0, xm < M ? x + (ulong)xm * K + k0 : nullptr,
+                 Xs, Ws, acc, tid, sg);
 
     // Whole tile and nothing to add: straight to device memory.  Otherwise through Ys, masked.
     // (The condition is uniform over the threadgroup, so the barrier below is reached by all or none.)
@@ -52,8 +53,8 @@ kernel void gemm(device const uchar *w [[buffer(0)]], device const float *x [[bu
     threadgroup float4 Xs[XS4];   // float4 arrays: 16-byte aligned for the float4 stores
     threadgroup float4 Ws[WS4];
     threadgroup float4 Ys[YS4];
-    gemm_impl<B>(w, x, y, nullptr, a, (threadgroup float(*)[MLLM__GEMM_BKP])Xs, (threadgroup float(*)[MLLM__GEMM_BKP])Ws,
-                 (threadgroup float(*)[BN])Ys, tg, tid, sg);
+    gemm_impl<B>(w, x, y, nullptr, a.M, a.N, a.K, a.row_bytes, 0, a.K, (threadgroup float(*)[MLLM__GEMM_BKP])Xs,
+                 (threadgroup float(*)[MLLM__GEMM_BKP])Ws, (threadgroup float(*)[BN])Ys, tg.x, tg.y, tid, sg);
 }
 
 // Fused with the residual add: Y = X W^T + R (Y may alias R).
@@ -65,8 +66,35 @@ kernel void gemm_add(device const uchar *w [[buffer(0)]], device const float *x 
     threadgroup float4 Xs[XS4];   // float4 arrays: 16-byte aligned for the float4 stores
     threadgroup float4 Ws[WS4];
     threadgroup float4 Ys[YS4];
-    gemm_impl<B>(w, x, y, r, a, (threadgroup float(*)[MLLM__GEMM_BKP])Xs, (threadgroup float(*)[MLLM__GEMM_BKP])Ws,
-                 (threadgroup float(*)[BN])Ys, tg, tid, sg);
+    gemm_impl<B>(w, x, y, r, a.M, a.N, a.K, a.row_bytes, 0, a.K, (threadgroup float(*)[MLLM__GEMM_BKP])Xs,
+                 (threadgroup float(*)[MLLM__GEMM_BKP])Ws, (threadgroup float(*)[BN])Ys, tg.x, tg.y, tid, sg);
+}
+
+// Split K (MLLM__GEMM_SPLIT_K): a deep product on few tiles (the down projection at small M) leaves most of
+// the GPU idle, so each tile's K is cut in parts of a.k_split, one threadgroup each, and every part's
+// tile goes to part + s * M * N; gemm_reduce then adds the parts in order (deterministic) and the
+// residual.  Grid: (ceil(N / BN), ceil(M / BM) * S): tg.y = s * ceil(M / BM) + the tile row.
+template <typename B>
+kernel void gemm_split(device const uchar *w [[buffer(0)]], device const float *x [[buffer(1)]],
+                       device float *part [[buffer(2)]], constant mllm__split_args &a [[buffer(3)]],
+                       uint2 tg [[threadgroup_position_in_grid]], ushort tid [[thread_index_in_threadgroup]],
+                       ushort sg [[simdgroup_index_in_threadgroup]]) {
+    threadgroup float4 Xs[XS4];
+    threadgroup float4 Ws[WS4];
+    threadgroup float4 Ys[YS4];
+    const uint mt = (a.M + BM - 1) / BM, s = tg.y / mt, k0 = s * a.k_split;
+    gemm_impl<B>(w, x, part + (ulong)s * a.M * a.N, nullptr, a.M, a.N, a.K, a.row_bytes, k0, min(a.k_split, a.K - k0),
+                 (threadgroup float(*)[MLLM__GEMM_BKP])Xs, (threadgroup float(*)[MLLM__GEMM_BKP])Ws,
+                 (threadgroup float(*)[BN])Ys, tg.x, tg.y % mt, tid, sg);
+}
+
+// y[i] = part[0][i] + ... + part[S - 1][i] (+ y[i] with a.add: the residual).  Grid: ceil(n / 256) x 256 threads.
+kernel void gemm_reduce(device const float *part [[buffer(0)]], device float *y [[buffer(1)]],
+                        constant mllm__reduce_args &a [[buffer(2)]], uint i [[thread_position_in_grid]]) {
+    if (i >= a.n) return;
+    float sum = part[i];
+    for (uint s = 1; s < a.splits; s++) sum += part[(ulong)s * a.n + i];
+    y[i] = a.add ? y[i] + sum : sum;
 }
 
 #define MLLM_GEMM(name, TYPE)                                                                            \
@@ -74,5 +102,8 @@ kernel void gemm_add(device const uchar *w [[buffer(0)]], device const float *x 
         device const float *, device float *, constant mllm__mat_args &, uint2, ushort, ushort);         \
     template [[host_name("gemm_add_" #name)]] [[kernel]] void gemm_add<blk_##name>(device const uchar *, \
         device const float *, device float *, constant mllm__mat_args &, device const float *, uint2,    \
+        ushort, ushort);                                                                                 \
+    template [[host_name("gemm_split_" #name)]] [[kernel]] void gemm_split<blk_##name>(                  \
+        device const uchar *, device const float *, device float *, constant mllm__split_args &, uint2,  \
         ushort, ushort);
 MLLM__GPU_TYPES(MLLM_GEMM)
