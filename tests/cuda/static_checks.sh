@@ -12,8 +12,12 @@ for d in "$PWD" "$(dirname "$0")/.." "$(dirname "$0")/../.."; do   # the reposit
 done
 CUDA=${CUDA_PATH:-/usr/local/cuda}
 p=0; f=0
+# the timing twin of bench (-DMLLM__CU_TIMING, make cuda's bench_timing) compiles warning-free (no toolkit needed)
+if ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -Wall -Wextra -Wshadow -Werror -I. -DMLLM__CU_TIMING -fsyntax-only examples/bench.c; then
+  echo "ok   bench's CUDA timing build compiles"; p=$((p+1))
+else echo "FAIL bench's CUDA timing build"; f=$((f+1)); fi
 if [ ! -f "$CUDA/nvvm/libdevice/libdevice.10.bc" ] || [ ! -x "$CUDA/bin/ptxas" ]; then
-  echo "skipped: no CUDA toolkit at $CUDA (set CUDA_PATH)"; echo "0 passed, 0 failed"; exit 0
+  echo "skipped: no CUDA toolkit at $CUDA (set CUDA_PATH)"; echo "$p passed, $f failed"; [ $f -eq 0 ]; exit
 fi
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 if CUDA_PATH=$CUDA python3 gen/cudac.py --check --ptx "$tmp/k.ptx"; then echo "ok   embedded PTX up to date"; p=$((p+1))
