@@ -52,7 +52,8 @@ static const mllm__gpu_vt mllm__emu_vt = {
     "cuda (test)", mllm__emu_destroy, mllm__cuv_buf_new, mllm__cuv_buf_wrap, mllm__cuv_buf_contents, mllm__cuv_buf_free,
     mllm__cuv_pipeline, mllm__cuv_begin, mllm__cuv_set_buffer, mllm__cuv_set_bytes, mllm__cuv_set_tg_memory,
     mllm__cuv_dispatch, mllm__emu_barrier, mllm__emu_commit, mllm__cuv_wait, mllm__cuv_max_threads, mllm__cuv_max_buffer,
-    MLLM__CUDA_GEMM_MIN_TOKENS, mllm__cuv_buf_flush, mllm__cuv_buf_read};
+    MLLM__CUDA_GEMM_MIN_TOKENS, MLLM__CUDA_GEMM_WIDE_TOKENS, MLLM__CUDA_GEMM_WIDE_TILES, mllm__cuv_buf_flush,
+    mllm__cuv_buf_read};
 
 static mllm_status mllm__emu_gpu_open(mllm__gpu* g, const mllm__emu_settings* s) {
     mllm__gpu& dev = msl::cuda_gpu();

@@ -20,7 +20,7 @@
 #     ktimes GPU time per kernel in real decode runs (build/bench_timing --kernel-times: warm caches, real
 #            clocks, steps launched kernel by kernel between events), batch 1 and KT_BATCH, KT_MODELS
 #   TEST_KBINS: the kernel test programs of step test (default build/cuda/test_kernels_*).
-#   AB_ARGS: bench's arguments in ab (default -p 64 -n 128 -r 3), AB_BINS, AB_BATCH, AB_REPS
+#   AB_ARGS: bench's arguments in ab (default -p 64 -n 128 -r 3), AB_BINS, AB_BATCH, AB_REPS, AB_MODELS
 #   MOE=1: also the Qwen3-30B-A3B shape (Q4_0, written directly) in bench.  WT=DIR: the branch's files
 #   are DIR (e.g. the carried checkout itself) instead of S/wt.
 set -u
@@ -88,7 +88,7 @@ if has bench; then
   el "bench done"
 fi
 if has ab; then   # same file, same run: this build, graphs off, the earlier header; alternated
-  for m in $M/smol.gguf $M/qwen-q4km.gguf; do
+  for m in ${AB_MODELS:-$M/smol.gguf $M/qwen-q4km.gguf}; do
     for rep in $(seq ${AB_REPS:-2}); do
       for b in ${AB_BINS:-bench bench_nograph bench_base}; do
         printf '%-15s %-15s ' "$b" "$(basename $m)"

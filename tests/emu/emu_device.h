@@ -191,7 +191,7 @@ static const mllm__gpu_vt mllm__emu_vt = {
     "msl-emulator", mllm__emu_destroy, mllm__emu_buf_new, mllm__emu_buf_wrap, mllm__emu_buf_contents, mllm__emu_buf_free,
     mllm__emu_pipeline, mllm__emu_begin, mllm__emu_set_buffer, mllm__emu_set_bytes, mllm__emu_set_tg_memory,
     mllm__emu_dispatch, mllm__emu_barrier, mllm__emu_commit, mllm__emu_wait, mllm__emu_max_threads, mllm__emu_max_buffer,
-    MLLM__GPU_GEMM_MIN_TOKENS, mllm__emu_buf_flush, mllm__emu_buf_read};
+    MLLM__GPU_GEMM_MIN_TOKENS, 0, 0, mllm__emu_buf_flush, mllm__emu_buf_read};
 
 static mllm_status mllm__emu_gpu_open(mllm__gpu* g, const mllm__emu_settings* s) {
     mllm__emu_dev* d = new mllm__emu_dev;
