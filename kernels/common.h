@@ -853,7 +853,7 @@ METAL_FUNC void gemm_tile(device const uchar *w, uint N, uint K, uint row_bytes,
         threadgroup_barrier(mem_flags::mem_threadgroup);   // tiles complete before anyone multiplies
         if (k0 + BK < K) gemm_stage_load<B>(wrow, wok, xrow, xok, K, k0 + BK, wh, xq, wraw, xu);
 
-        for (uint kk = 0; kk < BK; kk += 8) {
+        _Pragma("unroll") for (uint kk = 0; kk < BK; kk += 8) {   // unrolled: one step's loads overlap another's products
             // Unrolled so that acc, xa and wb stay in registers (CUDA's compiler left them in local memory).
             simdgroup_matrix<float, 8, 8> xa[2], wb[4];
             _Pragma("unroll") for (int i = 0; i < 2; i++) simdgroup_load(xa[i], &Xs[16 * sm + 8 * i][kk], BKP);
