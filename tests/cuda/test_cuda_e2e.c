@@ -1,7 +1,9 @@
 /* The engine end to end on an NVIDIA GPU (MLLM_BACKEND_CUDA) against the CPU path, token for token
-   (greedy), on the models named on the command line: four concurrent sequences of different prompt
+   (greedy), on the models named on the command line: eight concurrent sequences of different prompt
    lengths (so steps mix prefill and decode), one of them forked after its first token (copy-on-write
-   KV), and each sequence run alone on the GPU too (concurrent == solo).
+   KV), and each sequence run alone on the GPU too (concurrent == solo).  Decode steps of 9 tokens put a
+   model's wide products (an LM head of >= 128 GEMM tiles, e.g. a 150k vocabulary) on the GEMM, the
+   others on gemv_multi (mllm__gpu_use_gemm).
      test_cuda_e2e MODEL.gguf...
    Without a GPU (no driver): the CUDA backend must refuse cleanly (MLLM_ERR_UNSUPPORTED), checked on
    the first model; the comparisons are then skipped.  Also: AUTO's choice, the device parameter. */
@@ -9,7 +11,8 @@
 #include "metalllm.h"
 #include "../test.h"
 
-#define N_SEQ 5      /* 4 added + 1 fork */
+#define N_ADD 8
+#define N_SEQ 9      /* N_ADD added + 1 fork */
 #define N_GEN 24
 
 static const char **g_models;
@@ -25,9 +28,9 @@ static void prompt_of(int s, int n_vocab, mllm_token *p, int n) {
         p[i] = 3 + (int)((x >> 8) % (unsigned)(n_vocab - 3));
     }
 }
-static const int prompt_len[4] = {5, 17, 1, 40};
+static const int prompt_len[N_ADD] = {5, 17, 1, 40, 3, 9, 2, 12};
 
-/* only < 0: all four + fork concurrently; else sequence `only` alone (the fork: 4, with its parent) */
+/* only < 0: all N_ADD + fork concurrently; else sequence `only` alone (the fork: N_ADD, with its parent) */
 static void run(mllm_model *m, int only, run_out *o) {
     mllm_model_info info;
     mllm_context_params cp;
@@ -39,15 +42,15 @@ static void run(mllm_model *m, int only, run_out *o) {
     memset(o, 0, sizeof *o);
     mllm_model_get_info(m, &info);
     memset(&cp, 0, sizeof cp);
-    cp.n_seq_max = 8;
+    cp.n_seq_max = 12;
     cp.n_batch = 64;
     if (mllm_context_create(&ctx, m, &cp)) { CHECK(0, "context: %s", mllm_last_error()); return; }
     memset(&sp, 0, sizeof sp);   /* greedy */
     sp.max_tokens = N_GEN;
     sp.ignore_eog = 1;
     for (s = 0; s < N_SEQ; s++) ids[s] = -1;
-    for (s = 0; s < 4; s++) {
-        if (only >= 0 && s != only && !(only == 4 && s == 0)) continue;
+    for (s = 0; s < N_ADD; s++) {
+        if (only >= 0 && s != only && !(only == N_ADD && s == 0)) continue;
         prompt_of(s, info.n_vocab, p, prompt_len[s]);
         if (mllm_seq_add(ctx, p, prompt_len[s], &sp, &ids[s])) { CHECK(0, "add: %s", mllm_last_error()); goto done; }
     }
@@ -59,10 +62,10 @@ static void run(mllm_model *m, int only, run_out *o) {
             for (s = 0; s < N_SEQ; s++)
                 if (ids[s] == r.tokens[i].seq && r.tokens[i].token >= 0 && o->n[s] < N_GEN) o->tok[s][o->n[s]++] = r.tokens[i].token;
         }
-        if (!forked && (only < 0 || only == 4) && o->n[0] >= 1) {   /* fork seq 0 after its first token */
-            if (mllm_seq_fork(ctx, ids[0], &sp, &ids[4])) { CHECK(0, "fork: %s", mllm_last_error()); goto done; }
-            o->tok[4][0] = o->tok[0][0];   /* the fork shares the history up to here */
-            o->n[4] = 1;
+        if (!forked && (only < 0 || only == N_ADD) && o->n[0] >= 1) {   /* fork seq 0 after its first token */
+            if (mllm_seq_fork(ctx, ids[0], &sp, &ids[N_ADD])) { CHECK(0, "fork: %s", mllm_last_error()); goto done; }
+            o->tok[N_ADD][0] = o->tok[0][0];   /* the fork shares the history up to here */
+            o->n[N_ADD] = 1;
             forked = 1;
         }
         if (r.n_active == 0) break;
@@ -114,7 +117,7 @@ static void check_model(void) {
                 CHECK(solo.ok && !memcmp(solo.tok[s], b.tok[s], sizeof b.tok[s]), "%s seq %d: alone differs from concurrent",
                       path, s);
             }
-            printf("  %s: %s\n", path, t_cur_failed > failed0 ? "FAILED" : "GPU tokens == CPU tokens (5 sequences, fork, solo runs)");
+            printf("  %s: %s\n", path, t_cur_failed > failed0 ? "FAILED" : "GPU tokens == CPU tokens (9 sequences, fork, solo runs)");
         }
         mllm_model_free(gpu);
         mllm_model_free(cpu);
