@@ -220,8 +220,9 @@ int main(int argc, char **argv) {
     if (mllm_model_load(&m, path, &mp)) { fprintf(stderr, "error: %s\n", mllm_last_error()); return 1; }
     load_s = now() - t0;
     mllm_model_get_info(m, &info);
-    printf("model: %s (%s, %d layers, %.1f MiB of weights), threads: %d, SIMD: %s, load %.3f s\n", path, info.arch,
-           info.n_layer, info.weight_bytes / 1048576.0, threads, mllm__simd_name(mllm__simd_level()), load_s);
+    printf("model: %s (%s, %d layers, %.1f MiB of weights, %s), threads: %d, SIMD: %s, load %.3f s\n", path, info.arch,
+           info.n_layer, info.weight_bytes / 1048576.0, info.weights_copied ? "read into 2 MiB pages" : "mapped", threads,
+           mllm__simd_name(mllm__simd_level()), load_s);
     for (i = 0; i < repeats; i++) {
         double p, d, unused;
         if (run(m, 1, n_prompt, 0, &p, &unused)) return 1;    /* prefill: llama-bench's pp test */

@@ -134,6 +134,61 @@ static void test_same_tokens_any_thread_count(void) {
     CHECK(!memcmp(out[0], out[1], sizeof out[0]) && !memcmp(out[0], out[2], sizeof out[0]), "tokens differ across 1/2/3 threads");
 }
 
+/* The CPU's weights read into 2 MiB pages (the default on Linux) or left in the file's mapping
+   (keep_mapping) give the same tokens; the progress callback ends at 1 either way, and a callback that
+   cancels fails the load with a message, whichever path it interrupts. */
+typedef struct progress_log {
+    int calls, cancel_at;
+    float last;
+    int backwards;
+} progress_log;
+
+static int on_progress(float f, void *user) {
+    progress_log *l = (progress_log *)user;
+    l->backwards |= f < l->last;
+    l->last = f;
+    return ++l->calls == l->cancel_at;
+}
+
+static void test_copied_and_mapped_weights_agree(void) {
+    char path[512];
+    mllm_token prompt[40], out[2][N_GEN];
+    mllm_seq_params sp = params(0.8f, 11);
+    int k;
+    random_prompt(prompt, 40, 9, 4096);
+    snprintf(path, sizeof path, "%s/tiny/models/%s.gguf", t_testdata(), "tiny-llama-Q4_K_M");
+    for (k = 0; k < 2; k++) {
+        mllm_model_params mp;
+        progress_log log;
+        mllm_model_info info;
+        mllm_model *m = NULL;
+        mllm_status st;
+        memset(&mp, 0, sizeof mp);
+        memset(&log, 0, sizeof log);
+        mp.backend = MLLM_BACKEND_CPU;
+        mp.n_ctx = 256;
+        mp.keep_mapping = k;
+        mp.progress = on_progress;
+        mp.progress_user = &log;
+        st = mllm_model_load(&m, path, &mp);
+        CHECK(st == MLLM_OK, "load (keep_mapping %d): %s", k, mllm_last_error());
+        if (st != MLLM_OK) return;
+        CHECK(log.calls > 0 && log.last == 1.0f && !log.backwards, "progress (keep_mapping %d): %d calls, last %g", k, log.calls, (double)log.last);
+        CHECK(run_alone(m, prompt, 40, &sp, out[k]) == N_GEN, "run");
+        mllm_model_get_info(m, &info);
+        if (k == 1) CHECK(!info.weights_copied, "keep_mapping: the weights were copied");
+        else printf("  default: weights %s\n", info.weights_copied ? "read into 2 MiB pages" : "mapped (no transparent huge pages here)");
+        mllm_model_free(m);
+        memset(&log, 0, sizeof log);
+        log.cancel_at = 1;
+        m = NULL;
+        st = mllm_model_load(&m, path, &mp);
+        CHECK(st == MLLM_ERR_INVALID_ARG && !m && strstr(mllm_last_error(), "cancelled"), "cancelled load (keep_mapping %d): %d, %s", k, (int)st, mllm_last_error());
+        if (m) mllm_model_free(m);
+    }
+    CHECK(!memcmp(out[0], out[1], sizeof out[0]), "copied and mapped weights give different tokens");
+}
+
 /* Fork after the prompt: children share the prompt's blocks (reference counts), sample their own first
    token from the shared logits, and continue exactly as a solo run with their seed would. */
 static void test_fork_shares_blocks_then_diverges(void) {
@@ -314,6 +369,7 @@ int main(void) {
     RUN(test_batched_sampling_equals_alone);
     RUN(test_batched_moe_equals_alone);
     RUN(test_same_tokens_any_thread_count);
+    RUN(test_copied_and_mapped_weights_agree);
     RUN(test_fork_shares_blocks_then_diverges);
     RUN(test_pool_exhaustion_and_reuse);
     RUN(test_remove_mid_flight);
