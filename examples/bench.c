@@ -3,7 +3,7 @@
    tokens each), mean and best of several runs, plus peak memory, a STREAM-like triad bandwidth, a
    read-only bandwidth, and decode's weight + KV traffic as a fraction of them.
      bench -m MODEL.gguf [-t THREADS] [-p PROMPT_TOKENS] [-n DECODE_TOKENS] [-r REPEATS] [--batch 1,4,16]
-           [--batch-prompt 32] [--triad] [--cpu | --cuda] [--device N]
+           [--batch-prompt 32] [--triad] [--keep-mapping] [--cpu | --cuda] [--device N]
    On a GPU backend it also prints the dispatches per decode step (the host interface's counters) and the
    host's share of a step.  Built with -DMLLM__CU_TIMING (make build/bench_timing), --kernel-times prints
    each decode run's GPU time per kernel, measured between events around every launch. */
@@ -184,7 +184,7 @@ static int run(mllm_model *m, int n_seqs, int n_prompt, int n_gen, double *prefi
 
 int main(int argc, char **argv) {
     const char *path = NULL, *batches = "1,4,16";
-    int threads = 2, n_prompt = 128, n_gen = 64, repeats = 3, batch_prompt = 32, triad = 0, device = 0, i;
+    int threads = 2, n_prompt = 128, n_gen = 64, repeats = 3, batch_prompt = 32, triad = 0, device = 0, keep_mapping = 0, i;
     mllm_model_params mp;
     mllm_backend backend = MLLM_BACKEND_AUTO;
     mllm_model *m;
@@ -194,6 +194,7 @@ int main(int argc, char **argv) {
     for (i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--triad")) { triad = 1; continue; }
+        if (!strcmp(a, "--keep-mapping")) { keep_mapping = 1; continue; }
         if (!strcmp(a, "--cuda")) { backend = MLLM_BACKEND_CUDA; continue; }
         if (!strcmp(a, "--cpu")) { backend = MLLM_BACKEND_CPU; continue; }
         if (!strcmp(a, "--kernel-times")) { g_kernel_times = 1; continue; }
@@ -208,7 +209,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--device")) device = atoi(argv[++i]);
     }
     if (!path || repeats < 1 || n_prompt < 1 || n_gen < 1 || batch_prompt < 1) {
-        fprintf(stderr, "usage: bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r N] [--batch 1,4,16] [--batch-prompt N] [--triad] [--cpu | --cuda] [--device N] [--kernel-times]\n");
+        fprintf(stderr, "usage: bench -m MODEL.gguf [-t N] [-p N] [-n N] [-r N] [--batch 1,4,16] [--batch-prompt N] [--triad] [--keep-mapping] [--cpu | --cuda] [--device N] [--kernel-times]\n");
         return 2;
     }
     memset(&mp, 0, sizeof mp);
@@ -216,6 +217,7 @@ int main(int argc, char **argv) {
     mp.n_ctx = (n_prompt > batch_prompt ? n_prompt : batch_prompt) + n_gen + 16;
     mp.backend = backend;
     mp.device = device;
+    mp.keep_mapping = keep_mapping;
     t0 = now();
     if (mllm_model_load(&m, path, &mp)) { fprintf(stderr, "error: %s\n", mllm_last_error()); return 1; }
     load_s = now() - t0;
