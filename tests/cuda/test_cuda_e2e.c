@@ -1,5 +1,7 @@
 /* The engine end to end on an NVIDIA GPU (MLLM_BACKEND_CUDA) against the CPU path, token for token
-   (greedy), on the models named on the command line: eight concurrent sequences of different prompt
+   (greedy) up to each sequence's first near tie on the CPU (top-2 gap <= 1e-3: there float sums in
+   another order may pick the other token, as tiny llama Q4_0 did at a gap of 2e-5 when its first step
+   took the GEMM), on the models named on the command line: eight concurrent sequences of different prompt
    lengths (so steps mix prefill and decode), one of them forked after its first token (copy-on-write
    KV), and each sequence run alone on the GPU too (concurrent == solo).  Decode steps of 9 tokens put a
    model's wide products (an LM head of >= 128 GEMM tiles, e.g. a 150k vocabulary) on the GEMM, the
@@ -18,7 +20,28 @@
 static const char **g_models;
 static int g_n_models, g_have_gpu = -1;
 
-typedef struct run_out { mllm_token tok[N_SEQ][N_GEN]; int n[N_SEQ]; int ok; } run_out;
+/* margin: the top-2 gap of the logits each token was picked from; where the CPU's is at most NEAR_TIE the
+   paths may part (float sums in another order), so tokens are compared up to such a step only */
+#define NEAR_TIE 1e-3f
+typedef struct run_out { mllm_token tok[N_SEQ][N_GEN]; float margin[N_SEQ][N_GEN]; int n[N_SEQ]; int ok; } run_out;
+
+static float top2_margin(const float *l, int n) {
+    float b1 = -INFINITY, b2 = -INFINITY;
+    int k;
+    for (k = 0; l && k < n; k++) {
+        if (l[k] > b1) { b2 = b1; b1 = l[k]; }
+        else if (l[k] > b2) b2 = l[k];
+    }
+    return b1 - b2;
+}
+
+/* the tokens of sequence s worth comparing: those before the CPU's first near tie */
+static int safe_len(const run_out *cpu, int s) {
+    int i;
+    for (i = 0; i < N_GEN; i++)
+        if (cpu->margin[s][i] <= NEAR_TIE) break;
+    return i;
+}
 
 static void prompt_of(int s, int n_vocab, mllm_token *p, int n) {
     unsigned x = 1234567u + 7919u * (unsigned)s;
@@ -60,11 +83,15 @@ static void run(mllm_model *m, int only, run_out *o) {
         if (mllm_step(ctx, &r)) { CHECK(0, "step: %s", mllm_last_error()); goto done; }
         for (i = 0; i < r.n_tokens; i++) {
             for (s = 0; s < N_SEQ; s++)
-                if (ids[s] == r.tokens[i].seq && r.tokens[i].token >= 0 && o->n[s] < N_GEN) o->tok[s][o->n[s]++] = r.tokens[i].token;
+                if (ids[s] == r.tokens[i].seq && r.tokens[i].token >= 0 && o->n[s] < N_GEN) {
+                    o->margin[s][o->n[s]] = top2_margin(mllm_seq_logits(ctx, ids[s]), info.n_vocab);
+                    o->tok[s][o->n[s]++] = r.tokens[i].token;
+                }
         }
         if (!forked && (only < 0 || only == N_ADD) && o->n[0] >= 1) {   /* fork seq 0 after its first token */
             if (mllm_seq_fork(ctx, ids[0], &sp, &ids[N_ADD])) { CHECK(0, "fork: %s", mllm_last_error()); goto done; }
             o->tok[N_ADD][0] = o->tok[0][0];   /* the fork shares the history up to here */
+            o->margin[N_ADD][0] = o->margin[0][0];
             o->n[N_ADD] = 1;
             forked = 1;
         }
@@ -82,7 +109,7 @@ static void check_model(void) {
         mllm_model_params mp;
         mllm_model *cpu = NULL, *gpu = NULL;
         run_out a, b, solo;
-        int s, i, failed0 = t_cur_failed;
+        int s, i, failed0 = t_cur_failed, compared = 0;
         memset(&mp, 0, sizeof mp);
         mp.n_ctx = 256;
         mp.backend = MLLM_BACKEND_CPU;
@@ -107,17 +134,21 @@ static void check_model(void) {
             for (s = 0; s < N_SEQ && a.ok && b.ok; s++) {
                 int diff = -1;
                 CHECK(a.n[s] == N_GEN && b.n[s] == N_GEN, "%s seq %d: %d / %d tokens", path, s, a.n[s], b.n[s]);
-                for (i = 0; i < N_GEN && diff < 0; i++)
+                for (i = 0; i < safe_len(&a, s) && diff < 0; i++)
                     if (a.tok[s][i] != b.tok[s][i]) diff = i;
+                compared += safe_len(&a, s);
                 CHECK(diff < 0, "%s seq %d: GPU differs from CPU at token %d (%d vs %d)", path, s, diff,
                       diff >= 0 ? b.tok[s][diff] : 0, diff >= 0 ? a.tok[s][diff] : 0);
             }
-            for (s = 0; s < N_SEQ && b.ok; s++) {   /* concurrent == alone, on the GPU */
+            /* near ties must stay rare, or the comparisons above would say little */
+            CHECK(compared >= N_SEQ * N_GEN / 2, "%s: only %d of %d tokens before a near tie", path, compared, N_SEQ * N_GEN);
+            for (s = 0; s < N_SEQ && a.ok && b.ok; s++) {   /* concurrent == alone, on the GPU */
                 run(gpu, s, &solo);
-                CHECK(solo.ok && !memcmp(solo.tok[s], b.tok[s], sizeof b.tok[s]), "%s seq %d: alone differs from concurrent",
-                      path, s);
+                CHECK(solo.ok && !memcmp(solo.tok[s], b.tok[s], (size_t)safe_len(&a, s) * sizeof b.tok[s][0]),
+                      "%s seq %d: alone differs from concurrent", path, s);
             }
-            printf("  %s: %s\n", path, t_cur_failed > failed0 ? "FAILED" : "GPU tokens == CPU tokens (9 sequences, fork, solo runs)");
+            printf("  %s: %s (%d of %d tokens before the CPU's first near tie of each sequence)\n", path,
+                   t_cur_failed > failed0 ? "FAILED" : "GPU tokens == CPU tokens (9 sequences, fork, solo runs)", compared, N_SEQ * N_GEN);
         }
         mllm_model_free(gpu);
         mllm_model_free(cpu);
