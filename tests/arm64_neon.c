@@ -161,6 +161,15 @@ static void test_neon_row_ops(void) {
     }
     mark("swiglu");
     printf("  swiglu worst relative error %.2g\n", worst);
+    mllm__geglu(out, x, w, N);   /* x / (1 + e^(-2u)): errors relative to max(|x|, 1), as both are ~x far out */
+    for (worst = 0, i = 0; i < N; i++) {
+        double v = x[i], want = 0.5 * v * (1 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))) * w[i];
+        double err = fabs(out[i] - want) / (fmax(fabs(v), 1) * fabs(w[i]) + 1e-30);
+        worst = fmax(worst, err);
+        CHECK(err <= 1e-6, "geglu %d (x=%g): %.9g want %.9g", i, x[i], out[i], want);
+    }
+    mark("geglu");
+    printf("  geglu worst error %.2g of max(|x|, 1)\n", worst);
 }
 
 /* f16 <-> f32 in hardware, over every half and across the rounding boundaries of f32 -> f16. */

@@ -111,8 +111,42 @@ static void test_smollm2(void) {
     check_levels(model, "SmolLM2-135M Q4_1", 1, 1);
 }
 
+/* The gated FFN activations at every level against double precision: SwiGLU and GeGLU (tanh form; the
+   SIMD levels compute it as x / (1 + e^(-2u))), inputs in and past exp's clamped range. */
+static void test_glu_row_ops(void) {
+    enum { N = 4096 + 5 };
+    static float x[N], up[N], out[N];
+    const int top = mllm__simd_force(99);
+    uint32_t r = 12345;
+    int level, i, act;
+    for (i = 0; i < N; i++) {
+        r = r * 1664525u + 1013904223u;
+        x[i] = ((float)(r >> 8) / 16777216.0f * 2 - 1) * (i < 256 ? 200.0f : 12.0f);
+        up[i] = 0.5f + (float)(i % 7) * 0.25f;
+    }
+    for (level = top; level >= 0; level--) {
+        if (mllm__simd_force(level) != level) continue;
+        for (act = 0; act < 2; act++) {
+            double worst = 0;
+            if (act) mllm__geglu(out, x, up, N);
+            else mllm__swiglu(out, x, up, N);
+            for (i = 0; i < N; i++) {
+                const double v = x[i], u = 0.7978845608028654 * (v + 0.044715 * v * v * v);
+                const double want = (act ? 0.5 * v * (1 + tanh(u)) : v / (1 + exp(-v))) * up[i];
+                const double err = fabs(out[i] - want) / (fmax(fabs(v), 1) * up[i]);   /* both are ~x for large x */
+                worst = fmax(worst, err);
+                CHECK(err <= 1e-6, "%s %s x=%g: %.9g want %.9g", mllm__simd_name(level), act ? "geglu" : "swiglu", x[i],
+                      out[i], want);
+            }
+            printf("  %-8s %s worst error %.2g of max(|x|, 1)\n", mllm__simd_name(level), act ? "geglu" : "swiglu", worst);
+        }
+    }
+    mllm__simd_force(top);
+}
+
 int main(void) {
     printf("SIMD levels: best %s\n", mllm__simd_name(mllm__simd_force(99)));
+    RUN(test_glu_row_ops);
     RUN(test_tiny_models);
     RUN(test_smollm2);
     return t_finish();
