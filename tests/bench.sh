@@ -6,7 +6,8 @@
 # decode's traffic (weights + KV bytes per token x tokens/s) as a fraction of them.  A table is written at the end (and to $BUILD/bench-table.md).
 #   tests/bench.sh BUILD [MODEL.gguf ...]
 #   env: BENCH_THREADS ("1 2"), BENCH_ROUNDS (3), BENCH_PEER (1; 0 skips llama.cpp), BENCH_BATCH
-#        ("1,4,16"; empty skips batched decode), BENCH_BATCH_PROMPT (32: prompt tokens per sequence there)
+#        ("1,4,16"; empty skips batched decode; ROUNDS rounds, alternating), BENCH_BATCH_PROMPT (32: prompt
+#        tokens per sequence there)
 # Default models: SmolLM2 Q4_1 and, when present, its requantized twins models/smollm2-*.gguf (made with
 # tests/bench_models.sh) and the real models tests/fetch_model.sh fetches (Gemma 3 270M, Qwen2.5-Coder-1.5B).
 set -uo pipefail
@@ -51,14 +52,16 @@ print(pp[0] if pp else 0, tg[0] if tg else 0)')
       fi
     done
   done
-  if [ -n "$BATCH" ]; then
+  if [ -n "$BATCH" ]; then   # ROUNDS rounds here too, alternating ours / llama-batched-bench
     t=${THREADS##* }
-    out=$("$BUILD/bench" --cpu -m "$m" -t "$t" -p 8 -n 64 -r 1 --batch "$BATCH" --batch-prompt "$BPROMPT")
-    printf '%s\n' "$out" | sed -n 's/^batched decode, *\([0-9]*\) sequences: *\([0-9.]*\).*/oursb '"${m//\//\\/}"' '"$t"' \1 \2/p' | tee -a "$RAW"
-    if [ "$PEER" != 0 ] && [ -x "$LBB" ]; then
-      "$LBB" -m "$m" -t "$t" -c 8192 -b 2048 -ub 512 -npp "$BPROMPT" -ntg 64 -npl "$BATCH" 2>/dev/null |
-        awk -F'|' -v m="$m" -v t="$t" 'NF > 10 && $4 ~ /[0-9]/ {gsub(/ /, "", $4); gsub(/ /, "", $9); print "peerb", m, t, $4, $9}' | tee -a "$RAW"
-    fi
+    for r in $(seq "$ROUNDS"); do
+      out=$("$BUILD/bench" --cpu -m "$m" -t "$t" -p 8 -n 64 -r 1 --batch "$BATCH" --batch-prompt "$BPROMPT")
+      printf '%s\n' "$out" | sed -n 's/^batched decode, *\([0-9]*\) sequences: *\([0-9.]*\).*/oursb '"${m//\//\\/}"' '"$t"' \1 \2/p' | tee -a "$RAW"
+      if [ "$PEER" != 0 ] && [ -x "$LBB" ]; then
+        "$LBB" -m "$m" -t "$t" -c 8192 -b 2048 -ub 512 -npp "$BPROMPT" -ntg 64 -npl "$BATCH" 2>/dev/null |
+          awk -F'|' -v m="$m" -v t="$t" 'NF > 10 && $4 ~ /[0-9]/ {gsub(/ /, "", $4); gsub(/ /, "", $9); print "peerb", m, t, $4, $9}' | tee -a "$RAW"
+      fi
+    done
   fi
 done
 [ -x "$BUILD/bench_moe" ] && "$BUILD/bench_moe" || true
@@ -86,15 +89,15 @@ for (m, t), v in runs.items():
     print("| %s | %s | %.1f / %.1f | %.1f / %.1f | %s | %.1f / %.1f | %.1f / %.1f | %s | %.1f, %s / %s |" % (
         m.split("/")[-1], t, op[0], op[1], pp[0], pp[1], ratio(op[0], pp[0]), ot[0], ot[1], pt[0], pt[1],
         ratio(ot[0], pt[0]), gbs, ("%.0f%%" % (100 * gbs / tr)) if tr else "-", ("%.0f%%" % (100 * gbs / rd)) if rd else "-"))
-b = collections.defaultdict(dict)
+b = collections.defaultdict(lambda: {"oursb": [], "peerb": []})
 for r in rows:
-    if r[0] in ("oursb", "peerb"): b[(r[1], r[2], int(r[3]))][r[0]] = float(r[4])
+    if r[0] in ("oursb", "peerb"): b[(r[1], r[2], int(r[3]))][r[0]].append(float(r[4]))
 if b:
-    print("\n| model | t | sequences | batched decode ours tok/s | llama-batched-bench S_TG tok/s | ratio |")
+    print("\n| model | t | sequences | batched decode ours mean/best tok/s | llama-batched-bench S_TG mean/best tok/s | ratio (mean) |")
     print("|---|---|---|---|---|---|")
     for (m, t, n), v in sorted(b.items()):
-        print("| %s | %s | %d | %.1f | %.1f | %s |" % (m.split("/")[-1], t, n, v.get("oursb", 0), v.get("peerb", 0),
-                                                     ratio(v.get("oursb", 0), v.get("peerb", 0))))
+        o, p = ms(v["oursb"]), ms(v["peerb"])
+        print("| %s | %s | %d | %.1f / %.1f | %.1f / %.1f | %s |" % (m.split("/")[-1], t, n, o[0], o[1], p[0], p[1], ratio(o[0], p[0])))
 print("\ntriad bandwidth (GB/s): " + ", ".join("t=%s %.1f" % kv for kv in sorted(triad.items())) +
       "; read bandwidth (GB/s): " + ", ".join("t=%s %.1f" % kv for kv in sorted(read.items())))
 PY
