@@ -75,15 +75,17 @@ int main(void) {
     mllm__cu_ptr nw = dalloc(4 * F, 0x3c), b = dalloc(4 * F, 0);
     printf("RT %u rows per threadgroup, %u threads\n", RT, T);
     { /* plain and residual products */
-        struct { const char *k, *what; uint32_t K, N; size_t bb; } c[] = {
-            {"gemv_add_q4_k", "o-proj 1536x1536", E, E, q4},
-            {"gemv_add_q4_k", "down 1536x8960 q4_k", F, E, q4},
-            {"gemv_add_q6_k", "down 1536x8960 q6_k", F, E, q6},
-            {"gemv_q6_k", "LM head 151936x1536", E, V, q6},
-            {"gemv_q4_k", "gate 8960x1536", E, F, q4},
+        struct { const char *k, *what; uint32_t K, N; size_t bb; uint32_t qk; } c[] = {
+            {"gemv_add_q4_k", "o-proj 1536x1536", E, E, q4, 256},
+            {"gemv_add_q4_k", "down 1536x8960 q4_k", F, E, q4, 256},
+            {"gemv_add_q6_k", "down 1536x8960 q6_k", F, E, q6, 256},
+            {"gemv_q6_k", "LM head 151936x1536", E, V, q6, 256},
+            {"gemv_q4_k", "gate 8960x1536", E, F, q4, 256},
+            {"gemv_q8_0", "gate 8960x1536 q8_0", E, F, 34, 32},
+            {"gemv_q4_0", "gate 8960x1536 q4_0", E, F, 18, 32},
         };
         for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
-            mllm__mat_args a = {c[i].K, c[i].N, 1, (uint32_t)(c[i].K / 256 * c[i].bb)};
+            mllm__mat_args a = {c[i].K, c[i].N, 1, (uint32_t)(c[i].K / c[i].qk * c[i].bb)};
             void *host[5] = {0, 0, 0, &a, 0};
             mllm__cu_ptr dev[5] = {0, x, y, 0, y2};
             const int ws[1] = {0};
