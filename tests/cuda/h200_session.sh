@@ -16,6 +16,7 @@
 #     prof   ncu's time of every kernel in short decode runs (batch 1 and 16), summed by kernel
 #     lcprof the same for llama.cpp's llama-bench (decode only, -ngl 99)
 #     gemvprof  ncu's occupancy, launch, memory and warp-stall sections for bench_gemv's decode kernels
+#     gemv   bench_gemv (the decode GEMVs alone, Qwen2.5-1.5B's shapes) against bench_gemv_base, alternated
 #     gemmprof  the same kind of sections for the prefill GEMMs (Qwen Q4_K_M, 512 tokens)
 #     ktimes GPU time per kernel in real decode runs (build/bench_timing --kernel-times: warm caches, real
 #            clocks, steps launched kernel by kernel between events), batch 1 and KT_BATCH, KT_MODELS
@@ -133,6 +134,12 @@ if has gemmprof; then   # the prefill GEMMs: occupancy, stalls, pipes (Qwen shap
     build/bench -m $M/qwen-q4km.gguf --cuda -p 512 -n 2 -r 1 --batch 1 > "$O/gemmprof.log" 2>&1
   grep -E "^  [a-z_]+.*\(|Duration|Throughput|Registers Per|Achieved Occ|Theoretical Occ|Block Limit|Waves Per|Stall|Warp Cycles|Issued Ipc|Pipe|Dynamic Shared|Static Shared" "$O/gemmprof.log" | head -150
   el "gemmprof done"
+fi
+if has gemv; then   # the GEMV kernels alone: this branch's against BASE_REV's, twice each, alternated
+  for r in 1 2; do for b in build/bench_gemv build/bench_gemv_base; do
+    echo "== $b (pass $r)"; timeout 120 $b
+  done; done 2>&1 | tee "$O/gemv.log"
+  el "gemv done"
 fi
 if has gemvprof; then   # why the decode GEMVs stream 0.3-0.8 TB/s: occupancy, stalls, memory
   timeout ${PROF_TIMEOUT:-150} ncu --clock-control none --section SpeedOfLight --section Occupancy --section LaunchStats \

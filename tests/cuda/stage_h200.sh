@@ -13,12 +13,13 @@ TINY=${TINY-"Q4_0 Q4_1 Q4_K_M Q6_K Q8_0"}
 rm -rf "$S/wt" "$S/tiny"; mkdir -p "$S/wt" "$S/tiny"
 (cd "$R" && git ls-files --cached --others --exclude-standard -z | tar cf - --null -T -) | tar xf - -C "$S/wt"
 # twins of the bench for A/B runs in one GPU run: graphs off; BASE_REV's header (default HEAD) built with
-# BASE_CFLAGS (e.g. -DMLLM__GPU_FUSE=0); TWINS (below)
+# BASE_CFLAGS (e.g. -DMLLM__GPU_FUSE=0), as bench_base and bench_gemv_base (this checkout's bench_gemv.c); TWINS (below)
 B=$(mktemp -d); git -C "$R" show "${BASE_REV:-HEAD}:metalllm.h" > "$B/metalllm.h"; git -C "$R" show "${BASE_REV:-HEAD}:examples/bench.c" > "$B/bench.c"
 (cd "$R" && ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native -I. -DMLLM__CU_GRAPH_MIN=1000000 \
    -o build/bench_nograph examples/bench.c -lm -lpthread &&
  ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native ${BASE_CFLAGS:-} -I"$B" -o build/bench_base "$B/bench.c" -lm -lpthread &&
- ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native -I. -o build/bench_gemv tests/cuda/bench_gemv.c -ldl -lm -lpthread)
+ ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native -I. -o build/bench_gemv tests/cuda/bench_gemv.c -ldl -lm -lpthread &&
+ ${CC:-cc} -std=c11 -D_POSIX_C_SOURCE=200809L -O2 -march=native ${BASE_CFLAGS:-} -I"$B" -o build/bench_gemv_base tests/cuda/bench_gemv.c -ldl -lm -lpthread)
 rm -rf "$B"
 # more twins: TWINS="NAME[@REV]:CFLAGS ..." builds build/bench_NAME from this checkout's header (or REV's)
 # with CFLAGS (commas for spaces)
@@ -30,7 +31,7 @@ for tw in ${TWINS:-}; do
   [ "$inc" = . ] || rm -rf "$inc"
   TW="$TW build/bench_$n"
 done
-(cd "$R" && tar cf - build/bench build/bench_nograph build/bench_base build/bench_gemv $TW build/test_cuda_e2e build/cuda/test_kernels_*) |
+(cd "$R" && tar cf - build/bench build/bench_nograph build/bench_base build/bench_gemv build/bench_gemv_base $TW build/test_cuda_e2e build/cuda/test_kernels_*) |
   xz -T2 -3 > "$S/wbuild.tar.xz"
 rm -f "$S/qbin.tar.xz"
 if [ "${QBIN:-0}" = 1 ]; then
