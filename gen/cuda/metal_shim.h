@@ -81,6 +81,28 @@ METAL_FUNC void threadgroup_barrier(mem_flags f) {
 METAL_FUNC void atomic_thread_fence(mem_flags, memory_order, thread_scope = thread_scope::thread_scope_device) { __nvvm_membar_gl(); }
 }  // namespace metal
 
+// ------------------------------------------------------------------------------ bytes to floats
+// The quantized weights' bytes and nibbles become floats through float4(uchar4) and float4(char4).  The
+// conversion unit gives 16 results a clock per SM (sm_80, sm_90) against 64 for integer logic and 128 for
+// float adds, and the decode GEMVs convert every weight: it held their issue.  A byte b in the mantissa of
+// 2^23 is the float 2^23 + b exactly, so one byte permute and one subtraction give float(b), bit for bit
+// (signed bytes: b + 128 there, less 2^23 + 128).
+namespace msl {
+METAL_FUNC float u8_float(uint32_t u, int k, float bias) {   // bias 2^23, or 2^23 + 128 for signed bytes
+    return __builtin_bit_cast(float, ((u >> (8 * k)) & 0xFFu) | 0x4B000000u) - bias;
+}
+template <> METAL_FUNC ::float4 make_vec<::float4, ::uchar4>(::uchar4 a) {
+    const uint32_t u = __builtin_bit_cast(uint32_t, a);
+    return ::float4{u8_float(u, 0, 8388608.0f), u8_float(u, 1, 8388608.0f), u8_float(u, 2, 8388608.0f),
+    u8_float(u, 3, 8388608.0f)};
+}
+template <> METAL_FUNC ::float4 make_vec<::float4, ::char4>(::char4 a) {
+    const uint32_t u = __builtin_bit_cast(uint32_t, a) ^ 0x80808080u;   // b + 128 in each byte
+    return ::float4{u8_float(u, 0, 8388736.0f), u8_float(u, 1, 8388736.0f), u8_float(u, 2, 8388736.0f),
+    u8_float(u, 3, 8388736.0f)};
+}
+}  // namespace msl
+
 // ------------------------------------------------------------------------------ SIMD-group collectives
 // Warp shuffles over the active lanes.  Any type travels as 32-bit words.  Reductions over a full warp
 // are xor butterflies (every lane adds the same two partial sums, so all lanes get bitwise the same
