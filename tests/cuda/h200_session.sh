@@ -20,6 +20,8 @@
 #     gemmprof  the same kind of sections for the prefill GEMMs (Qwen Q4_K_M, 512 tokens)
 #     ktimes GPU time per kernel in real decode runs (build/bench_timing --kernel-times: warm caches, real
 #            clocks, steps launched kernel by kernel between events), batch 1 and KT_BATCH, KT_MODELS
+#     lcbuild  build llama.cpp in the background beside the other steps (also with QBIN's quantize) and
+#            send it back as lcbin.tar.xz.* at the end, for a later run's bench
 #   TEST_KBINS: the kernel test programs of step test (default build/cuda/test_kernels_*).
 #   AB_ARGS: bench's arguments in ab (default -p 64 -n 128 -r 3), AB_BINS, AB_BATCH, AB_REPS, AB_MODELS
 #   MOE=1: also the Qwen3-30B-A3B shape (Q4_0, written directly) in bench.  WT=DIR: the branch's files
@@ -41,6 +43,7 @@ if ls "$S"/lcbin.tar.xz.* >/dev/null 2>&1; then
   cat "$S"/lcbin.tar.xz.* | tar xJf - -C $LC; el "llama.cpp build unpacked"
 elif [ -f "$S/qbin.tar.xz" ]; then   # a CPU llama-quantize only (no llama.cpp bench in this run)
   mkdir -p $LC/q && tar xJf "$S/qbin.tar.xz" -C $LC/q; Q="env LD_LIBRARY_PATH=$LC/q/bin $LC/q/bin/llama-quantize"
+  if has lcbuild; then "$(dirname "$0")/lc_build.sh" "$S/lc.tar.xz" $LC 13 > "$O/lc-build.log" 2>&1 & LCBG=$!; fi
 elif [ $need_models = 1 ]; then
   "$(dirname "$0")/lc_build.sh" "$S/lc.tar.xz" $LC 13 > "$O/lc-build.log" 2>&1 &
   LCPID=$!
@@ -72,10 +75,11 @@ fi
 
 wait $MPID; el "F16 models written: $(ls $M | tr '\n' ' ')"
 if [ -n "$LCPID" ]; then wait $LCPID; echo "llama.cpp build rc=$?"; tail -2 "$O/lc-build.log"; fi
-$Q $M/smol-f16.gguf $M/smol.gguf Q4_1 14 > /dev/null 2>&1 &
-$Q $M/qwen-f16.gguf $M/qwen-q4km.gguf Q4_K_M 14 > /dev/null 2>&1 &
-$Q $M/qwen-f16.gguf $M/qwen-q8.gguf Q8_0 14 > /dev/null 2>&1 &
-wait; el "quantized: $(cd $M && ls -s *.gguf | tr '\n' ' ')"
+# wait for these three only: a plain wait would also wait for the background llama.cpp build (lcbuild)
+$Q $M/smol-f16.gguf $M/smol.gguf Q4_1 14 > /dev/null 2>&1 & Q1=$!
+$Q $M/qwen-f16.gguf $M/qwen-q4km.gguf Q4_K_M 14 > /dev/null 2>&1 & Q2=$!
+$Q $M/qwen-f16.gguf $M/qwen-q8.gguf Q8_0 14 > /dev/null 2>&1 & Q3=$!
+wait $Q1 $Q2 $Q3; el "quantized: $(cd $M && ls -s *.gguf | tr '\n' ' ')"
 [ -s $M/smol.gguf ] || cp $M/smol-f16.gguf $M/smol.gguf
 [ -s $M/qwen-q4km.gguf ] || { echo "(quantize failed: F16 instead)"; cp $M/qwen-f16.gguf $M/qwen-q4km.gguf; }
 if [ -n "$LCPID" ]; then   # send the llama.cpp build back for later runs
@@ -147,4 +151,8 @@ if has gemvprof; then   # why the decode GEMVs stream 0.3-0.8 TB/s: occupancy, s
     --launch-skip 2 --launch-count ${GEMVPROF_N:-3} build/bench_gemv > "$O/gemvprof.log" 2>&1
   grep -E "^  [a-z_]+.*\(|Duration|Throughput|Registers Per|Achieved Occ|Theoretical Occ|Block Limit|Waves Per|Stall|Warp Cycles|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|Issued Ipc|Dynamic Shared|Static Shared" "$O/gemvprof.log" | head -150
   el "gemvprof done"
+fi
+if has lcbuild && [ -n "${LCBG:-}" ]; then
+  el "waiting for the llama.cpp build"; wait $LCBG; echo "llama.cpp build rc=$?"; tail -2 "$O/lc-build.log"
+  ( cd $LC && tar cf - lc/build/bin | xz -T8 -6 | split -b 15M - "$O/lcbin.tar.xz." ); el "llama.cpp build packed"
 fi
