@@ -4,14 +4,17 @@
 # llama.cpp's gguf package and trimmed llama.cpp sources (from the llama-cpp-python sdist in peer/src).
 #   tests/cuda/stage_h200.sh STAGE [LLAMA_BIN_PARTS...]   (parts: lcbin.tar.xz.* an earlier run sent back)
 # TINY= / TINY_EXTRA= choose the tiny models (empty: none; the llama.cpp build takes 43 MiB of the 64).
+# NOWT=1 leaves out S/wt (the branch's files) for runs with h200_session.sh's WT=. (the checkout carried).
 # QBIN=1 adds a CPU llama-quantize (peer/build-*/bin) for runs without a llama.cpp CUDA build.
 set -eu
 S=$1; shift
 R=$(cd "$(dirname "$0")/../.." && pwd)
 LCS=$R/peer/src/llama_cpp_python-0.3.36/vendor/llama.cpp
 TINY=${TINY-"Q4_0 Q4_1 Q4_K_M Q6_K Q8_0"}
-rm -rf "$S/wt" "$S/tiny"; mkdir -p "$S/wt" "$S/tiny"
-(cd "$R" && git ls-files --cached --others --exclude-standard -z | tar cf - --null -T -) | tar xf - -C "$S/wt"
+rm -rf "$S/wt" "$S/tiny"; mkdir -p "$S/tiny"
+if [ "${NOWT:-0}" != 1 ]; then   # NOWT=1: the run uses the carried checkout itself (h200_session.sh WT=.)
+  mkdir -p "$S/wt" && (cd "$R" && git ls-files --cached --others --exclude-standard -z | tar cf - --null -T -) | tar xf - -C "$S/wt"
+fi
 # twins of the bench for A/B runs in one GPU run: graphs off; BASE_REV's header (default HEAD) built with
 # BASE_CFLAGS (e.g. -DMLLM__GPU_FUSE=0), as bench_base and bench_gemv_base (this checkout's bench_gemv.c); TWINS (below)
 B=$(mktemp -d); git -C "$R" show "${BASE_REV:-HEAD}:metalllm.h" > "$B/metalllm.h"; git -C "$R" show "${BASE_REV:-HEAD}:examples/bench.c" > "$B/bench.c"
@@ -32,7 +35,7 @@ for tw in ${TWINS:-}; do
   TW="$TW build/bench_$n"
 done
 (cd "$R" && tar cf - build/bench build/bench_nograph build/bench_base build/bench_gemv build/bench_gemv_base $TW build/test_cuda_e2e build/cuda/test_kernels_*) |
-  xz -T2 -3 > "$S/wbuild.tar.xz"
+  xz -T1 --lzma2=preset=6,dict=96MiB > "$S/wbuild.tar.xz"   # a dictionary over all of them: each holds the ~4 MB PTX (70 -> 6 MB)
 rm -f "$S/qbin.tar.xz"
 if [ "${QBIN:-0}" = 1 ]; then
   (cd "$(dirname "$(readlink -f "$R/peer/bin/llama-quantize")")/.." && tar cf - bin/llama-quantize bin/libllama-quantize-impl.so bin/libllama-common.so* \
