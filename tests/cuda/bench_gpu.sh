@@ -9,8 +9,10 @@ set -u
 B=$1; L=$2; shift 2
 for m in "$@"; do
   echo "=== $(basename "$m")"
-  echo "--- metalllm.h (CUDA)"
-  "$B/bench" -m "$m" --cuda -p 512 -n 128 -r 3 --batch 1,16,64 2>&1
+  if [ "${OURS:-1}" = 1 ]; then   # (OURS=0: llama.cpp's side alone)
+    echo "--- metalllm.h (CUDA)"
+    "$B/bench" -m "$m" --cuda -p 512 -n 128 -r 3 --batch 1,16,64 2>&1
+  fi
   if [ -x "$L/llama-bench" ]; then
     echo "--- llama.cpp llama-bench (-ngl 99, flash attention auto)"
     "$L/llama-bench" -m "$m" -ngl 99 -p 512 -n 128 -r 3 2>&1 | grep -E "^\|"

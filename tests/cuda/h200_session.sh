@@ -24,7 +24,8 @@
 #            send it back as lcbin.tar.xz.* at the end, for a later run's bench
 #   TEST_KBINS: the kernel test programs of step test (default build/cuda/test_kernels_*).
 #   AB_ARGS: bench's arguments in ab (default -p 64 -n 128 -r 3), AB_BINS, AB_BATCH, AB_REPS, AB_MODELS
-#   MOE=1: also the Qwen3-30B-A3B shape (Q4_0, written directly) in bench.  WT=DIR: the branch's files
+#   OURS=0: bench runs llama.cpp's side alone (beside an ab of this build's variants).  LCPACK=0: lcbuild
+#   sends nothing back.  MOE=1: also the Qwen3-30B-A3B shape (Q4_0, written directly) in bench.  WT=DIR: the branch's files
 #   are DIR (e.g. the carried checkout itself) instead of S/wt.
 set -u
 S=$(cd "$1" && pwd); STEPS=,${2:-test,bench},; SAN=${SANITIZE:-1}
@@ -39,7 +40,9 @@ need_models=0; { has bench || has ab || has prof || has lcprof || has gemmprof |
 # llama.cpp: a carried build, or build it in the background now
 LB=$LC/lc/build/bin; LCPID=
 Q=$LB/llama-quantize
-if ls "$S"/lcbin.tar.xz.* >/dev/null 2>&1; then
+if [ -x $LB/llama-bench ]; then   # built by an earlier call on this (still warm) machine
+  el "llama.cpp build found in $LC"
+elif ls "$S"/lcbin.tar.xz.* >/dev/null 2>&1; then
   cat "$S"/lcbin.tar.xz.* | tar xJf - -C $LC; el "llama.cpp build unpacked"
 elif [ -f "$S/qbin.tar.xz" ]; then   # a CPU llama-quantize only (no llama.cpp bench in this run)
   mkdir -p $LC/q && tar xJf "$S/qbin.tar.xz" -C $LC/q; Q="env LD_LIBRARY_PATH=$LC/q/bin $LC/q/bin/llama-quantize"
@@ -49,7 +52,8 @@ elif [ $need_models = 1 ]; then
   LCPID=$!
 fi
 # bench models: random weights in the real shapes (F16 first, quantized once llama-quantize exists)
-if [ $need_models = 1 ]; then
+have=0; [ -s $M/smol.gguf ] && [ -s $M/qwen-q4km.gguf ] && [ -s $M/qwen-q8.gguf ] && have=1   # an earlier call's
+if [ $need_models = 1 ] && [ $have = 0 ]; then
   ( PYTHONPATH=$S/gguf-py python3 "$W/tests/cuda/make_bench_model.py" smollm2-135m $M/smol-f16.gguf &&
     PYTHONPATH=$S/gguf-py python3 "$W/tests/cuda/make_bench_model.py" qwen2.5-1.5b $M/qwen-f16.gguf ) > "$O/models.log" 2>&1 &
   MPID=$!
@@ -71,8 +75,12 @@ if has test; then
   grep -a -E "^(ok|FAIL|  FAIL|  /)|passed|ERROR SUMMARY" "$O/test-gpu.log" | grep -a -v '^ok' | tail -40
   el "test-gpu done"
 fi
-[ $need_models = 1 ] || exit 0
+if [ $need_models != 1 ]; then   # (lcbuild alone: the build stays in $LC for a next call on the warm machine)
+  if [ -n "${LCBG:-}" ]; then el "waiting for the llama.cpp build"; wait $LCBG; echo "llama.cpp build rc=$?"; tail -2 "$O/lc-build.log"; fi
+  exit 0
+fi
 
+if [ $have = 0 ]; then
 wait $MPID; el "F16 models written: $(ls $M | tr '\n' ' ')"
 if [ -n "$LCPID" ]; then wait $LCPID; echo "llama.cpp build rc=$?"; tail -2 "$O/lc-build.log"; fi
 # wait for these three only: a plain wait would also wait for the background llama.cpp build (lcbuild)
@@ -82,6 +90,7 @@ $Q $M/qwen-f16.gguf $M/qwen-q8.gguf Q8_0 14 > /dev/null 2>&1 & Q3=$!
 wait $Q1 $Q2 $Q3; el "quantized: $(cd $M && ls -s *.gguf | tr '\n' ' ')"
 [ -s $M/smol.gguf ] || cp $M/smol-f16.gguf $M/smol.gguf
 [ -s $M/qwen-q4km.gguf ] || { echo "(quantize failed: F16 instead)"; cp $M/qwen-f16.gguf $M/qwen-q4km.gguf; }
+fi
 if [ -n "$LCPID" ]; then   # send the llama.cpp build back for later runs
   ( cd $LC && tar cf - lc/build/bin | xz -T8 -6 | split -b 15M - "$O/lcbin.tar.xz." )
 fi
@@ -89,7 +98,7 @@ if [ "${MOE:-0}" = 1 ]; then wait $MOEPID; el "MoE model: $(ls -s $M/moe-q4_0.gg
 if has bench; then
   BM="${BENCH_LIST:-$M/smol.gguf $M/qwen-q4km.gguf $M/qwen-q8.gguf}"
   [ "${MOE:-0}" = 1 ] && BM="$BM $M/moe-q4_0.gguf"
-  tests/cuda/bench_gpu.sh build $LB $BM 2>&1 | tee "$O/bench.log"
+  OURS=${OURS:-1} tests/cuda/bench_gpu.sh build $LB $BM 2>&1 | tee "$O/bench.log"
   el "bench done"
 fi
 if has ab; then   # same file, same run: this build, graphs off, the earlier header; alternated
@@ -154,5 +163,5 @@ if has gemvprof; then   # why the decode GEMVs stream 0.3-0.8 TB/s: occupancy, s
 fi
 if has lcbuild && [ -n "${LCBG:-}" ]; then
   el "waiting for the llama.cpp build"; wait $LCBG; echo "llama.cpp build rc=$?"; tail -2 "$O/lc-build.log"
-  ( cd $LC && tar cf - lc/build/bin | xz -T8 -6 | split -b 15M - "$O/lcbin.tar.xz." ); el "llama.cpp build packed"
+  [ "${LCPACK:-1}" = 1 ] && { ( cd $LC && tar cf - lc/build/bin | xz -T8 -6 | split -b 15M - "$O/lcbin.tar.xz." ); el "llama.cpp build packed"; }
 fi
